@@ -1,0 +1,102 @@
+"""Cassandra access shared by every service: connecting, migrations, awaiting queries."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any
+
+from cassandra.auth import PlainTextAuthProvider
+from cassandra.cluster import Cluster, ResponseFuture, Session
+from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
+from cassandra.query import dict_factory
+
+from infra.settings import CassandraSettings
+
+
+def connect(settings: CassandraSettings, *, keyspace: bool = True) -> Session:
+    auth = None
+    if settings.username and settings.password:
+        auth = PlainTextAuthProvider(settings.username, settings.password.get_secret_value())
+    cluster = Cluster(
+        settings.hosts,
+        port=settings.port,
+        auth_provider=auth,
+        load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy(settings.local_dc)),
+        protocol_version=5,
+    )
+    session = cluster.connect(settings.keyspace if keyspace else None)
+    session.row_factory = dict_factory
+    session.default_timeout = settings.request_timeout_s
+    return session
+
+
+def migration_files() -> list[tuple[str, str]]:
+    """(version, text) of every CQL file shipped in `infra/cql`, in apply order."""
+    folder = resources.files("infra") / "cql"
+    files = sorted(p for p in folder.iterdir() if p.name.endswith(".cql"))
+    return [(p.name.removesuffix(".cql"), p.read_text()) for p in files]
+
+
+def split_statements(cql: str) -> list[str]:
+    lines = [ln for ln in cql.splitlines() if not ln.strip().startswith("--")]
+    stmts = []
+    for raw in "\n".join(lines).split(";"):
+        # Drop trailing comments on a line; CQL files here never put "--" inside strings.
+        text = "\n".join(ln.split("--", 1)[0] for ln in raw.splitlines()).strip()
+        if text:
+            stmts.append(text)
+    return stmts
+
+
+def apply_migrations(hosts: Sequence[str], port: int) -> list[str]:
+    """Apply every CQL file idempotently; returns the versions applied by this call."""
+    session = connect(CassandraSettings(hosts=list(hosts), port=port), keyspace=False)
+    try:
+        applied: list[str] = []
+        for version, text in migration_files():
+            for stmt in split_statements(text):
+                session.execute(stmt, timeout=60)
+            done = session.execute(
+                "SELECT version FROM herald.schema_migrations WHERE version = %s", (version,)
+            ).one()
+            if done is None:
+                session.execute(
+                    "INSERT INTO herald.schema_migrations (version, applied_at) VALUES (%s, %s)",
+                    (version, datetime.now(UTC)),
+                )
+                applied.append(version)
+        return applied
+    finally:
+        session.cluster.shutdown()
+
+
+def aresult(future: ResponseFuture) -> asyncio.Future[list[dict[str, Any]]]:
+    """Bridge a driver ResponseFuture (driver threads) to an asyncio future (one page)."""
+    loop = asyncio.get_running_loop()
+    out: asyncio.Future[list[dict[str, Any]]] = loop.create_future()
+
+    def ok(rows: Any) -> None:
+        loop.call_soon_threadsafe(_settle, out, list(rows) if rows is not None else [], None)
+
+    def err(exc: BaseException) -> None:
+        loop.call_soon_threadsafe(_settle, out, None, exc)
+
+    future.add_callbacks(ok, err)
+    return out
+
+
+def _settle(fut: asyncio.Future[Any], value: Any, exc: BaseException | None) -> None:
+    if fut.done():
+        return
+    if exc is not None:
+        fut.set_exception(exc)
+    else:
+        fut.set_result(value)
+
+
+async def aexecute(session: Session, query: Any, params: Any = None) -> list[dict[str, Any]]:
+    """Run a query without blocking the event loop."""
+    return await aresult(session.execute_async(query, params))

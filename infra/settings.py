@@ -1,0 +1,54 @@
+"""Connection settings shared by every herald service.
+
+Each service defines one pydantic-settings class (env prefix `HERALD_`) that nests these
+sections; the environment is read only at the service's entry point.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field, SecretStr
+
+
+class KafkaSettings(BaseModel):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    # Set to use the Confluent schema-registry wire format instead of single-object encoding.
+    schema_registry_url: str | None = None
+    client_id_prefix: str = "herald"
+
+    def base_config(self, client: str) -> dict[str, str | int | bool]:
+        return {
+            "bootstrap.servers": self.bootstrap_servers,
+            "client.id": f"{self.client_id_prefix}-{client}",
+        }
+
+    def producer_config(self, client: str) -> dict[str, str | int | bool]:
+        # Idempotence needs acks=all and at most 5 in-flight requests per connection.
+        return {
+            **self.base_config(client),
+            "enable.idempotence": True,
+            "acks": "all",
+            "max.in.flight.requests.per.connection": 5,
+            "linger.ms": 5,
+            "compression.type": "lz4",
+        }
+
+    def consumer_config(self, client: str, group_id: str) -> dict[str, str | int | bool]:
+        # Offsets are stored by hand once an outcome is durable, then auto-committed.
+        return {
+            **self.base_config(client),
+            "group.id": group_id,
+            "enable.auto.commit": True,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+        }
+
+
+class CassandraSettings(BaseModel):
+    hosts: list[str] = Field(default_factory=lambda: ["127.0.0.1"])
+    port: int = 9042
+    keyspace: str = "herald"
+    username: str | None = None
+    password: SecretStr | None = None
+    local_dc: str = "datacenter1"
+    request_timeout_s: float = 10.0

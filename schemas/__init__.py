@@ -1,0 +1,1 @@
+"""herald's public contract: Avro schemas (versioned in `schemas/avro`), channels, codec."""

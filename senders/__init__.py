@@ -1,0 +1,1 @@
+"""Senders: one consumer group per channel, each delivering through its providers."""

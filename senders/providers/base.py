@@ -1,0 +1,100 @@
+"""The interface every provider module implements, and the errors it raises.
+
+A provider turns one `Message` into one call to a third-party service. It knows the
+provider's wire protocol and error vocabulary and nothing about Kafka, retries or the
+ledger: the sender runtime decides what an error means for the delivery from
+`DeliveryError.retriable`, `retry_after` and `invalid_address`.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass(frozen=True)
+class Message:
+    """What a provider needs to deliver one delivery record."""
+
+    delivery_id: str
+    notification_id: str
+    channel: str  # push.ios | push.android | push.web | sms | email
+    address: str  # device token, E.164 number or email address
+    body: str
+    title: str | None = None
+    subject: str | None = None
+    html: str | None = None
+    data: dict[str, str] = field(default_factory=dict)
+    collapse_key: str | None = None
+    expires_at: datetime | None = None
+    priority: str = "normal"  # high | normal | low
+    category: str = "transactional"
+
+
+@dataclass(frozen=True)
+class SendResult:
+    provider: str
+    message_id: str | None  # the provider's id for the accepted message, when it gives one
+
+
+class DeliveryError(Exception):
+    """A failed send. `retriable` says whether the same message may succeed later."""
+
+    retriable: bool = False
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        provider: str,
+        retriable: bool | None = None,
+        retry_after: float | None = None,
+        invalid_address: bool = False,
+        status: int | None = None,
+    ) -> None:
+        super().__init__(f"{provider}: {reason}")
+        self.reason = reason  # short and PII-free, e.g. "apns:410 Unregistered"
+        self.provider = provider
+        if retriable is not None:
+            self.retriable = retriable
+        self.retry_after = retry_after  # seconds the provider asked us to wait
+        self.invalid_address = invalid_address  # token unregistered / number invalid
+        self.status = status
+
+
+class RetriableError(DeliveryError):
+    """Transient: throttling, 5xx, timeouts, connection errors."""
+
+    retriable = True
+
+
+class PermanentError(DeliveryError):
+    """Never succeeds as is: bad payload, rejected address, auth misconfiguration."""
+
+    retriable = False
+
+
+class Provider(abc.ABC):
+    """One third-party service for one or more channels.
+
+    Lifecycle: `start()` once before the first `send()`; `send()` may then be called
+    concurrently from many tasks; `close()` once after the last `send()` returns.
+    """
+
+    name: str
+    channels: frozenset[str]
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Open connections, load credentials. Raising here stops the sender."""
+
+    @abc.abstractmethod
+    async def send(self, message: Message) -> SendResult:
+        """Deliver one message, or raise `DeliveryError`.
+
+        Returns only once the provider has accepted the message. Any other exception
+        is treated by the runtime as retriable.
+        """
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections; no `send()` is in flight."""
