@@ -41,14 +41,9 @@ def migration_files() -> list[tuple[str, str]]:
 
 
 def split_statements(cql: str) -> list[str]:
-    lines = [ln for ln in cql.splitlines() if not ln.strip().startswith("--")]
-    stmts = []
-    for raw in "\n".join(lines).split(";"):
-        # Drop trailing comments on a line; CQL files here never put "--" inside strings.
-        text = "\n".join(ln.split("--", 1)[0] for ln in raw.splitlines()).strip()
-        if text:
-            stmts.append(text)
-    return stmts
+    # Comments go first: they may contain ";". CQL files here never put "--" inside strings.
+    body = "\n".join(ln.split("--", 1)[0] for ln in cql.splitlines())
+    return [stmt.strip() for stmt in body.split(";") if stmt.strip()]
 
 
 def apply_migrations(hosts: Sequence[str], port: int) -> list[str]:
