@@ -1,0 +1,66 @@
+# herald — run `make help` for the list of targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+PYTEST_ARGS ?=
+
+.PHONY: help install stack-up stack-down stack-status down demo test test-unit test-integration \
+	test-faults bench lint fmt typecheck check clean
+
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "}; /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	@rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install herald with its dev tools
+
+stack-up: install ## Start Kafka and Cassandra (reused when already healthy), create topics and tables
+	$(PY) -m infra.stack up
+
+stack-down: install ## Stop Kafka and Cassandra
+	$(PY) -m infra.stack down
+
+stack-status: install ## Show health, ports and memory of Kafka and Cassandra
+	$(PY) -m infra.stack status
+
+down: stack-down ## Stop everything the demo or the tests left running
+
+demo: stack-up ## Start everything, send a realistic batch, show what was delivered and dropped
+	$(PY) -m herald.demo
+
+test: stack-up ## Install, start the stack, run unit, integration and end-to-end tests
+	$(PY) -m herald.testrun -m "not faults" $(PYTEST_ARGS)
+
+test-unit: install ## Unit tests only (no servers)
+	$(PY) -m herald.testrun tests/unit tests/contract $(PYTEST_ARGS)
+
+test-faults: stack-up ## Fault-injection suite (kills, restarts, provider faults)
+	$(PY) -m herald.testrun -m faults $(PYTEST_ARGS)
+
+bench: stack-up ## Benchmarks: pipeline throughput/latency vs the raw Kafka passthrough
+	$(PY) -m herald.bench
+
+lint: install ## ruff lint and format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+fmt: install ## Format the code with ruff
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+typecheck: install ## mypy on the packages
+	$(VENV)/bin/mypy
+
+check: lint typecheck test-unit ## Lint, type-check and unit tests
+
+clean: ## Remove the venv and the run directory (Kafka and Cassandra data)
+	-$(PY) -m infra.stack down
+	rm -rf $(VENV) .run
