@@ -36,7 +36,7 @@ def connect(settings: CassandraSettings, *, keyspace: bool = True) -> Session:
 def migration_files() -> list[tuple[str, str]]:
     """(version, text) of every CQL file shipped in `infra/cql`, in apply order."""
     folder = resources.files("infra") / "cql"
-    files = sorted(p for p in folder.iterdir() if p.name.endswith(".cql"))
+    files = sorted((p for p in folder.iterdir() if p.name.endswith(".cql")), key=lambda p: p.name)
     return [(p.name.removesuffix(".cql"), p.read_text()) for p in files]
 
 

@@ -73,7 +73,9 @@ def all_topics(replication: int = 1) -> list[TopicSpec]:
             for t in range(1, RETRY_TIERS + 1)
         )
         specs.append(
-            TopicSpec(dlq_topic(ch), partitions=1, replication=replication, retention_ms=30 * DAY_MS)
+            TopicSpec(
+                dlq_topic(ch), partitions=1, replication=replication, retention_ms=30 * DAY_MS
+            )
         )
     return specs
 

@@ -18,8 +18,10 @@ class Channel(StrEnum):
 
     @property
     def preference(self) -> PreferenceChannel:
-        return PreferenceChannel.PUSH if self.value.startswith("push.") else PreferenceChannel(
-            self.value
+        return (
+            PreferenceChannel.PUSH
+            if self.value.startswith("push.")
+            else PreferenceChannel(self.value)
         )
 
 

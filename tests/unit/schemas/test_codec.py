@@ -43,7 +43,7 @@ def test_round_trip_fills_defaults() -> None:
     ("data", "reason"),
     [
         (b"", "bad_magic"),
-        (b"{\"json\": true}", "bad_magic"),
+        (b'{"json": true}', "bad_magic"),
         (b"\xc3\x01" + b"\x00" * 8 + b"body", "unknown_fingerprint"),
     ],
 )
@@ -82,11 +82,21 @@ def test_ids_are_deterministic_and_distinct() -> None:
     assert n == ids.notification_id("evt-1") != ids.notification_id("evt-2")
     assert ids.delivery_id(n, "push.ios", "dev-1") != ids.delivery_id(n, "push.ios", "dev-2")
     a = events.status_event(
-        notification_id=n, event_id="evt-1", user_id="u", category="c", outcome="dropped",
-        reason="opted_out", channel="sms",
+        notification_id=n,
+        event_id="evt-1",
+        user_id="u",
+        category="c",
+        outcome="dropped",
+        reason="opted_out",
+        channel="sms",
     )
     b = events.status_event(
-        notification_id=n, event_id="evt-1", user_id="u", category="c", outcome="dropped",
-        reason="opted_out", channel="sms",
+        notification_id=n,
+        event_id="evt-1",
+        user_id="u",
+        category="c",
+        outcome="dropped",
+        reason="opted_out",
+        channel="sms",
     )
     assert a["status_id"] == b["status_id"]
