@@ -1,0 +1,3 @@
+from infra.stack.cli import main
+
+main()

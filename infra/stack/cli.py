@@ -1,0 +1,122 @@
+"""`python -m infra.stack up|down|status|restart|env`: the local Kafka + Cassandra.
+
+`up` is idempotent: a healthy running server is reused, a missing one started; then the
+topics (infra/topics.py) and the tables (infra/cql/*.cql) are created if missing.
+"""
+
+from __future__ import annotations
+
+import logging
+from enum import StrEnum
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from infra.stack.cassandra import Cassandra
+from infra.stack.component import Component, StackError
+from infra.stack.jars import JarResolutionError
+from infra.stack.kafka import Kafka
+from infra.stack.settings import StackSettings
+
+app = typer.Typer(help="Run the local Kafka and Cassandra that herald needs.", no_args_is_help=True)
+console = Console()
+
+
+class Which(StrEnum):
+    ALL = "all"
+    KAFKA = "kafka"
+    CASSANDRA = "cassandra"
+
+
+def components(settings: StackSettings, which: Which = Which.ALL) -> list[Component]:
+    every: list[Component] = [Kafka(settings), Cassandra(settings)]
+    return [c for c in every if which == Which.ALL or c.name == which.value]
+
+
+def _quiet_clients() -> None:
+    # Connection refusals while a server boots are expected; the probe reports them.
+    logging.getLogger("cassandra").setLevel(logging.CRITICAL)
+
+
+def bootstrap(settings: StackSettings) -> None:
+    from infra.cassandra import apply_migrations
+    from infra.topics import ensure_topics
+
+    created = ensure_topics(settings.bootstrap_servers)
+    console.print(
+        f"topics: {len(created)} created" + (f" ({', '.join(created)})" if created else "")
+    )
+    applied = apply_migrations([settings.host], settings.cassandra_port)
+    console.print(f"cql: {len(applied)} migration(s) applied" + (f" {applied}" if applied else ""))
+
+
+@app.command()
+def up(which: Which = typer.Argument(Which.ALL), bootstrap_only: bool = False) -> None:
+    """Start (or reuse) the servers, wait until healthy, create topics and tables."""
+    settings = StackSettings()
+    _quiet_clients()
+    try:
+        if not bootstrap_only:
+            for component in components(settings, which):
+                component.up()
+        if which == Which.ALL:
+            bootstrap(settings)
+    except (StackError, JarResolutionError) as exc:
+        console.print(f"[red]stack: {exc}[/red]")
+        raise typer.Exit(1) from exc
+
+
+@app.command()
+def down(which: Which = typer.Argument(Which.ALL)) -> None:
+    """Stop the servers (data is kept in the run directory)."""
+    for component in reversed(components(StackSettings(), which)):
+        stopped = component.down()
+        console.print(f"{component.name}: {'stopped' if stopped else 'not running'}")
+
+
+@app.command()
+def restart(which: Which = typer.Argument(Which.ALL)) -> None:
+    """Stop then start the servers, keeping their data (used by the fault suite)."""
+    settings = StackSettings()
+    _quiet_clients()
+    for component in components(settings, which):
+        component.down()
+        try:
+            component.up()
+        except StackError as exc:
+            console.print(f"[red]stack: {exc}[/red]")
+            raise typer.Exit(1) from exc
+
+
+@app.command()
+def status() -> None:
+    """Health, port, pid and memory of each server. Exit 1 if any is unhealthy."""
+    _quiet_clients()
+    table = Table("component", "health", "port", "pid", "RSS MiB", "detail")
+    healthy = True
+    for component in components(StackSettings()):
+        st = component.status()
+        healthy &= st.healthy
+        table.add_row(
+            st.name,
+            "[green]healthy[/green]" if st.healthy else "[red]down[/red]",
+            str(st.port),
+            str(st.pid or "-"),
+            f"{st.rss_mb:.0f}" if st.rss_mb else "-",
+            st.detail,
+        )
+    console.print(table)
+    if not healthy:
+        raise typer.Exit(1)
+
+
+@app.command()
+def env() -> None:
+    """Print the environment herald's services need to reach this stack."""
+    for key, value in StackSettings().client_env().items():
+        print(f"export {key}='{value}'")
+
+
+def main() -> None:
+    app()
