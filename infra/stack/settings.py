@@ -1,4 +1,4 @@
-"""Where and how the local Kafka and Cassandra run. Read from `HERALD_STACK_*` at the entry point."""
+"""Where and how the local Kafka and Cassandra run; read from `HERALD_STACK_*`."""
 
 from __future__ import annotations
 
