@@ -1,0 +1,1 @@
+"""Benchmark harness: load generation, the Kafka passthrough baseline, pipeline runs."""

@@ -1,0 +1,3 @@
+from herald.bench.cli import app
+
+app()

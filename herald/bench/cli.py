@@ -1,0 +1,339 @@
+"""`python -m herald.bench` (`make bench`): herald against the raw Kafka limit.
+
+One run: seed a user base, time the bare consume → produce passthrough of the request
+records, then run the real pipeline (emulators, processors, senders as OS processes) with
+1 and 2 processes per stage: a saturating phase for sustained throughput and a paced
+phase for latency at a fixed offered rate. Prints one table, writes the JSON file.
+Figures are reported, never asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import typer
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from herald.bench import load, passthrough, pipeline
+from herald.bench import services as bench_services
+from herald.bench.sampler import Sampler, listener_pid
+from herald.services import ServiceError, running
+from infra.cassandra import connect
+from infra.settings import CassandraSettings, KafkaSettings
+from schemas import codec
+
+app = typer.Typer(help="Benchmark herald against a bare Kafka passthrough.")
+# Wide enough for the table when the output is a file or a CI log.
+console = Console(width=None if Console().is_terminal else 160)
+
+
+class BenchSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HERALD_", env_nested_delimiter="__")
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    cassandra: CassandraSettings = Field(default_factory=CassandraSettings)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description:<34}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+def _fmt(v: float | None, digits: int = 0) -> str:
+    return "-" if v is None else f"{v:,.{digits}f}"
+
+
+def _updater(progress: Progress, task: TaskID) -> Callable[[int, int], None]:
+    def update(done: int, total: int) -> None:
+        progress.update(task, completed=done, total=total)
+
+    return update
+
+
+def _usage_rows(sampler: Sampler) -> list[dict[str, Any]]:
+    return [
+        {
+            "process": u.name,
+            "cpu_avg_pct": round(u.cpu_avg, 1),
+            "cpu_max_pct": round(u.cpu_max, 1),
+            "rss_max_mib": round(u.rss_max / 2**20, 1),
+        }
+        for u in sampler.usage.values()
+    ]
+
+
+def _pipeline_runs(
+    settings: BenchSettings,
+    *,
+    users: list[load.User],
+    prefix: str,
+    requests: int,
+    rate: float,
+    latency_requests: int,
+    scales: list[int],
+    log_dir: Path,
+    settle_timeout: float,
+    progress: Progress,
+) -> list[dict[str, Any]]:
+    mix = load.RequestMix(users)
+    infra_pids = {
+        name: pid
+        for name, pid in (
+            ("kafka", listener_pid(int(settings.kafka.bootstrap_servers.rsplit(":", 1)[1]))),
+            ("cassandra", listener_pid(settings.cassandra.port)),
+        )
+        if pid
+    }
+    ports = bench_services.Ports.pick()
+    results: list[dict[str, Any]] = []
+    with running([bench_services.emulator_spec(ports)], log_dir) as emu:
+        for n in scales:
+            specs = [bench_services.processor_spec(i) for i in range(1, n + 1)]
+            specs += [bench_services.sender_spec(i, ports) for i in range(1, n + 1)]
+            with running(specs, log_dir) as procs:
+                pids = {**infra_pids, "emulators": emu["emulators"].pid}
+                pids.update({name: svc.pid for name, svc in procs.items()})
+                # Warm-up: every consumer joins its group and every cache fills once.
+                task = progress.add_task(f"x{n} warm-up", total=1)
+                run_id = f"{prefix}-x{n}"
+                pipeline.run_phase(
+                    name="warmup",
+                    processes=n,
+                    kafka=settings.kafka,
+                    requests=list(mix.requests(50, run_id=f"{run_id}-w")),
+                    user_prefix=prefix,
+                    rate=0,
+                    control_url=ports.control_url,
+                    settle_timeout=60,
+                    on_progress=_updater(progress, task),
+                )
+                for phase, count, offered in (
+                    ("saturate", requests, 0.0),
+                    ("paced", latency_requests, rate),
+                ):
+                    httpx.post(f"{ports.control_url}/reset", timeout=10)
+                    task = progress.add_task(
+                        f"x{n} {phase} ({'max' if not offered else f'{offered:g}/s'})",
+                        total=count,
+                    )
+                    with Sampler(pids) as sampler:
+                        res = pipeline.run_phase(
+                            name=phase,
+                            processes=n,
+                            kafka=settings.kafka,
+                            requests=list(mix.requests(count, run_id=f"{run_id}-{phase}")),
+                            user_prefix=prefix,
+                            rate=offered,
+                            control_url=ports.control_url,
+                            settle_timeout=settle_timeout,
+                            on_progress=_updater(progress, task),
+                        )
+                    results.append({**asdict(res), "processes_usage": _usage_rows(sampler)})
+    return results
+
+
+def _render(doc: dict[str, Any]) -> None:
+    pt = doc.get("passthrough")
+    table = Table(title="herald benchmark", show_lines=False)
+    for col in (
+        "run",
+        "procs",
+        "offered/s",
+        "requests/s",
+        "deliveries/s",
+        "processor req/s",
+        "senders dlv/s",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "vs passthrough",
+        "complete",
+    ):
+        table.add_column(col, justify="right" if col not in ("run",) else "left")
+    if pt:
+        table.add_row(
+            "kafka passthrough",
+            "1",
+            "max",
+            _fmt(pt["records_per_s"]),
+            "-",
+            "-",
+            "-",
+            "-",
+            "-",
+            "-",
+            "1.00",
+            "yes",
+        )
+    for r in doc.get("pipeline", []):
+        ratio = r["requests_per_s"] / pt["records_per_s"] if pt and pt["records_per_s"] else None
+        table.add_row(
+            r["name"],
+            str(r["processes"]),
+            "max" if not r["offered_rate"] else f"{r['offered_rate']:g}",
+            _fmt(r["requests_per_s"]),
+            _fmt(r["deliveries_per_s"]),
+            _fmt(r["processor_per_s"]),
+            _fmt(r["senders_per_s"]),
+            _fmt(r["latency_ms"]["p50"]),
+            _fmt(r["latency_ms"]["p95"]),
+            _fmt(r["latency_ms"]["p99"]),
+            _fmt(ratio, 3),
+            "yes" if r["complete"] else "NO",
+        )
+    console.print(table)
+    runs = doc.get("pipeline", [])
+    if runs:
+        usage = Table(title="CPU and RSS per process (saturating and paced phases)")
+        for col in ("run", "procs", "process", "CPU avg %", "CPU max %", "RSS max MiB"):
+            usage.add_column(col, justify="left" if col in ("run", "process") else "right")
+        for r in runs:
+            for u in r["processes_usage"]:
+                usage.add_row(
+                    r["name"],
+                    str(r["processes"]),
+                    u["process"],
+                    _fmt(u["cpu_avg_pct"], 1),
+                    _fmt(u["cpu_max_pct"], 1),
+                    _fmt(u["rss_max_mib"], 1),
+                )
+        console.print(usage)
+        outcome = Table(title="What happened to the requests")
+        for col in ("run", "procs", "requests", "deliveries", "delivered", "dup. receipts"):
+            outcome.add_column(col, justify="left" if col == "run" else "right")
+        outcome.add_column("drops / dead letters")
+        for r in runs:
+            reasons = ", ".join(f"{k} {v}" for k, v in sorted(r["reasons"].items()))
+            outcome.add_row(
+                r["name"],
+                str(r["processes"]),
+                str(r["requests"]),
+                str(r["deliveries_fanned"]),
+                str(r["delivered"]),
+                str(r["duplicate_receipts"]),
+                reasons or "-",
+            )
+        console.print(outcome)
+        sat = [r for r in runs if r["name"] == "saturate"]
+        if len(sat) > 1 and sat[0]["requests_per_s"]:
+            base = sat[0]
+            for r in sat[1:]:
+                change = r["requests_per_s"] / base["requests_per_s"]
+                console.print(
+                    f"scaling: {base['processes']} → {r['processes']} processes per stage: "
+                    f"{base['requests_per_s']:,.0f} → {r['requests_per_s']:,.0f} requests/s "
+                    f"(x{change:.2f})"
+                )
+
+
+@app.command()
+def run(
+    requests: int = typer.Option(3000, help="Requests per saturating phase (and passthrough)."),
+    rate: float = typer.Option(150.0, help="Offered rate of the paced (latency) phase, req/s."),
+    users: int = typer.Option(2000, help="Synthetic users seeded into Cassandra."),
+    latency_requests: int = typer.Option(
+        0, help="Requests in the paced phase (default: 20 s worth at --rate)."
+    ),
+    scale: str = typer.Option("1,2", help="Processes per stage to compare, comma-separated."),
+    pipeline_runs: bool = typer.Option(True, "--pipeline/--no-pipeline"),
+    output: Path = typer.Option(Path("bench-results.json"), help="Where to write the figures."),
+    log_dir: Path = typer.Option(Path(".run/bench"), help="Logs of the processes started."),
+    settle_timeout: float = typer.Option(
+        45.0, help="Stop waiting when nothing has moved for this long (seconds)."
+    ),
+) -> None:
+    """Seed users, time the passthrough baseline, run the pipeline, print and save figures."""
+    logging.basicConfig(level=logging.WARNING)
+    settings = BenchSettings()
+    prefix = f"bench-{uuid.uuid4().hex[:8]}"
+    doc: dict[str, Any] = {
+        "started_at": datetime.now(UTC).isoformat(),
+        "machine": {
+            "cpus": psutil.cpu_count(),
+            "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+            "python": platform.python_version(),
+        },
+        "parameters": {
+            "requests": requests,
+            "rate": rate,
+            "users": users,
+            "scale": scale,
+        },
+    }
+    population = load.make_users(users, prefix=prefix)
+    with _progress() as progress:
+        task = progress.add_task("seed Cassandra", total=1)
+        session = connect(settings.cassandra, keyspace=False)
+        try:
+            t0 = time.perf_counter()
+            doc["seed"] = load.seed_cassandra(
+                session, population, keyspace=settings.cassandra.keyspace
+            )
+            doc["seed"]["seconds"] = round(time.perf_counter() - t0, 2)
+        finally:
+            session.cluster.shutdown()
+        progress.update(task, completed=1)
+
+        payloads = []
+        for r in load.RequestMix(population).requests(requests, run_id=f"{prefix}-pt"):
+            r["created_at"] = int(time.time() * 1000)
+            payloads.append((r["user_id"].encode(), codec.encode(codec.REQUEST, r)))
+        task = progress.add_task("kafka passthrough", total=len(payloads))
+        pt = passthrough.run(settings.kafka, payloads, progress=lambda n: progress.advance(task, n))
+        doc["passthrough"] = {
+            "records": pt.records,
+            "seconds": round(pt.seconds, 3),
+            "records_per_s": round(pt.records_per_s, 1),
+            "produce_per_s": round(pt.produce_per_s, 1),
+            "topics": [passthrough.IN_TOPIC, passthrough.OUT_TOPIC],
+        }
+
+        if pipeline_runs:
+            try:
+                doc["pipeline"] = _pipeline_runs(
+                    settings,
+                    users=population,
+                    prefix=prefix,
+                    requests=requests,
+                    rate=rate,
+                    latency_requests=latency_requests or max(1, int(rate * 20)),
+                    scales=[int(s) for s in scale.split(",") if s.strip()],
+                    log_dir=log_dir,
+                    settle_timeout=settle_timeout,
+                    progress=progress,
+                )
+            except ServiceError as exc:
+                doc["pipeline_error"] = str(exc).splitlines()[0]
+                console.print(f"[red]pipeline not measured: {exc}[/red]")
+    doc["finished_at"] = datetime.now(UTC).isoformat()
+    output.write_text(json.dumps(doc, indent=2))
+    _render(doc)
+    console.print(f"figures written to {output}")

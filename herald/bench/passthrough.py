@@ -1,0 +1,126 @@
+"""The physical baseline: a bare confluent-kafka consume → produce loop on the same broker.
+
+It moves the same encoded request records from one bench topic to another with the same
+producer and consumer settings as herald (idempotent, acks=all, read_committed, offsets
+stored by hand), so the ratio pipeline / passthrough isolates what herald's own work costs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from infra.settings import KafkaSettings
+
+IN_TOPIC = "bench.passthrough.in"
+OUT_TOPIC = "bench.passthrough.out"
+PARTITIONS = 6  # as notifications.requested
+RETENTION_MS = 3_600_000  # bench data is worthless after the run
+
+
+@dataclass
+class PassthroughResult:
+    records: int
+    seconds: float
+    produce_seconds: float
+
+    @property
+    def records_per_s(self) -> float:
+        return self.records / self.seconds if self.seconds else 0.0
+
+    @property
+    def produce_per_s(self) -> float:
+        return self.records / self.produce_seconds if self.produce_seconds else 0.0
+
+
+def ensure_bench_topics(kafka: KafkaSettings) -> None:
+    admin = AdminClient({"bootstrap.servers": kafka.bootstrap_servers})
+    existing = set(admin.list_topics(timeout=15).topics)
+    new = [
+        NewTopic(t, PARTITIONS, 1, config={"retention.ms": str(RETENTION_MS)})
+        for t in (IN_TOPIC, OUT_TOPIC)
+        if t not in existing
+    ]
+    if not new:
+        return
+    for fut in admin.create_topics(new, operation_timeout=15).values():
+        try:
+            fut.result()
+        except KafkaException as exc:
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise
+
+
+def end_offsets(consumer: Consumer, topic: str) -> list[TopicPartition]:
+    meta = consumer.list_topics(topic, timeout=15).topics[topic]
+    out = []
+    for p in sorted(meta.partitions):
+        _low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=15)
+        out.append(TopicPartition(topic, p, high))
+    return out
+
+
+def run(
+    kafka: KafkaSettings,
+    payloads: Sequence[tuple[bytes, bytes]],
+    *,
+    progress: Callable[[int], None] = lambda _n: None,
+) -> PassthroughResult:
+    """Load `payloads` (key, value) into the input topic, then time the consume → produce copy.
+
+    The topics are reused across runs: the consumer starts at the input's end offsets taken
+    before loading, so only this run's records are copied.
+    """
+    ensure_bench_topics(kafka)
+    group = f"herald-bench-passthrough-{time.time_ns()}"
+    consumer = Consumer(kafka.consumer_config("bench-passthrough", group))
+    start_at = end_offsets(consumer, IN_TOPIC)
+
+    loader = Producer(kafka.producer_config("bench-passthrough-load"))
+    t0 = time.perf_counter()
+    for key, value in payloads:
+        while True:
+            try:
+                loader.produce(IN_TOPIC, value=value, key=key)
+                break
+            except BufferError:
+                loader.poll(0.05)
+        loader.poll(0)
+    loader.flush(60)
+    produce_seconds = time.perf_counter() - t0
+
+    producer = Producer(kafka.producer_config("bench-passthrough"))
+    consumer.assign(start_at)
+    total = len(payloads)
+    copied = 0
+    started: float | None = None
+    try:
+        while copied < total:
+            batch = consumer.consume(num_messages=1000, timeout=1.0)
+            if not batch:
+                continue
+            if started is None:
+                started = time.perf_counter()
+            for msg in batch:
+                if msg.error():
+                    raise KafkaException(msg.error())
+                while True:
+                    try:
+                        producer.produce(OUT_TOPIC, value=msg.value(), key=msg.key())
+                        break
+                    except BufferError:
+                        producer.poll(0.05)
+                consumer.store_offsets(msg)
+            producer.poll(0)
+            copied += len(batch)
+            progress(len(batch))
+        # Records are only moved once the output broker has acknowledged them.
+        producer.flush(60)
+        seconds = time.perf_counter() - (started or time.perf_counter())
+    finally:
+        consumer.close()
+    return PassthroughResult(records=copied, seconds=seconds, produce_seconds=produce_seconds)

@@ -1,0 +1,161 @@
+"""One pipeline measurement: herald's real processes, a request stream, and what came out.
+
+A phase publishes requests at an offered rate (0 = as fast as the producer goes, which
+builds a backlog and so measures sustained capacity), follows every request through the
+status and channel topics until each one is decided and each delivery has ended, then
+joins the provider emulator's ledger by delivery id for the publish → receipt latency.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from confluent_kafka import Producer
+
+from herald.bench.load import publish
+from herald.bench.observe import Observer
+from infra import topics
+from infra.settings import KafkaSettings
+from schemas.channels import Outcome
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    k = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[k]
+
+
+@dataclass
+class PhaseResult:
+    name: str
+    processes: int
+    offered_rate: float
+    requests: int
+    publish_seconds: float
+    complete: bool
+    decided: int
+    deliveries_fanned: int
+    deliveries_ended: int
+    delivered: int  # distinct delivery ids in the emulator ledger
+    duplicate_receipts: int  # ledger entries beyond the first per delivery id
+    seconds: float  # first publish → last emulator receipt (or last event)
+    requests_per_s: float
+    deliveries_per_s: float
+    processor_per_s: float
+    senders_per_s: float
+    latency_ms: dict[str, float | None] = field(default_factory=dict)
+    outcomes: dict[str, int] = field(default_factory=dict)
+    reasons: dict[str, int] = field(default_factory=dict)
+    channels: dict[str, int] = field(default_factory=dict)
+
+
+def fetch_ledger(control_url: str) -> list[dict[str, Any]]:
+    resp = httpx.get(f"{control_url}/ledger", timeout=120)
+    resp.raise_for_status()
+    data = resp.json()
+    return list(data if isinstance(data, list) else data.get("entries", []))
+
+
+def _rate(count: int, start_ms: float | None, end_ms: float | None) -> float:
+    if not count or start_ms is None or end_ms is None or end_ms <= start_ms:
+        return 0.0
+    return count / ((end_ms - start_ms) / 1000)
+
+
+def run_phase(
+    *,
+    name: str,
+    processes: int,
+    kafka: KafkaSettings,
+    requests: list[dict[str, Any]],
+    user_prefix: str,
+    rate: float,
+    control_url: str,
+    settle_timeout: float,
+    on_progress: Callable[[int, int], None] = lambda _done, _total: None,
+) -> PhaseResult:
+    """Publish `requests`, wait until all are accounted for (or nothing moves for
+    `settle_timeout` seconds), and measure."""
+    nids = {r["notification_id"] for r in requests}
+    observer = Observer(kafka, nids, user_prefix)
+    observer.start()
+    created: dict[str, int] = {}
+    producer = Producer(kafka.producer_config("bench-load"))
+
+    def published(record: dict[str, Any]) -> None:
+        created[record["notification_id"]] = record["created_at"]
+        if len(created) % 200 == 0:
+            on_progress(len(created) // 2, len(requests))
+
+    t0 = time.perf_counter()
+    publish(producer, topics.REQUESTED, iter(requests), rate=rate, on_published=published)
+    publish_seconds = time.perf_counter() - t0
+
+    total = len(requests)
+    complete = False
+    while True:
+        handled, fanned, ended = observer.progress()
+        done_share = (handled / total + (ended / fanned if fanned else 0)) / 2
+        on_progress(total // 2 + int(done_share * total / 2), total)
+        if handled >= total and ended >= fanned:
+            complete = True
+            break
+        if time.monotonic() - observer.state.last_change > settle_timeout:
+            break
+        time.sleep(0.25)
+    observer.stop()
+    on_progress(total, total)
+
+    s = observer.state
+    first_publish = min(created.values())
+    ledger = [e for e in fetch_ledger(control_url) if e.get("delivery_id") in s.fanned]
+    receipts: dict[str, int] = {}
+    duplicates = 0
+    for entry in ledger:
+        did = entry["delivery_id"]
+        if did in receipts:
+            duplicates += 1
+            receipts[did] = min(receipts[did], int(entry["received_at_ms"]))
+        else:
+            receipts[did] = int(entry["received_at_ms"])
+    latencies = [
+        receipts[did] - created[s.fanned[did][0]] for did in receipts if s.fanned[did][0] in created
+    ]
+    decided_ts = [ts for _o, _r, ts in s.decided.values()]
+    decided_ts += [ts for _nid, ts in s.fanned.values()]
+    sent_ts = [e.occurred_at for e in s.ended.values() if e.outcome == Outcome.SENT]
+    end_ms = max(receipts.values(), default=None) or max(sent_ts + decided_ts, default=None)
+    seconds = (end_ms - first_publish) / 1000 if end_ms else 0.0
+    return PhaseResult(
+        name=name,
+        processes=processes,
+        offered_rate=rate,
+        requests=total,
+        publish_seconds=publish_seconds,
+        complete=complete,
+        decided=observer.progress()[0],
+        deliveries_fanned=len(s.fanned),
+        deliveries_ended=len(s.ended),
+        delivered=len(receipts),
+        duplicate_receipts=duplicates,
+        seconds=seconds,
+        requests_per_s=total / seconds if seconds else 0.0,
+        deliveries_per_s=len(receipts) / seconds if seconds else 0.0,
+        processor_per_s=_rate(total, first_publish, max(decided_ts, default=None)),
+        senders_per_s=_rate(len(sent_ts), min(sent_ts, default=None), max(sent_ts, default=None)),
+        latency_ms={
+            "p50": percentile(latencies, 50),
+            "p95": percentile(latencies, 95),
+            "p99": percentile(latencies, 99),
+            "max": max(latencies, default=None),
+        },
+        outcomes=dict(s.outcomes),
+        reasons=dict(s.reasons),
+        channels=dict(s.fanned_channel),
+    )

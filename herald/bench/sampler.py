@@ -1,0 +1,77 @@
+"""CPU and RSS per process, sampled with psutil while a run is under way."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from dataclasses import dataclass, field
+
+import psutil
+
+
+@dataclass
+class ProcessUsage:
+    name: str
+    pid: int
+    samples: int = 0
+    cpu_sum: float = 0.0  # percent of one core, summed over samples
+    cpu_max: float = 0.0
+    rss_max: int = 0
+
+    @property
+    def cpu_avg(self) -> float:
+        return self.cpu_sum / self.samples if self.samples else 0.0
+
+
+def listener_pid(port: int) -> int | None:
+    """The process listening on a local TCP port (Kafka and Cassandra are ours to watch)."""
+    with contextlib.suppress(psutil.Error):
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
+                return conn.pid
+    return None
+
+
+@dataclass
+class Sampler:
+    pids: dict[str, int]
+    interval: float = 1.0
+    usage: dict[str, ProcessUsage] = field(default_factory=dict)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def _tree(self, pid: int) -> list[psutil.Process]:
+        try:
+            root = psutil.Process(pid)
+            return [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return []
+
+    def _loop(self) -> None:
+        procs = {name: self._tree(pid) for name, pid in self.pids.items()}
+        for tree in procs.values():
+            for p in tree:
+                with contextlib.suppress(psutil.Error):
+                    p.cpu_percent(None)  # the first call only sets the baseline
+        while not self._stop.wait(self.interval):
+            for name, tree in procs.items():
+                cpu, rss = 0.0, 0
+                for p in tree:
+                    with contextlib.suppress(psutil.Error):
+                        cpu += p.cpu_percent(None)
+                        rss += p.memory_info().rss
+                u = self.usage.setdefault(name, ProcessUsage(name, self.pids[name]))
+                u.samples += 1
+                u.cpu_sum += cpu
+                u.cpu_max = max(u.cpu_max, cpu)
+                u.rss_max = max(u.rss_max, rss)
+
+    def __enter__(self) -> Sampler:
+        self._thread = threading.Thread(target=self._loop, name="bench-sampler", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=5)
