@@ -1,0 +1,1 @@
+"""Operations: replay, dead-letter redrive, lag monitoring, status, tracking and stats."""

@@ -1,0 +1,152 @@
+"""Pieces shared by replay and redrive: topic names, filters, re-producing records."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import KafkaError, Message, Producer
+
+from herald.ops.kafkaio import Headers, header_list
+from infra import topics
+from infra.settings import KafkaSettings
+from schemas.channels import Channel
+
+REPLAY_HEADER = "herald.replay"
+_CHANNEL_TOPIC = re.compile(
+    r"^notifications\.(?P<channel>[a-z.]+?)(?P<lane>\.priority|\.retry\.\d+|\.dlq)?$"
+)
+_REQUEST_ALIASES = {"requests", "requested", "request", topics.REQUESTED}
+
+
+@dataclass(frozen=True)
+class TopicRef:
+    name: str
+    channel: Channel | None  # None: the request topic (or its DLQ)
+    lane: str  # "main" | "priority" | "retry" | "dlq"
+
+    @property
+    def is_request(self) -> bool:
+        return self.channel is None
+
+    @property
+    def main(self) -> str:
+        """Where records of this topic go to be processed again."""
+        if self.channel is None:
+            return topics.REQUESTED
+        return (
+            self.name if self.lane in ("main", "priority") else topics.channel_topic(self.channel)
+        )
+
+
+def topic_ref(text: str, *, dlq: bool = False) -> TopicRef:
+    """`requests`, a channel name (`email`, `push.ios`) or a full topic name."""
+    if text in _REQUEST_ALIASES or text == topics.REQUESTED_DLQ:
+        if dlq or text == topics.REQUESTED_DLQ:
+            return TopicRef(topics.REQUESTED_DLQ, None, "dlq")
+        return TopicRef(topics.REQUESTED, None, "main")
+    if text in {c.value for c in Channel}:
+        channel = Channel(text)
+        name = topics.dlq_topic(channel) if dlq else topics.channel_topic(channel)
+        return TopicRef(name, channel, "dlq" if dlq else "main")
+    m = _CHANNEL_TOPIC.match(text)
+    if m is None or m["channel"] not in {c.value for c in Channel}:
+        raise ValueError(
+            f"unknown topic {text!r}: use requests, a channel "
+            f"({', '.join(c.value for c in Channel)}) or a notifications.* topic name"
+        )
+    lane = (m["lane"] or ".main").split(".")[1]
+    return TopicRef(text, Channel(m["channel"]), lane)
+
+
+def channel_matches(wanted: str | None, channel: str) -> bool:
+    """`--channel push` covers every push platform; `push.ios` only iOS."""
+    if wanted is None:
+        return True
+    return channel == wanted or channel.startswith(f"{wanted}.")
+
+
+def request_matches(wanted: str | None, channels: Sequence[str]) -> bool:
+    """A request names preference channels (push | sms | email); none means all of them."""
+    if wanted is None or not channels:
+        return True
+    pref = Channel(wanted).preference.value if wanted in {c.value for c in Channel} else wanted
+    return pref in channels
+
+
+def replay_headers(msg: Message, extra: dict[str, str] | None = None) -> Headers:
+    drop = {REPLAY_HEADER, *(extra or {})}
+    kept: Headers = [(k, v) for k, v in header_list(msg) if k not in drop]
+    kept.append((REPLAY_HEADER, b"1"))
+    kept.extend((k, v.encode()) for k, v in (extra or {}).items())
+    return kept
+
+
+@dataclass
+class Outcome:
+    """What a replay or redrive did (or, dry, would do)."""
+
+    dry_run: bool
+    scanned: int = 0
+    produced: Counter[str] = field(default_factory=Counter)  # by target topic
+    skipped: Counter[str] = field(default_factory=Counter)  # by reason
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def total_produced(self) -> int:
+        return sum(self.produced.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "dry_run": self.dry_run,
+            "scanned": self.scanned,
+            "would_send" if self.dry_run else "produced": self.total_produced,
+            "by_topic": dict(self.produced),
+            "skipped": dict(self.skipped),
+            "errors": self.errors,
+        }
+
+
+class Republisher:
+    """Produces records back, counting broker acknowledgements and failures."""
+
+    def __init__(self, kafka: KafkaSettings, client: str, outcome: Outcome) -> None:
+        self.outcome = outcome
+        self.producer = None if outcome.dry_run else Producer(kafka.producer_config(client))
+
+    def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        hdrs: Headers,
+        on_failed: Callable[[], None] | None = None,
+    ) -> None:
+        self.outcome.produced[topic] += 1
+        if self.producer is None:
+            return
+
+        def delivered(err: KafkaError | None, _msg: Message) -> None:
+            if err is not None:
+                self.outcome.produced[topic] -= 1
+                self.outcome.errors.append(f"{topic}: {err.str()}")
+                if on_failed is not None:
+                    on_failed()
+
+        while True:
+            try:
+                self.producer.produce(topic, value, key, headers=hdrs, on_delivery=delivered)
+                break
+            except BufferError:  # local queue full: let deliveries drain
+                self.producer.poll(0.5)
+        self.producer.poll(0)
+
+    def flush(self, timeout: float = 60.0) -> None:
+        if self.producer is not None and self.producer.flush(timeout) > 0:
+            self.outcome.errors.append(
+                f"{len(self.producer)} records not acknowledged within {timeout:.0f}s "
+                "(retriable: run again, the ledger skips what got through)"
+            )

@@ -1,0 +1,271 @@
+"""Inspect dead-letter topics and send chosen records back once the cause is fixed.
+
+A redriven delivery goes to its channel's main topic with the attempt count reset and
+`herald.replay: 1`; a redriven request goes back to `notifications.requested`. Two guards
+keep it from ever sending twice: the delivery ledger (a delivery already sent, failed
+permanently or in flight is skipped) and `herald.dlq_redrives`, where each dead letter
+is claimed with a lightweight transaction before it is produced.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from cassandra.cluster import Session
+
+from herald.ops import kafkaio, ledger
+from herald.ops.common import Outcome, Republisher, TopicRef, topic_ref
+from infra import topics
+from infra.logging import mask_address
+from infra.settings import KafkaSettings
+from schemas import codec
+
+DEAD_LETTER_HEADERS = (
+    "herald.reason",
+    "herald.attempts",
+    "herald.first_error",
+    "herald.last_error",
+    "herald.original_topic",
+    "herald.failed_at",
+)
+
+
+@dataclass
+class DeadLetter:
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes
+    headers: dict[str, bytes]
+    record: dict[str, Any] | None  # None when the value cannot be decoded
+    decode_error: str | None = None
+
+    def header(self, name: str) -> str | None:
+        raw = self.headers.get(f"herald.{name}")
+        return raw.decode(errors="replace") if raw is not None else None
+
+    @property
+    def reason(self) -> str:
+        return self.header("reason") or (self.decode_error and "undecodable") or "unknown"
+
+    @property
+    def attempts(self) -> int | None:
+        raw = self.header("attempts")
+        return int(raw) if raw and raw.isdigit() else None
+
+    @property
+    def failed_at_ms(self) -> int:
+        raw = self.header("failed_at")
+        if raw:
+            if raw.isdigit():
+                return int(raw)
+            try:
+                return int(datetime.fromisoformat(raw.replace("Z", "+00:00")).timestamp() * 1000)
+            except ValueError:
+                pass
+        return self.timestamp_ms
+
+    @property
+    def delivery_id(self) -> str | None:
+        return self.record.get("delivery_id") if self.record else None
+
+    @property
+    def ref(self) -> str:
+        return f"{self.partition}:{self.offset}"
+
+    def summary(self, now_ms: int | None = None) -> dict[str, Any]:
+        now = now_ms if now_ms is not None else int(time.time() * 1000)
+        return {
+            "ref": self.ref,
+            "delivery_id": self.delivery_id,
+            "notification_id": self.record.get("notification_id") if self.record else None,
+            "reason": self.reason,
+            "attempts": self.attempts,
+            "first_error": self.header("first_error"),
+            "last_error": self.header("last_error"),
+            "original_topic": self.header("original_topic"),
+            "age_s": max(0, now - self.failed_at_ms) // 1000,
+        }
+
+    def detail(self) -> dict[str, Any]:
+        """Everything an operator needs, with the contact address masked."""
+        record = dict(self.record) if self.record else None
+        if record and isinstance(record.get("address"), str):
+            record["address"] = mask_address(record["address"])
+        return {
+            "topic": self.topic,
+            **self.summary(),
+            "timestamp": datetime.fromtimestamp(self.timestamp_ms / 1000, UTC).isoformat(),
+            "headers": {k: v.decode(errors="replace") for k, v in self.headers.items()},
+            "record": record,
+            "decode_error": self.decode_error,
+            "size_bytes": len(self.value),
+        }
+
+
+def read(kafka: KafkaSettings, ref: TopicRef) -> list[DeadLetter]:
+    """Every record currently in the dead-letter topic, oldest first."""
+    consumer = kafkaio.ops_consumer(kafka, "dlq")
+    expect = codec.REQUEST if ref.is_request else codec.DELIVERY
+    out: list[DeadLetter] = []
+    try:
+        ranges = kafkaio.whole_topic(consumer, ref.name)
+        for batch in kafkaio.read_ranges(consumer, ref.name, ranges):
+            for msg in batch:
+                value = msg.value() or b""
+                record, error = None, None
+                try:
+                    record = codec.decode(value, expect)
+                except codec.DecodeError as exc:
+                    error = exc.reason
+                out.append(
+                    DeadLetter(
+                        topic=ref.name,
+                        partition=msg.partition() or 0,
+                        offset=msg.offset() or 0,
+                        timestamp_ms=msg.timestamp()[1],
+                        key=msg.key(),
+                        value=value,
+                        headers=kafkaio.headers(msg),
+                        record=record,
+                        decode_error=error,
+                    )
+                )
+    finally:
+        consumer.close()
+    return sorted(out, key=lambda d: (d.timestamp_ms, d.partition, d.offset))
+
+
+@dataclass(frozen=True)
+class Selection:
+    refs: frozenset[str] = frozenset()  # "offset" or "partition:offset"
+    delivery_ids: frozenset[str] = frozenset()
+    everything: bool = False
+    reason: str | None = None
+
+    def __post_init__(self) -> None:
+        if not (self.refs or self.delivery_ids or self.everything):
+            raise ValueError("choose records: --offset, --delivery-id or --all")
+
+    def matches(self, d: DeadLetter) -> bool:
+        if self.reason is not None and d.reason != self.reason:
+            return False
+        return (
+            self.everything
+            or d.ref in self.refs
+            or str(d.offset) in self.refs
+            or (d.delivery_id is not None and d.delivery_id in self.delivery_ids)
+        )
+
+
+@dataclass
+class RedriveResult:
+    outcome: Outcome
+    redriven: list[str] = field(default_factory=list)  # refs
+
+
+def target_topic(ref: TopicRef, d: DeadLetter) -> str:
+    if ref.is_request:
+        return topics.REQUESTED
+    original = d.header("original_topic")
+    if original:
+        try:
+            orig = topic_ref(original)
+        except ValueError:
+            orig = None
+        if orig is not None and orig.channel == ref.channel:
+            return orig.main
+    assert ref.channel is not None
+    return topics.channel_topic(ref.channel)
+
+
+def _fresh_value(ref: TopicRef, d: DeadLetter) -> bytes:
+    """A delivery starts its retries over; a request goes back byte for byte."""
+    if ref.is_request or d.record is None:
+        return d.value
+    record = {**d.record, "attempt": 1, "not_before": None, "last_error": None}
+    return codec.encode(codec.DELIVERY, record)
+
+
+def redrive(
+    kafka: KafkaSettings,
+    session: Session,
+    ref: TopicRef,
+    selection: Selection,
+    *,
+    dry_run: bool = False,
+    force: bool = False,
+    letters: Iterable[DeadLetter] | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> RedriveResult:
+    """Send the selected dead letters back; `force` ignores earlier redrives, not the ledger."""
+    result = RedriveResult(Outcome(dry_run=dry_run))
+    outcome = result.outcome
+    chosen = [
+        d for d in (letters if letters is not None else read(kafka, ref)) if selection.matches(d)
+    ]
+    outcome.scanned = len(chosen)
+    if not ref.is_request:
+        undecodable = [d for d in chosen if d.record is None]
+        outcome.skipped["undecodable"] += len(undecodable)
+        chosen = [d for d in chosen if d.record is not None]
+        found = ledger.states(session, [d.delivery_id for d in chosen if d.delivery_id])
+        kept = []
+        for d in chosen:
+            why = ledger.skip_reason(found.get(d.delivery_id or ""), ledger.REDRIVE_FINAL)
+            if why is not None:
+                outcome.skipped[why] += 1
+            else:
+                kept.append(d)
+        chosen = kept
+
+    claim = session.prepare(
+        "INSERT INTO dlq_redrives (topic, partition, offset, delivery_id, target, redriven_at) "
+        "VALUES (?, ?, ?, ?, ?, ?) IF NOT EXISTS"
+    )
+    exists = session.prepare(
+        "SELECT offset FROM dlq_redrives WHERE topic = ? AND partition = ? AND offset = ?"
+    )
+    release = session.prepare(
+        "DELETE FROM dlq_redrives WHERE topic = ? AND partition = ? AND offset = ? IF EXISTS"
+    )
+    out = Republisher(kafka, "ops-dlq", outcome)
+    for d in chosen:
+        target = target_topic(ref, d)
+        if not force:
+            if dry_run:
+                taken = session.execute(exists, (d.topic, d.partition, d.offset)).one() is not None
+            else:
+                row = session.execute(
+                    claim,
+                    (d.topic, d.partition, d.offset, d.delivery_id, target, datetime.now(UTC)),
+                ).one()
+                taken = not row["[applied]"]
+            if taken:
+                outcome.skipped["already_redriven"] += 1
+                if on_progress:
+                    on_progress(1)
+                continue
+        hdrs: kafkaio.Headers = [
+            (k, v)
+            for k, v in d.headers.items()
+            if k not in DEAD_LETTER_HEADERS and k != "herald.replay"
+        ]
+        hdrs += [("herald.replay", b"1"), ("herald.redriven_from", f"{d.topic}:{d.ref}".encode())]
+
+        def failed(d: DeadLetter = d) -> None:
+            # Not produced: free the claim so the next redrive tries again.
+            session.execute(release, (d.topic, d.partition, d.offset))
+
+        out.send(target, d.key, _fresh_value(ref, d), hdrs, on_failed=failed)
+        result.redriven.append(d.ref)
+        if on_progress:
+            on_progress(1)
+    out.flush()
+    return result

@@ -1,0 +1,43 @@
+"""Read access to the delivery ledger (`herald.deliveries`), the judge of "already sent".
+
+Senders claim a delivery (state `sending`) before calling the provider and confirm the
+outcome after. Replay and redrive only read it: they never send; they re-produce to a
+channel topic, where the sender's own claim is the last guard against a double send.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from cassandra.cluster import Session
+from cassandra.concurrent import execute_concurrent_with_args
+
+# A replay must not re-produce these: the delivery reached an end (or is being sent now).
+REPLAY_FINAL = frozenset({"sent", "failed", "dead_lettered", "dropped", "sending"})
+# A redrive exists to retry dead letters, so only a send or a permanent verdict stops it.
+REDRIVE_FINAL = frozenset({"sent", "failed", "dropped", "sending"})
+
+
+def states(session: Session, delivery_ids: Iterable[str]) -> dict[str, str]:
+    """Ledger state of each delivery id that has a row; ids without one are absent."""
+    ids = list(dict.fromkeys(delivery_ids))
+    if not ids:
+        return {}
+    stmt = session.prepare("SELECT delivery_id, state FROM deliveries WHERE delivery_id = ?")
+    out: dict[str, str] = {}
+    results = execute_concurrent_with_args(
+        session, stmt, [(i,) for i in ids], concurrency=64, raise_on_first_error=True
+    )
+    for ok, rows in results:
+        if ok:
+            for row in rows:
+                if row.get("state"):
+                    out[row["delivery_id"]] = row["state"]
+    return out
+
+
+def skip_reason(state: str | None, final: frozenset[str]) -> str | None:
+    """Why a delivery in this ledger state must not be produced again, or None."""
+    if state is None or state not in final:
+        return None
+    return "in_flight" if state == "sending" else f"already_{state}"

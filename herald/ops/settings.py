@@ -1,0 +1,41 @@
+"""Settings of the ops tools and services: one class, read once at each entry point."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from infra.settings import CassandraSettings, KafkaSettings
+from infra.tracking import TrackingSettings
+
+
+class LagSection(BaseModel):
+    host: str = "0.0.0.0"
+    port: int = 9403
+    interval_s: float = 5.0
+    # Explicit groups to watch; empty = every group whose name starts with `group_prefix`.
+    groups: list[str] = Field(default_factory=list)
+    group_prefix: str = "herald-"
+    # Short-lived tool groups are not queues anyone drains.
+    exclude_prefixes: list[str] = Field(default_factory=lambda: ["herald-replay-", "herald-ops-"])
+
+
+class TrackingServerSection(BaseModel):
+    host: str = "0.0.0.0"
+    port: int = 9404
+    # Keys client apps send as `X-Herald-App-Key` to report push delivered/opened.
+    # The default only suits a local stack.
+    app_keys: list[SecretStr] = Field(default_factory=lambda: [SecretStr("herald-local-app-key")])
+
+
+class OpsSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="HERALD_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    cassandra: CassandraSettings = Field(default_factory=CassandraSettings)
+    tracking: TrackingSettings = Field(default_factory=TrackingSettings)
+    lag: LagSection = Field(default_factory=LagSection)
+    tracking_server: TrackingServerSection = Field(default_factory=TrackingServerSection)
+    log_level: str = "INFO"
