@@ -1,0 +1,283 @@
+"""The oracle of the fault suite and the benchmark: nothing lost, nothing doubled.
+
+Publish known requests; afterwards every one must have ended in exactly one way:
+
+- delivered: each of its deliveries reached the provider emulator, at most once per
+  delivery id (the emulator's ledger is the ground truth of what a provider received);
+- dropped with a reason (opt-out, unknown user, invalid contact, ...) on the status topic;
+- dead-lettered with a reason: a status event, or a record with a `herald.reason` header on
+  a dead-letter topic (undecodable bytes cannot name their notification, so they are
+  matched by their Kafka key).
+
+A delivery that was fanned out must end too: sent (and in the ledger), failed, dropped or
+dead-lettered. The counts add up to what was published, or `Verdict.problems` says which
+id went missing or arrived twice.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from confluent_kafka import Consumer, TopicPartition
+
+from infra import topics
+from infra.settings import KafkaSettings
+from schemas import codec
+from schemas.channels import Channel, Outcome
+
+FINAL = frozenset({Outcome.SENT, Outcome.FAILED, Outcome.DEAD_LETTERED, Outcome.DROPPED})
+REASON_HEADER = "herald.reason"
+
+
+def _headers(
+    raw: dict[str, str | bytes | None] | list[tuple[str, str | bytes | None]] | None,
+) -> dict[str, str]:
+    pairs = raw.items() if isinstance(raw, dict) else raw or []
+    return {k: v.decode(errors="replace") if isinstance(v, bytes) else (v or "") for k, v in pairs}
+
+
+def watched_topics() -> list[str]:
+    out = [topics.STATUS, topics.REQUESTED_DLQ]
+    for ch in Channel:
+        out += [topics.channel_topic(ch), topics.channel_topic(ch, priority=True)]
+        out.append(topics.dlq_topic(ch))
+    return out
+
+
+@dataclass
+class Seen:
+    statuses: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    fanned: dict[str, dict[str, Any]] = field(default_factory=dict)  # delivery id → Delivery
+    by_notification: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    # Kafka key → reasons of dead letters on notifications.requested.dlq
+    rejected: dict[bytes, list[str]] = field(default_factory=lambda: defaultdict(list))
+    # delivery id → reasons of records on a channel's dead-letter topic
+    dead_letters: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+
+
+@dataclass
+class RequestFate:
+    notification_id: str
+    outcome: str  # delivered | dropped | dead_lettered | failed | partial | missing
+    reason: str | None = None
+    deliveries: dict[str, str] = field(default_factory=dict)  # delivery id → its outcome
+
+
+@dataclass
+class Verdict:
+    fates: dict[str, RequestFate]
+    rejected: dict[bytes, list[str]]
+    receipts: Counter[str]  # delivery id → ledger entries
+    problems: list[str]
+
+    @property
+    def counts(self) -> Counter[str]:
+        c = Counter(f.outcome for f in self.fates.values())
+        c["rejected"] = len(self.rejected)
+        return c
+
+    @property
+    def delivered_ids(self) -> set[str]:
+        return {d for d, n in self.receipts.items() if n}
+
+    def summary(self) -> str:
+        head = ", ".join(f"{k}={v}" for k, v in sorted(self.counts.items()))
+        if not self.problems:
+            return f"ok: {head}"
+        more = f" (+{len(self.problems) - 20} more)" if len(self.problems) > 20 else ""
+        return f"{head}\n" + "\n".join(self.problems[:20]) + more
+
+
+class Oracle:
+    """Watches the status, channel and dead-letter topics from the moment it is created."""
+
+    def __init__(self, kafka: KafkaSettings, control_url: str) -> None:
+        self.kafka = kafka
+        self.control_url = control_url
+        self.seen = Seen()
+        self._lock = threading.Lock()
+        self._expected: dict[str, dict[str, Any]] = {}  # notification id → request
+        self._expected_rejects: set[bytes] = set()
+        self._stop = threading.Event()
+        self._consumer = Consumer(
+            {
+                **kafka.base_config("oracle"),
+                "group.id": f"herald-oracle-{time.time_ns()}",
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+            }
+        )
+        start = []
+        for topic in watched_topics():
+            meta = self._consumer.list_topics(topic, timeout=15).topics[topic]
+            for p in sorted(meta.partitions):
+                _lo, hi = self._consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=15)
+                start.append(TopicPartition(topic, p, hi))
+        self._consumer.assign(start)
+        self._thread = threading.Thread(target=self._run, name="oracle", daemon=True)
+        self._thread.start()
+
+    # -- what the test published --------------------------------------------------------
+
+    def expect(self, requests: Iterable[dict[str, Any]]) -> None:
+        with self._lock:
+            for r in requests:
+                self._expected[r["notification_id"]] = r
+
+    def expect_rejected(self, key: bytes) -> None:
+        """A record that cannot be read as a request; it must be dead-lettered by key."""
+        with self._lock:
+            self._expected_rejects.add(key)
+
+    # -- following the topics -----------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                for msg in self._consumer.consume(num_messages=500, timeout=0.3):
+                    value = msg.value()
+                    if msg.error() or value is None:
+                        continue
+                    headers = _headers(msg.headers())
+                    with self._lock:
+                        self._on_record(msg.topic() or "", msg.key(), value, headers)
+        finally:
+            self._consumer.close()
+
+    def _on_record(
+        self, topic: str, key: bytes | None, value: bytes, headers: dict[str, str]
+    ) -> None:
+        s = self.seen
+        if topic == topics.REQUESTED_DLQ:
+            if key is not None:
+                s.rejected[key].append(headers.get(REASON_HEADER, ""))
+            try:
+                req = codec.decode(value, codec.REQUEST)
+            except codec.DecodeError:
+                return
+            s.statuses[req["notification_id"]].append(
+                {
+                    "outcome": Outcome.DEAD_LETTERED,
+                    "reason": headers.get(REASON_HEADER),
+                    "delivery_id": None,
+                    "via": "requested.dlq",
+                }
+            )
+            return
+        try:
+            record = codec.decode(value)
+        except codec.DecodeError:
+            return
+        if topic == topics.STATUS:
+            s.statuses[record["notification_id"]].append(record)
+        elif topic.endswith(".dlq"):
+            if "delivery_id" in record:
+                s.dead_letters[record["delivery_id"]].append(headers.get(REASON_HEADER, ""))
+        elif "delivery_id" in record:
+            s.fanned.setdefault(record["delivery_id"], record)
+            s.by_notification[record["notification_id"]].add(record["delivery_id"])
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    # -- judging --------------------------------------------------------------------------
+
+    def ledger(self) -> Counter[str]:
+        resp = httpx.get(f"{self.control_url}/ledger", timeout=60)
+        resp.raise_for_status()
+        data = resp.json()
+        entries = data if isinstance(data, list) else data.get("entries", [])
+        return Counter(str(e.get("delivery_id")) for e in entries)
+
+    def _judge(self, receipts: Counter[str], final: bool) -> Verdict:
+        problems: list[str] = []
+        fates: dict[str, RequestFate] = {}
+        s = self.seen
+        for nid in self._expected:
+            events = s.statuses.get(nid, [])
+            deliveries = s.by_notification.get(nid, set())
+            fate = RequestFate(nid, "missing")
+            request_level = [
+                e for e in events if e.get("delivery_id") is None and e["outcome"] in FINAL
+            ]
+            per_delivery: dict[str, str] = {}
+            for did in deliveries:
+                ends = {
+                    e["outcome"]
+                    for e in events
+                    if e.get("delivery_id") == did and e["outcome"] in FINAL
+                }
+                if receipts.get(did):
+                    per_delivery[did] = Outcome.SENT
+                    if receipts[did] > 1:
+                        problems.append(f"doubled: delivery {did} received {receipts[did]}x")
+                elif Outcome.SENT in ends:
+                    per_delivery[did] = "sent_not_received"
+                    problems.append(f"lost: delivery {did} reported sent, not in the ledger")
+                elif ends or s.dead_letters.get(did):
+                    per_delivery[did] = sorted(ends)[0] if ends else Outcome.DEAD_LETTERED
+                    if len(ends) > 1:
+                        problems.append(f"two outcomes for delivery {did}: {sorted(ends)}")
+                else:
+                    per_delivery[did] = "pending"
+            fate.deliveries = per_delivery
+            ends = set(per_delivery.values())
+            if request_level and not deliveries:
+                first = request_level[0]
+                fate.outcome, fate.reason = first["outcome"], first.get("reason")
+                if not fate.reason:
+                    problems.append(f"{fate.outcome} without a reason: request {nid}")
+            elif deliveries and "pending" not in ends and "sent_not_received" not in ends:
+                fate.outcome = (
+                    "delivered"
+                    if ends == {Outcome.SENT}
+                    else next(iter(ends))
+                    if len(ends) == 1
+                    else "partial"
+                )
+            elif final:
+                pending = [d for d, o in per_delivery.items() if o == "pending"]
+                problems.append(
+                    f"lost: request {nid} has no outcome"
+                    + (f" ({len(pending)} deliveries pending)" if pending else "")
+                )
+            fates[nid] = fate
+        for key in self._expected_rejects:
+            reasons = s.rejected.get(key, [])
+            if not reasons and final:
+                problems.append(f"lost: rejected record {key!r} not dead-lettered")
+            elif len(reasons) > 1:
+                problems.append(f"doubled: rejected record {key!r} dead-lettered {len(reasons)}x")
+            elif reasons and not reasons[0]:
+                problems.append(f"dead letter {key!r} without a {REASON_HEADER} header")
+        return Verdict(
+            fates,
+            {k: v for k, v in s.rejected.items() if k in self._expected_rejects},
+            # Other runs may share the emulator: only this run's deliveries are judged.
+            Counter({d: n for d, n in receipts.items() if d in s.fanned}),
+            problems,
+        )
+
+    def settled(self) -> bool:
+        with self._lock:
+            v = self._judge(self.ledger(), final=False)
+        done = all(f.outcome != "missing" for f in v.fates.values())
+        return done and all(k in v.rejected for k in self._expected_rejects)
+
+    def wait(self, timeout: float = 60.0, quiet_s: float = 2.0) -> Verdict:
+        """Poll until every expected id has settled, then look `quiet_s` longer for doubles."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.settled():
+                time.sleep(quiet_s)  # a duplicate arrives after the original, if at all
+                break
+            time.sleep(0.5)
+        with self._lock:
+            return self._judge(self.ledger(), final=True)
