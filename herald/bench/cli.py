@@ -20,7 +20,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psutil
 import typer
 from pydantic import Field
@@ -39,7 +38,7 @@ from rich.table import Table
 from herald.bench import load, passthrough, pipeline
 from herald.bench import services as bench_services
 from herald.bench.sampler import Sampler, listener_pid
-from herald.services import ServiceError, running
+from herald.services import ServiceError
 from infra.cassandra import connect
 from infra.settings import CassandraSettings, KafkaSettings
 from schemas import codec
@@ -47,6 +46,14 @@ from schemas import codec
 app = typer.Typer(help="Benchmark herald against a bare Kafka passthrough.")
 # Wide enough for the table when the output is a file or a CI log.
 console = Console(width=None if Console().is_terminal else 160)
+
+
+# The senders' per-provider token buckets protect real providers' quotas; the emulators have
+# none, and the bench measures herald, not the configured quotas.
+BENCH_SENDER_ENV = {
+    "HERALD_RATE_LIMITS__DEFAULT_PER_SECOND": "100000",
+    "HERALD_RATE_LIMITS__PER_SECOND": "{}",
+}
 
 
 class BenchSettings(BaseSettings):
@@ -112,51 +119,54 @@ def _pipeline_runs(
         )
         if pid
     }
-    ports = bench_services.Ports.pick()
     results: list[dict[str, Any]] = []
-    with running([bench_services.emulator_spec(ports)], log_dir) as emu:
-        for n in scales:
-            specs = [bench_services.processor_spec(i) for i in range(1, n + 1)]
-            specs += [bench_services.sender_spec(i, ports) for i in range(1, n + 1)]
-            with running(specs, log_dir) as procs:
-                pids = {**infra_pids, "emulators": emu["emulators"].pid}
-                pids.update({name: svc.pid for name, svc in procs.items()})
-                # Warm-up: every consumer joins its group and every cache fills once.
-                task = progress.add_task(f"x{n} warm-up", total=1)
-                run_id = f"{prefix}-x{n}"
-                pipeline.run_phase(
-                    name="warmup",
-                    processes=n,
-                    kafka=settings.kafka,
-                    requests=list(mix.requests(50, run_id=f"{run_id}-w")),
-                    user_prefix=prefix,
-                    rate=0,
-                    control_url=ports.control_url,
-                    settle_timeout=60,
-                    on_progress=_updater(progress, task),
-                )
-                for phase, count, offered in (
-                    ("saturate", requests, 0.0),
-                    ("paced", latency_requests, rate),
-                ):
-                    httpx.post(f"{ports.control_url}/reset", timeout=10)
-                    task = progress.add_task(
-                        f"x{n} {phase} ({'max' if not offered else f'{offered:g}/s'})",
-                        total=count,
+    for n in scales:
+        run_id = f"{prefix}-x{n}"
+        stack = bench_services.Pipeline(run_id, settings.kafka, log_dir / run_id)
+        try:
+            task = progress.add_task(f"x{n} start {2 * n + 1} processes", total=1)
+            stack.start_emulators()
+            for i in range(1, n + 1):
+                stack.start_processor(i)
+                stack.start_sender(i, env=BENCH_SENDER_ENV)
+            stack.wait_ready(processors=n, senders=n, timeout=120)
+            progress.update(task, completed=1)
+            pids = {**infra_pids, **{name: svc.pid for name, svc in stack.services.items()}}
+            # Warm-up: every partition assigned, every connection and cache opened once.
+            task = progress.add_task(f"x{n} warm-up", total=1)
+            pipeline.run_phase(
+                name="warmup",
+                processes=n,
+                kafka=settings.kafka,
+                requests=list(mix.requests(50, run_id=f"{run_id}-w")),
+                user_prefix=prefix,
+                rate=0,
+                control_url=stack.control_url,
+                settle_timeout=60,
+                on_progress=_updater(progress, task),
+            )
+            for phase, count, offered in (
+                ("saturate", requests, 0.0),
+                ("paced", latency_requests, rate),
+            ):
+                stack.reset()
+                label = "max" if not offered else f"{offered:g}/s"
+                task = progress.add_task(f"x{n} {phase} ({label})", total=count)
+                with Sampler(pids) as sampler:
+                    res = pipeline.run_phase(
+                        name=phase,
+                        processes=n,
+                        kafka=settings.kafka,
+                        requests=list(mix.requests(count, run_id=f"{run_id}-{phase}")),
+                        user_prefix=prefix,
+                        rate=offered,
+                        control_url=stack.control_url,
+                        settle_timeout=settle_timeout,
+                        on_progress=_updater(progress, task),
                     )
-                    with Sampler(pids) as sampler:
-                        res = pipeline.run_phase(
-                            name=phase,
-                            processes=n,
-                            kafka=settings.kafka,
-                            requests=list(mix.requests(count, run_id=f"{run_id}-{phase}")),
-                            user_prefix=prefix,
-                            rate=offered,
-                            control_url=ports.control_url,
-                            settle_timeout=settle_timeout,
-                            on_progress=_updater(progress, task),
-                        )
-                    results.append({**asdict(res), "processes_usage": _usage_rows(sampler)})
+                results.append({**asdict(res), "processes_usage": _usage_rows(sampler)})
+        finally:
+            stack.stop()
     return results
 
 
@@ -330,7 +340,7 @@ def run(
                     settle_timeout=settle_timeout,
                     progress=progress,
                 )
-            except ServiceError as exc:
+            except (ServiceError, TimeoutError) as exc:
                 doc["pipeline_error"] = str(exc).splitlines()[0]
                 console.print(f"[red]pipeline not measured: {exc}[/red]")
     doc["finished_at"] = datetime.now(UTC).isoformat()

@@ -1,10 +1,22 @@
-"""The herald processes a benchmark run starts: emulators, N processors and N senders."""
+"""The herald processes a benchmark run or a fault scenario starts, as real OS processes.
+
+Every run gets its own emulators (free ports) and its own consumer groups starting at the
+topics' end, so it never shares work with a demo, a test or another run on the same broker.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
 
-from herald.services import ServiceSpec, free_port, python_module
+import httpx
+from confluent_kafka.admin import AdminClient
+
+from herald.services import Service, ServiceSpec, free_port, python_module, start
+from infra.settings import KafkaSettings
+from schemas.channels import Channel
 
 
 @dataclass(frozen=True)
@@ -57,21 +69,138 @@ def provider_env(ports: Ports) -> dict[str, str]:
     }
 
 
-def processor_spec(index: int) -> ServiceSpec:
+def processor_group(run_id: str) -> str:
+    return f"herald-processor-{run_id}"
+
+
+def sender_group_prefix(run_id: str) -> str:
+    return f"herald-sender-{run_id}"
+
+
+def sender_groups(run_id: str, channels: Iterable[Channel] = tuple(Channel)) -> list[str]:
+    return [f"{sender_group_prefix(run_id)}-{ch}" for ch in channels]
+
+
+def processor_spec(run_id: str, index: int, extra_env: dict[str, str] | None = None) -> ServiceSpec:
     metrics = free_port()
     return ServiceSpec(
         name=f"processor-{index}",
         argv=python_module("processors"),
         ready_port=metrics,
-        env={"HERALD_METRICS_PORT": str(metrics), "HERALD_WEB_PORT": str(free_port())},
+        env={
+            "HERALD_APP_ID": processor_group(run_id),
+            "HERALD_START_AT": "latest",
+            "HERALD_METRICS_PORT": str(metrics),
+            "HERALD_WEB_PORT": str(free_port()),
+            **(extra_env or {}),
+        },
     )
 
 
-def sender_spec(index: int, ports: Ports) -> ServiceSpec:
+def sender_spec(
+    run_id: str,
+    index: int,
+    ports: Ports,
+    *,
+    channel: str = "all",
+    extra_env: dict[str, str] | None = None,
+) -> ServiceSpec:
     metrics = free_port()
     return ServiceSpec(
         name=f"senders-{index}",
-        argv=python_module("senders", "run", "--channel", "all"),
+        argv=python_module("senders", "run", "--channel", channel),
         ready_port=metrics,
-        env={"HERALD_METRICS_PORT": str(metrics), **provider_env(ports)},
+        env={
+            "HERALD_GROUP_PREFIX": sender_group_prefix(run_id),
+            "HERALD_START_AT": "latest",
+            "HERALD_METRICS_PORT": str(metrics),
+            **provider_env(ports),
+            **(extra_env or {}),
+        },
     )
+
+
+def wait_for_groups(
+    kafka: KafkaSettings, groups: Iterable[str], members: int, timeout: float = 60.0
+) -> None:
+    """Block until each consumer group is stable with `members` members: before that, records
+    published would race the groups' first assignment (they start at the topics' end)."""
+    admin = AdminClient({"bootstrap.servers": kafka.bootstrap_servers})
+    pending = set(groups)
+    deadline = time.monotonic() + timeout
+    while pending:
+        for gid, fut in admin.describe_consumer_groups(list(pending)).items():
+            try:
+                desc = fut.result()
+            except Exception:  # not created yet: the member has not joined
+                continue
+            if str(desc.state).endswith("STABLE") and len(desc.members) >= members:
+                pending.discard(gid)
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"groups not stable after {timeout:.0f}s: {sorted(pending)}")
+        time.sleep(0.5)
+
+
+@dataclass
+class Pipeline:
+    """Emulators, processors and senders of one run; each can be killed and started again."""
+
+    run_id: str
+    kafka: KafkaSettings
+    log_dir: Path
+    ports: Ports = field(default_factory=Ports.pick)
+    services: dict[str, Service] = field(default_factory=dict)
+    specs: dict[str, ServiceSpec] = field(default_factory=dict)
+
+    @property
+    def control_url(self) -> str:
+        return self.ports.control_url
+
+    def _start(self, spec: ServiceSpec) -> Service:
+        self.specs[spec.name] = spec
+        svc = start(spec, self.log_dir, timeout=90)
+        self.services[spec.name] = svc
+        return svc
+
+    def start_emulators(self) -> Service:
+        return self._start(emulator_spec(self.ports))
+
+    def start_processor(self, index: int = 1, env: dict[str, str] | None = None) -> Service:
+        return self._start(processor_spec(self.run_id, index, env))
+
+    def start_sender(
+        self, index: int = 1, *, channel: str = "all", env: dict[str, str] | None = None
+    ) -> Service:
+        spec = sender_spec(self.run_id, index, self.ports, channel=channel, extra_env=env)
+        return self._start(spec)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL: no shutdown hook, no offset commit, no flush."""
+        self.services[name].kill()
+
+    def restart(self, name: str) -> Service:
+        """Start the same process again: same groups, same ports, same settings."""
+        old = self.services.get(name)
+        if old is not None and old.alive():
+            old.stop()
+        return self._start(self.specs[name])
+
+    def wait_ready(self, processors: int = 1, senders: int = 1, timeout: float = 60.0) -> None:
+        if processors:
+            wait_for_groups(self.kafka, [processor_group(self.run_id)], processors, timeout)
+        if senders:
+            wait_for_groups(self.kafka, sender_groups(self.run_id), senders, timeout)
+
+    def faults(self, **fault: object) -> None:
+        """POST /faults to the emulators, e.g. provider="apns", mode="error", status=500."""
+        httpx.post(f"{self.control_url}/faults", json=fault, timeout=10).raise_for_status()
+
+    def reset(self) -> None:
+        httpx.post(f"{self.control_url}/reset", timeout=10).raise_for_status()
+
+    def stop(self) -> None:
+        for svc in reversed(list(self.services.values())):
+            svc.stop()
+        self.services.clear()
