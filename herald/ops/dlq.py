@@ -213,7 +213,8 @@ def redrive(
     outcome.scanned = len(chosen)
     if not ref.is_request:
         undecodable = [d for d in chosen if d.record is None]
-        outcome.skipped["undecodable"] += len(undecodable)
+        if undecodable:
+            outcome.skipped["undecodable"] += len(undecodable)
         chosen = [d for d in chosen if d.record is not None]
         found = ledger.states(session, [d.delivery_id for d in chosen if d.delivery_id])
         kept = []
@@ -225,15 +226,17 @@ def redrive(
                 kept.append(d)
         chosen = kept
 
+    ks = session.keyspace
     claim = session.prepare(
-        "INSERT INTO dlq_redrives (topic, partition, offset, delivery_id, target, redriven_at) "
+        f"INSERT INTO {ks}.dlq_redrives "
+        "(topic, partition, offset, delivery_id, target, redriven_at) "
         "VALUES (?, ?, ?, ?, ?, ?) IF NOT EXISTS"
     )
     exists = session.prepare(
-        "SELECT offset FROM dlq_redrives WHERE topic = ? AND partition = ? AND offset = ?"
+        f"SELECT offset FROM {ks}.dlq_redrives WHERE topic = ? AND partition = ? AND offset = ?"
     )
     release = session.prepare(
-        "DELETE FROM dlq_redrives WHERE topic = ? AND partition = ? AND offset = ? IF EXISTS"
+        f"DELETE FROM {ks}.dlq_redrives WHERE topic = ? AND partition = ? AND offset = ? IF EXISTS"
     )
     out = Republisher(kafka, "ops-dlq", outcome)
     for d in chosen:

@@ -23,7 +23,9 @@ def states(session: Session, delivery_ids: Iterable[str]) -> dict[str, str]:
     ids = list(dict.fromkeys(delivery_ids))
     if not ids:
         return {}
-    stmt = session.prepare("SELECT delivery_id, state FROM deliveries WHERE delivery_id = ?")
+    stmt = session.prepare(
+        f"SELECT delivery_id, state FROM {session.keyspace}.deliveries WHERE delivery_id = ?"
+    )
     out: dict[str, str] = {}
     results = execute_concurrent_with_args(
         session, stmt, [(i,) for i in ids], concurrency=64, raise_on_first_error=True

@@ -1,0 +1,255 @@
+"""Operator commands: `herald replay`, `herald dlq list|show|redrive`, `herald status`,
+`herald stats`. Mounted at the top level of the `herald` command."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from herald.ops import dlq as dlqmod
+from herald.ops.common import Outcome, topic_ref
+from herald.ops.kafkaio import parse_time
+from herald.ops.settings import OpsSettings
+
+app = typer.Typer(help="Operations: replay, dead letters, status, stats.", no_args_is_help=True)
+dlq_app = typer.Typer(help="Inspect and redrive dead-letter topics.", no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
+
+out = Console()
+err = Console(stderr=True)
+
+TopicOpt = Annotated[
+    str, typer.Option("--topic", "-t", help="requests, a channel (email, push.ios, ...) or a topic")
+]
+
+
+class RateColumn(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:,.0f} rec/s" if speed else "- rec/s", style="progress.data.speed")
+
+
+@contextmanager
+def progress_bar(description: str, total: int) -> Iterator[Any]:
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        RateColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=err,
+        transient=False,
+    ) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n: bar.advance(task, n)
+        bar.update(task, completed=total)
+
+
+def _settings() -> OpsSettings:
+    return OpsSettings()
+
+
+def _session(settings: OpsSettings) -> Any:
+    from infra.cassandra import connect
+
+    return connect(settings.cassandra)
+
+
+def _fail(message: str) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}")
+    return typer.Exit(2)
+
+
+def render_outcome(title: str, outcome: Outcome) -> Table:
+    table = Table(title=title + (" (dry run: nothing produced)" if outcome.dry_run else ""))
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    table.add_row("records scanned", f"{outcome.scanned:,}")
+    verb = "would send" if outcome.dry_run else "produced"
+    for topic, n in sorted(outcome.produced.items()):
+        table.add_row(f"{verb} → {topic}", f"{n:,}", style="green")
+    if not outcome.produced:
+        table.add_row(verb, "0", style="green")
+    for reason, n in sorted(outcome.skipped.items()):
+        table.add_row(f"{'would skip' if outcome.dry_run else 'skipped'}: {reason}", f"{n:,}")
+    for e in outcome.errors:
+        table.add_row(f"[red]error[/red] {e}", "")
+    return table
+
+
+@app.command()
+def replay(
+    topic: TopicOpt,
+    start: Annotated[str, typer.Option("--from", help="ISO 8601, 'now' or an age: 2h, 30m")],
+    end: Annotated[str, typer.Option("--to", help="ISO 8601, 'now' or an age")] = "now",
+    channel: Annotated[
+        str | None, typer.Option(help="only this channel (push covers all push)")
+    ] = None,
+    category: Annotated[str | None, typer.Option(help="only this category")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="count, produce nothing")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+) -> None:
+    """Re-drive a time window of a topic; nothing already delivered is sent again."""
+    from herald.ops import replay as replaymod
+
+    try:
+        ref = topic_ref(topic)
+        start_ms, end_ms = parse_time(start), parse_time(end)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    if start_ms >= end_ms:
+        raise _fail("--from must be before --to")
+    settings = _settings()
+    req = replaymod.ReplayRequest(
+        ref, start_ms, end_ms, channel, category, dry_run, run_id=uuid.uuid4().hex[:12]
+    )
+    session = None if ref.is_request else _session(settings)
+    try:
+        ranges = replaymod.plan(settings.kafka, req)
+        total = sum(r.size for r in ranges)
+        err.print(
+            f"replaying {ref.name}: {total:,} records in {len(ranges)} partitions "
+            f"(group herald-replay-{req.run_id})"
+        )
+        with progress_bar("replay", total) as advance:
+            outcome = replaymod.replay(
+                settings.kafka, session, req, ranges=ranges, on_progress=advance
+            )
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    finally:
+        if session is not None:
+            session.cluster.shutdown()
+    if as_json:
+        out.print_json(json.dumps(outcome.as_dict()))
+    else:
+        out.print(render_outcome(f"replay {ref.name}", outcome))
+    if outcome.errors:
+        raise typer.Exit(1)
+
+
+@dlq_app.command("list")
+def dlq_list(
+    topic: TopicOpt,
+    reason: Annotated[str | None, typer.Option(help="only this reason")] = None,
+    limit: Annotated[int, typer.Option(help="newest N")] = 50,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Dead letters with reason, attempts, first and last error, age."""
+    ref = topic_ref(topic, dlq=True)
+    letters = [d for d in dlqmod.read(_settings().kafka, ref) if reason in (None, d.reason)]
+    rows = [d.summary() for d in letters[-limit:]]
+    if as_json:
+        out.print_json(json.dumps(rows))
+        return
+    table = Table(
+        title=f"{ref.name}: {len(letters)} dead letters" + (f" ({reason})" if reason else "")
+    )
+    for col in ("ref", "delivery_id", "reason", "attempts", "first_error", "last_error", "age"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(
+            r["ref"],
+            r["delivery_id"] or "-",
+            r["reason"],
+            str(r["attempts"] if r["attempts"] is not None else "-"),
+            r["first_error"] or "-",
+            r["last_error"] or "-",
+            _age(r["age_s"]),
+        )
+    out.print(table)
+
+
+def _age(seconds: int) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+@dlq_app.command("show")
+def dlq_show(
+    topic: TopicOpt,
+    ref: Annotated[str | None, typer.Option("--offset", help="offset or partition:offset")] = None,
+    delivery_id: Annotated[str | None, typer.Option("--delivery-id")] = None,
+) -> None:
+    """One dead letter, decoded, with its contact address masked."""
+    if not (ref or delivery_id):
+        raise _fail("give --offset or --delivery-id")
+    tref = topic_ref(topic, dlq=True)
+    for d in dlqmod.read(_settings().kafka, tref):
+        if (ref is not None and ref in (d.ref, str(d.offset))) or (
+            delivery_id is not None and d.delivery_id == delivery_id
+        ):
+            out.print_json(json.dumps(d.detail(), default=str))
+            return
+    raise _fail("no such dead letter")
+
+
+@dlq_app.command("redrive")
+def dlq_redrive(
+    topic: TopicOpt,
+    offsets: Annotated[list[str] | None, typer.Option("--offset", help="repeatable")] = None,
+    delivery_ids: Annotated[
+        list[str] | None, typer.Option("--delivery-id", help="repeatable")
+    ] = None,
+    everything: Annotated[
+        bool, typer.Option("--all", help="every dead letter (with --reason: of it)")
+    ] = False,
+    reason: Annotated[str | None, typer.Option(help="only dead letters with this reason")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="redrive again records redriven before")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Send chosen dead letters back to their main topic, never twice."""
+    ref = topic_ref(topic, dlq=True)
+    try:
+        selection = dlqmod.Selection(
+            frozenset(offsets or ()), frozenset(delivery_ids or ()), everything, reason
+        )
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    settings = _settings()
+    session = _session(settings)
+    try:
+        letters = dlqmod.read(settings.kafka, ref)
+        total = sum(1 for d in letters if selection.matches(d))
+        with progress_bar("redrive", total) as advance:
+            result = dlqmod.redrive(
+                settings.kafka,
+                session,
+                ref,
+                selection,
+                dry_run=dry_run,
+                force=force,
+                letters=letters,
+                on_progress=advance,
+            )
+    finally:
+        session.cluster.shutdown()
+    if as_json:
+        out.print_json(json.dumps({**result.outcome.as_dict(), "redriven": result.redriven}))
+    else:
+        out.print(render_outcome(f"redrive {ref.name}", result.outcome))
+    if result.outcome.errors:
+        raise typer.Exit(1)
