@@ -1,0 +1,3 @@
+from senders.cli import app
+
+app(prog_name="python -m senders")

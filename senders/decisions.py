@@ -1,0 +1,79 @@
+"""What a failed provider call means for the delivery.
+
+- PERMANENT: the same message would fail again (bad address, bad payload): `failed`.
+- DEFINITE: retriable, and the provider certainly did not accept the message (it answered
+  429/5xx, or the connection was never made): failing over to another provider is safe.
+- AMBIGUOUS: retriable, but the request may have reached the provider (a read timeout
+  after sending, a dropped connection, an unknown exception): failing over could deliver
+  twice, so only the same provider may be tried again (where it collapses duplicates).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import ssl
+
+from senders.providers.base import DeliveryError
+
+
+class Kind(enum.Enum):
+    PERMANENT = "permanent"
+    DEFINITE = "definite"
+    AMBIGUOUS = "ambiguous"
+
+
+def _connect_error_types() -> tuple[type[BaseException], ...]:
+    """Exceptions raised before any byte of the request left this process."""
+    types: list[type[BaseException]] = [ConnectionRefusedError, ssl.SSLError]
+    try:
+        import httpx
+
+        types += [httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout]
+    except ImportError:  # pragma: no cover - httpx is a dependency
+        pass
+    try:
+        import aiosmtplib
+
+        types += [aiosmtplib.SMTPConnectError, aiosmtplib.SMTPConnectTimeoutError]
+    except ImportError:  # pragma: no cover - aiosmtplib is a dependency
+        pass
+    return tuple(types)
+
+
+CONNECT_ERRORS = _connect_error_types()
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    out, seen = [], set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        out.append(cur)
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return out
+
+
+def classify(exc: BaseException) -> Kind:
+    if isinstance(exc, DeliveryError):
+        if not exc.retriable:
+            return Kind.PERMANENT
+        explicit = getattr(exc, "ambiguous", None)  # a provider may say so itself
+        if isinstance(explicit, bool):
+            return Kind.AMBIGUOUS if explicit else Kind.DEFINITE
+        if exc.status is not None:  # the provider answered: it did not take the message
+            return Kind.DEFINITE
+    elif isinstance(exc, TimeoutError | asyncio.TimeoutError):
+        return Kind.AMBIGUOUS  # our own deadline: the request may be in flight
+    if any(isinstance(c, CONNECT_ERRORS) for c in _causes(exc)):
+        return Kind.DEFINITE
+    return Kind.AMBIGUOUS
+
+
+def reason_of(exc: BaseException) -> str:
+    """A short, PII-free reason for logs, headers and status events."""
+    if isinstance(exc, DeliveryError):
+        return exc.reason
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+        return "timeout"
+    return type(exc).__name__

@@ -1,0 +1,34 @@
+"""Prometheus metrics of the sender (served on :9402 by default)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+DELIVERIES = Counter(
+    "herald_deliveries_total",
+    "Delivery outcomes: sent, failed, retried, dead_lettered, dropped, duplicate",
+    ["channel", "provider", "outcome"],
+)
+PROVIDER_LATENCY = Histogram(
+    "herald_provider_latency_seconds",
+    "Time of one provider call",
+    ["provider", "result"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+RETRIES = Counter("herald_retries_total", "Deliveries queued for a retry tier", ["channel", "tier"])
+DEAD_LETTERS = Counter(
+    "herald_dead_letters_total", "Deliveries dead-lettered", ["channel", "reason"]
+)
+FAILOVERS = Counter(
+    "herald_failovers_total", "Sends moved to a fallback provider", ["channel", "provider"]
+)
+IN_FLIGHT = Gauge("herald_sender_in_flight", "Deliveries being processed by this process")
+BREAKER_STATE = Gauge(
+    "herald_breaker_state",
+    "Circuit breaker per provider: 0 closed, 1 half-open, 2 open",
+    ["provider"],
+)
+ASSIGNED = Gauge(
+    "herald_sender_assigned_partitions", "Partitions assigned per lane", ["channel", "lane"]
+)
+PAUSED = Gauge("herald_sender_paused_partitions", "Partitions paused per lane", ["channel", "lane"])

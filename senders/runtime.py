@@ -1,0 +1,389 @@
+"""The sender process: Kafka lanes per channel feeding the delivery handler.
+
+Per channel, three consumers in the channel's group (`herald-sender-<channel>`):
+
+- `main`: the channel topic;
+- `priority`: the `.priority` topic, with its own consumer so it never waits behind the
+  main backlog, and a reserve of in-flight slots the main lane cannot take;
+- `retry`: the retry tiers. A record not yet due pauses its partition (and is re-fetched
+  from there on resume): nothing sleeps and nothing is buffered while waiting.
+
+Records of one partition are handled concurrently; the stored offset is the lowest one
+whose outcome is not durable yet (`OffsetTracker`). When the process-wide in-flight limit
+is reached, a lane pauses its partitions rather than fetching more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Message as KafkaMessage
+
+from infra import topics
+from schemas import codec
+from schemas.channels import Channel
+from schemas.events import now_ms
+from senders import metrics, status
+from senders.handler import DeliveryHandler, Publisher, Stopping
+from senders.settings import SenderSettings
+
+log = logging.getLogger(__name__)
+
+TP = tuple[str, int]
+UNDECODABLE = "undecodable"
+
+
+@dataclass(frozen=True)
+class LaneSpec:
+    channel: Channel
+    name: str  # main | priority | retry
+    topics: list[str]
+    delayed: bool = False  # records carry not_before
+    reserve: int = 0  # in-flight slots this lane leaves to others
+
+
+def lanes_for(channel: Channel, max_in_flight: int) -> list[LaneSpec]:
+    reserve = max(1, max_in_flight // 8) if max_in_flight > 1 else 0
+    return [
+        LaneSpec(channel, "main", [topics.channel_topic(channel)], reserve=reserve),
+        LaneSpec(channel, "priority", [topics.channel_topic(channel, priority=True)]),
+        LaneSpec(
+            channel,
+            "retry",
+            [topics.retry_topic(channel, t) for t in range(1, topics.RETRY_TIERS + 1)],
+            delayed=True,
+        ),
+    ]
+
+
+class Slots:
+    """Process-wide bound on deliveries in flight, shared by every lane."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._sem = asyncio.Semaphore(limit)
+
+    def free(self, reserve: int = 0) -> int:
+        return max(0, self.limit - reserve - self.used)
+
+    @contextlib.asynccontextmanager
+    async def hold(self) -> Any:
+        self.used += 1
+        metrics.IN_FLIGHT.set(self.used)
+        try:
+            async with self._sem:
+                yield
+        finally:
+            self.used -= 1
+            metrics.IN_FLIGHT.set(self.used)
+
+
+class Lane:
+    def __init__(
+        self,
+        spec: LaneSpec,
+        *,
+        settings: SenderSettings,
+        handler: DeliveryHandler,
+        publisher: Publisher,
+        slots: Slots,
+        stopping: asyncio.Event,
+    ) -> None:
+        self.spec = spec
+        self.settings = settings
+        self.handler = handler
+        self.publisher = publisher
+        self.slots = slots
+        self.stopping = stopping
+        self.ready = asyncio.Event()  # set once the group gave this lane an assignment
+        self._client = f"sender-{spec.channel}-{spec.name}"
+        config = settings.kafka.consumer_config(self._client, settings.group_id(spec.channel))
+        config["auto.offset.reset"] = settings.start_at
+        config["session.timeout.ms"] = settings.session_timeout_ms
+        config["heartbeat.interval.ms"] = max(500, settings.session_timeout_ms // 5)
+        self._consumer = Consumer(config)
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=self._client)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._assigned: set[TP] = set()
+        self._tasks: dict[TP, set[asyncio.Task[None]]] = {}
+        self._offsets_pending: dict[TP, set[int]] = {}
+        self._high: dict[TP, int] = {}
+        self._stored: dict[TP, int] = {}
+        self._held: dict[TP, float] = {}  # delayed lane: partition → due (epoch seconds)
+        self._full_paused = False
+        self._labels = (str(spec.channel), spec.name)
+
+    # -- consumer thread -------------------------------------------------------------
+
+    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        assert self._loop is not None
+        return await self._loop.run_in_executor(self._executor, fn, *args)
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self.settings.start_at == "latest" and partitions:
+            # A fresh group starts at the end *now*, not at the first fetch, so a record
+            # produced right after the assignment is never skipped.
+            committed = consumer.committed(partitions, timeout=10)
+            for tp, c in zip(partitions, committed, strict=True):
+                if c.offset == OFFSET_INVALID:
+                    _, high = consumer.get_watermark_offsets(tp, timeout=10)
+                    tp.offset = high
+            consumer.assign(partitions)
+        assert self._loop is not None
+        asyncio.run_coroutine_threadsafe(self._assigned_now(partitions), self._loop).result()
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        assert self._loop is not None
+        offsets = asyncio.run_coroutine_threadsafe(
+            self._revoked_now(partitions, drain=True), self._loop
+        ).result()
+        if offsets:
+            try:
+                consumer.store_offsets(offsets=offsets)
+                consumer.commit(offsets=offsets, asynchronous=False)
+            except KafkaException as exc:
+                log.warning("commit on revoke failed", extra={"error": str(exc)})
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        assert self._loop is not None
+        asyncio.run_coroutine_threadsafe(
+            self._revoked_now(partitions, drain=False), self._loop
+        ).result()
+
+    # -- event loop ------------------------------------------------------------------
+
+    async def _assigned_now(self, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            key = (tp.topic, tp.partition)
+            self._assigned.add(key)
+            self._offsets_pending[key] = set()
+            self._high.pop(key, None)
+            self._stored.pop(key, None)
+        self._full_paused = False  # new partitions are fetching; the loop re-checks
+        metrics.ASSIGNED.labels(*self._labels).set(len(self._assigned))
+        self.ready.set()
+
+    async def _revoked_now(
+        self, partitions: list[TopicPartition], *, drain: bool
+    ) -> list[TopicPartition]:
+        keys = [(tp.topic, tp.partition) for tp in partitions]
+        if drain:
+            running = [t for k in keys for t in self._tasks.get(k, ())]
+            if running:
+                await asyncio.wait(running, timeout=self.settings.shutdown_grace_s)
+        offsets = [TopicPartition(t, p, o) for t, p, o in self._to_store() if (t, p) in keys]
+        for key in keys:
+            self._assigned.discard(key)
+            self._offsets_pending.pop(key, None)
+            self._high.pop(key, None)
+            self._stored.pop(key, None)
+            self._held.pop(key, None)
+        metrics.ASSIGNED.labels(*self._labels).set(len(self._assigned))
+        metrics.PAUSED.labels(*self._labels).set(len(self._held))
+        return offsets
+
+    def _to_store(self) -> list[tuple[str, int, int]]:
+        out = []
+        for key, pending in self._offsets_pending.items():
+            nxt = min(pending) if pending else self._high.get(key, -1)
+            if nxt >= 0 and nxt != self._stored.get(key):
+                out.append((*key, nxt))
+        return out
+
+    async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._consumer.subscribe(
+            self.spec.topics,
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+        try:
+            while not self.stopping.is_set():
+                await self._flow_control()
+                batch = max(1, min(500, self.slots.free(self.spec.reserve)))
+                messages = await self._call(self._consumer.consume, batch, 0.2)
+                held_now: set[TP] = set()
+                for msg in messages:
+                    await self._dispatch(msg, held_now)
+                await self._store()
+            await self._shutdown()
+        finally:
+            await self._call(self._consumer.close)
+            self._executor.shutdown(wait=False)
+
+    async def _flow_control(self) -> None:
+        now = now_ms() / 1000
+        due = [k for k, at in self._held.items() if at <= now]
+        if due:
+            for k in due:
+                del self._held[k]
+            if not self._full_paused:
+                await self._call(self._consumer.resume, [TopicPartition(*k) for k in due])
+            metrics.PAUSED.labels(*self._labels).set(len(self._held))
+        full = self.slots.free(self.spec.reserve) == 0
+        if full != self._full_paused:
+            parts = [TopicPartition(*k) for k in self._assigned if k not in self._held]
+            if parts:
+                fn = self._consumer.pause if full else self._consumer.resume
+                await self._call(fn, parts)
+            self._full_paused = full
+
+    async def _dispatch(self, msg: KafkaMessage, held_now: set[TP]) -> None:
+        err = msg.error()
+        if err is not None:
+            if err.code() != KafkaError._PARTITION_EOF:
+                log.warning("consume error", extra={"error": str(err)})
+            return
+        topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+        assert topic is not None and partition is not None and offset is not None
+        key = (topic, partition)
+        if key in held_now or key not in self._assigned:
+            return  # fetched again after the held record becomes due
+        value = msg.value() or b""
+        try:
+            delivery: dict[str, Any] | None = codec.decode(value, expect=codec.DELIVERY)
+        except codec.DecodeError as exc:
+            delivery, reason = None, f"{UNDECODABLE}:{exc.reason}"
+        if delivery is not None and self.spec.delayed:
+            not_before = delivery.get("not_before")
+            nb_ms = (
+                not_before
+                if isinstance(not_before, int) or not_before is None
+                else int(not_before.timestamp() * 1000)
+            )
+            if nb_ms is not None and nb_ms > now_ms():
+                held_now.add(key)
+                self._held[key] = nb_ms / 1000
+                tp = TopicPartition(topic, partition, offset)
+                await self._call(self._consumer.pause, [tp])
+                await self._call(self._consumer.seek, tp)
+                metrics.PAUSED.labels(*self._labels).set(len(self._held))
+                return
+        self._offsets_pending[key].add(offset)
+        self._high[key] = max(self._high.get(key, -1), offset + 1)
+        work = self._process(delivery, topic) if delivery is not None else self._poison(msg, reason)
+        task = asyncio.create_task(self._track(key, offset, work))
+        self._tasks.setdefault(key, set()).add(task)
+        task.add_done_callback(self._tasks[key].discard)
+
+    async def _track(self, key: TP, offset: int, work: Any) -> None:
+        try:
+            finished = await work
+        except Stopping:
+            return
+        if finished and key in self._offsets_pending:
+            self._offsets_pending[key].discard(offset)
+
+    async def _process(self, delivery: dict[str, Any], topic: str) -> bool:
+        async with self.slots.hold():
+            delay = 0.2
+            while True:
+                try:
+                    await self.handler.handle(delivery, topic)
+                    return True
+                except Stopping:
+                    return False
+                except Exception:
+                    # Cassandra or Kafka not answering before the provider call: the
+                    # ledger makes a second try harmless. Fail closed: wait, never skip.
+                    log.exception(
+                        "delivery not processed; retrying",
+                        extra={"delivery_id": delivery.get("delivery_id")},
+                    )
+                    if self.stopping.is_set():
+                        return False
+                    await asyncio.sleep(delay)
+                    delay = min(2 * delay, 5.0)
+
+    async def _poison(self, msg: KafkaMessage, reason: str) -> bool:
+        topic = msg.topic() or ""
+        headers = status.dead_letter_headers(reason=reason, attempts=0, original_topic=topic)
+        log.error("undecodable record dead-lettered", extra={"topic": topic, "reason": reason})
+        await self.publisher.produce(
+            topics.dlq_topic(self.spec.channel),
+            msg.value() or b"",
+            key=msg.key(),
+            headers=headers,
+        )
+        return True
+
+    async def _store(self) -> None:
+        offsets = self._to_store()
+        if not offsets:
+            return
+        try:
+            await self._call(
+                self._consumer.store_offsets, None, [TopicPartition(*o) for o in offsets]
+            )
+        except KafkaException as exc:  # e.g. revoked between the check and the call
+            log.warning("store_offsets failed", extra={"error": str(exc)})
+            return
+        for t, p, o in offsets:
+            self._stored[(t, p)] = o
+
+    async def _shutdown(self) -> None:
+        running = [t for ts in self._tasks.values() for t in ts]
+        if running:
+            await asyncio.wait(running, timeout=self.settings.shutdown_grace_s)
+        await self._store()
+        with contextlib.suppress(KafkaException):  # nothing stored since the last commit
+            await self._call(lambda: self._consumer.commit(asynchronous=False))
+
+
+class SenderRuntime:
+    """Everything one `python -m senders run` process runs."""
+
+    def __init__(
+        self,
+        settings: SenderSettings,
+        channels: list[Channel],
+        *,
+        handler: DeliveryHandler,
+        publisher: Publisher,
+    ) -> None:
+        self.settings = settings
+        self.handler = handler
+        self.stopping = handler.stopping
+        self.slots = Slots(settings.max_in_flight)
+        self.lanes = [
+            Lane(
+                spec,
+                settings=settings,
+                handler=handler,
+                publisher=publisher,
+                slots=self.slots,
+                stopping=self.stopping,
+            )
+            for ch in channels
+            for spec in lanes_for(ch, settings.max_in_flight)
+        ]
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    async def wait_ready(self) -> None:
+        """Every lane has its first assignment (bound it with asyncio.timeout)."""
+        await asyncio.gather(*(lane.ready.wait() for lane in self.lanes))
+
+    async def run(self) -> None:
+        await asyncio.gather(*(lane.run() for lane in self.lanes))
+
+
+def parse_channels(values: list[str]) -> list[Channel]:
+    out: list[Channel] = []
+    for v in values:
+        chans = list(Channel) if v == "all" else [Channel(v)]
+        out.extend(c for c in chans if c not in out)
+    return out
+
+
+__all__ = ["Lane", "LaneSpec", "SenderRuntime", "Slots", "lanes_for", "parse_channels"]

@@ -1,0 +1,125 @@
+"""Settings of the sender service: one class, read from `HERALD_*` at the entry point only."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Literal
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from infra.settings import CassandraSettings, KafkaSettings
+from infra.topics import RETRY_TIERS
+from schemas.channels import Channel
+
+try:
+    from senders.providers.settings import ProvidersSettings
+except ModuleNotFoundError:  # the provider modules land separately; drop this guard then
+
+    class ProvidersSettings(BaseModel):  # type: ignore[no-redef]
+        model_config = {"extra": "allow"}
+
+
+class Route(BaseModel):
+    """Providers of one channel, in failover order (first = primary)."""
+
+    providers: list[str]
+    # After an ambiguous failure (request sent, no answer) the next attempt may go to the
+    # same provider only where a duplicate is harmless: push collapses on the device by
+    # apns-id/collapse key, email clients collapse repeated Message-IDs. SMS has no such
+    # thing, so an ambiguous SMS is dead-lettered for review instead of risking a double.
+    retry_ambiguous: bool = True
+
+    @field_validator("providers")
+    @classmethod
+    def _not_empty(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("a route needs at least one provider")
+        return v
+
+
+class RoutingSettings(BaseModel):
+    push_ios: Route = Route(providers=["apns"])
+    push_android: Route = Route(providers=["fcm"])
+    push_web: Route = Route(providers=["fcm"])
+    sms: Route = Route(providers=["twilio", "vonage"], retry_ambiguous=False)
+    email: Route = Route(providers=["smtp", "sendgrid"])
+
+    def route(self, channel: Channel | str) -> Route:
+        route: Route = getattr(self, str(channel).replace(".", "_"))
+        return route
+
+
+class RetrySettings(BaseModel):
+    # Delay of each retry tier (topic notifications.<channel>.retry.<n>); the number of
+    # entries is the number of retries, so attempts = 1 + len(delays_s).
+    delays_s: list[float] = Field(default_factory=lambda: [5.0, 30.0, 120.0])
+    # A `sending` claim older than this belongs to a dead sender (must exceed send_timeout_s).
+    claim_stale_after_s: float = 60.0
+
+    @field_validator("delays_s")
+    @classmethod
+    def _tiers(cls, v: list[float]) -> list[float]:
+        if len(v) > RETRY_TIERS:
+            raise ValueError(f"at most {RETRY_TIERS} retry tiers exist, got {len(v)} delays")
+        if any(d < 0 for d in v):
+            raise ValueError("retry delays must be >= 0")
+        return v
+
+
+class BreakerSettings(BaseModel):
+    failure_threshold: int = 5  # consecutive failures that open the circuit
+    open_for_s: float = 30.0  # how long it stays open before a probe
+    half_open_probes: int = 1  # concurrent probe sends allowed while half-open
+
+
+class RateLimitSettings(BaseModel):
+    """Token bucket per provider: sends per second, keep under the provider's quota."""
+
+    per_second: dict[str, float] = Field(
+        default_factory=lambda: {
+            "apns": 2000.0,
+            "fcm": 1000.0,
+            "webpush": 500.0,
+            "twilio": 100.0,
+            "vonage": 30.0,
+            "smtp": 200.0,
+            "sendgrid": 100.0,
+        }
+    )
+    default_per_second: float = 100.0
+    burst_s: float = 1.0  # bucket capacity, in seconds of rate
+
+    def rate(self, provider: str) -> float:
+        return self.per_second.get(provider, self.default_per_second)
+
+
+class SenderSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="HERALD_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    cassandra: CassandraSettings = CassandraSettings()
+    providers: ProvidersSettings = Field(default_factory=ProvidersSettings)
+    routing: RoutingSettings = RoutingSettings()
+    retry: RetrySettings = RetrySettings()
+    breaker: BreakerSettings = BreakerSettings()
+    rate_limits: RateLimitSettings = RateLimitSettings()
+
+    group_prefix: str = "herald-sender"  # consumer group = <prefix>-<channel>
+    # Where a new consumer group starts: `latest` skips the backlog of a fresh group.
+    start_at: Literal["earliest", "latest"] = "earliest"
+    # How fast the group notices a dead sender and hands its partitions to the others.
+    session_timeout_ms: int = 10000
+    max_in_flight: int = 64  # concurrent sends per process, over all channels
+    send_timeout_s: float = 30.0  # a send with no answer by then is ambiguous
+    shutdown_grace_s: float = 30.0  # SIGTERM: time given to in-flight sends
+    metrics_port: int = 9402
+    metrics_enabled: bool = True
+    log_level: str = "INFO"
+    # Written into every claim; a fresh one per process so claims of a dead one are told apart.
+    instance_id: str = Field(default_factory=lambda: uuid.uuid4().hex[:12])
+
+    def group_id(self, channel: Channel | str) -> str:
+        return f"{self.group_prefix}-{channel}"

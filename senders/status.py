@@ -1,0 +1,118 @@
+"""The Kafka records that make an outcome visible: status events, retries, dead letters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from infra import topics
+from schemas import codec
+from schemas.channels import Outcome
+from schemas.events import now_ms, status_event
+
+SOURCE = "senders"
+
+
+@dataclass(frozen=True)
+class Record:
+    topic: str
+    key: bytes
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+def status(
+    delivery: dict[str, Any],
+    outcome: Outcome,
+    *,
+    attempt: int,
+    reason: str | None = None,
+    provider: str | None = None,
+    provider_message_id: str | None = None,
+) -> Record:
+    event = status_event(
+        notification_id=delivery["notification_id"],
+        event_id=delivery["event_id"],
+        user_id=delivery["user_id"],
+        category=delivery["category"],
+        outcome=outcome.value,
+        reason=reason,
+        delivery_id=delivery["delivery_id"],
+        channel=delivery["channel"],
+        provider=provider,
+        attempt=attempt,
+        provider_message_id=provider_message_id,
+        source=SOURCE,
+        trace_id=delivery.get("trace_id"),
+        requested_at=delivery.get("requested_at"),
+    )
+    return Record(
+        topics.STATUS,
+        delivery["notification_id"].encode(),
+        codec.encode(codec.STATUS, event),
+    )
+
+
+def origin_topic(delivery: dict[str, Any], consumed_from: str) -> str:
+    """The channel topic a record came in on, before any retry tier (where a redrive goes)."""
+    if ".retry." in consumed_from or consumed_from.endswith(".dlq"):
+        return topics.channel_topic(
+            delivery["channel"], priority=delivery.get("priority") == "high"
+        )
+    return consumed_from
+
+
+def retry(delivery: dict[str, Any], *, tier: int, not_before_ms: int, last_error: str) -> Record:
+    value = {
+        **delivery,
+        "attempt": delivery["attempt"] + 1,
+        "not_before": not_before_ms,
+        "last_error": last_error,
+    }
+    return Record(
+        topics.retry_topic(delivery["channel"], tier),
+        delivery["user_id"].encode(),
+        codec.encode(codec.DELIVERY, value),
+    )
+
+
+def dead_letter(
+    delivery: dict[str, Any],
+    *,
+    reason: str,
+    consumed_from: str,
+    first_error: str | None,
+    last_error: str | None,
+) -> Record:
+    value = {**delivery, "last_error": last_error}
+    headers = dead_letter_headers(
+        reason=reason,
+        attempts=delivery["attempt"],
+        original_topic=origin_topic(delivery, consumed_from),
+        first_error=first_error,
+        last_error=last_error,
+    )
+    return Record(
+        topics.dlq_topic(delivery["channel"]),
+        delivery["user_id"].encode(),
+        codec.encode(codec.DELIVERY, value),
+        headers,
+    )
+
+
+def dead_letter_headers(
+    *,
+    reason: str,
+    attempts: int,
+    original_topic: str,
+    first_error: str | None = None,
+    last_error: str | None = None,
+) -> tuple[tuple[str, bytes], ...]:
+    return (
+        ("herald.reason", reason.encode()),
+        ("herald.attempts", str(attempts).encode()),
+        ("herald.first_error", (first_error or reason).encode()),
+        ("herald.last_error", (last_error or reason).encode()),
+        ("herald.original_topic", original_topic.encode()),
+        ("herald.failed_at", str(now_ms()).encode()),
+    )
