@@ -18,7 +18,7 @@ import hmac
 import html as htmllib
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from pydantic import BaseModel, SecretStr
@@ -48,6 +48,21 @@ class Claim:
     delivery_id: str
     notification_id: str
     url: str | None = None
+    # Optional context so the tracking server can write a complete status event without a
+    # database lookup; it looks them up in the notification log when they are absent.
+    user_id: str | None = None
+    category: str | None = None
+    event_id: str | None = None
+
+
+_FIELDS = {
+    "d": "delivery_id",
+    "n": "notification_id",
+    "u": "url",
+    "uid": "user_id",
+    "cat": "category",
+    "ev": "event_id",
+}
 
 
 def _b64(data: bytes) -> str:
@@ -67,9 +82,14 @@ def _signature(payload: str, secret: SecretStr) -> bytes:
 
 
 def sign(claim: Claim, secret: SecretStr) -> str:
-    body = {"k": claim.kind, "d": claim.delivery_id, "n": claim.notification_id}
-    if claim.url is not None:
-        body["u"] = claim.url
+    body = {"k": claim.kind}
+    body.update(
+        {
+            short: getattr(claim, name)
+            for short, name in _FIELDS.items()
+            if getattr(claim, name) is not None
+        }
+    )
     payload = _b64(json.dumps(body, separators=(",", ":")).encode())
     return f"{payload}.{_b64(_signature(payload, secret))}"
 
@@ -87,9 +107,9 @@ def verify(token: str, secret: SecretStr, *, kind: Kind | None = None) -> Claim:
         raise BadToken("bad signature")
     try:
         body = json.loads(_unb64(payload))
-        claim = Claim(
-            kind=body["k"], delivery_id=body["d"], notification_id=body["n"], url=body.get("u")
-        )
+        claim = Claim(kind=body["k"], **{name: body.get(short) for short, name in _FIELDS.items()})
+        if not (isinstance(claim.delivery_id, str) and isinstance(claim.notification_id, str)):
+            raise ValueError("ids missing")
     except (binascii.Error, ValueError, KeyError, TypeError):
         # Signed by us yet unreadable: only a key leak or a bug gets here.
         raise BadToken("unreadable payload") from None
@@ -100,42 +120,45 @@ def verify(token: str, secret: SecretStr, *, kind: Kind | None = None) -> Claim:
     return claim
 
 
-def click_url(
-    url: str, *, delivery_id: str, notification_id: str, settings: TrackingSettings
-) -> str:
-    token = sign(Claim("click", delivery_id, notification_id, url), settings.secret)
+def click_url(url: str, context: Claim, settings: TrackingSettings) -> str:
+    token = sign(replace(context, kind="click", url=url), settings.secret)
     return f"{settings.base_url.rstrip('/')}/c/{token}"
 
 
-def open_pixel_url(*, delivery_id: str, notification_id: str, settings: TrackingSettings) -> str:
-    token = sign(Claim("open", delivery_id, notification_id), settings.secret)
+def open_pixel_url(context: Claim, settings: TrackingSettings) -> str:
+    token = sign(replace(context, kind="open", url=None), settings.secret)
     return f"{settings.base_url.rstrip('/')}/o/{token}"
 
 
 def rewrite_html(
-    html: str, *, delivery_id: str, notification_id: str, settings: TrackingSettings
+    html: str,
+    *,
+    delivery_id: str,
+    notification_id: str,
+    settings: TrackingSettings,
+    user_id: str | None = None,
+    category: str | None = None,
+    event_id: str | None = None,
 ) -> str:
     """Route every http(s) link through a signed click redirect and append an open pixel.
 
     mailto:, tel: and in-page anchors stay as they are. Returns `html` unchanged when
-    tracking is disabled.
+    tracking is disabled. `user_id`, `category` and `event_id`, when given, ride in the
+    signed tokens so the status events need no lookup.
     """
     if not settings.enabled:
         return html
+    context = Claim("open", delivery_id, notification_id, None, user_id, category, event_id)
 
     def link(m: re.Match[str]) -> str:
         target = htmllib.unescape(m.group(3)).strip()
         if not target.lower().startswith(("http://", "https://")):
             return m.group(0)
-        tracked = click_url(
-            target, delivery_id=delivery_id, notification_id=notification_id, settings=settings
-        )
+        tracked = click_url(target, context, settings)
         return f"{m.group(1)}{m.group(2)}{htmllib.escape(tracked)}{m.group(2)}"
 
     out = _ANCHOR_HREF.sub(link, html)
-    pixel_src = open_pixel_url(
-        delivery_id=delivery_id, notification_id=notification_id, settings=settings
-    )
+    pixel_src = open_pixel_url(context, settings)
     pixel = (
         f'<img src="{htmllib.escape(pixel_src)}" width="1" height="1" alt="" style="display:none">'
     )
