@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -91,6 +91,8 @@ def make_users(
     prefix: str,
     seed: int = 7,
     platforms: Sequence[Platform] = DEFAULT_PLATFORMS,
+    devices_per_user: tuple[int, int] = (0, 3),
+    opt_out_share: float = OPT_OUT_SHARE,
 ) -> list[User]:
     rng = random.Random(seed)
     users = []
@@ -98,10 +100,10 @@ def make_users(
         user_id = f"{prefix}-{i:07d}"
         devices = tuple(
             Device(str(uuid.UUID(int=rng.getrandbits(128))), p, _token(p, rng))
-            for p in (rng.choice(platforms) for _ in range(rng.randint(0, 3)))
+            for p in (rng.choice(platforms) for _ in range(rng.randint(*devices_per_user)))
         )
         opt_outs: tuple[tuple[PreferenceChannel, str], ...] = ()
-        if rng.random() < OPT_OUT_SHARE:
+        if rng.random() < opt_out_share:
             ch = rng.choice(list(PreferenceChannel))
             opt_outs = ((ch, rng.choice(["*", str(Category.MARKETING)])),)
         users.append(
@@ -141,7 +143,12 @@ _TEMPLATE_COLUMNS = (
 
 
 def seed_cassandra(
-    session: Session, users: Sequence[User], *, keyspace: str = "herald", concurrency: int = 64
+    session: Session,
+    users: Sequence[User],
+    *,
+    keyspace: str = "herald",
+    categories: Iterable[str] = tuple(CATEGORY_WEIGHTS),
+    concurrency: int = 64,
 ) -> dict[str, int]:
     """Write users, devices, opt-outs and templates straight into Cassandra (idempotent)."""
     now = datetime.now(UTC)
@@ -153,7 +160,7 @@ def seed_cassandra(
     ]
     pref_rows = [(u.user_id, str(ch), cat, False, now) for u in users for ch, cat in u.opt_outs]
     template_rows = []
-    for category in CATEGORY_WEIGHTS:
+    for category in categories:
         tid = template_id(category)
         for locale, (title, body) in _TEMPLATE_TEXT.items():
             html = f'<p>{body}</p><p><a href="https://example.com/r/{{{{ ref }}}}">Open</a></p>'

@@ -54,6 +54,7 @@ def watched_topics() -> list[str]:
 class Seen:
     statuses: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
     fanned: dict[str, dict[str, Any]] = field(default_factory=dict)  # delivery id → Delivery
+    fanned_count: Counter[str] = field(default_factory=Counter)  # records per delivery id
     by_notification: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     # Kafka key → reasons of dead letters on notifications.requested.dlq
     rejected: dict[bytes, list[str]] = field(default_factory=lambda: defaultdict(list))
@@ -181,6 +182,7 @@ class Oracle:
                 s.dead_letters[record["delivery_id"]].append(headers.get(REASON_HEADER, ""))
         elif "delivery_id" in record:
             s.fanned.setdefault(record["delivery_id"], record)
+            s.fanned_count[record["delivery_id"]] += 1
             s.by_notification[record["notification_id"]].add(record["delivery_id"])
 
     def stop(self) -> None:
@@ -225,6 +227,14 @@ class Oracle:
                     per_delivery[did] = sorted(ends)[0] if ends else Outcome.DEAD_LETTERED
                     if len(ends) > 1:
                         problems.append(f"two outcomes for delivery {did}: {sorted(ends)}")
+                    reasons = [
+                        e.get("reason")
+                        for e in events
+                        if e.get("delivery_id") == did and e["outcome"] in FINAL
+                    ] + s.dead_letters.get(did, [])
+                    fate.reason = fate.reason or next((r for r in reasons if r), None)
+                    if not any(reasons):
+                        problems.append(f"{per_delivery[did]} without a reason: delivery {did}")
                 else:
                     per_delivery[did] = "pending"
             fate.deliveries = per_delivery
@@ -250,12 +260,12 @@ class Oracle:
                 )
             fates[nid] = fate
         for key in self._expected_rejects:
-            reasons = s.rejected.get(key, [])
-            if not reasons and final:
+            rejects = s.rejected.get(key, [])
+            if not rejects and final:
                 problems.append(f"lost: rejected record {key!r} not dead-lettered")
-            elif len(reasons) > 1:
-                problems.append(f"doubled: rejected record {key!r} dead-lettered {len(reasons)}x")
-            elif reasons and not reasons[0]:
+            elif len(rejects) > 1:
+                problems.append(f"doubled: rejected record {key!r} dead-lettered {len(rejects)}x")
+            elif rejects and not rejects[0]:
                 problems.append(f"dead letter {key!r} without a {REASON_HEADER} header")
         return Verdict(
             fates,
@@ -264,6 +274,15 @@ class Oracle:
             Counter({d: n for d, n in receipts.items() if d in s.fanned}),
             problems,
         )
+
+    def fanout_counts(self, notification_ids: Iterable[str]) -> dict[str, int]:
+        """Channel-topic records seen per delivery of these notifications (replays add)."""
+        with self._lock:
+            return {
+                did: self.seen.fanned_count[did]
+                for nid in notification_ids
+                for did in self.seen.by_notification.get(nid, ())
+            }
 
     def settled(self) -> bool:
         with self._lock:

@@ -1,0 +1,119 @@
+"""Building blocks of fault scenarios: a private pipeline with fast retries, request
+builders, a publisher that stamps `created_at`, and polling with a deadline.
+
+Retries are shortened so a scenario that exhausts them still ends well inside its budget.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Producer
+
+from herald.bench import load
+from herald.bench.services import Pipeline
+from infra import topics
+from infra.settings import KafkaSettings
+from schemas import codec, ids
+from schemas.events import now_ms
+
+FAST_SENDER_ENV = {
+    "HERALD_RETRY__DELAYS_S": "[0.5, 1.0, 2.0]",
+    "HERALD_RETRY__CLAIM_STALE_AFTER_S": "8",
+    "HERALD_SEND_TIMEOUT_S": "3",
+    "HERALD_SHUTDOWN_GRACE_S": "5",
+    "HERALD_BREAKER__OPEN_FOR_S": "1",
+}
+LOG_ROOT = Path(".run/faults")
+
+
+def start_pipeline(
+    kafka: KafkaSettings, name: str, *, processors: int = 1, senders: int = 1
+) -> Pipeline:
+    run_id = f"{name}-{uuid.uuid4().hex[:6]}"
+    pipe = Pipeline(run_id, kafka, LOG_ROOT / run_id)
+    try:
+        pipe.start_emulators()
+        for i in range(1, processors + 1):
+            pipe.start_processor(i)
+        for i in range(1, senders + 1):
+            pipe.start_sender(i, env=FAST_SENDER_ENV)
+        pipe.wait_ready(processors=processors, senders=senders, timeout=60)
+    except BaseException:
+        pipe.stop()
+        raise
+    return pipe
+
+
+def make_request(
+    user_id: str,
+    channel: str,
+    *,
+    category: str = "transactional",
+    params: dict[str, str] | None = None,
+    event_id: str | None = None,
+    **fields: Any,
+) -> dict[str, Any]:
+    event_id = event_id or f"fault-{uuid.uuid4()}"
+    record: dict[str, Any] = {
+        "event_id": event_id,
+        "notification_id": ids.notification_id(event_id),
+        "source": "herald.faults",
+        "user_id": user_id,
+        "category": category,
+        "priority": "normal",
+        "channels": [channel],
+        "template_id": load.template_id(category),
+        "params": {"name": "Ada", "ref": "R1"} if params is None else params,
+        "content": {},
+        "locale": None,
+        "send_at": None,
+        "expires_at": None,
+        "collapse_key": None,
+        "trace_id": None,
+        "metadata": {},
+        "created_at": 0,
+    }
+    record.update(fields)
+    return record
+
+
+def mixed_requests(users: Sequence[load.User], n: int) -> list[dict[str, Any]]:
+    """n requests over the users, cycling push, email and SMS."""
+    channels = ("push", "email", "push", "sms")
+    return [
+        make_request(users[i % len(users)].user_id, channels[i % len(channels)]) for i in range(n)
+    ]
+
+
+class Publisher:
+    def __init__(self, kafka: KafkaSettings) -> None:
+        self.producer = Producer(kafka.producer_config("faults"))
+
+    def send(self, records: Sequence[dict[str, Any]], *, rate: float = 0.0) -> None:
+        interval = 1.0 / rate if rate else 0.0
+        for r in records:
+            r["created_at"] = now_ms()
+            self.raw(r["user_id"].encode(), codec.encode(codec.REQUEST, r))
+            if interval:
+                self.producer.poll(0)
+                time.sleep(interval)
+        self.flush()
+
+    def raw(self, key: bytes, value: bytes) -> None:
+        self.producer.produce(topics.REQUESTED, key=key, value=value)
+
+    def flush(self) -> None:
+        assert self.producer.flush(60) == 0, "requests not acknowledged by Kafka"
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.2)
