@@ -17,7 +17,9 @@ class LagSection(BaseModel):
     groups: list[str] = Field(default_factory=list)
     group_prefix: str = "herald-"
     # Short-lived tool groups are not queues anyone drains.
-    exclude_prefixes: list[str] = Field(default_factory=lambda: ["herald-replay-", "herald-ops-"])
+    exclude_prefixes: list[str] = Field(
+        default_factory=lambda: ["herald-replay-", "herald-ops-", "herald-bench-"]
+    )
 
 
 class TrackingServerSection(BaseModel):

@@ -1,0 +1,236 @@
+"""Consumer lag of every herald consumer group, in records and in seconds.
+
+Lag in records is the high watermark minus the group's committed offset per partition.
+Lag in seconds is the age of the oldest unconsumed record: the timestamp of the record at
+the committed offset, read by a probe consumer of its own (it never joins the group).
+This is the seed's "number of queued notifications", per channel topic.
+
+Run: `python -m herald.ops.lag` (Prometheus metrics on :9403, HERALD_LAG__PORT).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
+from prometheus_client import Counter, start_http_server
+from prometheus_client.core import REGISTRY, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from herald.ops import kafkaio
+from herald.ops.settings import LagSection, OpsSettings
+from infra.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+ERRORS = Counter("herald_lag_exporter_errors_total", "Failed lag refreshes")
+
+
+@dataclass(frozen=True)
+class PartitionLag:
+    group: str
+    topic: str
+    partition: int
+    committed: int  # -1 when the group never committed here
+    low: int
+    high: int
+    oldest_ms: int | None  # timestamp of the oldest unconsumed record
+
+    @property
+    def records(self) -> int:
+        start = self.committed if self.committed >= 0 else self.low
+        return max(0, self.high - max(start, self.low))
+
+    def seconds(self, now_ms: int) -> float:
+        if self.records == 0 or self.oldest_ms is None:
+            return 0.0
+        return max(0.0, (now_ms - self.oldest_ms) / 1000)
+
+
+@dataclass(frozen=True)
+class TopicLag:
+    group: str
+    topic: str
+    records: int
+    seconds: float
+    committed: int  # sum over partitions, for throughput from deltas
+    high: int
+
+
+def by_topic(parts: Iterable[PartitionLag], now_ms: int) -> list[TopicLag]:
+    grouped: dict[tuple[str, str], list[PartitionLag]] = {}
+    for p in parts:
+        grouped.setdefault((p.group, p.topic), []).append(p)
+    return [
+        TopicLag(
+            group,
+            topic,
+            sum(p.records for p in ps),
+            max(p.seconds(now_ms) for p in ps),
+            sum(max(p.committed, p.low) for p in ps),
+            sum(p.high for p in ps),
+        )
+        for (group, topic), ps in sorted(grouped.items())
+    ]
+
+
+class LagProbe:
+    """Reads committed offsets, watermarks and oldest-record timestamps; thread-unsafe."""
+
+    def __init__(self, kafka: KafkaSettings, section: LagSection | None = None) -> None:
+        self.section = section or LagSection()
+        self.admin = AdminClient(dict(kafka.base_config("ops-lag")))
+        self.consumer = kafkaio.ops_consumer(kafka, "ops-lag")
+
+    def close(self) -> None:
+        self.consumer.close()
+
+    def groups(self) -> list[str]:
+        if self.section.groups:
+            return list(self.section.groups)
+        listed = self.admin.list_consumer_groups(request_timeout=10).result()
+        return sorted(
+            g.group_id
+            for g in listed.valid
+            if g.group_id.startswith(self.section.group_prefix)
+            and not g.group_id.startswith(tuple(self.section.exclude_prefixes))
+        )
+
+    def committed(self, group: str) -> dict[tuple[str, int], int]:
+        futures = self.admin.list_consumer_group_offsets(
+            [ConsumerGroupTopicPartitions(group)], request_timeout=10
+        )
+        result = futures[group].result()
+        return {(tp.topic, tp.partition): tp.offset for tp in result.topic_partitions or []}
+
+    def measure(self, groups: list[str] | None = None) -> list[PartitionLag]:
+        offsets: dict[str, dict[tuple[str, int], int]] = {}
+        for group in groups if groups is not None else self.groups():
+            try:
+                offsets[group] = self.committed(group)
+            except KafkaException as exc:
+                # A group deleted between listing and asking; the next refresh forgets it.
+                log.info("no offsets for group %s: %s", group, exc)
+        marks: dict[tuple[str, int], tuple[int, int]] = {}
+        for tps in offsets.values():
+            for topic, partition in tps:
+                if (topic, partition) not in marks:
+                    marks[topic, partition] = self.consumer.get_watermark_offsets(
+                        TopicPartition(topic, partition), timeout=10, cached=False
+                    )
+
+        def start(tp: tuple[str, int], off: int) -> int:
+            low = marks[tp][0]
+            return max(off, low) if off >= 0 else low
+
+        wanted: dict[tuple[str, int], set[int]] = {}
+        for tps in offsets.values():
+            for tp, off in tps.items():
+                if start(tp, off) < marks[tp][1]:
+                    wanted.setdefault(tp, set()).add(start(tp, off))
+        stamps = self._timestamps(wanted)
+        return [
+            PartitionLag(group, *tp, off, *marks[tp], stamps.get((*tp, start(tp, off))))
+            for group, tps in offsets.items()
+            for tp, off in sorted(tps.items())
+        ]
+
+    def _timestamps(
+        self, wanted: dict[tuple[str, int], set[int]]
+    ) -> dict[tuple[str, int, int], int]:
+        """Timestamp of the first record at or after each wanted offset."""
+        out: dict[tuple[str, int, int], int] = {}
+        todo = [(t, p, o) for (t, p), offs in wanted.items() for o in offs]
+        for chunk in _rounds(todo):
+            self.consumer.assign([TopicPartition(t, p, o) for t, p, o in chunk])
+            pending = {(t, p): o for t, p, o in chunk}
+            deadline = time.monotonic() + 5
+            while pending and time.monotonic() < deadline:
+                for msg in self.consumer.consume(len(pending), timeout=0.5):
+                    err = msg.error()
+                    if err is not None:
+                        if err.code() != KafkaError._PARTITION_EOF:
+                            log.warning("probe read failed: %s", err)
+                        continue
+                    key = (msg.topic() or "", msg.partition() or 0)
+                    if key in pending:
+                        out[(*key, pending.pop(key))] = msg.timestamp()[1]
+            self.consumer.unassign()
+        return out
+
+
+def _rounds(todo: list[tuple[str, int, int]]) -> Iterator[list[tuple[str, int, int]]]:
+    """Split so that one assignment never holds the same partition twice."""
+    while todo:
+        seen: set[tuple[str, int]] = set()
+        now: list[tuple[str, int, int]] = []
+        later: list[tuple[str, int, int]] = []
+        for item in todo:
+            (later if item[:2] in seen else now).append(item)
+            seen.add(item[:2])
+        yield now
+        todo = later
+
+
+class LagCollector(Collector):
+    """Serves the latest snapshot; a group that went away disappears from the output."""
+
+    def __init__(self) -> None:
+        self.snapshot: list[TopicLag] = []
+        self.updated_at = 0.0
+
+    def update(self, snapshot: list[TopicLag]) -> None:
+        self.snapshot, self.updated_at = snapshot, time.time()
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        records = GaugeMetricFamily(
+            "herald_consumer_lag_records", "Unconsumed records", labels=["group", "topic"]
+        )
+        seconds = GaugeMetricFamily(
+            "herald_consumer_lag_seconds",
+            "Age of the oldest unconsumed record",
+            labels=["group", "topic"],
+        )
+        for t in self.snapshot:
+            records.add_metric([t.group, t.topic], t.records)
+            seconds.add_metric([t.group, t.topic], t.seconds)
+        yield records
+        yield seconds
+        yield GaugeMetricFamily(
+            "herald_lag_exporter_updated_timestamp_seconds",
+            "When the lag figures were last refreshed",
+            value=self.updated_at,
+        )
+
+
+def main() -> None:
+    from infra.logging import configure_logging
+
+    settings = OpsSettings()
+    configure_logging("lag", settings.log_level)
+    section = settings.lag
+    probe = LagProbe(settings.kafka, section)
+    collector = LagCollector()
+    REGISTRY.register(collector)
+    start_http_server(section.port, addr=section.host)
+    log.info("lag exporter on :%d, every %.1fs", section.port, section.interval_s)
+    try:
+        while True:
+            started = time.monotonic()
+            try:
+                parts = probe.measure()
+                collector.update(by_topic(parts, int(time.time() * 1000)))
+            except KafkaException as exc:
+                ERRORS.inc()
+                log.warning("lag refresh failed (retrying): %s", exc)
+            time.sleep(max(0.0, section.interval_s - (time.monotonic() - started)))
+    finally:
+        probe.close()
+
+
+if __name__ == "__main__":
+    main()
