@@ -32,6 +32,7 @@ from schemas.channels import Channel
 from schemas.events import now_ms
 from senders import metrics, status
 from senders.handler import DeliveryHandler, Publisher, Stopping
+from senders.offsets import OffsetTracker
 from senders.settings import SenderSettings
 
 log = logging.getLogger(__name__)
@@ -114,9 +115,7 @@ class Lane:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._assigned: set[TP] = set()
         self._tasks: dict[TP, set[asyncio.Task[None]]] = {}
-        self._offsets_pending: dict[TP, set[int]] = {}
-        self._high: dict[TP, int] = {}
-        self._stored: dict[TP, int] = {}
+        self._offsets = OffsetTracker()
         self._held: dict[TP, float] = {}  # delayed lane: partition → due (epoch seconds)
         self._full_paused = False
         self._labels = (str(spec.channel), spec.name)
@@ -164,9 +163,7 @@ class Lane:
         for tp in partitions:
             key = (tp.topic, tp.partition)
             self._assigned.add(key)
-            self._offsets_pending[key] = set()
-            self._high.pop(key, None)
-            self._stored.pop(key, None)
+            self._offsets.forget(*key)
         self._full_paused = False  # new partitions are fetching; the loop re-checks
         metrics.ASSIGNED.labels(*self._labels).set(len(self._assigned))
         self.ready.set()
@@ -179,24 +176,16 @@ class Lane:
             running = [t for k in keys for t in self._tasks.get(k, ())]
             if running:
                 await asyncio.wait(running, timeout=self.settings.shutdown_grace_s)
-        offsets = [TopicPartition(t, p, o) for t, p, o in self._to_store() if (t, p) in keys]
+        offsets = [
+            TopicPartition(t, p, o) for t, p, o in self._offsets.to_store() if (t, p) in keys
+        ]
         for key in keys:
             self._assigned.discard(key)
-            self._offsets_pending.pop(key, None)
-            self._high.pop(key, None)
-            self._stored.pop(key, None)
+            self._offsets.forget(*key)
             self._held.pop(key, None)
         metrics.ASSIGNED.labels(*self._labels).set(len(self._assigned))
         metrics.PAUSED.labels(*self._labels).set(len(self._held))
         return offsets
-
-    def _to_store(self) -> list[tuple[str, int, int]]:
-        out = []
-        for key, pending in self._offsets_pending.items():
-            nxt = min(pending) if pending else self._high.get(key, -1)
-            if nxt >= 0 and nxt != self._stored.get(key):
-                out.append((*key, nxt))
-        return out
 
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -268,8 +257,7 @@ class Lane:
                 await self._call(self._consumer.seek, tp)
                 metrics.PAUSED.labels(*self._labels).set(len(self._held))
                 return
-        self._offsets_pending[key].add(offset)
-        self._high[key] = max(self._high.get(key, -1), offset + 1)
+        self._offsets.start(topic, partition, offset)
         work = self._process(delivery, topic) if delivery is not None else self._poison(msg, reason)
         task = asyncio.create_task(self._track(key, offset, work))
         self._tasks.setdefault(key, set()).add(task)
@@ -280,8 +268,8 @@ class Lane:
             finished = await work
         except Stopping:
             return
-        if finished and key in self._offsets_pending:
-            self._offsets_pending[key].discard(offset)
+        if finished:
+            self._offsets.finish(*key, offset)
 
     async def _process(self, delivery: dict[str, Any], topic: str) -> bool:
         async with self.slots.hold():
@@ -317,7 +305,7 @@ class Lane:
         return True
 
     async def _store(self) -> None:
-        offsets = self._to_store()
+        offsets = [o for o in self._offsets.to_store() if o[:2] in self._assigned]
         if not offsets:
             return
         try:
@@ -328,7 +316,7 @@ class Lane:
             log.warning("store_offsets failed", extra={"error": str(exc)})
             return
         for t, p, o in offsets:
-            self._stored[(t, p)] = o
+            self._offsets.stored(t, p, o)
 
     async def _shutdown(self) -> None:
         running = [t for ts in self._tasks.values() for t in ts]

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import pytest
+
+from senders.ratelimit import TokenBucket
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_burst_then_rate() -> None:
+    clock = Clock()
+    bucket = TokenBucket(rate=10, capacity=3, clock=clock)
+    assert [bucket.try_take() for _ in range(3)] == [0, 0, 0]
+    assert bucket.try_take() == pytest.approx(0.1)
+    clock.t = 0.1
+    assert bucket.try_take() == 0
+    assert bucket.try_take() == pytest.approx(0.1)
+
+
+def test_never_saves_more_than_capacity() -> None:
+    clock = Clock()
+    bucket = TokenBucket(rate=100, capacity=2, clock=clock)
+    clock.t = 60
+    assert [bucket.try_take() for _ in range(2)] == [0, 0]
+    assert bucket.try_take() > 0
+
+
+async def test_acquire_paces_callers() -> None:
+    import time
+
+    bucket = TokenBucket(rate=50, capacity=1)
+    start = time.monotonic()
+    for _ in range(6):
+        await bucket.acquire()
+    # 1 token up front, then 5 more at 50/s: at least ~0.1 s.
+    assert time.monotonic() - start >= 0.09
+
+
+def test_rejects_nonsense() -> None:
+    with pytest.raises(ValueError):
+        TokenBucket(rate=0, capacity=1)
