@@ -51,17 +51,28 @@ def bootstrap(settings: StackSettings) -> None:
     console.print(f"cql: {len(applied)} migration(s) applied" + (f" {applied}" if applied else ""))
 
 
-@app.command()
-def up(which: Which = typer.Argument(Which.ALL), bootstrap_only: bool = False) -> None:
-    """Start (or reuse) the servers, wait until healthy, create topics and tables."""
-    settings = StackSettings()
+def ensure_up(
+    settings: StackSettings, which: Which = Which.ALL, *, bootstrap_only: bool = False
+) -> None:
+    """Start what is not running, wait until healthy; raises StackError/JarResolutionError."""
     _quiet_clients()
+    if not bootstrap_only:
+        for component in components(settings, which):
+            component.up()
+    if which == Which.ALL:
+        bootstrap(settings)
+
+
+@app.command()
+def up(
+    which: Which = typer.Argument(Which.ALL),
+    bootstrap_only: bool = typer.Option(
+        False, help="Only create topics and tables on servers running elsewhere."
+    ),
+) -> None:
+    """Start (or reuse) the servers, wait until healthy, create topics and tables."""
     try:
-        if not bootstrap_only:
-            for component in components(settings, which):
-                component.up()
-        if which == Which.ALL:
-            bootstrap(settings)
+        ensure_up(StackSettings(), which, bootstrap_only=bootstrap_only)
     except (StackError, JarResolutionError) as exc:
         console.print(f"[red]stack: {exc}[/red]")
         raise typer.Exit(1) from exc

@@ -1,0 +1,405 @@
+"""`make demo` / `herald demo`: the whole pipeline on this machine, with a realistic batch.
+
+Starts (or reuses) Kafka and Cassandra, starts the provider emulators, the processor and
+the senders as separate processes, seeds a handful of users through the contacts API,
+publishes a batch through the producer library, then prints what each emulator received
+and what was dropped or deferred, and why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+import typer
+from confluent_kafka import OFFSET_END, Consumer, TopicPartition
+from rich.console import Console
+from rich.table import Table
+
+from herald.services import Service, ServiceSpec, python_module, running
+from infra import topics
+from infra.cassandra import connect
+from infra.settings import CassandraSettings, KafkaSettings
+from producers.contacts import SyncDirectory
+from producers.publisher import AsyncPublisher, Publisher
+from producers.request import Content, NotificationRequest
+from schemas import codec
+
+app = typer.Typer()
+console = Console()
+
+EMULATOR_CONTROL = "http://127.0.0.1:8099"
+LOG_DIR = Path(".run") / "demo"
+TERMINAL = {"sent", "failed", "dead_lettered", "dropped", "deferred", "token_invalidated"}
+
+# Templates per (template id, locale, channel): subject, title, body, html.
+TEMPLATES: dict[tuple[str, str, str], tuple[str | None, str | None, str, str | None]] = {
+    ("login_code", "en", "sms"): (None, None, "Your herald code is {{ code }}", None),
+    ("login_code", "en", "push"): (None, "Sign-in code", "Your code is {{ code }}", None),
+    ("login_code", "ko", "sms"): (None, None, "herald 인증번호: {{ code }}", None),
+    ("login_code", "ko", "push"): (None, "로그인 코드", "인증번호는 {{ code }} 입니다", None),
+    ("order_shipped", "en", "push"): (
+        None,
+        "Order shipped",
+        "Order {{ order }} is on its way",
+        None,
+    ),
+    ("order_shipped", "en", "email"): (
+        "Your order {{ order }} has shipped",
+        None,
+        "Order {{ order }} left our warehouse and arrives {{ eta }}.",
+        "<p>Order <b>{{ order }}</b> arrives {{ eta }}. "
+        '<a href="https://shop.example/orders/{{ order }}">Track it</a></p>',
+    ),
+    ("order_shipped", "ko", "push"): (
+        None,
+        "배송 시작",
+        "주문 {{ order }} 배송이 시작되었습니다",
+        None,
+    ),
+    ("order_shipped", "ko", "email"): (
+        "주문 {{ order }} 배송 시작",
+        None,
+        "주문 {{ order }} 이(가) {{ eta }} 도착 예정입니다.",
+        "<p>주문 <b>{{ order }}</b>: {{ eta }} 도착 예정</p>",
+    ),
+    ("weekly_digest", "en", "email"): (
+        "Your week on herald",
+        None,
+        "{{ count }} new posts from people you follow.",
+        '<p>{{ count }} new posts. <a href="https://herald.example/feed">Read them</a></p>',
+    ),
+    ("weekly_digest", "en", "push"): (None, "Your week", "{{ count }} new posts", None),
+    ("weekly_digest", "en", "sms"): (None, None, "{{ count }} new posts on herald", None),
+    ("new_follower", "en", "push"): (None, "New follower", "{{ name }} followed you", None),
+}
+
+
+@dataclass(frozen=True)
+class DemoUser:
+    user_id: str
+    name: str
+    email: str | None
+    phone: str | None
+    locale: str
+    timezone: str
+    devices: tuple[tuple[str, str], ...] = ()  # (platform, token)
+    opt_outs: tuple[tuple[str, str], ...] = ()  # (channel, category)
+    unsubscribed_all: bool = False
+    quiet_now: bool = False  # quiet hours around the current local time
+
+
+def _apns_token() -> str:
+    return uuid.uuid4().hex + uuid.uuid4().hex
+
+
+def _fcm_token() -> str:
+    return f"{uuid.uuid4().hex[:22]}:APA91b{uuid.uuid4().hex}{uuid.uuid4().hex}"
+
+
+def demo_users(run: str) -> list[DemoUser]:
+    """Six users covering the decisions: devices, opt-outs, unsubscribe, quiet hours, gaps."""
+    return [
+        DemoUser(
+            f"{run}-alice", "Alice", "alice@example.com", "+14155550101", "en",
+            "America/New_York", devices=(("ios", _apns_token()), ("ios", _apns_token())),
+        ),
+        DemoUser(
+            f"{run}-minjun", "Min-jun", "minjun@example.kr", "+821055550102", "ko-KR",
+            "Asia/Seoul", devices=(("android", _fcm_token()),),
+            opt_outs=(("sms", "marketing"),),
+        ),
+        DemoUser(
+            f"{run}-carlos", "Carlos", "carlos@example.es", None, "es-ES", "Europe/Madrid",
+            devices=(("ios", _apns_token()), ("android", _fcm_token())),
+            opt_outs=(("email", "marketing"), ("push", "social")),
+        ),
+        DemoUser(
+            f"{run}-dana", "Dana", "dana@example.com", "+447700900103", "en", "Europe/London",
+            devices=(("ios", _apns_token()),), unsubscribed_all=True,
+        ),
+        DemoUser(
+            f"{run}-eli", "Eli", "eli@example.com", "+14155550104", "en", "America/Los_Angeles",
+            devices=(("android", _fcm_token()),), quiet_now=True,
+        ),
+        DemoUser(
+            f"{run}-fay", "Fay", None, None, "en", "UTC", devices=(("android", _fcm_token()),),
+        ),
+    ]  # fmt: skip
+
+
+def demo_requests(users: list[DemoUser], run: str) -> list[tuple[str, NotificationRequest]]:
+    """A realistic batch: a description for the table, and the request."""
+    by = {u.name: u for u in users}
+    out: list[tuple[str, NotificationRequest]] = []
+
+    def add(what: str, user: DemoUser, **kw: Any) -> NotificationRequest:
+        req = NotificationRequest(user_id=user.user_id, event_id=f"{run}-{len(out)}", **kw)
+        out.append((what, req))
+        return req
+
+    for u in users:
+        add(
+            "sign-in code",
+            u,
+            source="auth",
+            category="security",
+            priority="high",
+            channels=["sms", "push"],
+            template_id="login_code",
+            params={"code": "482913"},
+        )
+    for u in (by["Alice"], by["Min-jun"], by["Carlos"], by["Eli"]):
+        add(
+            "order shipped",
+            u,
+            source="shipping",
+            category="transactional",
+            channels=["push", "email"],
+            template_id="order_shipped",
+            params={"order": "A-1042", "eta": "Friday"},
+            collapse_key="order-A-1042",
+        )
+    for u in users:
+        add(
+            "weekly digest",
+            u,
+            source="growth",
+            category="marketing",
+            priority="low",
+            template_id="weekly_digest",
+            params={"count": "12"},
+        )
+    add(
+        "new follower",
+        by["Carlos"],
+        source="social",
+        category="social",
+        channels=["push"],
+        template_id="new_follower",
+        params={"name": "Alice"},
+    )
+    add(
+        "flash sale (expired)",
+        by["Alice"],
+        source="growth",
+        category="marketing",
+        channels=["push"],
+        content={"push": Content(title="Flash sale", body="Ends in 5 minutes")},
+        expires_at=datetime.now(UTC) - timedelta(minutes=1),
+    )
+    dup = add(
+        "invoice ready",
+        by["Alice"],
+        source="billing",
+        category="transactional",
+        channels=["email"],
+        content={"email": Content(subject="Invoice ready", body="Your invoice is ready.")},
+    )
+    out.append(("invoice ready (sent twice)", dup))
+    add(
+        "welcome (unknown user)",
+        DemoUser(f"{run}-ghost", "Ghost", None, None, "en", "UTC"),
+        source="signup",
+        category="transactional",
+        content={"email": Content(subject="Welcome", body="Hello")},
+    )
+    return out
+
+
+def seed(users: list[DemoUser], kafka: KafkaSettings, cassandra: CassandraSettings) -> None:
+    session = connect(cassandra)
+    put_template = session.prepare(
+        "INSERT INTO templates (template_id, locale, channel, subject, title, body, html,"
+        " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, toTimestamp(now()))"
+    )
+    for (template_id, locale, channel), (subject, title, body, html) in TEMPLATES.items():
+        session.execute(put_template, (template_id, locale, channel, subject, title, body, html))
+    directory = SyncDirectory(
+        session, AsyncPublisher(kafka, client="demo-contacts"), hmac_key=b"herald-demo"
+    )
+    try:
+        for u in users:
+            quiet: str | None = None
+            if u.quiet_now:
+                local = datetime.now(ZoneInfo(u.timezone))
+                start, end = local - timedelta(hours=1), local + timedelta(hours=2)
+                quiet = f"{start:%H:%M}-{end:%H:%M}"
+            directory.set_user(
+                u.user_id,
+                email=u.email,
+                phone=u.phone,
+                locale=u.locale,
+                timezone=u.timezone,
+                quiet_hours=quiet,
+                unsubscribed_all=u.unsubscribed_all,
+            )
+            for platform, token in u.devices:
+                directory.register_device(u.user_id, platform=platform, token=token, app_id="demo")
+            for channel, category in u.opt_outs:
+                directory.set_preference(u.user_id, channel, category, opt_in=False)
+    finally:
+        directory.close()
+        session.cluster.shutdown()
+
+
+@contextlib.contextmanager
+def status_reader(kafka: KafkaSettings) -> Iterator[Consumer]:
+    """Reads notifications.status from its current end, so only this run's events show."""
+    consumer = Consumer(kafka.consumer_config("demo", f"herald-demo-{uuid.uuid4().hex[:8]}"))
+    meta = consumer.list_topics(topics.STATUS, timeout=10).topics[topics.STATUS]
+    consumer.assign([TopicPartition(topics.STATUS, p, OFFSET_END) for p in meta.partitions])
+    consumer.poll(0.5)  # resolves the end offsets before anything is published
+    try:
+        yield consumer
+    finally:
+        consumer.close()
+
+
+def collect(consumer: Consumer, expected: set[str], timeout: float) -> list[dict[str, Any]]:
+    """Status events of the expected notifications until every one has settled."""
+    events: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    last_new = time.monotonic()
+    with console.status("waiting for the pipeline…") as spinner:
+        while time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is not None and msg.error() is None and msg.value() is not None:
+                event = codec.decode(msg.value() or b"", codec.STATUS)
+                if event["notification_id"] in expected:
+                    events.append(event)
+                    last_new = time.monotonic()
+            seen = {e["notification_id"] for e in events}
+            spinner.update(f"waiting for the pipeline… {len(events)} status events")
+            # Settled: every request has an outcome and nothing new arrived for a while.
+            if seen >= expected and time.monotonic() - last_new > 4.0:
+                break
+    return events
+
+
+def _mask(address: str) -> str:
+    if "@" in address:
+        name, _, domain = address.partition("@")
+        return f"{name[:2]}…@{domain}"
+    return f"{address[:4]}…{address[-3:]}"
+
+
+def print_report(
+    batch: list[tuple[str, NotificationRequest]],
+    users: list[DemoUser],
+    events: list[dict[str, Any]],
+    ledger: list[dict[str, Any]],
+) -> None:
+    names = {u.user_id: u.name for u in users}
+    what = {req.notification_id: label for label, req in batch}
+    by_delivery = {e["delivery_id"]: e for e in events if e.get("delivery_id")}
+
+    received = Table(title="What the provider emulators received", show_lines=False)
+    for col in ("provider", "channel", "user", "notification", "to", "content"):
+        received.add_column(col)
+    for entry in sorted(ledger, key=lambda e: (e["provider"], e.get("received_at_ms", 0))):
+        event = by_delivery.get(entry.get("delivery_id"), {})
+        text = " · ".join(str(entry[k]) for k in ("subject", "title", "body") if entry.get(k))
+        received.add_row(
+            entry["provider"],
+            entry.get("channel") or event.get("channel", ""),
+            names.get(event.get("user_id", ""), "?"),
+            what.get(event.get("notification_id", ""), "?"),
+            _mask(entry.get("address", "")),
+            text[:60],
+        )
+    console.print(received)
+
+    held = Table(title="What was dropped, deferred or failed, and why")
+    for col in ("user", "notification", "channel", "outcome", "reason"):
+        held.add_column(col)
+    for e in events:
+        if e["outcome"] in {"dropped", "deferred", "failed", "dead_lettered"}:
+            held.add_row(
+                names.get(e["user_id"], e["user_id"]),
+                what.get(e["notification_id"], "?"),
+                e.get("channel") or "(all)",
+                e["outcome"],
+                e.get("reason") or "",
+            )
+    console.print(held)
+
+    counts = Counter(e["outcome"] for e in events)
+    console.print(
+        f"[bold]{len(batch)} requests published[/bold] → "
+        + ", ".join(f"{n} {o}" for o, n in counts.most_common())
+        + f"; the emulators accepted {len(ledger)} messages."
+    )
+
+
+def service_specs() -> list[ServiceSpec]:
+    return [
+        ServiceSpec("emulators", python_module("infra.emulators"), ready_port=8099),
+        ServiceSpec("processor", python_module("processors"), ready_port=9401),
+        ServiceSpec(
+            "senders", python_module("senders", "run", "--channel", "all"), ready_port=9402
+        ),
+    ]
+
+
+@app.command()
+def demo(
+    keep_running: bool = typer.Option(
+        False, help="Leave the processor, senders and emulators running until Ctrl-C."
+    ),
+    timeout: float = typer.Option(90.0, help="Seconds to wait for the batch to settle."),
+) -> None:
+    """Start the pipeline, seed users, publish a realistic batch, show what happened."""
+    from infra.stack.cli import ensure_up
+    from infra.stack.settings import StackSettings
+
+    ensure_up(StackSettings())  # reuses a healthy stack; creates topics and tables if missing
+    kafka, cassandra = KafkaSettings(), CassandraSettings()
+    run = datetime.now(UTC).strftime("demo%H%M%S")
+    users = demo_users(run)
+    batch = demo_requests(users, run)
+    with running(service_specs(), LOG_DIR) as services:
+        console.print(f"services up: {', '.join(services)} (logs in {LOG_DIR}/)")
+        httpx.post(f"{EMULATOR_CONTROL}/reset", timeout=5).raise_for_status()
+        seed(users, kafka, cassandra)
+        console.print(f"seeded {len(users)} users with devices, numbers, emails and opt-outs")
+        with status_reader(kafka) as consumer:
+            publisher = Publisher(kafka, client="demo")
+            try:
+                results = publisher.publish_batch([req for _, req in batch])
+            finally:
+                publisher.close()
+            console.print(f"published {sum(r.ok for r in results)}/{len(batch)} requests")
+            expected = {req.notification_id for _, req in batch}
+            events = collect(consumer, expected, timeout)
+        ledger = httpx.get(f"{EMULATOR_CONTROL}/ledger", timeout=5).json()
+        print_report(batch, users, events, ledger)
+        _check_alive(services)
+        if keep_running:
+            console.print("services keep running; Ctrl-C stops them (Kafka/Cassandra stay up)")
+            with contextlib.suppress(KeyboardInterrupt):
+                while True:
+                    time.sleep(1)
+    console.print(
+        "herald services stopped; Kafka and Cassandra keep running (`make down` stops them)."
+    )
+
+
+def _check_alive(services: dict[str, Service]) -> None:
+    dead = [name for name, svc in services.items() if not svc.alive()]
+    if dead:
+        console.print(f"[red]exited during the demo: {', '.join(dead)} (see {LOG_DIR}/)[/red]")
+        raise typer.Exit(1)
+
+
+if __name__ == "__main__":
+    app()
