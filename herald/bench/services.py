@@ -12,9 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from herald.services import Service, ServiceSpec, free_port, python_module, start
+from infra import topics
 from infra.settings import KafkaSettings
 from schemas.channels import Channel
 
@@ -89,9 +91,7 @@ def processor_spec(run_id: str, index: int, extra_env: dict[str, str] | None = N
         ready_port=metrics,
         env={
             "HERALD_APP_ID": processor_group(run_id),
-            "HERALD_START_AT": "latest",
             "HERALD_METRICS_PORT": str(metrics),
-            "HERALD_WEB_PORT": str(free_port()),
             **(extra_env or {}),
         },
     )
@@ -118,6 +118,37 @@ def sender_spec(
             **(extra_env or {}),
         },
     )
+
+
+def processor_topics() -> list[str]:
+    return [topics.REQUESTED, topics.USER_CHANGES]
+
+
+def sender_topics(channel: Channel) -> list[str]:
+    return [
+        topics.channel_topic(channel),
+        topics.channel_topic(channel, priority=True),
+        *(topics.retry_topic(channel, t) for t in range(1, topics.RETRY_TIERS + 1)),
+    ]
+
+
+def start_groups_at_end(kafka: KafkaSettings, groups: dict[str, list[str]]) -> None:
+    """Commit the topics' end offsets for brand-new groups, so a run's processes read only
+    what the run publishes, never the backlog others left on the shared topics."""
+    for group, names in groups.items():
+        consumer = Consumer(
+            {**kafka.base_config("bench-groups"), "group.id": group, "enable.auto.commit": False}
+        )
+        try:
+            ends = []
+            for topic in names:
+                meta = consumer.list_topics(topic, timeout=15).topics[topic]
+                for p in sorted(meta.partitions):
+                    _lo, hi = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=15)
+                    ends.append(TopicPartition(topic, p, hi))
+            consumer.commit(offsets=ends, asynchronous=False)
+        finally:
+            consumer.close()
 
 
 def wait_for_groups(
@@ -153,6 +184,13 @@ class Pipeline:
     ports: Ports = field(default_factory=Ports.pick)
     services: dict[str, Service] = field(default_factory=dict)
     specs: dict[str, ServiceSpec] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        groups = {processor_group(self.run_id): processor_topics()}
+        groups.update(
+            {f"{sender_group_prefix(self.run_id)}-{ch}": sender_topics(ch) for ch in Channel}
+        )
+        start_groups_at_end(self.kafka, groups)
 
     @property
     def control_url(self) -> str:
