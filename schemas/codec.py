@@ -5,6 +5,11 @@ CRC-64-AVRO fingerprint of the writer schema's canonical form, then the Avro bin
 A reader resolves the writer schema by fingerprint among every version shipped in
 `schemas/avro` and reads into the newest version of the same record (schema resolution),
 so old and new producers and consumers interoperate.
+
+With a schema registry configured (`KafkaSettings.schema_registry_url`), `RegistryCodec`
+writes the Confluent wire format instead (0x00, 4-byte big-endian schema id, Avro body),
+registering each schema under the topic's `<topic>-value` subject. Its `decode` reads both
+formats, so a topic can move from one to the other without a flag day.
 """
 
 from __future__ import annotations
@@ -14,9 +19,10 @@ import json
 import re
 import struct
 from dataclasses import dataclass
+from dataclasses import field as dc_field
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, Protocol
 
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
@@ -46,6 +52,7 @@ class SchemaVersion:
     version: int
     parsed: Any
     fingerprint: bytes  # 8 bytes, little-endian as on the wire
+    source: str = dc_field(default="", compare=False, repr=False)  # the .avsc text
 
     @property
     def header(self) -> bytes:
@@ -60,7 +67,7 @@ def crc64_fingerprint(parsed: Any) -> bytes:
 
 def load_schema_file(text: str, fullname_hint: str, version: int) -> SchemaVersion:
     parsed = fastavro.parse_schema(json.loads(text), _write_hint=True, _force=True)
-    return SchemaVersion(fullname_hint, version, parsed, crc64_fingerprint(parsed))
+    return SchemaVersion(fullname_hint, version, parsed, crc64_fingerprint(parsed), text)
 
 
 class Registry:
@@ -125,12 +132,111 @@ def decode(data: bytes, expect: str | None = None) -> dict[str, Any]:
     if expect is not None and writer.fullname != expect:
         raise DecodeError("wrong_schema", f"expected {expect}, got {writer.fullname}")
     reader = registry().latest(writer.fullname)
+    return _read(data[HEADER_LEN:], writer.parsed, reader.parsed)
+
+
+def _read(body: bytes, writer: Any, reader: Any) -> dict[str, Any]:
     try:
-        out = fastavro.schemaless_reader(
-            io.BytesIO(data[HEADER_LEN:]), writer.parsed, reader.parsed
-        )
+        out = fastavro.schemaless_reader(io.BytesIO(body), writer, reader)
     except Exception as exc:  # fastavro raises many types for corrupt bodies
         raise DecodeError("corrupt_body", f"{type(exc).__name__}: {exc}") from exc
     if not isinstance(out, dict):
         raise DecodeError("corrupt_body", "decoded value is not a record")
     return out
+
+
+class Codec(Protocol):
+    """What producers and consumers call; `topic` picks the registry subject."""
+
+    def encode(
+        self, fullname: str, record: dict[str, Any], *, topic: str, version: int | None = None
+    ) -> bytes: ...
+
+    def decode(self, data: bytes, expect: str | None = None) -> dict[str, Any]: ...
+
+
+class SingleObjectCodec:
+    """The default: Avro single-object encoding, no registry needed."""
+
+    def encode(
+        self, fullname: str, record: dict[str, Any], *, topic: str, version: int | None = None
+    ) -> bytes:
+        return encode(fullname, record, version=version)
+
+    def decode(self, data: bytes, expect: str | None = None) -> dict[str, Any]:
+        return decode(data, expect)
+
+
+CONFLUENT_MAGIC = b"\x00"
+CONFLUENT_HEADER_LEN = 5
+
+
+class RegistryCodec:
+    """Confluent wire format through a schema registry client.
+
+    `client` is a `confluent_kafka.schema_registry.SchemaRegistryClient` (or anything with
+    its `register_schema(subject, Schema) -> int` and `get_schema(id) -> Schema`). Ids are
+    cached, so the registry is asked once per schema and subject per process. A registry
+    that cannot be reached raises from the client: retriable, nothing was produced.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self._ids: dict[tuple[str, bytes], int] = {}
+        self._writers: dict[int, tuple[str, Any]] = {}
+
+    @classmethod
+    def from_url(cls, url: str) -> RegistryCodec:
+        from confluent_kafka.schema_registry import SchemaRegistryClient
+
+        return cls(SchemaRegistryClient({"url": url}))
+
+    def schema_id(self, sv: SchemaVersion, topic: str) -> int:
+        subject = f"{topic}-value"  # Confluent's default TopicNameStrategy
+        key = (subject, sv.fingerprint)
+        if key not in self._ids:
+            from confluent_kafka.schema_registry import Schema
+
+            self._ids[key] = int(self.client.register_schema(subject, Schema(sv.source, "AVRO")))
+        return self._ids[key]
+
+    def encode(
+        self, fullname: str, record: dict[str, Any], *, topic: str, version: int | None = None
+    ) -> bytes:
+        reg = registry()
+        sv = reg.latest(fullname) if version is None else reg.version(fullname, version)
+        buf = io.BytesIO()
+        buf.write(CONFLUENT_MAGIC + self.schema_id(sv, topic).to_bytes(4, "big"))
+        fastavro.schemaless_writer(buf, sv.parsed, record)
+        return buf.getvalue()
+
+    def _writer(self, schema_id: int) -> tuple[str, Any]:
+        if schema_id not in self._writers:
+            schema = self.client.get_schema(schema_id)
+            parsed = fastavro.parse_schema(json.loads(schema.schema_str), _force=True)
+            if not isinstance(parsed, dict):
+                raise DecodeError("wrong_schema", f"schema {schema_id} is not a record")
+            self._writers[schema_id] = (str(parsed["name"]), parsed)
+        return self._writers[schema_id]
+
+    def decode(self, data: bytes, expect: str | None = None) -> dict[str, Any]:
+        if data[:2] == MAGIC:
+            return decode(data, expect)
+        if len(data) < CONFLUENT_HEADER_LEN or data[:1] != CONFLUENT_MAGIC:
+            raise DecodeError("bad_magic", "neither Confluent wire format nor single-object")
+        schema_id = int.from_bytes(data[1:CONFLUENT_HEADER_LEN], "big")
+        try:
+            fullname, writer = self._writer(schema_id)
+        except Exception as exc:
+            raise DecodeError("unknown_schema_id", f"{schema_id}: {exc}") from exc
+        if expect is not None and fullname != expect:
+            raise DecodeError("wrong_schema", f"expected {expect}, got {fullname}")
+        reader = registry().latest(fullname).parsed if fullname in registry().by_name else writer
+        return _read(data[CONFLUENT_HEADER_LEN:], writer, reader)
+
+
+def codec_for(schema_registry_url: str | None) -> Codec:
+    """The codec a service uses: the registry's wire format only when a URL is configured."""
+    if schema_registry_url:
+        return RegistryCodec.from_url(schema_registry_url)
+    return SingleObjectCodec()

@@ -1,0 +1,317 @@
+"""The producer library: how an upstream service puts a notification request on Kafka.
+
+    with Publisher(KafkaSettings()) as pub:
+        result = pub.publish(NotificationRequest(source="billing", user_id="u-1",
+                                                 category="transactional", template_id="receipt"))
+
+`publish` validates first (a `ValidationError` naming the field, nothing produced), then
+produces to `notifications.requested` keyed by user id (per-user order) with the idempotent
+producer (`enable.idempotence`, `acks=all`), and returns once the broker has the record
+(`PublishResult` with partition and offset) or raises `PublishError` whose `retriable`
+says whether publishing the *same* request again may succeed. Retrying with the same
+`event_id` is always safe: the processor drops a repeated event id.
+
+`AsyncPublisher` is the same for asyncio code: the librdkafka producer is polled from one
+background thread and delivery reports resolve asyncio futures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Self
+
+from confluent_kafka import KafkaError, Message, Producer
+
+from infra import topics
+from infra.settings import KafkaSettings
+from producers.request import DEFAULT_MAX_PAYLOAD_BYTES, NotificationRequest, validate_request
+from schemas import codec as avro
+from schemas.validation import ValidationError
+
+Headers = list[tuple[str, str | bytes | None]]
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    """Where a record landed, or why it did not (`error`, and whether to retry)."""
+
+    event_id: str
+    notification_id: str
+    topic: str
+    partition: int = -1
+    offset: int = -1
+    error: str | None = None
+    retriable: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class PublishError(RuntimeError):
+    """The broker did not take the record. `retriable`: the same request may succeed later."""
+
+    def __init__(self, message: str, *, retriable: bool, event_id: str | None = None) -> None:
+        super().__init__(message)
+        self.retriable = retriable
+        self.event_id = event_id
+
+
+def _prefixed(err: ValidationError, index: int) -> ValidationError:
+    return ValidationError(f"[{index}].{err.field}", err.message)
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    event_id: str
+    notification_id: str
+    key: bytes
+    value: bytes
+
+
+class _Base:
+    def __init__(
+        self,
+        kafka: KafkaSettings | None = None,
+        *,
+        client: str = "producer",
+        topic: str = topics.REQUESTED,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        codec: avro.Codec | None = None,
+        producer: Producer | None = None,
+    ) -> None:
+        self.kafka = kafka or KafkaSettings()
+        self.topic = topic
+        self.max_payload_bytes = max_payload_bytes
+        self.codec = codec or avro.codec_for(self.kafka.schema_registry_url)
+        self.producer = producer or Producer(self.kafka.producer_config(client))
+
+    def prepare(self, request: NotificationRequest) -> _Prepared:
+        """Validate and encode; raises `ValidationError` naming the field."""
+        data = validate_request(request, max_payload_bytes=self.max_payload_bytes)
+        if not isinstance(self.codec, avro.SingleObjectCodec):
+            data = self.codec.encode(avro.REQUEST, request.to_avro(), topic=self.topic)
+        return _Prepared(request.event_id, request.notification_id, request.user_id.encode(), data)
+
+    def prepare_all(self, requests: Sequence[NotificationRequest]) -> list[_Prepared]:
+        """All or nothing: one invalid request rejects the batch (field `[i].<name>`)."""
+        out = []
+        for i, req in enumerate(requests):
+            try:
+                out.append(self.prepare(req))
+            except ValidationError as err:
+                raise _prefixed(err, i) from None
+        return out
+
+    def encode_change(self, user_id: str, kind: str) -> bytes:
+        record = {"user_id": user_id, "kind": kind, "changed_at": datetime.now(UTC)}
+        return self.codec.encode(avro.USER_CHANGE, record, topic=topics.USER_CHANGES)
+
+    def _produce(
+        self, topic: str, key: bytes, value: bytes, headers: Headers | None, on_delivery: Any
+    ) -> None:
+        while True:
+            try:
+                self.producer.produce(
+                    topic, value=value, key=key, headers=headers, on_delivery=on_delivery
+                )
+                return
+            except BufferError:
+                # Local queue full: serve delivery reports to make room, then try again.
+                self.producer.poll(0.05)
+
+
+def _result(p: _Prepared, err: KafkaError | None, msg: Message | None, topic: str) -> PublishResult:
+    if err is not None:
+        return PublishResult(
+            p.event_id, p.notification_id, topic, error=err.str(), retriable=err.retriable()
+        )
+    assert msg is not None
+    return PublishResult(
+        p.event_id, p.notification_id, msg.topic() or topic, msg.partition() or 0, msg.offset() or 0
+    )
+
+
+class Publisher(_Base):
+    """Blocking producer API. Thread-safe; one per process is plenty."""
+
+    def publish(
+        self,
+        request: NotificationRequest,
+        *,
+        headers: Headers | None = None,
+        timeout: float = 30.0,
+    ) -> PublishResult:
+        result = self._send([self.prepare(request)], headers, timeout)[0]
+        if not result.ok:
+            raise PublishError(
+                result.error or "not delivered",
+                retriable=result.retriable,
+                event_id=result.event_id,
+            )
+        return result
+
+    def publish_batch(
+        self,
+        requests: Sequence[NotificationRequest],
+        *,
+        headers: Headers | None = None,
+        timeout: float = 30.0,
+    ) -> list[PublishResult]:
+        """Validate every request, produce them all, wait for every delivery report.
+        Results are in request order; a record the broker refused has `error` set."""
+        return self._send(self.prepare_all(requests), headers, timeout)
+
+    def _send(
+        self, prepared: list[_Prepared], headers: Headers | None, timeout: float
+    ) -> list[PublishResult]:
+        results: list[PublishResult | None] = [None] * len(prepared)
+
+        def reporter(i: int) -> Any:
+            def report(err: KafkaError | None, msg: Message) -> None:
+                results[i] = _result(prepared[i], err, msg, self.topic)
+
+            return report
+
+        for i, p in enumerate(prepared):
+            self._produce(self.topic, p.key, p.value, headers, reporter(i))
+        self._wait(lambda: all(r is not None for r in results), timeout)
+        return [
+            r
+            or PublishResult(
+                p.event_id, p.notification_id, self.topic, error="timed out", retriable=True
+            )
+            for p, r in zip(prepared, results, strict=True)
+        ]
+
+    def publish_change(self, user_id: str, kind: str, *, timeout: float = 30.0) -> None:
+        """Announce a contacts/devices/preferences change on the compacted `users.changes`."""
+        done: list[KafkaError | None] = []
+        self._produce(
+            topics.USER_CHANGES,
+            user_id.encode(),
+            self.encode_change(user_id, kind),
+            None,
+            lambda err, _msg: done.append(err),
+        )
+        self._wait(lambda: bool(done), timeout)
+        if not done or done[0] is not None:
+            err = done[0] if done else None
+            raise PublishError(
+                err.str() if err else "timed out", retriable=err.retriable() if err else True
+            )
+
+    def _wait(self, finished: Any, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not finished() and time.monotonic() < deadline:
+            self.producer.poll(0.05)
+
+    def flush(self, timeout: float = 30.0) -> int:
+        """Wait for every queued record; returns how many are still undelivered."""
+        return int(self.producer.flush(timeout))
+
+    def close(self, timeout: float = 30.0) -> None:
+        self.flush(timeout)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class AsyncPublisher(_Base):
+    """asyncio producer API. Start with `async with AsyncPublisher(...)` (or `start()`);
+    `close()` flushes what is queued before returning."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._stop = threading.Event()
+        self._poller: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._poller is None:
+            self._poller = threading.Thread(target=self._poll, name="herald-producer", daemon=True)
+            self._poller.start()
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self.producer.poll(0.1)
+
+    def _submit(
+        self, topic: str, key: bytes, value: bytes, headers: Headers | None
+    ) -> asyncio.Future[tuple[KafkaError | None, Message]]:
+        self.start()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[tuple[KafkaError | None, Message]] = loop.create_future()
+
+        def report(err: KafkaError | None, msg: Message) -> None:
+            loop.call_soon_threadsafe(_settle, fut, (err, msg))
+
+        self._produce(topic, key, value, headers, report)
+        return fut
+
+    async def publish(
+        self, request: NotificationRequest, *, headers: Headers | None = None
+    ) -> PublishResult:
+        p = self.prepare(request)
+        err, msg = await self._submit(self.topic, p.key, p.value, headers)
+        result = _result(p, err, msg, self.topic)
+        if not result.ok:
+            raise PublishError(
+                result.error or "not delivered", retriable=result.retriable, event_id=p.event_id
+            )
+        return result
+
+    async def publish_batch(
+        self, requests: Sequence[NotificationRequest], *, headers: Headers | None = None
+    ) -> list[PublishResult]:
+        prepared = self.prepare_all(requests)
+        futures = [self._submit(self.topic, p.key, p.value, headers) for p in prepared]
+        reports = await asyncio.gather(*futures)
+        return [
+            _result(p, err, msg, self.topic)
+            for p, (err, msg) in zip(prepared, reports, strict=True)
+        ]
+
+    async def publish_change(self, user_id: str, kind: str) -> None:
+        err, _ = await self._submit(
+            topics.USER_CHANGES, user_id.encode(), self.encode_change(user_id, kind), None
+        )
+        if err is not None:
+            raise PublishError(err.str(), retriable=err.retriable())
+
+    async def close(self, flush_timeout: float = 30.0) -> None:
+        await asyncio.to_thread(self.producer.flush, flush_timeout)
+        self._stop.set()
+        if self._poller is not None:
+            await asyncio.to_thread(self._poller.join, 5)
+            self._poller = None
+
+    async def __aenter__(self) -> Self:
+        self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+def _settle(fut: asyncio.Future[Any], value: Any) -> None:
+    if not fut.done():
+        fut.set_result(value)

@@ -1,0 +1,168 @@
+"""`NotificationRequest`: the producer-side model of the `herald.NotificationRequest` record.
+
+Build one with keyword arguments (only `source`, `user_id`, `category` and a template or
+content are required); `event_id` defaults to a fresh uuid and is the idempotency key:
+resubmitting the same event id is dropped by the processor, so a caller that retries
+after a timeout must reuse it. `validate_request` checks everything the schema cannot
+express and raises `ValidationError` naming the field.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ValidationError as PydanticError
+
+from schemas import codec
+from schemas.channels import PreferenceChannel, Priority
+from schemas.ids import notification_id
+from schemas.validation import ValidationError
+
+MAX_ID_LEN = 200
+DEFAULT_MAX_PAYLOAD_BYTES = 64 * 1024
+_LOCALE = re.compile(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
+_NAME = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def to_millis(value: datetime | None) -> int | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return int(value.timestamp() * 1000)
+
+
+class Content(BaseModel):
+    """Literal content for one preference channel (push | sms | email)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: str | None = None
+    subject: str | None = None
+    body: str
+    html: str | None = None
+
+
+class NotificationRequest(BaseModel):
+    """One request to notify one user. Maps 1:1 onto `NotificationRequest.v1.avsc`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    event_id: str = Field(
+        default_factory=lambda: str(uuid.uuid4()),
+        description="Idempotency key chosen by the caller; a repeated id is dropped.",
+    )
+    source: str = Field(description="Calling service, e.g. billing.")
+    user_id: str
+    category: str = Field(description="security | transactional | marketing | social | custom.")
+    priority: Priority = Priority.NORMAL
+    channels: list[PreferenceChannel] = Field(
+        default_factory=list, description="push | sms | email; empty = every allowed channel."
+    )
+    template_id: str | None = None
+    params: dict[str, str] = Field(default_factory=dict, description="Template parameters.")
+    content: dict[PreferenceChannel, Content] = Field(
+        default_factory=dict, description="Literal content per channel, used without template."
+    )
+    locale: str | None = Field(default=None, description="Overrides the user's locale.")
+    send_at: datetime | None = Field(default=None, description="Deliver at (scheduled).")
+    expires_at: datetime | None = Field(default=None, description="Do not send after.")
+    collapse_key: str | None = None
+    trace_id: str | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+    created_at: datetime = Field(default_factory=_now)
+
+    @property
+    def notification_id(self) -> str:
+        return notification_id(self.event_id)
+
+    def to_avro(self) -> dict[str, Any]:
+        return {
+            "event_id": self.event_id,
+            "notification_id": self.notification_id,
+            "source": self.source,
+            "user_id": self.user_id,
+            "category": self.category,
+            "priority": str(self.priority),
+            "channels": [str(c) for c in self.channels],
+            "template_id": self.template_id,
+            "params": dict(self.params),
+            "content": {str(ch): c.model_dump() for ch, c in self.content.items()},
+            "locale": self.locale,
+            "send_at": to_millis(self.send_at),
+            "expires_at": to_millis(self.expires_at),
+            "collapse_key": self.collapse_key,
+            "trace_id": self.trace_id,
+            "metadata": dict(self.metadata),
+            "created_at": to_millis(self.created_at),
+        }
+
+    @classmethod
+    def from_avro(cls, record: dict[str, Any]) -> NotificationRequest:
+        data = {k: v for k, v in record.items() if k != "notification_id" and k in cls.model_fields}
+        return cls.model_validate(data)
+
+
+def validate_request(
+    req: NotificationRequest, *, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+) -> bytes:
+    """Check what the Avro schema cannot; returns the encoded record (to measure its size,
+    and so the caller need not encode twice). Raises `ValidationError` naming the field."""
+    for name in ("event_id", "source", "user_id"):
+        value = getattr(req, name)
+        if not value or not value.strip():
+            raise ValidationError(name, "must not be empty")
+        if len(value) > MAX_ID_LEN:
+            raise ValidationError(name, f"longer than {MAX_ID_LEN} characters")
+    if not _NAME.match(req.category):
+        raise ValidationError(
+            "category", "lower-case name: letters, digits, '_', '-', '.' (e.g. marketing)"
+        )
+    if len(set(req.channels)) != len(req.channels):
+        raise ValidationError("channels", "lists a channel twice")
+    if req.template_id is None:
+        if not req.content:
+            raise ValidationError("template_id", "give a template_id or literal content")
+        for ch, c in req.content.items():
+            if not c.body.strip():
+                raise ValidationError(f"content.{ch}.body", "must not be empty")
+        missing = [str(c) for c in req.channels if c not in req.content]
+        if missing:
+            raise ValidationError(
+                "content", f"no content for requested channel(s) {', '.join(missing)}"
+            )
+    elif not req.template_id.strip():
+        raise ValidationError("template_id", "must not be empty")
+    if req.locale is not None and not _LOCALE.match(req.locale):
+        raise ValidationError("locale", "a BCP 47 tag such as en or ko-KR")
+    if req.expires_at is not None:
+        expires = to_millis(req.expires_at) or 0
+        if expires <= (to_millis(req.send_at) or to_millis(req.created_at) or 0):
+            raise ValidationError("expires_at", "must be after send_at (or now)")
+    data = codec.encode(codec.REQUEST, req.to_avro())
+    if len(data) > max_payload_bytes:
+        raise ValidationError(
+            "payload", f"encoded request is {len(data)} bytes; the limit is {max_payload_bytes}"
+        )
+    return data
+
+
+def parse_request(data: Any, field_prefix: str = "", **defaults: Any) -> NotificationRequest:
+    """Build a request from plain data (JSON); a bad field raises `ValidationError` naming it.
+    `defaults` fill fields the data leaves out (e.g. `source` from the authenticated client)."""
+    if not isinstance(data, dict):
+        raise ValidationError(field_prefix.rstrip(".") or "body", "must be a JSON object")
+    try:
+        return NotificationRequest.model_validate({**defaults, **data})
+    except PydanticError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"]) or "request"
+        raise ValidationError(f"{field_prefix}{loc}", str(first["msg"])) from None

@@ -1,0 +1,56 @@
+"""Helpers for intake integration tests: unique ids, reading records back from Kafka."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from confluent_kafka import Consumer, TopicPartition
+
+from infra.settings import KafkaSettings
+from schemas import codec
+
+KAFKA = KafkaSettings()
+
+
+def uid(prefix: str = "u") -> str:
+    return f"{prefix}-{uuid.uuid4()}"
+
+
+def read_at(topic: str, partition: int, offset: int, timeout: float = 15.0) -> Any:
+    """The record at one offset, read with a fresh consumer assigned straight to it."""
+    consumer = Consumer(KAFKA.consumer_config("test-intake", f"test-intake-{uuid.uuid4()}"))
+    try:
+        consumer.assign([TopicPartition(topic, partition, offset)])
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is not None and msg.error() is None:
+                return msg
+        raise AssertionError(f"nothing at {topic}[{partition}]@{offset}")
+    finally:
+        consumer.close()
+
+
+def changes_for(
+    user_id: str, *, since_ms: int, count: int, timeout: float = 20.0
+) -> list[dict[str, Any]]:
+    """Decoded `users.changes` records for one user produced since a timestamp."""
+    consumer = Consumer(KAFKA.consumer_config("test-intake", f"test-intake-{uuid.uuid4()}"))
+    try:
+        meta = consumer.list_topics("users.changes", timeout=10).topics["users.changes"]
+        parts = [TopicPartition("users.changes", p, since_ms) for p in meta.partitions]
+        offsets = consumer.offsets_for_times(parts, timeout=10)
+        consumer.assign([tp for tp in offsets if tp.offset >= 0] or parts)
+        out: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and len(out) < count:
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error() is not None:
+                continue
+            if msg.key() == user_id.encode():
+                out.append(codec.decode(msg.value(), expect=codec.USER_CHANGE))
+        return out
+    finally:
+        consumer.close()
