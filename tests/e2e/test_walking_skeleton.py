@@ -1,0 +1,137 @@
+"""One notification end to end through the real processes: processor, senders, emulators,
+over the real Kafka and Cassandra."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from cassandra.cluster import Session
+
+from herald.bench.scenario import start_pipeline
+from herald.bench.services import Pipeline
+from herald.demo import status_reader
+from infra.cassandra import connect
+from infra.settings import CassandraSettings, KafkaSettings
+from producers.contacts import SyncDirectory
+from producers.publisher import AsyncPublisher, Publisher
+from producers.request import Content, NotificationRequest
+from schemas import codec
+
+pytestmark = pytest.mark.e2e
+
+APNS_TOKEN = "a1" * 32
+PHONE = "+14155550123"
+EMAIL = "skeleton@example.com"
+
+
+@pytest.fixture(scope="module")
+def pipeline() -> Iterator[Pipeline]:
+    pipe = start_pipeline(KafkaSettings(), "e2e-skeleton")
+    yield pipe
+    pipe.stop()
+
+
+@pytest.fixture(scope="module")
+def session() -> Iterator[Session]:
+    s = connect(CassandraSettings())
+    yield s
+    s.cluster.shutdown()
+
+
+def _user(session: Session, *, opt_out: tuple[str, str] | None) -> str:
+    user_id = f"e2e-{uuid.uuid4().hex[:10]}"
+    directory = SyncDirectory(session, AsyncPublisher(KafkaSettings()), hmac_key=b"e2e")
+    try:
+        directory.set_user(user_id, email=EMAIL, phone=PHONE, locale="en", timezone="UTC")
+        directory.register_device(user_id, platform="ios", token=APNS_TOKEN, app_id="e2e")
+        if opt_out:
+            directory.set_preference(user_id, opt_out[0], opt_out[1], opt_in=False)
+    finally:
+        directory.close()
+    return user_id
+
+
+def _wait(pipeline: Pipeline, consumer: Any, nid: str, want_ledger: int) -> tuple[list, list]:
+    events: list[dict[str, Any]] = []
+    ledger: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        msg = consumer.poll(0.5)
+        if msg is not None and msg.error() is None and msg.value():
+            event = codec.decode(msg.value(), codec.STATUS)
+            if event["notification_id"] == nid:
+                events.append(event)
+        ledger = httpx.get(f"{pipeline.control_url}/ledger", timeout=10).json()
+        sent = [e for e in events if e["outcome"] == "sent"]
+        if len(sent) >= want_ledger and len(ledger) >= want_ledger:
+            break
+    return events, ledger
+
+
+def test_one_request_reaches_push_sms_and_email(pipeline: Pipeline, session: Session) -> None:
+    user_id = _user(session, opt_out=None)
+    request = NotificationRequest(
+        source="e2e",
+        user_id=user_id,
+        category="transactional",
+        content={
+            "push": Content(title="Parcel", body="Your parcel is out for delivery"),
+            "sms": Content(body="Parcel out for delivery"),
+            "email": Content(subject="Your parcel", body="It arrives today", html="<p>Today</p>"),
+        },
+    )
+    pipeline.reset()
+    with status_reader(KafkaSettings()) as consumer:
+        publisher = Publisher(KafkaSettings(), client="e2e")
+        try:
+            publisher.publish(request)
+        finally:
+            publisher.close()
+        events, ledger = _wait(pipeline, consumer, request.notification_id, want_ledger=3)
+
+    by_provider = {e["provider"]: e for e in ledger}
+    assert set(by_provider) == {"apns", "twilio", "smtp"}, ledger
+    assert by_provider["apns"]["address"] == APNS_TOKEN
+    assert by_provider["apns"]["title"] == "Parcel"
+    assert by_provider["apns"]["body"] == "Your parcel is out for delivery"
+    assert by_provider["twilio"]["address"] == PHONE
+    assert by_provider["twilio"]["body"] == "Parcel out for delivery"
+    assert by_provider["smtp"]["address"] == EMAIL
+    assert by_provider["smtp"]["subject"] == "Your parcel"
+    sent = {e["channel"]: e for e in events if e["outcome"] == "sent"}
+    assert set(sent) == {"push.ios", "sms", "email"}
+    assert {e["delivery_id"] for e in ledger} == {e["delivery_id"] for e in sent.values()}
+
+
+def test_opted_out_channel_is_dropped_with_its_reason(pipeline: Pipeline, session: Session) -> None:
+    user_id = _user(session, opt_out=("sms", "marketing"))
+    request = NotificationRequest(
+        source="e2e",
+        user_id=user_id,
+        category="marketing",
+        content={
+            "push": Content(title="Sale", body="20% off today"),
+            "sms": Content(body="20% off today"),
+            "email": Content(subject="Sale", body="20% off today"),
+        },
+    )
+    pipeline.reset()
+    with status_reader(KafkaSettings()) as consumer:
+        publisher = Publisher(KafkaSettings(), client="e2e")
+        try:
+            publisher.publish(request)
+        finally:
+            publisher.close()
+        events, ledger = _wait(pipeline, consumer, request.notification_id, want_ledger=2)
+    time.sleep(3)  # a wrongly fanned-out SMS would reach the emulator within this margin
+    ledger = httpx.get(f"{pipeline.control_url}/ledger", timeout=10).json()
+
+    assert sorted(e["provider"] for e in ledger) == ["apns", "smtp"], ledger
+    dropped = [e for e in events if e["outcome"] == "dropped"]
+    assert [(e["channel"], e["reason"]) for e in dropped] == [("sms", "opted_out")]
+    assert not [e for e in events if e["outcome"] == "sent" and e["channel"] == "sms"]
