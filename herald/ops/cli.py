@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -253,3 +254,114 @@ def dlq_redrive(
         out.print(render_outcome(f"redrive {ref.name}", result.outcome))
     if result.outcome.errors:
         raise typer.Exit(1)
+
+
+@app.command()
+def status(
+    once: Annotated[bool, typer.Option("--once", help="print one snapshot and exit")] = False,
+    interval: Annotated[float | None, typer.Option(help="seconds between refreshes")] = None,
+) -> None:
+    """Live view: Kafka and Cassandra health, lag and throughput per channel, errors."""
+    from rich.live import Live
+
+    from herald.ops.status import StatusProbe, render
+
+    settings = _settings()
+    every = interval or settings.status.interval_s
+    probe = StatusProbe(settings)
+    try:
+        prev = probe.take()
+        if once:
+            # Rates are offset deltas, so even one snapshot needs two readings.
+            time.sleep(min(every, 1.0))
+            out.print(render(prev, probe.take()))
+            return
+        with Live(render(None, prev), console=out, refresh_per_second=4, screen=False) as live:
+            while True:
+                time.sleep(every)
+                cur = probe.take()
+                live.update(render(prev, cur))
+                prev = cur
+    except KeyboardInterrupt:
+        pass
+    finally:
+        probe.close()
+
+
+@app.command()
+def stats(
+    start: Annotated[str, typer.Option("--from", help="ISO 8601, 'now' or an age: 24h")] = "24h",
+    end: Annotated[str, typer.Option("--to", help="ISO 8601, 'now' or an age")] = "now",
+    category: Annotated[str | None, typer.Option(help="only this category")] = None,
+    channel: Annotated[str | None, typer.Option(help="only this channel (push covers all)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="rows as JSON")] = False,
+) -> None:
+    """Delivery funnel per category and channel from notifications.status."""
+    from herald.ops.stats import aggregate, read_status
+
+    try:
+        start_ms, end_ms = parse_time(start), parse_time(end)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    settings = _settings()
+    with Progress(
+        TextColumn("[bold]reading notifications.status"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        RateColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("stats", total=None)
+        events = read_status(
+            settings.kafka,
+            start_ms,
+            end_ms,
+            on_total=lambda n: bar.update(task, total=n),
+            on_progress=lambda n: bar.advance(task, n),
+        )
+        result = aggregate(
+            events, start_ms=start_ms, end_ms=end_ms, category=category, channel=channel
+        )
+    data = [r.as_dict() for r in result]
+    if as_json:
+        out.print_json(json.dumps({"from_ms": start_ms, "to_ms": end_ms, "rows": data}))
+        return
+    table = Table(title="delivery funnel (rates: of sent; fail%: of attempted)")
+    cols = {
+        "category": "category",
+        "channel": "channel",
+        "requested": "req",
+        "dropped": "drop",
+        "sent": "sent",
+        "failed": "fail",
+        "dead_lettered": "dlq",
+        "delivered": "deliv",
+        "opened": "open",
+        "clicked": "click",
+        "failure_rate": "fail%",
+        "delivery_rate": "deliv%",
+        "open_rate": "open%",
+        "click_rate": "click%",
+    }
+    for key, header in cols.items():
+        table.add_column(header, justify="left" if key in ("category", "channel") else "right")
+    for d in data:
+        table.add_row(*(_cell(d[c]) for c in cols))
+    out.print(table)
+    drops = Table(title="dropped by reason")
+    for col in ("category", "channel", "reason", "count"):
+        drops.add_column(col, justify="right" if col == "count" else "left")
+    for d in data:
+        for reason, n in sorted(d["dropped_by_reason"].items()):
+            drops.add_row(d["category"], d["channel"], reason, f"{n:,}")
+    if drops.row_count:
+        out.print(drops)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.1%}"
+    return f"{value:,}" if isinstance(value, int) else str(value)

@@ -18,7 +18,7 @@ class LagSection(BaseModel):
     group_prefix: str = "herald-"
     # Short-lived tool groups are not queues anyone drains.
     exclude_prefixes: list[str] = Field(
-        default_factory=lambda: ["herald-replay-", "herald-ops-", "herald-bench-"]
+        default_factory=lambda: ["herald-replay-", "herald-ops-", "herald-bench-", "herald-test-"]
     )
 
 
@@ -28,6 +28,14 @@ class TrackingServerSection(BaseModel):
     # Keys client apps send as `X-Herald-App-Key` to report push delivered/opened.
     # The default only suits a local stack.
     app_keys: list[SecretStr] = Field(default_factory=lambda: [SecretStr("herald-local-app-key")])
+
+
+class StatusSection(BaseModel):
+    interval_s: float = 2.0
+    # Prometheus endpoints of the processor and the senders, read for error rates.
+    metrics_urls: list[str] = Field(
+        default_factory=lambda: ["http://127.0.0.1:9401/metrics", "http://127.0.0.1:9402/metrics"]
+    )
 
 
 class OpsSettings(BaseSettings):
@@ -40,4 +48,5 @@ class OpsSettings(BaseSettings):
     tracking: TrackingSettings = Field(default_factory=TrackingSettings)
     lag: LagSection = Field(default_factory=LagSection)
     tracking_server: TrackingServerSection = Field(default_factory=TrackingServerSection)
+    status: StatusSection = Field(default_factory=StatusSection)
     log_level: str = "INFO"
