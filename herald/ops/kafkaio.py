@@ -23,7 +23,7 @@ _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def parse_time(text: str, *, now_ms: int | None = None) -> int:
-    """Epoch milliseconds of `now`, a relative age (`90m`, `-2h`, `1d ago`) or ISO 8601.
+    """Epoch milliseconds of `now`, an age (`90m`, `-2h`, `1d ago`), ISO 8601 or epoch ms.
 
     A naive ISO time is taken as UTC.
     """
@@ -31,6 +31,8 @@ def parse_time(text: str, *, now_ms: int | None = None) -> int:
     text = text.strip().lower()
     if text == "now":
         return now
+    if text.isdigit() and len(text) >= 12:
+        return int(text)  # epoch milliseconds
     m = _RELATIVE.match(text)
     if m:
         return now - int(float(m["n"]) * _UNIT_S[m["unit"]] * 1000)

@@ -93,6 +93,7 @@ def test_lag_rises_without_consumer_and_falls_after(
             assert wait_for(lambda: _lag(url, group) == (0.0, 0.0)), _lag(url, group)
     finally:
         consumer.close()
+        _forget(kafka, group)
 
 
 def test_probe_reports_per_partition(kafka: KafkaSettings, topic: str) -> None:
@@ -120,3 +121,11 @@ def test_probe_reports_per_partition(kafka: KafkaSettings, topic: str) -> None:
         assert summary.seconds == pytest.approx(2.0)
     finally:
         consumer.close()
+        _forget(kafka, group)
+
+
+def _forget(kafka: KafkaSettings, group: str) -> None:
+    """Drop this test's group so it does not linger in `herald status`."""
+    admin = AdminClient({"bootstrap.servers": kafka.bootstrap_servers})
+    for fut in admin.delete_consumer_groups([group], request_timeout=10).values():
+        fut.result()
