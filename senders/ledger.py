@@ -120,40 +120,42 @@ def _now() -> datetime:
 class CassandraLedger:
     def __init__(self, session: Session) -> None:
         self._session = session
+        ks = session.keyspace or "herald"
         prep = session.prepare
         self._claim = prep(
-            "INSERT INTO deliveries (delivery_id, notification_id, state, attempt, owner,"
+            f"INSERT INTO {ks}.deliveries (delivery_id, notification_id, state, attempt, owner,"
             " provider, published, updated_at) VALUES (?, ?, 'sending', ?, ?, ?, false, ?)"
             " IF NOT EXISTS"
         )
         self._reclaim = prep(
-            "UPDATE deliveries SET state = 'sending', attempt = ?, owner = ?, provider = ?,"
+            f"UPDATE {ks}.deliveries SET state = 'sending', attempt = ?, owner = ?, provider = ?,"
             " published = false, updated_at = ? WHERE delivery_id = ?"
             " IF state = ? AND attempt = ?"
         )
         self._set_provider = prep(
-            "UPDATE deliveries SET provider = ?, updated_at = ? WHERE delivery_id = ?"
+            f"UPDATE {ks}.deliveries SET provider = ?, updated_at = ? WHERE delivery_id = ?"
             " IF state = 'sending' AND owner = ?"
         )
         finish_set = (
-            "UPDATE deliveries SET state = ?, reason = ?, provider = ?, provider_message_id = ?,"
-            " first_error = ?, last_error = ?, pinned_provider = ?, owner = ?, published = false,"
-            " updated_at = ? WHERE delivery_id = ?"
+            f"UPDATE {ks}.deliveries SET state = ?, reason = ?, provider = ?,"
+            " provider_message_id = ?, first_error = ?, last_error = ?, pinned_provider = ?,"
+            " owner = ?, published = false, updated_at = ? WHERE delivery_id = ?"
         )
         self._finish = prep(finish_set + " IF state = 'sending' AND owner = ?")
         self._resolve = prep(finish_set + " IF state = 'sending' AND owner = ? AND attempt = ?")
         self._published = prep(
-            "UPDATE deliveries SET published = true WHERE delivery_id = ? IF state = ?"
+            f"UPDATE {ks}.deliveries SET published = true WHERE delivery_id = ? IF state = ?"
         )
-        self._read = prep("SELECT * FROM deliveries WHERE delivery_id = ?")
+        self._read = prep(f"SELECT * FROM {ks}.deliveries WHERE delivery_id = ?")
         self._read.consistency_level = ConsistencyLevel.SERIAL  # see in-progress LWTs
         self._log = prep(
-            "INSERT INTO notification_log (notification_id, delivery_id, user_id, channel,"
+            f"INSERT INTO {ks}.notification_log (notification_id, delivery_id, user_id, channel,"
             " category, state, reason, attempt, provider, provider_message_id, updated_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         )
         self._delete_device = prep(
-            "DELETE FROM devices_by_user WHERE user_id = ? AND device_id = ? IF token = ?"
+            f"DELETE FROM {ks}.devices_by_user WHERE user_id = ? AND device_id = ?"
+            " IF device_token = ?"
         )
 
     async def _lwt(self, stmt: PreparedStatement, params: tuple[Any, ...]) -> dict[str, Any]:

@@ -33,7 +33,7 @@ def create_providers(settings: SenderSettings, channels: list[Channel]) -> dict[
     from senders import providers as registry
 
     return {
-        name: registry.create(name, settings.providers)  # type: ignore[attr-defined]
+        name: registry.create(name, settings.providers)
         for name in needed_providers(settings, channels)
     }
 

@@ -11,13 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from infra.settings import CassandraSettings, KafkaSettings
 from infra.topics import RETRY_TIERS
 from schemas.channels import Channel
-
-try:
-    from senders.providers.settings import ProvidersSettings
-except ModuleNotFoundError:  # the provider modules land separately; drop this guard then
-
-    class ProvidersSettings(BaseModel):  # type: ignore[no-redef]
-        model_config = {"extra": "allow"}
+from senders.providers.settings import ProvidersSettings
 
 
 class Route(BaseModel):

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import asyncio
-
 import httpx
 
 from senders.decisions import Kind, classify, reason_of
@@ -35,7 +33,7 @@ def test_connect_errors_are_definite_read_timeouts_ambiguous() -> None:
 
 
 def test_our_deadline_and_unknown_exceptions_are_ambiguous() -> None:
-    assert classify(asyncio.TimeoutError()) is Kind.AMBIGUOUS
+    assert classify(TimeoutError()) is Kind.AMBIGUOUS
     assert classify(RuntimeError("boom")) is Kind.AMBIGUOUS
 
 

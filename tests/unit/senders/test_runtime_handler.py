@@ -119,7 +119,7 @@ async def test_definite_failure_of_primary_fails_over_once() -> None:
 
 async def test_ambiguous_sms_is_dead_lettered_not_failed_over() -> None:
     w = World()
-    w.twilio.steps = [asyncio.TimeoutError()]
+    w.twilio.steps = [TimeoutError()]
     assert await w.handle(delivery()) == State.DEAD_LETTERED
     assert w.vonage.calls == 0
     [dlq] = w.out.on("notifications.sms.dlq")

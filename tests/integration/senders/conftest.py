@@ -1,0 +1,127 @@
+"""Real Kafka and Cassandra for the sender runtime: a tap on topics, records, the ledger."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from cassandra.cluster import Session
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from infra.cassandra import connect
+from infra.settings import CassandraSettings, KafkaSettings
+from schemas import codec
+from schemas.events import now_ms
+from tests.conftest import CASSANDRA_PORT, KAFKA
+
+
+class TopicTap:
+    """Everything produced to `topics` from now on, decoded, read in a background thread."""
+
+    def __init__(self, topics: list[str]) -> None:
+        self.messages: list[tuple[str, bytes | None, dict[str, bytes], dict[str, Any] | None]] = []
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": KAFKA,
+                "group.id": f"test-tap-{uuid.uuid4()}",
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+            }
+        )
+        parts = []
+        for topic in topics:
+            meta = self._consumer.list_topics(topic, timeout=10).topics[topic]
+            for p in meta.partitions:
+                _, high = self._consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                parts.append(TopicPartition(topic, p, high))
+        self._consumer.assign(parts)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            msg = self._consumer.poll(0.1)
+            if msg is None or msg.error():
+                continue
+            try:
+                value = codec.decode(msg.value() or b"")
+            except codec.DecodeError:
+                value = None
+            headers = {k: v for k, v in (msg.headers() or []) if isinstance(v, bytes)}
+            self.messages.append((msg.topic() or "", msg.key(), headers, value))
+
+    def where(
+        self, **match: Any
+    ) -> list[tuple[str, bytes | None, dict[str, bytes], dict[str, Any]]]:
+        return [
+            (t, k, h, v)
+            for t, k, h, v in list(self.messages)
+            if v is not None and all(v.get(f) == x for f, x in match.items())
+        ]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._consumer.close()
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def make_delivery(channel: str, **over: Any) -> dict[str, Any]:
+    nid = str(uuid.uuid4())
+    d: dict[str, Any] = {
+        "delivery_id": str(uuid.uuid4()),
+        "notification_id": nid,
+        "event_id": f"evt-{nid}",
+        "user_id": f"user-{uuid.uuid4()}",
+        "channel": channel,
+        "category": "transactional",
+        "priority": "normal",
+        "device_id": None,
+        "address": "+15550001111" if channel == "sms" else "tok-" + uuid.uuid4().hex,
+        "body": "your code is 1234",
+        "attempt": 1,
+        "requested_at": now_ms(),
+        "created_at": now_ms(),
+    }
+    d.update(over)
+    return d
+
+
+@pytest.fixture(scope="session")
+def kafka_producer() -> Iterator[Producer]:
+    producer = Producer(KafkaSettings(bootstrap_servers=KAFKA).producer_config("test-senders"))
+    yield producer
+    producer.flush(10)
+
+
+@pytest.fixture(scope="session")
+def produce(kafka_producer: Producer) -> Callable[[str, dict[str, Any]], None]:
+    def _produce(topic: str, delivery: dict[str, Any]) -> None:
+        kafka_producer.produce(
+            topic, codec.encode(codec.DELIVERY, delivery), delivery["user_id"].encode()
+        )
+        kafka_producer.flush(10)
+
+    return _produce
+
+
+@pytest.fixture(scope="session")
+def cassandra() -> Iterator[Session]:
+    session = connect(CassandraSettings(port=CASSANDRA_PORT))
+    yield session
+    session.cluster.shutdown()

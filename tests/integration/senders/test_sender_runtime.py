@@ -1,0 +1,264 @@
+"""The sender runtime against the real Kafka and Cassandra, with scripted in-process providers.
+
+Covers the Kafka side of delivery semantics: offsets, retry tiers that pause instead of
+sleeping, the DLQ, failover and duplicates. The wire protocols are covered against the
+emulators in test_sender_emulators.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from cassandra.cluster import Session
+
+from infra.settings import CassandraSettings, KafkaSettings
+from schemas.channels import Channel
+from senders.handler import DeliveryHandler
+from senders.providers.base import DeliveryError, Message, Provider, SendResult
+from senders.runtime import SenderRuntime
+from senders.service import sender
+from senders.settings import BreakerSettings, RetrySettings, SenderSettings
+from tests.conftest import CASSANDRA_PORT, KAFKA
+from tests.integration.senders.conftest import TopicTap, make_delivery, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
+
+
+class Scripted(Provider):
+    """Answers per delivery id from a script; records every call."""
+
+    def __init__(self, name: str, channels: list[str]) -> None:
+        self.name = name
+        self.channels = frozenset(channels)
+        self.script: dict[str, list[Exception]] = defaultdict(list)
+        self.calls: dict[str, int] = defaultdict(int)
+
+    async def send(self, message: Message) -> SendResult:
+        self.calls[message.delivery_id] += 1
+        steps = self.script.get(message.delivery_id)
+        if steps:
+            raise steps.pop(0)
+        return SendResult(self.name, f"{self.name}-{message.delivery_id[:8]}")
+
+
+def err(provider: str, status: int, *, retry_after: float | None = None) -> DeliveryError:
+    return DeliveryError(
+        f"{provider}:{status}",
+        provider=provider,
+        retriable=True,
+        status=status,
+        retry_after=retry_after,
+    )
+
+
+class Harness:
+    def __init__(self, runtime: SenderRuntime, providers: dict[str, Scripted]) -> None:
+        self.runtime = runtime
+        self.p = providers
+        self.results: dict[str, list[str]] = defaultdict(list)
+        handler: DeliveryHandler = runtime.handler
+        original = handler.handle
+
+        async def recording(delivery: dict[str, Any], consumed_from: str) -> str:
+            out = await original(delivery, consumed_from)
+            self.results[delivery["delivery_id"]].append(out)
+            return out
+
+        handler.handle = recording  # type: ignore[method-assign]
+
+
+@pytest.fixture(scope="module")
+async def harness() -> AsyncIterator[Harness]:
+    settings = SenderSettings(
+        kafka=KafkaSettings(bootstrap_servers=KAFKA),
+        cassandra=CassandraSettings(port=CASSANDRA_PORT),
+        group_prefix=f"test-sender-{uuid.uuid4().hex[:8]}",
+        start_at="latest",
+        retry=RetrySettings(delays_s=[0.3, 0.3], claim_stale_after_s=3),
+        breaker=BreakerSettings(failure_threshold=1000),
+        session_timeout_ms=6000,
+        max_in_flight=16,
+        metrics_enabled=False,
+    )
+    providers = {
+        "twilio": Scripted("twilio", ["sms"]),
+        "vonage": Scripted("vonage", ["sms"]),
+        "apns": Scripted("apns", ["push.ios"]),
+    }
+    async with sender(settings, [Channel.SMS, Channel.PUSH_IOS], providers=providers) as rt:
+        task = asyncio.create_task(rt.run())
+        async with asyncio.timeout(60):
+            await rt.wait_ready()
+        yield Harness(rt, providers)
+        rt.stop()
+        await asyncio.wait_for(task, 30)
+
+
+@pytest.fixture(scope="module")
+def tap() -> Any:
+    t = TopicTap(
+        [
+            "notifications.status",
+            "notifications.sms.retry.1",
+            "notifications.sms.dlq",
+            "notifications.push.ios.dlq",
+        ]
+    )
+    yield t
+    t.close()
+
+
+def ledger(cassandra: Session, delivery_id: str) -> dict[str, Any] | None:
+    row: dict[str, Any] | None = cassandra.execute(
+        "SELECT * FROM deliveries WHERE delivery_id = %s", (delivery_id,)
+    ).one()
+    return row
+
+
+async def until(check: Callable[[], Any], what: str, within: float = 20) -> Any:
+    return await asyncio.to_thread(wait_for, check, within, what)
+
+
+def outcomes(tap: TopicTap, delivery_id: str) -> list[str]:
+    return [v["outcome"] for _, _, _, v in tap.where(delivery_id=delivery_id) if "outcome" in v]
+
+
+async def test_delivery_is_sent_once_and_the_ledger_says_sent(
+    harness: Harness, tap: TopicTap, produce: Any, cassandra: Session
+) -> None:
+    d = make_delivery("sms")
+    produce("notifications.sms", d)
+    row = await until(
+        lambda: (r := ledger(cassandra, d["delivery_id"])) and r["published"] and r, "published"
+    )
+    assert row["state"] == "sent"
+    assert row["provider"] == "twilio" and row["provider_message_id"].startswith("twilio-")
+    events = await until(lambda: tap.where(delivery_id=d["delivery_id"], outcome="sent"), "status")
+    _, key, _, event = events[0]
+    assert key == d["notification_id"].encode()
+    assert event["provider_message_id"] == row["provider_message_id"]
+    log = cassandra.execute(
+        "SELECT state FROM notification_log WHERE notification_id = %s AND delivery_id = %s",
+        (d["notification_id"], d["delivery_id"]),
+    ).one()
+    assert log["state"] == "sent"
+    assert harness.p["twilio"].calls[d["delivery_id"]] == 1
+
+
+async def test_the_same_record_twice_makes_one_provider_call(
+    harness: Harness, produce: Any
+) -> None:
+    d = make_delivery("sms")
+    produce("notifications.sms", d)
+    produce("notifications.sms.priority", d)  # another lane, processed concurrently
+    produce("notifications.sms", d)
+    await until(lambda: len(harness.results[d["delivery_id"]]) == 3, "three records handled")
+    assert sorted(harness.results[d["delivery_id"]]) == ["duplicate", "duplicate", "sent"]
+    assert harness.p["twilio"].calls[d["delivery_id"]] == 1
+
+
+async def test_throttled_goes_to_a_retry_tier_then_succeeds(
+    harness: Harness, tap: TopicTap, produce: Any, cassandra: Session
+) -> None:
+    d = make_delivery("sms")
+    did = d["delivery_id"]
+    harness.p["twilio"].script[did] = [err("twilio", 429, retry_after=1.0)]
+    harness.p["vonage"].script[did] = [err("vonage", 503)]
+    produce("notifications.sms", d)
+    await until(lambda: (r := ledger(cassandra, did)) and r["state"] == "sent", "sent", 30)
+    row = ledger(cassandra, did)
+    assert row is not None and row["attempt"] == 2 and row["provider"] == "twilio"
+    [(_, _, _, retry)] = tap.where(delivery_id=did, attempt=2, last_error="vonage:503")
+    assert retry["not_before"] is not None
+    await until(lambda: outcomes(tap, did) == ["retried", "sent"], "retried then sent")
+    await until(lambda: harness.results[did] == ["retrying", "sent"], "handled twice")
+
+
+async def test_main_lane_keeps_draining_while_a_retry_waits(
+    harness: Harness, produce: Any, cassandra: Session
+) -> None:
+    slow = make_delivery("sms")
+    harness.p["twilio"].script[slow["delivery_id"]] = [err("twilio", 429, retry_after=5)]
+    harness.p["vonage"].script[slow["delivery_id"]] = [err("vonage", 503)]
+    produce("notifications.sms", slow)
+    await until(lambda: harness.results[slow["delivery_id"]] == ["retrying"], "retry queued")
+    fresh = make_delivery("sms")
+    produce("notifications.sms", fresh)
+    await until(lambda: harness.results[fresh["delivery_id"]] == ["sent"], "fresh sent", 5)
+    assert harness.results[slow["delivery_id"]] == ["retrying"]  # still not due
+    await until(lambda: harness.results[slow["delivery_id"]] == ["retrying", "sent"], "due", 20)
+
+
+async def test_exhausted_retries_go_to_the_dlq_with_reason_headers(
+    harness: Harness, tap: TopicTap, produce: Any, cassandra: Session
+) -> None:
+    d = make_delivery("push.ios", device_id="dev-1")
+    did = d["delivery_id"]
+    harness.p["apns"].script[did] = [err("apns", 503) for _ in range(3)]
+    produce("notifications.push.ios", d)
+    found = await until(
+        lambda: [m for m in tap.where(delivery_id=did) if m[0] == "notifications.push.ios.dlq"],
+        "dead letter",
+        30,
+    )
+    _, key, headers, value = found[0]
+    assert key == d["user_id"].encode()
+    assert headers["herald.reason"] == b"retries_exhausted"
+    assert headers["herald.attempts"] == b"3"
+    assert headers["herald.first_error"] == b"apns:503"
+    assert headers["herald.last_error"] == b"apns:503"
+    assert headers["herald.original_topic"] == b"notifications.push.ios"
+    assert int(headers["herald.failed_at"]) > 0
+    assert value["attempt"] == 3
+    assert harness.p["apns"].calls[did] == 3
+    row = ledger(cassandra, did)
+    assert row is not None and row["state"] == "dead_lettered"
+    await until(lambda: outcomes(tap, did) == ["retried", "retried", "dead_lettered"], "statuses")
+
+
+async def test_unregistered_token_removes_the_device(
+    harness: Harness, tap: TopicTap, produce: Any, cassandra: Session
+) -> None:
+    d = make_delivery("push.ios", device_id=f"dev-{uuid.uuid4().hex[:6]}")
+    cassandra.execute(
+        "INSERT INTO devices_by_user (user_id, device_id, platform, device_token)"
+        " VALUES (%s, %s, 'ios', %s)",
+        (d["user_id"], d["device_id"], d["address"]),
+    )
+    harness.p["apns"].script[d["delivery_id"]] = [
+        DeliveryError(
+            "apns:410 Unregistered",
+            provider="apns",
+            retriable=False,
+            invalid_address=True,
+            status=410,
+        )
+    ]
+    produce("notifications.push.ios", d)
+    await until(
+        lambda: tap.where(delivery_id=d["delivery_id"], outcome="token_invalidated"), "event"
+    )
+    device = cassandra.execute(
+        "SELECT * FROM devices_by_user WHERE user_id = %s AND device_id = %s",
+        (d["user_id"], d["device_id"]),
+    ).one()
+    assert device is None
+    assert "failed" in outcomes(tap, d["delivery_id"])
+
+
+async def test_failing_primary_sms_uses_the_fallback_once(
+    harness: Harness, produce: Any, cassandra: Session
+) -> None:
+    d = make_delivery("sms")
+    did = d["delivery_id"]
+    harness.p["twilio"].script[did] = [err("twilio", 500)]
+    produce("notifications.sms", d)
+    await until(lambda: (r := ledger(cassandra, did)) and r["state"] == "sent", "sent")
+    row = ledger(cassandra, did)
+    assert row is not None and row["provider"] == "vonage" and row["attempt"] == 1
+    assert (harness.p["twilio"].calls[did], harness.p["vonage"].calls[did]) == (1, 1)
