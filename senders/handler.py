@@ -130,8 +130,13 @@ class DeliveryHandler:
 
     # -- entry ---------------------------------------------------------------------------
 
-    async def handle(self, delivery: dict[str, Any], consumed_from: str) -> str:
-        """Process one record to a durable outcome; returns it (state, or `duplicate`)."""
+    async def handle(
+        self, delivery: dict[str, Any], consumed_from: str, *, redriven: bool = False
+    ) -> str:
+        """Process one record to a durable outcome; returns it (state, or `duplicate`).
+
+        `redriven`: an operator sent this dead letter back (`herald dlq redrive`), which
+        is the one way out of `dead_lettered`; every other final state is final."""
         did = delivery["delivery_id"]
         # The same delivery twice in this process (duplicate record): the second waits
         # for the first, then finds its outcome in the ledger.
@@ -139,21 +144,29 @@ class DeliveryHandler:
             await busy.wait()
         done = self._local[did] = asyncio.Event()
         try:
-            return await self._handle(delivery, consumed_from)
+            return await self._handle(delivery, consumed_from, redriven)
         finally:
             del self._local[did]
             done.set()
 
-    async def _handle(self, d: dict[str, Any], consumed_from: str) -> str:
+    async def _handle(self, d: dict[str, Any], consumed_from: str, redriven: bool) -> str:
         did, attempt = d["delivery_id"], int(d.get("attempt") or 1)
         route = self.settings.routing.route(d["channel"])
         first = route.providers[0]
         pinned: str | None = None
         first_error: str | None = None
+        # Wait for the rate limit before claiming, not after: a claim should live for as
+        # short a time as possible, since a crash while it is held makes it uncertain.
+        await self.buckets[first].acquire()
         while True:
             row = await self.ledger.claim(did, d["notification_id"], attempt, self.owner, first)
             if row is None:
                 break
+            if redriven and row.state == State.DEAD_LETTERED and row.published:
+                if await self.ledger.reclaim(did, attempt, self.owner, first, row):
+                    pinned = row.pinned_provider
+                    break
+                continue
             if row.state in FINAL:
                 if not row.published:
                     await self._publish(d, row, consumed_from)
@@ -183,7 +196,14 @@ class DeliveryHandler:
         if (expires := _ms(d.get("expires_at"))) is not None and expires <= now_ms():
             return await self._finish(d, attempt, Outcome(State.DROPPED, reason=EXPIRED), first)
         return await self._send(
-            d, attempt, route.providers, route.retry_ambiguous, pinned, first_error, consumed_from
+            d,
+            attempt,
+            route.providers,
+            route.retry_ambiguous,
+            pinned,
+            first_error,
+            consumed_from,
+            prepaid=first,
         )
 
     async def _resolve_stale(
@@ -229,6 +249,8 @@ class DeliveryHandler:
         pinned: str | None,
         first_error: str | None,
         consumed_from: str,
+        *,
+        prepaid: str | None = None,
     ) -> str:
         did, channel = d["delivery_id"], d["channel"]
         message = to_message(d)
@@ -249,7 +271,10 @@ class DeliveryHandler:
                     return self._count(d, name, LOST)
                 metrics.FAILOVERS.labels(channel, name).inc()
                 current = name
-            await self.buckets[name].acquire()
+            if name == prepaid:
+                prepaid = None
+            else:
+                await self.buckets[name].acquire()
             self._called.add(did)
             started = time.monotonic()
             try:

@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 
 TP = tuple[str, int]
 UNDECODABLE = "undecodable"
+# Set by `herald dlq redrive` on a dead letter sent back by an operator.
+REDRIVEN_HEADER = "herald.redriven_from"
 
 
 @dataclass(frozen=True)
@@ -258,7 +260,11 @@ class Lane:
                 metrics.PAUSED.labels(*self._labels).set(len(self._held))
                 return
         self._offsets.start(topic, partition, offset)
-        work = self._process(delivery, topic) if delivery is not None else self._poison(msg, reason)
+        if delivery is not None:
+            redriven = any(h[0] == REDRIVEN_HEADER for h in msg.headers() or ())
+            work = self._process(delivery, topic, redriven)
+        else:
+            work = self._poison(msg, reason)
         task = asyncio.create_task(self._track(key, offset, work))
         self._tasks.setdefault(key, set()).add(task)
         task.add_done_callback(self._tasks[key].discard)
@@ -271,12 +277,12 @@ class Lane:
         if finished:
             self._offsets.finish(*key, offset)
 
-    async def _process(self, delivery: dict[str, Any], topic: str) -> bool:
+    async def _process(self, delivery: dict[str, Any], topic: str, redriven: bool) -> bool:
         async with self.slots.hold():
             delay = 0.2
             while True:
                 try:
-                    await self.handler.handle(delivery, topic)
+                    await self.handler.handle(delivery, topic, redriven=redriven)
                     return True
                 except Stopping:
                     return False

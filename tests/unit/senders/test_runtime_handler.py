@@ -311,3 +311,25 @@ async def test_cassandra_down_after_the_call_waits_instead_of_resending() -> Non
     w.ledger.finish = flaky  # type: ignore[method-assign]
     assert await w.handle(delivery()) == State.SENT
     assert w.twilio.calls == 1
+
+
+async def test_only_a_redrive_brings_a_dead_letter_back() -> None:
+    w = World()
+    w.ledger.rows["d-1"] = LedgerRow(
+        State.DEAD_LETTERED, 3, reason="retries_exhausted", published=True
+    )
+    assert await w.handle(delivery()) == "duplicate"  # a replay or a stray copy
+    assert w.twilio.calls == 0
+    redriven = delivery(attempt=1)
+    assert await w.handler.handle(redriven, "notifications.sms", redriven=True) == State.SENT
+    assert w.twilio.calls == 1
+    # A second copy of the redrive finds it sent.
+    assert await w.handler.handle(redriven, "notifications.sms", redriven=True) == "duplicate"
+    assert w.twilio.calls == 1
+
+
+async def test_redrive_never_resends_a_sent_delivery() -> None:
+    w = World()
+    w.ledger.rows["d-1"] = LedgerRow(State.SENT, 1, published=True)
+    assert await w.handler.handle(delivery(), "notifications.sms", redriven=True) == "duplicate"
+    assert w.twilio.calls == 0
