@@ -1,8 +1,9 @@
 """Read access to the delivery ledger (`herald.deliveries`), the judge of "already sent".
 
 Senders claim a delivery (state `sending`) before calling the provider and confirm the
-outcome after. Replay and redrive only read it: they never send; they re-produce to a
-channel topic, where the sender's own claim is the last guard against a double send.
+outcome after. Replay only reads it; redrive also reopens a dead-lettered delivery (one
+conditional write). Neither sends: they re-produce to a channel topic, where the
+sender's own claim is the last guard against a double send.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ from collections.abc import Iterable
 from cassandra.cluster import Session
 from cassandra.concurrent import execute_concurrent_with_args
 
-# A replay must not re-produce these: the delivery reached an end (or is being sent now).
-REPLAY_FINAL = frozenset({"sent", "failed", "dead_lettered", "dropped", "sending"})
+# A replay must not re-produce these: the delivery reached an end, is being sent now, or
+# waits in a retry tier (which will send it).
+REPLAY_FINAL = frozenset({"sent", "failed", "dead_lettered", "dropped", "sending", "retrying"})
 # A redrive exists to retry dead letters, so only a send or a permanent verdict stops it.
-REDRIVE_FINAL = frozenset({"sent", "failed", "dropped", "sending"})
+REDRIVE_FINAL = frozenset({"sent", "failed", "dropped", "sending", "retrying"})
+_REASONS = {"sending": "in_flight", "retrying": "in_retry"}
 
 
 def states(session: Session, delivery_ids: Iterable[str]) -> dict[str, str]:
@@ -42,4 +45,29 @@ def skip_reason(state: str | None, final: frozenset[str]) -> str | None:
     """Why a delivery in this ledger state must not be produced again, or None."""
     if state is None or state not in final:
         return None
-    return "in_flight" if state == "sending" else f"already_{state}"
+    return _REASONS.get(state, f"already_{state}")
+
+
+def reopen(session: Session, delivery_id: str) -> bool:
+    """Turn a dead-lettered delivery back into a pending retry, if it still is dead-lettered.
+
+    Senders treat `dead_lettered` as final; `retrying` at attempt 0 is what their claim
+    takes over for attempt 1, so the redriven record is sent exactly once. The condition
+    makes this the redrive's own guard: a second redrive finds `retrying` (or `sent`).
+    """
+    row = session.execute(
+        f"UPDATE {session.keyspace}.deliveries SET state = 'retrying', attempt = 0, owner = null,"
+        " published = true, updated_at = toTimestamp(now())"
+        " WHERE delivery_id = %s IF state = 'dead_lettered'",
+        (delivery_id,),
+    ).one()
+    return bool(row["[applied]"])
+
+
+def restore(session: Session, delivery_id: str) -> None:
+    """Undo `reopen` when the redriven record could not be produced."""
+    session.execute(
+        f"UPDATE {session.keyspace}.deliveries SET state = 'dead_lettered'"
+        " WHERE delivery_id = %s IF state = 'retrying' AND attempt = 0",
+        (delivery_id,),
+    )

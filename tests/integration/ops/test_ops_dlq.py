@@ -73,7 +73,16 @@ def test_redrive_produces_once_then_guards_hold(
     hdrs = kafkaio.headers(back[0])
     assert hdrs["herald.replay"] == b"1" and "herald.reason" not in hdrs
 
-    # The sender delivered it: even a forced redrive is now refused by the ledger.
+    # The ledger was reopened for the sender: a forced redrive is refused by the ledger.
+    row = session.execute(
+        "SELECT state, attempt FROM deliveries WHERE delivery_id = %s", (did,)
+    ).one()
+    assert (row["state"], row["attempt"]) == ("retrying", 0)
+    forced = dlq.redrive(kafka, session, ref, pick, force=True)
+    assert forced.outcome.total_produced == 0
+    assert forced.outcome.skipped == {"in_retry": 1}
+
+    # The sender delivered it: even a forced redrive is refused by the ledger.
     set_ledger(session, did, "sent")
     forced = dlq.redrive(kafka, session, ref, pick, force=True)
     assert forced.outcome.total_produced == 0
