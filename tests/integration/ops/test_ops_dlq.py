@@ -62,9 +62,10 @@ def test_redrive_produces_once_then_guards_hold(
     assert dry.outcome.total_produced == 1
     first = dlq.redrive(kafka, session, ref, pick)
     assert first.outcome.produced == {main: 1} and not first.outcome.errors
+    # The ledger row was reopened for the sender, so the ledger refuses a second redrive.
     second = dlq.redrive(kafka, session, ref, pick)
     assert second.outcome.total_produced == 0
-    assert second.outcome.skipped == {"already_redriven": 1}
+    assert second.outcome.skipped == {"in_retry": 1}
 
     back = read_since(kafka, main, before, lambda m: codec.decode(m.value())["delivery_id"] == did)
     assert len(back) == 1  # the dry run produced nothing, the second redrive neither
@@ -73,14 +74,10 @@ def test_redrive_produces_once_then_guards_hold(
     hdrs = kafkaio.headers(back[0])
     assert hdrs["herald.replay"] == b"1" and "herald.reason" not in hdrs
 
-    # The ledger was reopened for the sender: a forced redrive is refused by the ledger.
     row = session.execute(
         "SELECT state, attempt FROM deliveries WHERE delivery_id = %s", (did,)
     ).one()
     assert (row["state"], row["attempt"]) == ("retrying", 0)
-    forced = dlq.redrive(kafka, session, ref, pick, force=True)
-    assert forced.outcome.total_produced == 0
-    assert forced.outcome.skipped == {"in_retry": 1}
 
     # The sender delivered it: even a forced redrive is refused by the ledger.
     set_ledger(session, did, "sent")
@@ -112,3 +109,6 @@ def test_request_dead_letter_goes_back_to_requests(
         lambda m: kafkaio.headers(m).get("herald.redriven_from", b"").endswith(last.ref.encode()),
     )
     assert [m.value() for m in back] == [b"not avro at all"]
+    again = dlq.redrive(kafka, session, ref, dlq.Selection(refs=frozenset({last.ref})))
+    assert again.outcome.total_produced == 0
+    assert again.outcome.skipped == {"already_redriven": 1}
