@@ -6,6 +6,7 @@ import abc
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -17,6 +18,14 @@ from infra.stack.jars import ensure_jars
 from infra.stack.settings import StackSettings
 
 RESOURCES = Path(__file__).parent
+
+
+def port_open(port: int, host: str) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
 
 
 class StackError(RuntimeError):
@@ -80,6 +89,9 @@ class Component(abc.ABC):
         return None
 
     def healthy(self) -> tuple[bool, str]:
+        # A closed port answers at once; the client probes would wait out their timeouts.
+        if not port_open(self.port, self.settings.host):
+            return False, f"nothing listening on {self.settings.host}:{self.port}"
         try:
             return True, self.probe()
         except Exception as exc:  # any failure of the probe means "not healthy yet"
