@@ -1,0 +1,63 @@
+"""`python -m processors`: run one processor worker, configured by `HERALD_*` variables."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+from cassandra.cluster import NoHostAvailable, Session
+
+from infra.cassandra import connect
+from infra.logging import configure_logging
+from infra.scheduling import ScheduleStore
+from processors.app import create_app
+from processors.enrichment import Enricher
+from processors.kafkaio import AsyncProducer
+from processors.pipeline import DedupStore, Processor
+from processors.settings import ProcessorSettings
+
+log = logging.getLogger("processors")
+
+
+def _connect(settings: ProcessorSettings) -> Session:
+    # Fail closed at start too: without Cassandra there is no opt-out check, so wait.
+    delay = 0.5
+    while True:
+        try:
+            return connect(settings.cassandra)
+        except NoHostAvailable:
+            log.warning("cassandra unreachable, retrying", extra={"retry_in_s": delay})
+            time.sleep(delay)
+            delay = min(delay * 2, settings.cassandra_retry_max_s)
+
+
+def main() -> None:
+    settings = ProcessorSettings()
+    configure_logging("processor", settings.log_level)
+    session = _connect(settings)
+    producer = AsyncProducer(settings.kafka.producer_config("processor"))
+    scheduler = ScheduleStore(session, scope=settings.requested_topic)
+    processor = Processor(
+        settings,
+        producer=producer,
+        enricher=Enricher(
+            session,
+            ttl_s=settings.cache_ttl_s,
+            max_entries=settings.cache_max_entries,
+            max_backoff_s=settings.cassandra_retry_max_s,
+        ),
+        dedup=DedupStore(session, settings.cassandra_retry_max_s),
+        scheduler=scheduler,
+    )
+    app = create_app(settings, processor, scheduler)
+    sys.argv = [sys.argv[0], "worker", "-l", settings.log_level.lower()]
+    try:
+        app.main()
+    finally:
+        producer.close()
+        session.cluster.shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+"""The Faust application: one agent over the request topic, the rate-limit table, the
+scheduler's releaser and the cache invalidation reader.
+
+Guarantee: at-least-once (see docs/processor.md). Faust commits a request's offset
+only after the agent has finished with it, and the agent finishes only once every
+record it produced is acknowledged and the event id is recorded as processed. A crash
+in between replays the request, which produces the same records with the same ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import faust
+from faust.types import TP
+from prometheus_client import start_http_server
+
+from infra.logging import configure_logging
+from infra.scheduling import ScheduleStore, run_releaser
+from processors import metrics
+from processors.invalidation import ChangeListener
+from processors.pipeline import Processor, Source
+from processors.settings import ProcessorSettings
+
+log = logging.getLogger(__name__)
+
+# A request that keeps failing for a reason we did not foresee (a bug, a poison value)
+# is dead-lettered after this many attempts instead of blocking its partition forever.
+_MAX_ATTEMPTS = 5
+
+
+def _headers(raw: Any) -> dict[str, bytes]:
+    if not raw:
+        return {}
+    items = raw.items() if isinstance(raw, Mapping) else raw
+    return {str(k): bytes(v) if v is not None else b"" for k, v in items}
+
+
+def create_app(
+    settings: ProcessorSettings, processor: Processor, scheduler: ScheduleStore
+) -> faust.App:
+    datadir = settings.resolved_datadir()
+    datadir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        settings.app_id,
+        broker=[f"kafka://{h}" for h in settings.kafka.bootstrap_servers.split(",")],
+        key_serializer="raw",
+        value_serializer="raw",
+        datadir=str(datadir),
+        store="memory://",  # rebuilt from the changelog topic on start
+        topic_partitions=settings.requested_partitions,
+        processing_guarantee="at_least_once",
+        consumer_auto_offset_reset="earliest",
+        broker_commit_interval=1.0,
+        web_enabled=settings.web_port is not None,
+        web_port=settings.web_port or 6066,
+        producer_acks=-1,
+    )
+    requests = app.topic(
+        settings.requested_topic,
+        partitions=settings.requested_partitions,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    rates = app.Table(
+        "rate-limits",
+        default=dict,
+        partitions=settings.requested_partitions,
+        schema=faust.Schema(key_serializer="json", value_serializer="json"),
+    )
+
+    @app.agent(requests)
+    async def process(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            msg = event.message
+            src = Source(msg.topic, msg.partition, msg.offset, msg.key, _headers(msg.headers))
+            raw = msg.value if isinstance(msg.value, bytes) else b""
+            for attempt in range(1, _MAX_ATTEMPTS + 1):
+                try:
+                    await processor.handle(raw, src, rates)
+                    break
+                except Exception as exc:
+                    log.exception(
+                        "request failed", extra={"attempt": attempt, "offset": msg.offset}
+                    )
+                    if attempt == _MAX_ATTEMPTS:
+                        await processor.dead_letter(
+                            raw, src, f"processing_error:{type(exc).__name__}"
+                        )
+                    else:
+                        await asyncio.sleep(0.2 * attempt)
+
+    def leads_releases() -> bool:
+        # One releaser per group: whoever owns partition 0 of the request topic.
+        try:
+            return TP(settings.requested_topic, 0) in app.consumer.assignment()
+        except Exception:  # consumer not started yet
+            return False
+
+    async def publish(user_id: str, payload: bytes, headers: Sequence[tuple[str, bytes]]) -> None:
+        await processor.producer.send_and_wait(
+            settings.requested_topic, payload, key=user_id.encode(), headers=headers
+        )
+        metrics.RELEASED.inc()
+
+    @app.task
+    async def startup() -> None:
+        # Faust's worker installs its own log handlers; ours (masked JSON) replace them.
+        configure_logging("processor", settings.log_level)
+        listener = ChangeListener(
+            settings.kafka,
+            settings.user_changes_topic,
+            processor.enricher.invalidate_user,
+            asyncio.get_running_loop(),
+        )
+        await asyncio.to_thread(listener.start)
+        asyncio.get_running_loop().create_task(
+            run_releaser(
+                scheduler,
+                publish,
+                interval_s=settings.scheduler_interval_s,
+                active=leads_releases,
+            )
+        )
+        # Metrics double as the readiness probe: serve them once partitions are assigned.
+        for _ in range(300):
+            if app.consumer.assignment() and not app.rebalancing:
+                break
+            await asyncio.sleep(0.1)
+        start_http_server(settings.metrics_port)
+        log.info("processor ready", extra={"metrics_port": settings.metrics_port})
+
+    return app

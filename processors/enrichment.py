@@ -1,0 +1,169 @@
+"""What the processor knows about a user and a template: Cassandra reads behind a cache.
+
+Reads use prepared statements and run concurrently through the driver's async API, so the
+event loop never blocks on a query. Cassandra failures fail closed: the query is retried
+with backoff until it answers, because sending without the opt-out check is worse than
+sending late. `users.changes` events drop a user's cached rows (see `invalidate_user`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from cassandra import InvalidRequest
+from cassandra.cluster import Session
+
+from infra.cassandra import aexecute
+from processors import metrics
+from processors.cache import TTLCache
+from processors.decisions import Device
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class UserView:
+    user_id: str
+    email: str | None
+    phone: str | None
+    locale: str | None
+    timezone: str | None
+    quiet_start: int | None
+    quiet_end: int | None
+    unsubscribed_all: bool
+    devices: tuple[Device, ...] = ()
+    preferences: Mapping[tuple[str, str], bool] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TemplateRow:
+    locale: str
+    channel: str
+    title: str | None
+    subject: str | None
+    body: str | None
+    html: str | None
+
+
+# user_id -> UserView, or None when the user does not exist (cached too, briefly).
+_UNKNOWN = "unknown"
+
+
+async def retrying(
+    session: Session, stmt: Any, params: Any, *, max_backoff_s: float
+) -> list[dict[str, Any]]:
+    """Run a query until it succeeds; only a malformed query (our bug) raises."""
+    delay = 0.05
+    while True:
+        try:
+            return await aexecute(session, stmt, params)
+        except InvalidRequest:
+            raise
+        except Exception as exc:  # timeouts, unavailable, no host: all worth retrying
+            metrics.CASSANDRA_RETRIES.inc()
+            log.warning(
+                "cassandra query failed, retrying",
+                extra={"error": type(exc).__name__, "retry_in_s": delay},
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_backoff_s)
+
+
+class Enricher:
+    def __init__(
+        self, session: Session, *, ttl_s: float, max_entries: int, max_backoff_s: float
+    ) -> None:
+        self._session = session
+        self._backoff = max_backoff_s
+        self._users: TTLCache[UserView | str] = TTLCache(max_entries, ttl_s)
+        self._templates: TTLCache[tuple[TemplateRow, ...]] = TTLCache(max_entries // 10, ttl_s)
+        self._user = session.prepare(
+            "SELECT user_id, email, phone, locale, timezone, quiet_start, quiet_end,"
+            " unsubscribed_all FROM users WHERE user_id = ?"
+        )
+        self._devices = session.prepare(
+            "SELECT device_id, platform, device_token FROM devices_by_user WHERE user_id = ?"
+        )
+        self._prefs = session.prepare(
+            "SELECT channel, category, opt_in FROM preferences WHERE user_id = ?"
+        )
+        self._template = session.prepare(
+            "SELECT locale, channel, title, subject, body, html FROM templates"
+            " WHERE template_id = ?"
+        )
+
+    async def _q(self, stmt: Any, params: Any) -> list[dict[str, Any]]:
+        return await retrying(self._session, stmt, params, max_backoff_s=self._backoff)
+
+    async def user(self, user_id: str) -> UserView | None:
+        cached = self._users.get(user_id)
+        metrics.CACHE_LOOKUPS.labels("user", "hit" if cached is not None else "miss").inc()
+        if cached is not None:
+            return None if cached == _UNKNOWN else cached  # type: ignore[return-value]
+        users, devices, prefs = await asyncio.gather(
+            self._q(self._user, (user_id,)),
+            self._q(self._devices, (user_id,)),
+            self._q(self._prefs, (user_id,)),
+        )
+        if not users:
+            self._users.put(user_id, _UNKNOWN)
+            return None
+        u = users[0]
+        view = UserView(
+            user_id=user_id,
+            email=u["email"],
+            phone=u["phone"],
+            locale=u["locale"],
+            timezone=u["timezone"],
+            quiet_start=u["quiet_start"],
+            quiet_end=u["quiet_end"],
+            unsubscribed_all=bool(u["unsubscribed_all"]),
+            devices=tuple(
+                Device(d["device_id"], d["platform"] or "", d["device_token"] or "")
+                for d in devices
+            ),
+            preferences={
+                (p["channel"], p["category"]): bool(p["opt_in"])
+                for p in prefs
+                if p["opt_in"] is not None
+            },
+        )
+        self._users.put(user_id, view)
+        return view
+
+    async def template(self, template_id: str) -> tuple[TemplateRow, ...]:
+        cached = self._templates.get(template_id)
+        metrics.CACHE_LOOKUPS.labels("template", "hit" if cached is not None else "miss").inc()
+        if cached is not None:
+            return cached
+        rows = await self._q(self._template, (template_id,))
+        out = tuple(
+            TemplateRow(r["locale"], r["channel"], r["title"], r["subject"], r["body"], r["html"])
+            for r in rows
+        )
+        self._templates.put(template_id, out)
+        return out
+
+    def invalidate_user(self, user_id: str) -> None:
+        self._users.invalidate(user_id)
+
+    @property
+    def hit_rate(self) -> float:
+        hits = self._users.hits + self._templates.hits
+        total = hits + self._users.misses + self._templates.misses
+        return hits / total if total else 0.0
+
+
+def pick_template(
+    rows: tuple[TemplateRow, ...], channel: str, locales: list[str]
+) -> TemplateRow | None:
+    """The row for `channel` in the first locale of `locales` that has one."""
+    by_locale = {r.locale: r for r in rows if r.channel == channel}
+    for loc in locales:
+        if loc in by_locale:
+            return by_locale[loc]
+    return None

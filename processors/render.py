@@ -1,0 +1,91 @@
+"""Rendering templates and literal content with sandboxed Jinja2.
+
+Templates come from `herald.templates` and are written by people who are not herald's
+developers, so they run in Jinja's sandbox (no attribute access to internals) with
+StrictUndefined (a missing parameter is an error naming it, never an empty string).
+Only email HTML is autoescaped: push and SMS bodies are plain text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+
+from jinja2 import StrictUndefined, Template, TemplateSyntaxError, UndefinedError, meta
+from jinja2.sandbox import SandboxedEnvironment, SecurityError
+
+_TEXT = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+_HTML = SandboxedEnvironment(undefined=StrictUndefined, autoescape=True)
+
+
+class RenderError(ValueError):
+    """A template that cannot be rendered with the request's parameters. Never retry:
+    the same request always fails the same way; `reason` goes to the dead-letter topic."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Rendered:
+    title: str | None
+    subject: str | None
+    body: str
+    html: str | None
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    template: Template
+    names: frozenset[str]
+
+
+@lru_cache(maxsize=4096)
+def _compile(source: str, html: bool) -> _Compiled:
+    env = _HTML if html else _TEXT
+    try:
+        ast = env.parse(source)
+        return _Compiled(env.from_string(ast), frozenset(meta.find_undeclared_variables(ast)))
+    except TemplateSyntaxError as exc:
+        raise RenderError(f"template_syntax:{exc.lineno}") from exc
+
+
+def render_text(source: str | None, params: Mapping[str, str], *, html: bool = False) -> str | None:
+    if source is None:
+        return None
+    compiled = _compile(source, html)
+    missing = sorted(compiled.names - params.keys())
+    if missing:
+        raise RenderError(f"missing_param:{missing[0]}")
+    try:
+        return compiled.template.render(params)
+    except UndefinedError as exc:
+        # Names built at run time (e.g. attribute lookups) escape the static check.
+        raise RenderError(f"missing_param:{_undefined_name(exc)}") from exc
+    except SecurityError as exc:
+        raise RenderError("template_unsafe") from exc
+
+
+def _undefined_name(exc: UndefinedError) -> str:
+    text = str(exc)
+    if "'" in text:
+        return text.split("'")[1]
+    return "unknown"
+
+
+def render(
+    *,
+    title: str | None,
+    subject: str | None,
+    body: str | None,
+    html: str | None,
+    params: Mapping[str, str],
+) -> Rendered:
+    return Rendered(
+        title=render_text(title, params),
+        subject=render_text(subject, params),
+        body=render_text(body, params) or "",
+        html=render_text(html, params, html=True),
+    )

@@ -1,0 +1,63 @@
+"""The processor's settings: one class, read from `HERALD_*` variables at the entry point."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from infra import topics
+from infra.settings import CassandraSettings, KafkaSettings
+from infra.tracking import TrackingSettings
+from schemas.channels import Category
+
+
+class RateCap(BaseModel):
+    """At most `limit` deliveries per user, category and channel in any `window_s` seconds."""
+
+    limit: int
+    window_s: int
+
+
+def _default_caps() -> dict[str, RateCap]:
+    # Transactional and security messages are not capped: the user is waiting for them.
+    return {
+        Category.MARKETING: RateCap(limit=5, window_s=3600),
+        Category.SOCIAL: RateCap(limit=20, window_s=3600),
+    }
+
+
+class ProcessorSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="HERALD_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    cassandra: CassandraSettings = Field(default_factory=CassandraSettings)
+    tracking: TrackingSettings = Field(default_factory=TrackingSettings)
+
+    # Faust app id = consumer group and prefix of the rate-limit table's changelog topic.
+    app_id: str = "herald-processor"
+    requested_topic: str = topics.REQUESTED
+    # Must equal the request topic's partition count (the changelog is co-partitioned).
+    requested_partitions: int = 6
+    requested_dlq_topic: str = topics.REQUESTED_DLQ
+    status_topic: str = topics.STATUS
+    user_changes_topic: str = topics.USER_CHANGES
+
+    metrics_port: int = 9401
+    web_port: int | None = None  # Faust's own web server; off unless set
+    datadir: Path | None = None  # default .run/processor/<pid>
+    log_level: str = "INFO"
+
+    cache_ttl_s: float = 60.0
+    cache_max_entries: int = 200_000
+    default_locale: str = "en"
+    rate_caps: dict[str, RateCap] = Field(default_factory=_default_caps)
+    scheduler_interval_s: float = 1.0
+    cassandra_retry_max_s: float = 5.0
+
+    def resolved_datadir(self) -> Path:
+        return self.datadir or Path(".run") / "processor" / str(os.getpid())
