@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from infra.settings import CassandraSettings, KafkaSettings
@@ -32,12 +32,35 @@ class Route(BaseModel):
         return v
 
 
+_DEFAULT_ROUTES: dict[str, dict[str, Any]] = {
+    "push_ios": {"providers": ["apns"]},
+    "push_android": {"providers": ["fcm"]},
+    "push_web": {"providers": ["fcm"]},
+    "sms": {"providers": ["twilio", "vonage"], "retry_ambiguous": False},
+    "email": {"providers": ["smtp", "sendgrid"]},
+}
+
+
 class RoutingSettings(BaseModel):
-    push_ios: Route = Route(providers=["apns"])
-    push_android: Route = Route(providers=["fcm"])
-    push_web: Route = Route(providers=["fcm"])
-    sms: Route = Route(providers=["twilio", "vonage"], retry_ambiguous=False)
-    email: Route = Route(providers=["smtp", "sendgrid"])
+    push_ios: Route
+    push_android: Route
+    push_web: Route
+    sms: Route
+    email: Route
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults_under_overrides(cls, data: Any) -> Any:
+        # One env var (e.g. HERALD_ROUTING__SMS__PROVIDERS) must not wipe the rest of the
+        # channel's route or the other channels.
+        data = dict(data or {})
+        for name, default in _DEFAULT_ROUTES.items():
+            given = data.get(name)
+            if given is None:
+                data[name] = default
+            elif isinstance(given, dict):
+                data[name] = {**default, **given}
+        return data
 
     def route(self, channel: Channel | str) -> Route:
         route: Route = getattr(self, str(channel).replace(".", "_"))
@@ -67,22 +90,29 @@ class BreakerSettings(BaseModel):
     half_open_probes: int = 1  # concurrent probe sends allowed while half-open
 
 
+_DEFAULT_RATES = {
+    "apns": 2000.0,
+    "fcm": 1000.0,
+    "webpush": 500.0,
+    "twilio": 100.0,
+    "vonage": 30.0,
+    "smtp": 200.0,
+    "sendgrid": 100.0,
+}
+
+
 class RateLimitSettings(BaseModel):
     """Token bucket per provider: sends per second, keep under the provider's quota."""
 
-    per_second: dict[str, float] = Field(
-        default_factory=lambda: {
-            "apns": 2000.0,
-            "fcm": 1000.0,
-            "webpush": 500.0,
-            "twilio": 100.0,
-            "vonage": 30.0,
-            "smtp": 200.0,
-            "sendgrid": 100.0,
-        }
-    )
+    # Merged over the defaults: setting one provider's rate keeps the others'.
+    per_second: dict[str, float] = Field(default_factory=lambda: dict(_DEFAULT_RATES))
     default_per_second: float = 100.0
     burst_s: float = 1.0  # bucket capacity, in seconds of rate
+
+    @field_validator("per_second")
+    @classmethod
+    def _over_defaults(cls, v: dict[str, float]) -> dict[str, float]:
+        return {**_DEFAULT_RATES, **v}
 
     def rate(self, provider: str) -> float:
         return self.per_second.get(provider, self.default_per_second)
@@ -96,7 +126,7 @@ class SenderSettings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     cassandra: CassandraSettings = CassandraSettings()
     providers: ProvidersSettings = Field(default_factory=ProvidersSettings)
-    routing: RoutingSettings = RoutingSettings()
+    routing: RoutingSettings = Field(default_factory=lambda: RoutingSettings.model_validate({}))
     retry: RetrySettings = RetrySettings()
     breaker: BreakerSettings = BreakerSettings()
     rate_limits: RateLimitSettings = RateLimitSettings()
