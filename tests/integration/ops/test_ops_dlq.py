@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 from cassandra.cluster import Session
 from confluent_kafka import Producer
@@ -89,13 +91,12 @@ def test_redrive_produces_once_then_guards_hold(
 def test_request_dead_letter_goes_back_to_requests(
     kafka: KafkaSettings, session: Session, producer: Producer
 ) -> None:
-    producer.produce(
-        topics.REQUESTED_DLQ, b"not avro at all", b"u-x", headers=[("herald.reason", b"bad_magic")]
-    )
+    junk = f"not avro at all {uuid.uuid4()}".encode()
+    producer.produce(topics.REQUESTED_DLQ, junk, b"u-x", headers=[("herald.reason", b"bad_magic")])
     assert producer.flush(10) == 0
     ref = topic_ref("requests", dlq=True)
     letters = dlq.read(kafka, ref)
-    last = letters[-1]
+    (last,) = [d for d in letters if d.value == junk]
     assert last.reason == "bad_magic" and last.record is None
     before = end_offsets(kafka, topics.REQUESTED)
     result = dlq.redrive(
@@ -108,7 +109,7 @@ def test_request_dead_letter_goes_back_to_requests(
         before,
         lambda m: kafkaio.headers(m).get("herald.redriven_from", b"").endswith(last.ref.encode()),
     )
-    assert [m.value() for m in back] == [b"not avro at all"]
+    assert [m.value() for m in back] == [junk]
     again = dlq.redrive(kafka, session, ref, dlq.Selection(refs=frozenset({last.ref})))
     assert again.outcome.total_produced == 0
     assert again.outcome.skipped == {"already_redriven": 1}
