@@ -9,8 +9,10 @@ ledger: the sender runtime decides what an error means for the delivery from
 from __future__ import annotations
 
 import abc
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from email.utils import parsedate_to_datetime
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,21 @@ class PermanentError(DeliveryError):
     """Never succeeds as is: bad payload, rejected address, auth misconfiguration."""
 
     retriable = False
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a `Retry-After` header: delta-seconds or an HTTP date (RFC 9110)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
 
 
 class Provider(abc.ABC):

@@ -1,0 +1,192 @@
+"""FCM HTTP v1 emulator, with the OAuth2 token endpoint its service accounts point at.
+
+- `POST /token`: the JWT-bearer grant (RFC 7523) firebase-admin / google-auth send: an RS256
+  assertion signed by a known service account's key (`kid` = its private_key_id), `iss` = its
+  client_email, `aud` = this endpoint, a messaging scope, not expired. Answers an access token.
+- `POST /v1/projects/{project}/messages:send`: `Authorization: Bearer <access token>` issued
+  for that project; a `message` with exactly one target, string-only `data`, a well-formed
+  registration token, valid Android priority / TTL.
+
+Errors use the Google API error shape with an `FcmError` detail, as the real API does.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from infra.emulators.state import Accepted, EmulatorState
+
+SCOPES = frozenset(
+    {
+        "https://www.googleapis.com/auth/firebase.messaging",
+        "https://www.googleapis.com/auth/cloud-platform",
+    }
+)
+ACCESS_TOKEN_TTL_S = 3600
+_FCM_TOKEN = re.compile(r"^[A-Za-z0-9_-]{8,}:[A-Za-z0-9_-]{32,}$")
+_TTL = re.compile(r"^\d+(\.\d{1,9})?s$")
+_STATUS = {
+    400: ("INVALID_ARGUMENT", "INVALID_ARGUMENT"),
+    401: ("UNAUTHENTICATED", "THIRD_PARTY_AUTH_ERROR"),
+    403: ("PERMISSION_DENIED", "SENDER_ID_MISMATCH"),
+    404: ("NOT_FOUND", "UNREGISTERED"),
+    429: ("RESOURCE_EXHAUSTED", "QUOTA_EXCEEDED"),
+    500: ("INTERNAL", "INTERNAL"),
+    503: ("UNAVAILABLE", "UNAVAILABLE"),
+}
+
+
+@dataclass(frozen=True)
+class ServiceAccount:
+    project_id: str
+    client_email: str
+    key_id: str
+    public_key: RSAPublicKey
+
+
+def fcm_error(
+    status: int, message: str, *, fcm_code: str | None = None, **headers: str
+) -> Response:
+    canonical, default_code = _STATUS.get(status, ("UNKNOWN", "UNSPECIFIED_ERROR"))
+    return JSONResponse(
+        {
+            "error": {
+                "code": status,
+                "message": message,
+                "status": canonical,
+                "details": [
+                    {
+                        "@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError",
+                        "errorCode": fcm_code or default_code,
+                    }
+                ],
+            }
+        },
+        status_code=status,
+        headers=headers,
+    )
+
+
+def _shape_error(message: dict[str, Any]) -> str | None:
+    """What is wrong with a v1 `message` (as FCM would say it), or None."""
+    targets = [k for k in ("token", "topic", "condition") if message.get(k)]
+    if len(targets) != 1:
+        return "exactly one of token, topic or condition is required"
+    if "token" in message and not _FCM_TOKEN.match(str(message["token"])):
+        return "The registration token is not a valid FCM registration token"
+    data = message.get("data", {})
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        return "data must be a map of strings"
+    android = message.get("android") or {}
+    if str(android.get("priority", "normal")).lower() not in ("normal", "high"):
+        return "Invalid value at 'message.android.priority'"
+    if "ttl" in android and not _TTL.match(str(android["ttl"])):
+        return "Invalid value at 'message.android.ttl'"
+    if not (message.get("notification") or data or message.get("webpush") or android):
+        return "message has no content"
+    return None
+
+
+def app(state: EmulatorState, accounts: list[ServiceAccount]) -> Starlette:
+    by_key = {a.key_id: a for a in accounts}
+    access_tokens: dict[str, tuple[str, float]] = {}  # token → (project, expires at)
+
+    async def token(request: Request) -> Response:
+        form = await request.form()
+        if form.get("grant_type") != "urn:ietf:params:oauth:grant-type:jwt-bearer":
+            return JSONResponse({"error": "unsupported_grant_type"}, status_code=400)
+        assertion = str(form.get("assertion", ""))
+        try:
+            account = by_key.get(str(jwt.get_unverified_header(assertion).get("kid")))
+            if account is None:
+                raise jwt.InvalidSignatureError("unknown key")
+            claims = jwt.decode(
+                assertion,
+                account.public_key,
+                algorithms=["RS256"],
+                audience=str(request.url),
+                issuer=account.client_email,
+                options={"require": ["iss", "aud", "iat", "exp"]},
+                leeway=60,
+            )
+        except jwt.PyJWTError as exc:
+            return JSONResponse(
+                {"error": "invalid_grant", "error_description": f"Invalid JWT: {exc}"},
+                status_code=400,
+            )
+        if not SCOPES & set(str(claims.get("scope", "")).split()):
+            return JSONResponse({"error": "invalid_scope"}, status_code=400)
+        access = f"ya29.emulator-{secrets.token_urlsafe(24)}"
+        access_tokens[access] = (account.project_id, time.time() + ACCESS_TOKEN_TTL_S)
+        return JSONResponse(
+            {"access_token": access, "expires_in": ACCESS_TOKEN_TTL_S, "token_type": "Bearer"}
+        )
+
+    async def send(request: Request) -> Response:
+        project = request.path_params["project"]
+        auth = request.headers.get("authorization", "")
+        granted = access_tokens.get(auth[7:]) if auth.lower().startswith("bearer ") else None
+        if granted is None or granted[1] < time.time():
+            return fcm_error(401, "Request had invalid authentication credentials.")
+        if granted[0] != project:
+            return fcm_error(
+                403, "Permission denied for this project.", fcm_code="SENDER_ID_MISMATCH"
+            )
+        try:
+            body = await request.json()
+            message = body["message"]
+            assert isinstance(message, dict)
+        except (ValueError, KeyError, TypeError, AssertionError):
+            return fcm_error(400, "Invalid JSON payload received.")
+        problem = _shape_error(message)
+        if problem is not None:
+            return fcm_error(400, problem)
+        address = str(message.get("token") or message.get("topic") or message.get("condition"))
+
+        fault = await state.before("fcm", address)
+        if fault is not None:
+            if fault.mode == "unregistered":
+                return fcm_error(404, "Requested entity was not found.")
+            if fault.mode == "throttle":
+                return fcm_error(
+                    429, "Quota exceeded.", **{"retry-after": f"{fault.retry_after:g}"}
+                )
+            status = fault.status or 503
+            return fcm_error(status, "Injected fault.")
+
+        data = message.get("data") or {}
+        webpush = message.get("webpush")
+        notification = (webpush or {}).get("notification") or message.get("notification") or {}
+        message_id = f"0:{int(time.time() * 1000)}%{uuid.uuid4().hex[:16]}"
+        state.record(
+            Accepted(
+                provider="fcm",
+                channel="push.web" if webpush else "push.android",
+                delivery_id=request.headers.get("x-herald-delivery-id")
+                or data.get("herald_delivery_id"),
+                address=address,
+                title=notification.get("title"),
+                body=notification.get("body"),
+                message_id=message_id,
+            )
+        )
+        return JSONResponse({"name": f"projects/{project}/messages/{message_id}"})
+
+    return Starlette(
+        routes=[
+            Route("/token", token, methods=["POST"]),
+            Route("/v1/projects/{project}/messages:send", send, methods=["POST"]),
+        ]
+    )

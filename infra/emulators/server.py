@@ -1,0 +1,207 @@
+"""Run every provider emulator and the control API in one asyncio loop.
+
+`Emulators(settings).start()` binds and listens on all ports first (port 0 = any free one,
+read back from `ports`), so clients may connect as soon as it returns; then it serves:
+APNs with hypercorn over TLS with HTTP/2 (ALPN h2), the HTTP APIs with hypercorn
+(HTTP/1.1, h2c accepted), SMTP with aiosmtpd. Used by `python -m infra.emulators` and,
+in-process, by the contract tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from hypercorn.asyncio import serve as hypercorn_serve
+from hypercorn.config import Config as HypercornConfig
+from pydantic import BaseModel, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from infra.emulators import apns, fcm, sendgrid, smtp, twilio, vonage
+from infra.emulators.state import EmulatorState, control_app
+
+log = logging.getLogger(__name__)
+
+DEV_CREDENTIALS = Path(__file__).resolve().parent / "dev-credentials"
+
+
+class EmulatorSettings(BaseSettings):
+    """Ports, TLS and the credentials the emulators accept (defaults = the providers' defaults)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="HERALD_EMULATORS__", env_nested_delimiter="__", extra="ignore"
+    )
+
+    host: str = "127.0.0.1"
+    apns_port: int = 8443
+    fcm_port: int = 8444
+    twilio_port: int = 8445
+    vonage_port: int = 8446
+    smtp_port: int = 8025
+    sendgrid_port: int = 8447
+    control_port: int = 8099
+
+    tls_cert: Path = DEV_CREDENTIALS / "emulator-tls.crt"
+    tls_key: Path = DEV_CREDENTIALS / "emulator-tls.key"
+    # Plain-text HTTP/2 (prior knowledge) instead of TLS for APNs.
+    apns_h2c: bool = False
+    apns_key_file: Path = DEV_CREDENTIALS / "apns-dev-key.p8"
+    apns_key_id: str = "DEVKEY0001"
+    apns_team_id: str = "HERALDDEV1"
+    apns_topics: list[str] = ["dev.herald.app"]
+    fcm_service_account: Path = DEV_CREDENTIALS / "fcm-dev-service-account.json"
+    twilio_account_sid: str = "ACherald0000000000000000000000dev"
+    twilio_auth_token: SecretStr = SecretStr("herald-dev-token")
+    vonage_api_key: str = "heralddev"
+    vonage_api_secret: SecretStr = SecretStr("herald-dev-secret")
+    sendgrid_api_key: SecretStr = SecretStr("SG.herald-dev-key")
+    smtp_username: str = "herald"
+    smtp_password: SecretStr = SecretStr("herald-dev-password")
+    smtp_auth_required: bool = False
+    smtp_starttls: bool = True  # offer STARTTLS (with the TLS certificate above)
+    seed: int | None = None  # fault coin flips, for reproducible runs
+
+
+class Ports(BaseModel):
+    apns: int
+    fcm: int
+    twilio: int
+    vonage: int
+    smtp: int
+    sendgrid: int
+    control: int
+
+
+@dataclass(frozen=True)
+class _HttpServer:
+    name: str
+    app: Any
+    sock: socket.socket
+    tls: bool = False
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+def _apns_keys(s: EmulatorSettings) -> list[apns.SigningKey]:
+    key = load_pem_private_key(s.apns_key_file.read_bytes(), password=None)
+    assert isinstance(key, EllipticCurvePrivateKey)
+    return [
+        apns.SigningKey(s.apns_key_id, s.apns_team_id, key.public_key(), frozenset(s.apns_topics))
+    ]
+
+
+def _fcm_accounts(s: EmulatorSettings) -> list[fcm.ServiceAccount]:
+    info = json.loads(s.fcm_service_account.read_text())
+    key = load_pem_private_key(info["private_key"].encode(), password=None)
+    assert isinstance(key, RSAPrivateKey)
+    return [
+        fcm.ServiceAccount(
+            info["project_id"], info["client_email"], info["private_key_id"], key.public_key()
+        )
+    ]
+
+
+class Emulators:
+    def __init__(self, settings: EmulatorSettings, state: EmulatorState | None = None) -> None:
+        self.settings = settings
+        self.state = state or EmulatorState(settings.seed)
+        self.ports: Ports | None = None
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._smtp: Any = None
+
+    def tls_server_context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(self.settings.tls_cert, self.settings.tls_key)
+        return ctx
+
+    async def start(self) -> Ports:
+        s = self.settings
+        socks = {
+            name: _bind(s.host, getattr(s, f"{name}_port"))
+            for name in ("apns", "fcm", "twilio", "vonage", "smtp", "sendgrid", "control")
+        }
+        self.ports = Ports(**{name: sock.getsockname()[1] for name, sock in socks.items()})
+        servers = [
+            _HttpServer("apns", apns.app(self.state, _apns_keys(s)), socks["apns"], not s.apns_h2c),
+            _HttpServer("fcm", fcm.app(self.state, _fcm_accounts(s)), socks["fcm"]),
+            _HttpServer(
+                "twilio",
+                twilio.app(
+                    self.state, {s.twilio_account_sid: s.twilio_auth_token.get_secret_value()}
+                ),
+                socks["twilio"],
+            ),
+            _HttpServer(
+                "vonage",
+                vonage.app(self.state, {s.vonage_api_key: s.vonage_api_secret.get_secret_value()}),
+                socks["vonage"],
+            ),
+            _HttpServer(
+                "sendgrid",
+                sendgrid.app(self.state, {s.sendgrid_api_key.get_secret_value()}),
+                socks["sendgrid"],
+            ),
+            _HttpServer("control", control_app(self.state), socks["control"]),
+        ]
+        for server in servers:
+            self._tasks.append(asyncio.create_task(self._serve_http(server), name=server.name))
+        self._smtp = await smtp.serve(
+            self.state,
+            socks["smtp"],
+            users={s.smtp_username: s.smtp_password.get_secret_value()},
+            auth_required=s.smtp_auth_required,
+            tls=self.tls_server_context() if s.smtp_starttls else None,
+        )
+        log.info("emulators listening", extra={"ports": self.ports.model_dump()})
+        return self.ports
+
+    async def _serve_http(self, server: _HttpServer) -> None:
+        config = HypercornConfig()
+        # hypercorn takes over the already bound socket: ports are known before serving.
+        config.bind = [f"fd://{server.sock.detach()}"]
+        config.graceful_timeout = 0.5  # held (timeout-fault) requests must not delay a stop
+        config.keep_alive_timeout = 60
+        config.h2_max_concurrent_streams = 1000  # what APNs allows per connection
+        config.accesslog = None
+        config.errorlog = logging.getLogger("hypercorn.error")  # through our JSON logging only
+        if server.tls:
+            config.certfile = str(self.settings.tls_cert)
+            config.keyfile = str(self.settings.tls_key)
+            config.alpn_protocols = ["h2"]
+        await hypercorn_serve(server.app, config, shutdown_trigger=self._stop.wait)
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._smtp is not None:
+            self._smtp.close()
+        for task in self._tasks:
+            try:
+                await asyncio.wait_for(task, 5)
+            except (TimeoutError, asyncio.CancelledError):
+                task.cancel()
+        self._tasks.clear()
+
+    async def run_forever(self) -> None:
+        await self.start()
+        await self._stop.wait()
+        await self.stop()
+
+    def request_stop(self) -> None:
+        self._stop.set()

@@ -1,0 +1,202 @@
+"""Firebase Cloud Messaging, HTTP v1 API, through firebase-admin: Android and web push.
+
+firebase-admin authenticates with a service account (an OAuth2 JWT-bearer assertion
+exchanged at the account's `token_uri`, the access token cached until it expires) and
+posts to `/v1/projects/{project}/messages:send`. Its messaging client is synchronous, so
+sends run on a bounded thread pool.
+
+firebase-admin has no setting for the FCM endpoint; the provider points the app's
+messaging service at `url` (a private attribute, pinned by the contract tests) so the
+emulator can stand in. It also replaces the SDK's HTTP adapter for `url` with one that
+never retries: the SDK would otherwise sleep through 500/503 and Retry-After itself,
+holding a thread, while retries are the sender runtime's job.
+
+Errors (https://firebase.google.com/docs/reference/fcm/rest/v1/ErrorCode): UNREGISTERED
+(404) and SENDER_ID_MISMATCH reject the token; INVALID_ARGUMENT (400) and auth errors are
+permanent; QUOTA_EXCEEDED (429), UNAVAILABLE (503), INTERNAL (500) and timeouts are
+retried, honouring Retry-After.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import firebase_admin
+import google.auth.exceptions
+import requests.adapters
+from firebase_admin import credentials, exceptions, messaging
+
+from senders.providers.base import (
+    DeliveryError,
+    Message,
+    PermanentError,
+    Provider,
+    RetriableError,
+    SendResult,
+    parse_retry_after,
+)
+from senders.providers.settings import FcmSettings
+
+_LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+_MAX_TTL_S = 28 * 24 * 3600  # FCM keeps undelivered messages at most four weeks
+
+
+def _service_account(settings: FcmSettings) -> dict[str, Any]:
+    if settings.credentials_json is not None:
+        info: dict[str, Any] = json.loads(settings.credentials_json.get_secret_value())
+    elif settings.credentials_file is not None:
+        info = json.loads(settings.credentials_file.read_text())
+    else:
+        raise ValueError("fcm: set credentials_file or credentials_json")
+    if settings.token_uri:
+        info["token_uri"] = settings.token_uri
+    elif urlsplit(str(info.get("token_uri", ""))).hostname in _LOCAL_HOSTS:
+        # A local token endpoint is the emulator's, which serves FCM on `url` as well.
+        info["token_uri"] = f"{settings.url.rstrip('/')}/token"
+    return info
+
+
+def build_message(message: Message, *, now: datetime | None = None) -> messaging.Message:
+    """The FCM message for one delivery: notification + data, Android or web push options."""
+    data = dict(message.data)
+    # The app (and the emulator's ledger) see which delivery this is.
+    data["herald_delivery_id"] = message.delivery_id
+    data["herald_notification_id"] = message.notification_id
+    ttl: int | None = None
+    if message.expires_at is not None:
+        left = (message.expires_at - (now or datetime.now(UTC))).total_seconds()
+        ttl = min(_MAX_TTL_S, max(0, int(left)))
+    notification = messaging.Notification(title=message.title, body=message.body or None)
+    if message.channel == "push.web":
+        headers = {"Urgency": "high" if message.priority == "high" else "normal"}
+        if ttl is not None:
+            headers["TTL"] = str(ttl)
+        if message.collapse_key:
+            headers["Topic"] = message.collapse_key[:32]
+        return messaging.Message(
+            token=message.address,
+            data=data,
+            webpush=messaging.WebpushConfig(
+                headers=headers,
+                notification=messaging.WebpushNotification(title=message.title, body=message.body),
+            ),
+        )
+    return messaging.Message(
+        token=message.address,
+        notification=notification,
+        data=data,
+        android=messaging.AndroidConfig(
+            priority="high" if message.priority == "high" else "normal",
+            ttl=ttl,
+            collapse_key=message.collapse_key,
+        ),
+    )
+
+
+def map_error(exc: Exception, provider: str = "fcm") -> DeliveryError:
+    """firebase-admin / google-auth exception → retriable or permanent delivery error."""
+    if isinstance(exc, exceptions.FirebaseError):
+        resp = exc.http_response
+        status = resp.status_code if resp is not None else None
+        retry_after = (
+            parse_retry_after(resp.headers.get("Retry-After")) if resp is not None else None
+        )
+        code = _fcm_code(exc)
+        reason = f"fcm:{status or '-'} {code}"
+        if isinstance(exc, messaging.UnregisteredError | messaging.SenderIdMismatchError):
+            return PermanentError(reason, provider=provider, status=status, invalid_address=True)
+        if isinstance(
+            exc,
+            messaging.QuotaExceededError
+            | exceptions.UnavailableError
+            | exceptions.InternalError
+            | exceptions.DeadlineExceededError
+            | exceptions.UnknownError,
+        ) or (status is not None and status >= 500):
+            return RetriableError(reason, provider=provider, status=status, retry_after=retry_after)
+        return PermanentError(reason, provider=provider, status=status)
+    if isinstance(exc, google.auth.exceptions.RefreshError):
+        # The token endpoint refused the service account (unless it says otherwise).
+        cls = RetriableError if exc.retryable else PermanentError
+        return cls("fcm:token refresh failed", provider=provider)
+    if isinstance(exc, google.auth.exceptions.TransportError):
+        return RetriableError("fcm:token endpoint unreachable", provider=provider)
+    if isinstance(exc, ValueError):
+        return PermanentError("fcm:invalid message", provider=provider)
+    return RetriableError(f"fcm:{type(exc).__name__}", provider=provider)
+
+
+def _fcm_code(exc: exceptions.FirebaseError) -> str:
+    """The FCM error code (UNREGISTERED, QUOTA_EXCEEDED...) or else the canonical one."""
+    resp = exc.http_response
+    if resp is not None:
+        try:
+            error = resp.json().get("error", {})
+            for detail in error.get("details", []):
+                if detail.get("@type", "").endswith("google.firebase.fcm.v1.FcmError"):
+                    return str(detail.get("errorCode"))
+            return str(error.get("status", exc.code))
+        except (ValueError, AttributeError):
+            pass
+    return str(exc.code)
+
+
+class FcmProvider(Provider):
+    name = "fcm"
+    channels = frozenset({"push.android", "push.web"})
+
+    def __init__(self, settings: FcmSettings) -> None:
+        self.settings = settings
+        self._app: firebase_admin.App | None = None
+        self._pool: ThreadPoolExecutor | None = None
+
+    async def start(self) -> None:
+        s = self.settings
+        info = _service_account(s)
+        project = s.project_id or info.get("project_id")
+        if not project:
+            raise ValueError("fcm: no project_id in the settings or the service account")
+        self._app = firebase_admin.initialize_app(
+            credentials.Certificate(info),
+            options={"projectId": project, "httpTimeout": s.timeout_s},
+            name=f"herald-fcm-{uuid.uuid4().hex}",
+        )
+        url = s.url.rstrip("/")
+        service = messaging._get_messaging_service(self._app)
+        service._fcm_url = f"{url}/v1/projects/{project}/messages:send"
+        service._client.session.mount(
+            f"{url}/",
+            requests.adapters.HTTPAdapter(
+                max_retries=0, pool_connections=1, pool_maxsize=s.max_workers
+            ),
+        )
+        self._pool = ThreadPoolExecutor(max_workers=s.max_workers, thread_name_prefix="fcm")
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+        if self._app is not None:
+            firebase_admin.delete_app(self._app)
+            self._app = None
+
+    async def send(self, message: Message) -> SendResult:
+        assert self._app is not None and self._pool is not None, "start() first"
+        if message.channel == "push.web" and message.address.lstrip().startswith("{"):
+            raise PermanentError(
+                "fcm:web push subscription is not an FCM token", provider=self.name
+            )
+        try:
+            fcm_message = build_message(message)
+            name = await asyncio.get_running_loop().run_in_executor(
+                self._pool, messaging.send, fcm_message, False, self._app
+            )
+        except Exception as exc:
+            raise map_error(exc, self.name) from exc
+        # "projects/{project}/messages/{id}"
+        return SendResult(self.name, name.rsplit("/", 1)[-1])

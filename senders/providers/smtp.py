@@ -1,0 +1,144 @@
+"""Email over SMTP (aiosmtplib): the primary email provider.
+
+A small pool of open connections (EHLO, optional STARTTLS or implicit TLS, optional AUTH
+done once per connection), one message at a time on each. The message is multipart
+text + HTML; `Message-ID` is derived from the delivery id, so a resend after an ambiguous
+failure is recognisable as the same message, and `X-Herald-Delivery-Id` carries it as is.
+
+Errors (RFC 5321 §4.2.1): 4yz replies are transient and retried; 5yz are permanent, and a
+550/551/553 on the recipient (or an enhanced 5.1.x status) rejects the address. A lost
+connection, a timeout or a refused connect is retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import time
+from email.message import EmailMessage
+from email.utils import formatdate
+
+import aiosmtplib
+
+from senders.providers.base import (
+    DeliveryError,
+    Message,
+    PermanentError,
+    Provider,
+    RetriableError,
+    SendResult,
+)
+from senders.providers.settings import SmtpSettings
+
+_BAD_MAILBOX = frozenset({550, 551, 553})
+# Servers drop idle sessions (RFC 5321 suggests 5 min); an older one is not reused.
+_MAX_IDLE_S = 30.0
+
+
+def build_email(message: Message, settings: SmtpSettings) -> EmailMessage:
+    email = EmailMessage()
+    email["From"] = settings.from_address
+    email["To"] = message.address
+    email["Subject"] = message.subject or message.title or ""
+    email["Date"] = formatdate(localtime=False, usegmt=True)
+    email["Message-ID"] = f"<{message.delivery_id}@{settings.message_id_domain}>"
+    email["X-Herald-Delivery-Id"] = message.delivery_id
+    email["X-Herald-Notification-Id"] = message.notification_id
+    email.set_content(message.body or "")
+    if message.html:
+        email.add_alternative(message.html, subtype="html")
+    return email
+
+
+def map_error(exc: Exception, provider: str = "smtp") -> DeliveryError:
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+        codes = [r.code for r in exc.recipients]
+        code = codes[0] if codes else 550
+        bad = code in _BAD_MAILBOX or any(" 5.1." in f" {r.message}" for r in exc.recipients)
+        if 400 <= code < 500:
+            return RetriableError(f"smtp:{code} recipient deferred", provider=provider, status=code)
+        return PermanentError(
+            f"smtp:{code} recipient refused", provider=provider, status=code, invalid_address=bad
+        )
+    if isinstance(exc, aiosmtplib.SMTPResponseException) and exc.code > 0:
+        code = exc.code
+        if 400 <= code < 500:
+            return RetriableError(f"smtp:{code}", provider=provider, status=code)
+        return PermanentError(f"smtp:{code}", provider=provider, status=code)
+    # Disconnects, timeouts, refused connects, TLS failures: no verdict from the server.
+    return RetriableError(f"smtp:{type(exc).__name__}", provider=provider)
+
+
+class SmtpProvider(Provider):
+    name = "smtp"
+    channels = frozenset({"email"})
+
+    def __init__(self, settings: SmtpSettings) -> None:
+        self.settings = settings
+        self._idle: list[tuple[aiosmtplib.SMTP, float]] = []
+        self._slots = asyncio.Semaphore(settings.pool_size)
+        self._tls: ssl.SSLContext | None = None
+
+    async def start(self) -> None:
+        s = self.settings
+        if s.use_tls or s.start_tls:
+            self._tls = ssl.create_default_context()
+            if s.ca_file:
+                self._tls.load_verify_locations(cafile=str(s.ca_file))
+            if not s.validate_certs:
+                self._tls.check_hostname = False
+                self._tls.verify_mode = ssl.CERT_NONE
+
+    async def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for client, _ in idle:
+            await self._quit(client)
+
+    async def send(self, message: Message) -> SendResult:
+        email = build_email(message, self.settings)
+        async with self._slots:
+            try:
+                client = await self._checkout()
+            except (aiosmtplib.SMTPException, OSError) as exc:
+                raise map_error(exc, self.name) from exc
+            try:
+                await client.send_message(email)
+            except (aiosmtplib.SMTPException, OSError) as exc:
+                await self._quit(client)  # its state after a failure is unknown
+                raise map_error(exc, self.name) from exc
+            except BaseException:
+                await self._quit(client)
+                raise
+            self._idle.append((client, time.monotonic()))
+        return SendResult(self.name, str(email["Message-ID"]))
+
+    async def _checkout(self) -> aiosmtplib.SMTP:
+        now = time.monotonic()
+        while self._idle:
+            client, since = self._idle.pop()
+            if client.is_connected and now - since < _MAX_IDLE_S:
+                return client
+            await self._quit(client)
+        s = self.settings
+        client = aiosmtplib.SMTP(
+            hostname=s.host,
+            port=s.port,
+            use_tls=s.use_tls,
+            start_tls=s.start_tls,
+            tls_context=self._tls,
+            username=s.username,
+            password=s.password.get_secret_value() if s.password else None,
+            timeout=s.timeout_s,
+        )
+        await client.connect()
+        return client
+
+    @staticmethod
+    async def _quit(client: aiosmtplib.SMTP) -> None:
+        if not client.is_connected:
+            return
+        with contextlib.suppress(aiosmtplib.SMTPException, OSError, asyncio.TimeoutError):
+            await asyncio.wait_for(client.quit(), 2.0)
+        if client.is_connected:
+            client.close()
