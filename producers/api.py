@@ -1,0 +1,580 @@
+"""The send API (the seed's "notification server"): an ASGI app, run by `python -m producers api`.
+
+Every route but `/healthz` and `/openapi.json` needs an API client's app key and secret,
+as `X-Herald-App-Key` + `X-Herald-App-Secret` headers or HTTP Basic. Errors are JSON
+`{"error": <code>, "message": ..., "field": ...}`:
+
+- 400 `invalid`: the input; `field` names it (`[2].user_id` inside a batch).
+- 401 `unauthenticated`: missing or wrong key/secret. 403 `forbidden`: this client may not
+  send as that source or that category.
+- 413 `too_large`: the body. 429 `rate_limited` with `Retry-After` (seconds).
+- 503 `unavailable` with `Retry-After`: Kafka or Cassandra did not answer; retry the same
+  request (same `Idempotency-Key`), nothing is sent twice.
+
+`POST /v1/notifications` answers 202 once the request is durably on Kafka (acks=all):
+accepted for processing, not yet delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from cassandra import DriverException, RequestExecutionException
+from cassandra.cluster import NoHostAvailable, Session
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from infra import topics
+from infra.cassandra import aexecute, connect
+from producers.clients import ApiClient, ClientStore
+from producers.contacts import UNSET, Directory
+from producers.openapi import openapi_document
+from producers.publisher import AsyncPublisher, PublishError
+from producers.request import NotificationRequest, parse_request
+from producers.schedules import RecurringStore
+from producers.settings import IntakeSettings
+from schemas.validation import ValidationError
+
+log = logging.getLogger(__name__)
+
+USER_FIELDS = ("email", "phone", "locale", "timezone", "quiet_hours")
+_CASSANDRA_DOWN = (DriverException, RequestExecutionException, NoHostAvailable)
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        status: int,
+        error: str,
+        message: str,
+        *,
+        field: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.error, self.message, self.field = status, error, message, field
+        self.headers = headers or {}
+
+    def response(self) -> JSONResponse:
+        body: dict[str, Any] = {"error": self.error, "message": self.message}
+        if self.field is not None:
+            body["field"] = self.field
+        return JSONResponse(body, self.status, headers=self.headers)
+
+
+def _invalid(err: ValidationError) -> ApiError:
+    return ApiError(400, "invalid", err.message, field=err.field)
+
+
+@dataclass
+class _TtlSet:
+    """Positive lookups remembered for a while: known users and templates are the norm."""
+
+    ttl_s: float
+    _seen: dict[str, float] = field(default_factory=dict)
+
+    def __contains__(self, key: str) -> bool:
+        exp = self._seen.get(key)
+        return exp is not None and exp > time.monotonic()
+
+    def add(self, key: str) -> None:
+        if len(self._seen) > 100_000:
+            self._seen.clear()
+        self._seen[key] = time.monotonic() + self.ttl_s
+
+
+class Intake:
+    """What the API needs, started once per process (or by a test)."""
+
+    def __init__(self, settings: IntakeSettings) -> None:
+        self.settings = settings
+        self.session: Session | None = None
+        self.publisher: AsyncPublisher | None = None
+
+    async def start(self) -> None:
+        s = self.settings
+        session = await asyncio.to_thread(connect, s.cassandra)
+        self.session = session
+        self.publisher = AsyncPublisher(
+            s.kafka, client="send-api", max_payload_bytes=s.api.max_payload_bytes
+        )
+        self.publisher.start()
+        self.clients = ClientStore(session, cache_ttl_s=s.api.cache_ttl_s)
+        self.directory = Directory(
+            session,
+            self.publisher,
+            hmac_key=s.contacts.hmac_key.get_secret_value().encode(),
+            phone_region=s.contacts.phone_region,
+        )
+        self.schedules = RecurringStore(session)
+        self.known_users = _TtlSet(s.api.cache_ttl_s)
+        self.known_templates = _TtlSet(s.api.cache_ttl_s)
+        self._user = session.prepare("SELECT user_id FROM users WHERE user_id = ?")
+        self._template = session.prepare(
+            "SELECT template_id FROM templates WHERE template_id = ? LIMIT 1"
+        )
+        self.held = _schedule_store(session)
+
+    async def close(self) -> None:
+        if self.publisher is not None:
+            await self.publisher.close()
+        if self.session is not None:
+            self.session.cluster.shutdown()
+
+    async def user_exists(self, user_id: str) -> bool:
+        if user_id in self.known_users:
+            return True
+        assert self.session is not None
+        found = bool(await aexecute(self.session, self._user, (user_id,)))
+        if found:
+            self.known_users.add(user_id)
+        return found
+
+    async def template_exists(self, template_id: str) -> bool:
+        if template_id in self.known_templates:
+            return True
+        assert self.session is not None
+        found = bool(await aexecute(self.session, self._template, (template_id,)))
+        if found:
+            self.known_templates.add(template_id)
+        return found
+
+
+def _schedule_store(session: Session) -> Any:
+    """The processor's hold store, for cancelling a scheduled send (absent in old installs)."""
+    try:
+        from infra.scheduling import ScheduleStore
+    except ImportError:
+        return None
+    return ScheduleStore(session, topics.REQUESTED)
+
+
+# --- request plumbing -------------------------------------------------------------
+
+
+def _credentials(request: Request) -> tuple[str, str] | None:
+    key = request.headers.get("x-herald-app-key")
+    secret = request.headers.get("x-herald-app-secret")
+    if key and secret:
+        return key, secret
+    auth = request.headers.get("authorization", "")
+    scheme, _, value = auth.partition(" ")
+    if scheme.lower() == "basic" and value:
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        key, sep, secret = decoded.partition(":")
+        if sep and key and secret:
+            return key, secret
+    return None
+
+
+async def _authenticate(request: Request) -> ApiClient:
+    intake: Intake = request.app.state.intake
+    creds = _credentials(request)
+    challenge = {"WWW-Authenticate": 'Basic realm="herald"'}
+    if creds is None:
+        raise ApiError(
+            401,
+            "unauthenticated",
+            "send X-Herald-App-Key and X-Herald-App-Secret (or HTTP Basic key:secret)",
+            headers=challenge,
+        )
+    client = await intake.clients.authenticate(*creds)
+    if client is None:
+        raise ApiError(401, "unauthenticated", "unknown app key or wrong secret", headers=challenge)
+    return client
+
+
+def _charge(request: Request, client: ApiClient, n: int = 1) -> None:
+    wait = request.app.state.intake.clients.take(client, n)
+    if wait > 0:
+        retry = "3600" if math.isinf(wait) else str(max(1, math.ceil(wait)))
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"quota of client {client.name} exceeded ({client.rate_per_s:g}/s, burst "
+            f"{client.burst}); retry after {retry}s",
+            headers={"Retry-After": retry},
+        )
+
+
+async def _json(request: Request) -> Any:
+    limit = request.app.state.intake.settings.api.max_body_bytes
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise ApiError(413, "too_large", f"body over {limit} bytes", field="body")
+    body = await request.body()
+    if len(body) > limit:
+        raise ApiError(413, "too_large", f"body over {limit} bytes", field="body")
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ApiError(400, "invalid", "body is not valid JSON", field="body") from None
+
+
+def endpoint(handler: Handler) -> Handler:
+    """Authenticate, map errors to JSON bodies. Handlers raise; they never build errors."""
+
+    async def wrapped(request: Request) -> Response:
+        try:
+            request.state.client = await _authenticate(request)
+            return await handler(request)
+        except ApiError as err:
+            return err.response()
+        except ValidationError as err:
+            return _invalid(err).response()
+        except (PublishError, *_CASSANDRA_DOWN) as err:
+            log.warning("dependency failed", extra={"error_type": type(err).__name__})
+            return ApiError(
+                503,
+                "unavailable",
+                "Kafka or Cassandra did not answer; retry (with the same Idempotency-Key)",
+                headers={"Retry-After": "1"},
+            ).response()
+
+    wrapped.__name__ = handler.__name__
+    wrapped.__doc__ = handler.__doc__
+    return wrapped
+
+
+# --- notifications ----------------------------------------------------------------
+
+
+@endpoint
+async def send_notifications(request: Request) -> Response:
+    """Publish one request (a JSON object) or a batch (`{"notifications": [...]}`)."""
+    intake: Intake = request.app.state.intake
+    client: ApiClient = request.state.client
+    body = await _json(request)
+    batch = isinstance(body, dict) and "notifications" in body
+    items = body["notifications"] if batch else [body]
+    if not isinstance(items, list) or not items:
+        raise ApiError(400, "invalid", "must be a non-empty array", field="notifications")
+    if len(items) > intake.settings.api.max_batch:
+        raise ApiError(
+            400,
+            "invalid",
+            f"at most {intake.settings.api.max_batch} per batch",
+            field="notifications",
+        )
+    _charge(request, client, len(items))
+
+    key = request.headers.get("idempotency-key")
+    if key is not None and not 0 < len(key) <= 180:
+        raise ApiError(400, "invalid", "1-180 characters", field="Idempotency-Key")
+    requests: list[NotificationRequest] = []
+    for i, item in enumerate(items):
+        prefix = f"notifications[{i}]." if batch else ""
+        defaults: dict[str, Any] = {"source": client.name}
+        if key is not None:
+            event_id = f"{key}:{i}" if batch else key
+            if isinstance(item, dict) and item.get("event_id") not in (None, event_id):
+                raise ApiError(
+                    400, "invalid", "differs from the Idempotency-Key", field=f"{prefix}event_id"
+                )
+            defaults["event_id"] = event_id
+        req = parse_request(item, prefix, **defaults)
+        if not client.may_send_as(req.source):
+            raise ApiError(
+                403,
+                "forbidden",
+                f"client {client.name} may not send as source {req.source!r}",
+                field=f"{prefix}source",
+            )
+        if not client.may_send(req.category):
+            raise ApiError(
+                403,
+                "forbidden",
+                f"client {client.name} may not send category {req.category!r}",
+                field=f"{prefix}category",
+            )
+        assert intake.publisher is not None
+        try:
+            intake.publisher.prepare(req)
+        except ValidationError as err:
+            raise ValidationError(f"{prefix}{err.field}", err.message) from None
+        if (
+            intake.settings.api.check_templates
+            and req.template_id
+            and not await intake.template_exists(req.template_id)
+        ):
+            raise ApiError(400, "invalid", "unknown template", field=f"{prefix}template_id")
+        if intake.settings.api.check_users and not await intake.user_exists(req.user_id):
+            raise ApiError(400, "invalid", "unknown user", field=f"{prefix}user_id")
+        requests.append(req)
+
+    assert intake.publisher is not None
+    results = await intake.publisher.publish_batch(requests)
+    failed = [r for r in results if not r.ok]
+    if failed:
+        raise PublishError(failed[0].error or "not delivered", retriable=failed[0].retriable)
+    accepted = [
+        {
+            "event_id": r.event_id,
+            "notification_id": r.notification_id,
+            "send_at": q.send_at.isoformat() if q.send_at else None,
+        }
+        for r, q in zip(results, requests, strict=True)
+    ]
+    return JSONResponse({"notifications": accepted} if batch else accepted[0], 202)
+
+
+@endpoint
+async def cancel_notification(request: Request) -> Response:
+    """Cancel a scheduled request (send_at in the future) before it is released."""
+    _charge(request, request.state.client)
+    intake: Intake = request.app.state.intake
+    event_id = request.path_params["event_id"]
+    if intake.held is None:
+        raise ApiError(501, "not_implemented", "scheduled sends are not enabled")
+    if await intake.held.acancel(event_id):
+        return JSONResponse({"event_id": event_id, "canceled": True})
+    state = await intake.held.state(event_id)
+    if state is None:
+        raise ApiError(
+            404,
+            "not_found",
+            "no scheduled request with this event id (unknown, or not held yet: retry shortly)",
+            field="event_id",
+        )
+    raise ApiError(409, "conflict", f"cannot cancel: the request is {state}", field="event_id")
+
+
+# --- contacts ---------------------------------------------------------------------
+
+
+def _directory(request: Request) -> Directory:
+    _charge(request, request.state.client)
+    intake: Intake = request.app.state.intake
+    return intake.directory
+
+
+@endpoint
+async def get_user(request: Request) -> Response:
+    """A user's contacts, devices (without tokens) and preferences."""
+    user = await _directory(request).get_user(request.path_params["user_id"])
+    if user is None:
+        raise ApiError(404, "not_found", "unknown user", field="user_id")
+    return JSONResponse(user)
+
+
+@endpoint
+async def put_user(request: Request) -> Response:
+    """Create or update a user; fields left out are unchanged, null clears one."""
+    directory = _directory(request)
+    body = await _json(request)
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid", "must be a JSON object", field="body")
+    unknown = set(body) - {*USER_FIELDS, "unsubscribed_all"}
+    if unknown:
+        raise ApiError(400, "invalid", "unknown field", field=sorted(unknown)[0])
+    changes = {name: body.get(name, UNSET) for name in (*USER_FIELDS, "unsubscribed_all")}
+    if changes["unsubscribed_all"] is None:
+        changes["unsubscribed_all"] = UNSET
+    stored = await directory.set_user(request.path_params["user_id"], **changes)
+    return JSONResponse({"user_id": request.path_params["user_id"], **stored})
+
+
+@endpoint
+async def delete_user(request: Request) -> Response:
+    """Forget a user: contacts, devices and preferences."""
+    if not await _directory(request).delete_user(request.path_params["user_id"]):
+        raise ApiError(404, "not_found", "unknown user", field="user_id")
+    return Response(status_code=204)
+
+
+@endpoint
+async def delete_user_field(request: Request) -> Response:
+    """Clear one of email, phone, locale, timezone, quiet_hours."""
+    directory = _directory(request)
+    name = request.path_params["field"]
+    if name not in USER_FIELDS:
+        raise ApiError(404, "not_found", f"no user field {name!r}", field="field")
+    cleared: dict[str, Any] = {name: None}
+    await directory.set_user(request.path_params["user_id"], **cleared)
+    return Response(status_code=204)
+
+
+@endpoint
+async def register_device(request: Request) -> Response:
+    """Register a device (ios, android, web) with its token and app id."""
+    directory = _directory(request)
+    body = await _json(request)
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid", "must be a JSON object", field="body")
+    for name in ("platform", "token", "app_id"):
+        if not isinstance(body.get(name), str):
+            raise ApiError(400, "invalid", "required string", field=name)
+    device_id = await directory.register_device(
+        request.path_params["user_id"], body["platform"], body["token"], body["app_id"]
+    )
+    return JSONResponse({"device_id": device_id}, 201)
+
+
+@endpoint
+async def unregister_device(request: Request) -> Response:
+    """Remove a device: it receives no more pushes."""
+    p = request.path_params
+    if not await _directory(request).unregister_device(p["user_id"], p["device_id"]):
+        raise ApiError(404, "not_found", "unknown device", field="device_id")
+    return Response(status_code=204)
+
+
+@endpoint
+async def put_preferences(request: Request) -> Response:
+    """Opt in or out per channel (push, sms, email) and category ('*' = every category)."""
+    directory = _directory(request)
+    body = await _json(request)
+    prefs = body.get("preferences") if isinstance(body, dict) else None
+    if not isinstance(prefs, list):
+        raise ApiError(400, "invalid", "must be an array", field="preferences")
+    rows: list[Any] = []
+    for i, p in enumerate(prefs):
+        if not isinstance(p, dict):
+            raise ApiError(400, "invalid", "must be an object", field=f"preferences[{i}]")
+        rows.append((p.get("channel"), p.get("category", "*"), p.get("opt_in")))
+    try:
+        stored = await directory.set_preferences(request.path_params["user_id"], rows)
+    except ValidationError as err:
+        raise ValidationError(f"preferences{err.field}", err.message) from None
+    return JSONResponse({"user_id": request.path_params["user_id"], "preferences": stored})
+
+
+# --- recurring schedules ----------------------------------------------------------
+
+
+def _owner(request: Request, owner: Any) -> str:
+    client: ApiClient = request.state.client
+    owner = owner or client.name
+    if not isinstance(owner, str) or not client.may_send_as(owner):
+        raise ApiError(
+            403, "forbidden", f"client {client.name} may not act as {owner!r}", field="owner"
+        )
+    return owner
+
+
+@endpoint
+async def create_schedule(request: Request) -> Response:
+    """Create a recurring schedule: a cron expression and the request to publish."""
+    _charge(request, request.state.client)
+    intake: Intake = request.app.state.intake
+    body = await _json(request)
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid", "must be a JSON object", field="body")
+    owner = _owner(request, body.get("owner"))
+    req = body.get("request")
+    if not isinstance(req, dict):
+        raise ApiError(400, "invalid", "must be a JSON object", field="request")
+    if not request.state.client.may_send(req.get("category", "")):
+        raise ApiError(403, "forbidden", "category not allowed", field="request.category")
+    try:
+        schedule = await intake.schedules.create(
+            owner,
+            body.get("cron", ""),
+            req,
+            timezone=body.get("timezone", "UTC"),
+            schedule_id=body.get("schedule_id"),
+        )
+    except ValueError as err:
+        if isinstance(err, ValidationError):
+            raise
+        raise ApiError(409, "conflict", str(err), field="schedule_id") from None
+    return JSONResponse(schedule.as_dict(), 201)
+
+
+@endpoint
+async def list_schedules(request: Request) -> Response:
+    """The recurring schedules of an owner (default: this client)."""
+    _charge(request, request.state.client)
+    owner = _owner(request, request.query_params.get("owner"))
+    schedules = await request.app.state.intake.schedules.of_owner(owner)
+    return JSONResponse({"schedules": [s.as_dict() for s in schedules]})
+
+
+@endpoint
+async def get_schedule(request: Request) -> Response:
+    """One recurring schedule."""
+    _charge(request, request.state.client)
+    owner = _owner(request, request.query_params.get("owner"))
+    s = await request.app.state.intake.schedules.get(owner, request.path_params["schedule_id"])
+    if s is None:
+        raise ApiError(404, "not_found", "unknown schedule", field="schedule_id")
+    return JSONResponse(s.as_dict())
+
+
+@endpoint
+async def delete_schedule(request: Request) -> Response:
+    """Delete a recurring schedule: it fires no more."""
+    _charge(request, request.state.client)
+    owner = _owner(request, request.query_params.get("owner"))
+    if not await request.app.state.intake.schedules.delete(
+        owner, request.path_params["schedule_id"]
+    ):
+        raise ApiError(404, "not_found", "unknown schedule", field="schedule_id")
+    return Response(status_code=204)
+
+
+# --- app --------------------------------------------------------------------------
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def openapi(request: Request) -> Response:
+    return JSONResponse(openapi_document(request.app.state.intake.settings))
+
+
+ROUTES = [
+    Route("/healthz", healthz, methods=["GET"]),
+    Route("/openapi.json", openapi, methods=["GET"]),
+    Route("/v1/notifications", send_notifications, methods=["POST"]),
+    Route("/v1/notifications/{event_id}", cancel_notification, methods=["DELETE"]),
+    Route("/v1/users/{user_id}", get_user, methods=["GET"]),
+    Route("/v1/users/{user_id}", put_user, methods=["PUT"]),
+    Route("/v1/users/{user_id}", delete_user, methods=["DELETE"]),
+    Route("/v1/users/{user_id}/devices", register_device, methods=["POST"]),
+    Route("/v1/users/{user_id}/devices/{device_id}", unregister_device, methods=["DELETE"]),
+    Route("/v1/users/{user_id}/preferences", put_preferences, methods=["PUT"]),
+    Route("/v1/users/{user_id}/{field}", delete_user_field, methods=["DELETE"]),
+    Route("/v1/schedules", create_schedule, methods=["POST"]),
+    Route("/v1/schedules", list_schedules, methods=["GET"]),
+    Route("/v1/schedules/{schedule_id}", get_schedule, methods=["GET"]),
+    Route("/v1/schedules/{schedule_id}", delete_schedule, methods=["DELETE"]),
+]
+
+
+def create_app(settings: IntakeSettings, intake: Intake | None = None) -> Starlette:
+    """The ASGI app. Without `intake` it connects on startup and closes on shutdown;
+    with one (tests), the caller owns its lifetime."""
+    owned = intake is None
+    state = intake or Intake(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if owned:
+            await state.start()
+        try:
+            yield
+        finally:
+            if owned:
+                await state.close()
+
+    app = Starlette(routes=ROUTES, lifespan=lifespan)
+    app.state.intake = state
+    return app

@@ -1,0 +1,183 @@
+"""Send API clients: app key + secret, what each may send, and its quota.
+
+Secrets are stored only as salted scrypt hashes and never logged. Checking scrypt costs
+tens of milliseconds on purpose, so a verified (key, secret) pair is remembered in
+process for `cache_ttl_s` as an HMAC under a per-process random key: a request with a
+known-good secret costs one hash, and a revoked client is refused within the TTL.
+
+Quotas are token buckets held in each API process (rate per second, burst). With N API
+replicas behind a balancer a client gets up to N times its quota; that is the documented
+trade-off for not paying a Cassandra round trip per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import math
+import secrets
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from cassandra.cluster import Session
+
+from infra.cassandra import aexecute
+
+_SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
+
+
+def hash_secret(secret: str, *, salt: bytes | None = None) -> str:
+    salt = salt or secrets.token_bytes(16)
+    digest = hashlib.scrypt(
+        secret.encode(), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P, dklen=32
+    )
+    b64 = base64.b64encode
+    return f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${b64(salt).decode()}${b64(digest).decode()}"
+
+
+def verify_secret(secret: str, stored: str) -> bool:
+    try:
+        scheme, n, r, p, salt, digest = stored.split("$")
+    except ValueError:
+        return False
+    if scheme != "scrypt":
+        return False
+    got = hashlib.scrypt(
+        secret.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p), dklen=32
+    )
+    return hmac.compare_digest(got, base64.b64decode(digest))
+
+
+@dataclass(frozen=True)
+class ApiClient:
+    app_key: str
+    name: str
+    sources: frozenset[str]
+    categories: frozenset[str]
+    rate_per_s: float
+    burst: int
+    disabled: bool = False
+
+    def may_send_as(self, source: str) -> bool:
+        return source in (self.sources or {self.name})
+
+    def may_send(self, category: str) -> bool:
+        return not self.categories or category in self.categories
+
+
+@dataclass
+class TokenBucket:
+    rate: float
+    burst: float
+    tokens: float = -1.0
+    stamp: float = field(default_factory=time.monotonic)
+
+    def take(self, n: int = 1, now: float | None = None) -> float:
+        """Take `n` tokens; 0.0 when granted, else seconds until they would be."""
+        now = time.monotonic() if now is None else now
+        if self.tokens < 0:
+            self.tokens = self.burst
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if n > self.burst:
+            return math.inf
+        if self.tokens >= n:
+            self.tokens -= n
+            return 0.0
+        return (n - self.tokens) / self.rate if self.rate > 0 else math.inf
+
+
+@dataclass(frozen=True)
+class NewClient:
+    client: ApiClient
+    secret: str  # shown once
+
+
+class ClientStore:
+    """`herald.api_clients` with verification and quota state for one API process."""
+
+    def __init__(self, session: Session, *, cache_ttl_s: float = 30.0) -> None:
+        self.session = session
+        self.cache_ttl_s = cache_ttl_s
+        self._get = session.prepare("SELECT * FROM api_clients WHERE app_key = ?")
+        self._put = session.prepare(
+            "INSERT INTO api_clients (app_key, name, secret_hash, sources, categories,"
+            " rate_per_s, burst, disabled, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        )
+        self._disable = session.prepare("UPDATE api_clients SET disabled = true WHERE app_key = ?")
+        self._cache_key = secrets.token_bytes(32)
+        self._verified: dict[str, tuple[float, bytes, ApiClient]] = {}
+        self._buckets: dict[str, TokenBucket] = {}
+
+    def create(
+        self,
+        name: str,
+        *,
+        sources: set[str] | None = None,
+        categories: set[str] | None = None,
+        rate_per_s: float = 100.0,
+        burst: int = 200,
+    ) -> NewClient:
+        app_key = f"hk_{secrets.token_hex(12)}"
+        secret = secrets.token_urlsafe(32)
+        client = ApiClient(
+            app_key, name, frozenset(sources or ()), frozenset(categories or ()), rate_per_s, burst
+        )
+        self.session.execute(
+            self._put,
+            (
+                app_key,
+                name,
+                hash_secret(secret),
+                set(client.sources),
+                set(client.categories),
+                rate_per_s,
+                burst,
+                False,
+                datetime.now(UTC),
+            ),
+        )
+        return NewClient(client, secret)
+
+    def disable(self, app_key: str) -> None:
+        self.session.execute(self._disable, (app_key,))
+
+    async def authenticate(self, app_key: str, secret: str) -> ApiClient | None:
+        """The client for a valid, enabled key + secret; None otherwise."""
+        proof = hmac.new(self._cache_key, f"{app_key}\0{secret}".encode(), "sha256").digest()
+        hit = self._verified.get(app_key)
+        now = time.monotonic()
+        if hit and hit[0] > now and hmac.compare_digest(hit[1], proof):
+            return hit[2]
+        rows = await aexecute(self.session, self._get, (app_key,))
+        if not rows or rows[0].get("disabled") or not rows[0].get("secret_hash"):
+            return None
+        row = rows[0]
+        # Off the event loop: scrypt takes tens of milliseconds by design.
+        if not await asyncio.to_thread(verify_secret, secret, row["secret_hash"]):
+            return None
+        client = _client(row)
+        self._verified[app_key] = (now + self.cache_ttl_s, proof, client)
+        return client
+
+    def take(self, client: ApiClient, n: int = 1) -> float:
+        bucket = self._buckets.get(client.app_key)
+        if bucket is None or bucket.rate != client.rate_per_s or bucket.burst != client.burst:
+            bucket = self._buckets[client.app_key] = TokenBucket(client.rate_per_s, client.burst)
+        return bucket.take(n)
+
+
+def _client(row: dict[str, Any]) -> ApiClient:
+    return ApiClient(
+        app_key=row["app_key"],
+        name=row["name"],
+        sources=frozenset(row.get("sources") or ()),
+        categories=frozenset(row.get("categories") or ()),
+        rate_per_s=float(row.get("rate_per_s") or 0.0),
+        burst=int(row.get("burst") or 0),
+        disabled=bool(row.get("disabled")),
+    )

@@ -1,0 +1,288 @@
+"""The send API's OpenAPI 3.1 document, served at `/openapi.json`.
+
+Request schemas come from the pydantic models the API validates with, so the document
+cannot drift from the code; a test checks every route is documented and vice versa.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from producers.request import NotificationRequest
+from producers.settings import IntakeSettings
+
+REF = "#/components/schemas/{model}"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    text = {
+        400: "Invalid input; `field` names it.",
+        401: "Missing or wrong app key / secret.",
+        403: "This client may not use that source, category or owner.",
+        404: "Not found.",
+        409: "Conflict with the current state.",
+        413: "Body too large.",
+        429: "Quota exceeded; see Retry-After.",
+        503: "Kafka or Cassandra unavailable; retry (same Idempotency-Key).",
+    }
+    return {str(c): {"description": text[c], **_json(_ref("Error"))} for c in codes}
+
+
+def _op(
+    summary: str,
+    ok: tuple[int, str, dict[str, Any] | None],
+    *,
+    body: dict[str, Any] | None = None,
+    errors: tuple[int, ...] = (400, 401, 429, 503),
+    params: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    status, description, schema = ok
+    op: dict[str, Any] = {
+        "summary": summary,
+        "security": [{"appKey": [], "appSecret": []}, {"basic": []}],
+        "responses": {
+            str(status): {"description": description, **(_json(schema) if schema else {})},
+            **_errors(*errors),
+        },
+    }
+    if body is not None:
+        op["requestBody"] = {"required": True, **_json(body)}
+    if params:
+        op["parameters"] = params
+    return op
+
+
+def _path(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+OWNER = {"name": "owner", "in": "query", "required": False, "schema": {"type": "string"}}
+
+
+def openapi_document(settings: IntakeSettings | None = None) -> dict[str, Any]:
+    request_schema = NotificationRequest.model_json_schema(ref_template=REF)
+    defs = request_schema.pop("$defs", {})
+    schemas: dict[str, Any] = {
+        **defs,
+        "NotificationRequest": request_schema,
+        "NotificationBatch": {
+            "type": "object",
+            "required": ["notifications"],
+            "properties": {
+                "notifications": {"type": "array", "items": _ref("NotificationRequest")}
+            },
+        },
+        "Accepted": {
+            "type": "object",
+            "properties": {
+                "event_id": {"type": "string"},
+                "notification_id": {"type": "string"},
+                "send_at": {"type": ["string", "null"], "format": "date-time"},
+            },
+        },
+        "AcceptedBatch": {
+            "type": "object",
+            "properties": {"notifications": {"type": "array", "items": _ref("Accepted")}},
+        },
+        "Error": {
+            "type": "object",
+            "required": ["error", "message"],
+            "properties": {
+                "error": {"type": "string"},
+                "message": {"type": "string"},
+                "field": {"type": "string"},
+            },
+        },
+        "UserUpdate": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "email": {"type": ["string", "null"], "format": "email"},
+                "phone": {"type": ["string", "null"], "description": "Any form; stored E.164."},
+                "locale": {"type": ["string", "null"]},
+                "timezone": {"type": ["string", "null"], "description": "IANA name."},
+                "quiet_hours": {"type": ["string", "null"], "examples": ["22:00-07:00"]},
+                "unsubscribed_all": {"type": "boolean"},
+            },
+        },
+        "User": {"type": "object", "additionalProperties": True},
+        "Device": {
+            "type": "object",
+            "required": ["platform", "token", "app_id"],
+            "properties": {
+                "platform": {"enum": ["ios", "android", "web"]},
+                "token": {
+                    "type": "string",
+                    "description": "APNs: 64 hex; FCM registration token; web: Web Push "
+                    "subscription JSON or FCM token.",
+                },
+                "app_id": {"type": "string"},
+            },
+        },
+        "Preferences": {
+            "type": "object",
+            "required": ["preferences"],
+            "properties": {
+                "preferences": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["channel", "opt_in"],
+                        "properties": {
+                            "channel": {"enum": ["push", "sms", "email"]},
+                            "category": {"type": "string", "default": "*"},
+                            "opt_in": {"type": "boolean"},
+                        },
+                    },
+                }
+            },
+        },
+        "ScheduleCreate": {
+            "type": "object",
+            "required": ["cron", "request"],
+            "properties": {
+                "schedule_id": {"type": "string"},
+                "owner": {"type": "string", "description": "Default: the client's name."},
+                "cron": {"type": "string", "examples": ["0 9 * * mon"]},
+                "timezone": {"type": "string", "default": "UTC"},
+                "request": {
+                    "type": "object",
+                    "description": "A NotificationRequest without event_id, created_at, "
+                    "send_at (set per firing).",
+                },
+            },
+        },
+        "Schedule": {"type": "object", "additionalProperties": True},
+    }
+    idem = {
+        "name": "Idempotency-Key",
+        "in": "header",
+        "required": False,
+        "description": "Becomes the event id (`<key>:<index>` in a batch); resubmitting "
+        "it returns the same ids and is never delivered twice.",
+        "schema": {"type": "string", "maxLength": 180},
+    }
+    uid = _path("user_id")
+    paths: dict[str, Any] = {
+        "/healthz": {"get": {"summary": "Liveness.", "responses": {"200": {"description": "Up."}}}},
+        "/openapi.json": {
+            "get": {"summary": "This document.", "responses": {"200": {"description": "OK."}}}
+        },
+        "/v1/notifications": {
+            "post": _op(
+                "Publish one notification request or a batch.",
+                (202, "Durably queued.", {"oneOf": [_ref("Accepted"), _ref("AcceptedBatch")]}),
+                body={"oneOf": [_ref("NotificationRequest"), _ref("NotificationBatch")]},
+                errors=(400, 401, 403, 413, 429, 503),
+                params=[idem],
+            )
+        },
+        "/v1/notifications/{event_id}": {
+            "delete": _op(
+                "Cancel a scheduled request before it is released.",
+                (200, "Canceled.", None),
+                errors=(401, 404, 409, 429, 503),
+                params=[_path("event_id")],
+            )
+        },
+        "/v1/users/{user_id}": {
+            "get": _op("Read a user.", (200, "The user.", _ref("User")), params=[uid]),
+            "put": _op(
+                "Create or update a user's contacts, locale, time zone, quiet hours.",
+                (200, "Stored (normalized) values.", _ref("User")),
+                body=_ref("UserUpdate"),
+                params=[uid],
+            ),
+            "delete": _op(
+                "Delete a user.", (204, "Deleted.", None), errors=(401, 404, 429), params=[uid]
+            ),
+        },
+        "/v1/users/{user_id}/{field}": {
+            "delete": _op(
+                "Clear one of email, phone, locale, timezone, quiet_hours.",
+                (204, "Cleared.", None),
+                errors=(401, 404, 429),
+                params=[uid, _path("field")],
+            )
+        },
+        "/v1/users/{user_id}/devices": {
+            "post": _op(
+                "Register a device.",
+                (201, "Registered.", {"type": "object"}),
+                body=_ref("Device"),
+                params=[uid],
+            )
+        },
+        "/v1/users/{user_id}/devices/{device_id}": {
+            "delete": _op(
+                "Unregister a device.",
+                (204, "Removed.", None),
+                errors=(401, 404, 429),
+                params=[uid, _path("device_id")],
+            )
+        },
+        "/v1/users/{user_id}/preferences": {
+            "put": _op(
+                "Opt in or out per channel and category.",
+                (200, "Stored.", {"type": "object"}),
+                body=_ref("Preferences"),
+                params=[uid],
+            )
+        },
+        "/v1/schedules": {
+            "post": _op(
+                "Create a recurring schedule.",
+                (201, "Created.", _ref("Schedule")),
+                body=_ref("ScheduleCreate"),
+                errors=(400, 401, 403, 409, 429),
+            ),
+            "get": _op(
+                "List an owner's recurring schedules.",
+                (200, "Schedules.", {"type": "object"}),
+                errors=(401, 403, 429),
+                params=[OWNER],
+            ),
+        },
+        "/v1/schedules/{schedule_id}": {
+            "get": _op(
+                "Read a recurring schedule.",
+                (200, "The schedule.", _ref("Schedule")),
+                errors=(401, 403, 404, 429),
+                params=[_path("schedule_id"), OWNER],
+            ),
+            "delete": _op(
+                "Delete a recurring schedule.",
+                (204, "Deleted.", None),
+                errors=(401, 403, 404, 429),
+                params=[_path("schedule_id"), OWNER],
+            ),
+        },
+    }
+    port = settings.api.port if settings else 8080
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "herald send API",
+            "version": "1.0.0",
+            "description": "Publish notification requests and manage users' contacts, "
+            "devices, preferences and recurring schedules.",
+        },
+        "servers": [{"url": f"http://127.0.0.1:{port}"}],
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "appKey": {"type": "apiKey", "in": "header", "name": "X-Herald-App-Key"},
+                "appSecret": {"type": "apiKey", "in": "header", "name": "X-Herald-App-Secret"},
+                "basic": {"type": "http", "scheme": "basic", "description": "key:secret"},
+            },
+        },
+    }

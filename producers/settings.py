@@ -1,0 +1,54 @@
+"""Settings of the intake services (send API, scheduler, CLI): one class, read once at
+each entry point from `HERALD_*` variables (nested with `__`, e.g. HERALD_API__PORT)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from infra.settings import CassandraSettings, KafkaSettings
+from producers.request import DEFAULT_MAX_PAYLOAD_BYTES
+from schemas.validation import DEFAULT_PHONE_REGION
+
+
+class ApiSection(BaseModel):
+    host: str = "0.0.0.0"
+    port: int = 8080
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES  # per encoded request
+    max_batch: int = 500
+    max_body_bytes: int = 8 * 1024 * 1024
+    # Default quota of a client created without one: sustained requests/s and burst.
+    default_rate_per_s: float = 100.0
+    default_burst: int = 200
+    # How long a positive lookup (client secret, known user, known template) is trusted.
+    cache_ttl_s: float = 30.0
+    check_users: bool = True
+    check_templates: bool = True
+
+
+class ContactsSection(BaseModel):
+    # Keys `users_by_contact` and derives device ids: every service writing contacts must
+    # share it. The default only suits a local stack.
+    hmac_key: SecretStr = SecretStr("herald-local-contact-key")
+    phone_region: str = DEFAULT_PHONE_REGION  # for numbers written without +country
+
+
+class SchedulerSection(BaseModel):
+    interval_s: float = 1.0
+    # After downtime, the latest missed firing of a schedule is still sent if it is at most
+    # this old; older missed firings are skipped (a daily digest should not arrive 3 times).
+    misfire_grace_s: float = 900.0
+    owners: list[str] = Field(default_factory=list)  # empty = every owner
+
+
+class IntakeSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="HERALD_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    cassandra: CassandraSettings = Field(default_factory=CassandraSettings)
+    api: ApiSection = Field(default_factory=ApiSection)
+    contacts: ContactsSection = Field(default_factory=ContactsSection)
+    scheduler: SchedulerSection = Field(default_factory=SchedulerSection)
+    log_level: str = "INFO"
