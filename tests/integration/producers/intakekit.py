@@ -33,14 +33,20 @@ def read_at(topic: str, partition: int, offset: int, timeout: float = 15.0) -> A
         consumer.close()
 
 
-def changes_for(
-    user_id: str, *, since_ms: int, count: int, timeout: float = 20.0
+def records_for(
+    topic: str,
+    key: str,
+    *,
+    since_ms: int,
+    count: int,
+    expect: str | None = None,
+    timeout: float = 20.0,
 ) -> list[dict[str, Any]]:
-    """Decoded `users.changes` records for one user produced since a timestamp."""
+    """Decoded records of one key produced to `topic` since a timestamp (up to `count`)."""
     consumer = Consumer(KAFKA.consumer_config("test-intake", f"test-intake-{uuid.uuid4()}"))
     try:
-        meta = consumer.list_topics("users.changes", timeout=10).topics["users.changes"]
-        parts = [TopicPartition("users.changes", p, since_ms) for p in meta.partitions]
+        meta = consumer.list_topics(topic, timeout=10).topics[topic]
+        parts = [TopicPartition(topic, p, since_ms) for p in meta.partitions]
         offsets = consumer.offsets_for_times(parts, timeout=10)
         consumer.assign([tp for tp in offsets if tp.offset >= 0] or parts)
         out: list[dict[str, Any]] = []
@@ -49,8 +55,21 @@ def changes_for(
             msg = consumer.poll(0.5)
             if msg is None or msg.error() is not None:
                 continue
-            if msg.key() == user_id.encode():
-                out.append(codec.decode(msg.value(), expect=codec.USER_CHANGE))
+            if msg.key() == key.encode():
+                out.append(codec.decode(msg.value(), expect=expect))
         return out
     finally:
         consumer.close()
+
+
+def changes_for(
+    user_id: str, *, since_ms: int, count: int, timeout: float = 20.0
+) -> list[dict[str, Any]]:
+    return records_for(
+        "users.changes",
+        user_id,
+        since_ms=since_ms,
+        count=count,
+        expect=codec.USER_CHANGE,
+        timeout=timeout,
+    )

@@ -1,0 +1,333 @@
+"""The send API against the real Kafka and Cassandra: every endpoint, every error code."""
+
+from __future__ import annotations
+
+import base64
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from cassandra.cluster import Session
+from intakekit import changes_for, records_for, uid
+
+from infra import topics
+from producers.api import Intake, create_app
+from producers.clients import ClientStore, NewClient
+from producers.settings import IntakeSettings
+from schemas import codec
+from schemas.ids import notification_id
+
+pytestmark = pytest.mark.integration
+
+APNS = "0f" * 32
+
+
+@pytest.fixture(scope="module")
+async def intake() -> AsyncIterator[Intake]:
+    it = Intake(IntakeSettings())
+    await it.start()
+    yield it
+    await it.close()
+
+
+@pytest.fixture
+async def api(intake: Intake) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=create_app(intake.settings, intake))
+    async with httpx.AsyncClient(transport=transport, base_url="http://herald") as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def billing(session: Session) -> NewClient:
+    return ClientStore(session).create(
+        f"billing-{uuid.uuid4().hex[:8]}", sources=set(), rate_per_s=1000, burst=1000
+    )
+
+
+def auth(c: NewClient) -> dict[str, str]:
+    return {"X-Herald-App-Key": c.client.app_key, "X-Herald-App-Secret": c.secret}
+
+
+@pytest.fixture(scope="module")
+async def user(intake: Intake) -> str:
+    user_id = uid()
+    await intake.directory.set_user(user_id, email="u@example.com", locale="en")
+    return user_id
+
+
+@pytest.fixture(scope="module")
+def template(session: Session) -> str:
+    template_id = f"t-{uuid.uuid4()}"
+    session.execute(
+        "INSERT INTO templates (template_id, locale, channel, body) VALUES (%s, 'en', 'sms', 'hi')",
+        (template_id,),
+    )
+    return template_id
+
+
+def body(user: str, **over: Any) -> dict[str, Any]:
+    return {
+        "user_id": user,
+        "category": "transactional",
+        "channels": ["sms"],
+        "content": {"sms": {"body": "Your code is 1234"}},
+        **over,
+    }
+
+
+async def test_send_one_lands_on_the_request_topic(
+    api: httpx.AsyncClient, billing: NewClient, user: str
+) -> None:
+    since = int(time.time() * 1000) - 1000
+    r = await api.post("/v1/notifications", json=body(user), headers=auth(billing))
+    assert r.status_code == 202, r.text
+    out = r.json()
+    assert out["notification_id"] == notification_id(out["event_id"])
+    [record] = records_for(topics.REQUESTED, user, since_ms=since, count=1, expect=codec.REQUEST)
+    assert record["event_id"] == out["event_id"]
+    assert record["source"] == billing.client.name
+    assert record["content"]["sms"]["body"] == "Your code is 1234"
+
+
+async def test_idempotency_key_is_the_event_id_and_resubmission_keeps_ids(
+    api: httpx.AsyncClient, billing: NewClient, template: str
+) -> None:
+    target = uid()
+    await api.put("/v1/users/" + target, json={"locale": "en"}, headers=auth(billing))
+    since = int(time.time() * 1000) - 1000
+    key = f"order-{uuid.uuid4()}"
+    headers = {**auth(billing), "Idempotency-Key": key}
+    req = body(target, template_id=template, content={}, params={"code": "1"})
+    first = await api.post("/v1/notifications", json=req, headers=headers)
+    again = await api.post("/v1/notifications", json=req, headers=headers)
+    assert first.status_code == again.status_code == 202
+    assert first.json() == again.json()
+    assert first.json()["event_id"] == key
+    records = records_for(topics.REQUESTED, target, since_ms=since, count=2)
+    assert [r["event_id"] for r in records] == [key, key]
+
+
+async def test_batch_and_basic_auth(api: httpx.AsyncClient, billing: NewClient, user: str) -> None:
+    basic = base64.b64encode(f"{billing.client.app_key}:{billing.secret}".encode()).decode()
+    r = await api.post(
+        "/v1/notifications",
+        json={"notifications": [body(user), body(user, priority="high")]},
+        headers={"Authorization": f"Basic {basic}", "Idempotency-Key": "k-" + uid()},
+    )
+    assert r.status_code == 202, r.text
+    ids = [n["event_id"] for n in r.json()["notifications"]]
+    assert len(ids) == 2 and ids[0].endswith(":0") and ids[1].endswith(":1")
+
+
+@pytest.mark.parametrize(
+    ("make", "field"),
+    [
+        (lambda u, t: body(""), "user_id"),
+        (lambda u, t: body(uid()), "user_id"),
+        (lambda u, t: body(u, template_id="no-such-" + uid(), content={}), "template_id"),
+        (lambda u, t: body(u, content={}), "template_id"),
+        (lambda u, t: body(u, category="Bad Category"), "category"),
+        (lambda u, t: body(u, channels=["fax"]), "channels.0"),
+        (lambda u, t: body(u, content={"sms": {"body": "x" * 70_000}}), "payload"),
+        (lambda u, t: body(u, send_at="yesterday"), "send_at"),
+        (
+            lambda u, t: {"notifications": [body(u), body(u, user_id="")]},
+            "notifications[1].user_id",
+        ),
+    ],
+)
+async def test_invalid_requests_are_400_naming_the_field(
+    api: httpx.AsyncClient, billing: NewClient, user: str, template: str, make: Any, field: str
+) -> None:
+    r = await api.post("/v1/notifications", json=make(user, template), headers=auth(billing))
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == "invalid"
+    assert r.json()["field"] == field
+
+
+async def test_malformed_json_is_400(api: httpx.AsyncClient, billing: NewClient) -> None:
+    r = await api.post("/v1/notifications", content=b"{nope", headers=auth(billing))
+    assert (r.status_code, r.json()["field"]) == (400, "body")
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"X-Herald-App-Key": "hk_unknown", "X-Herald-App-Secret": "x"},
+        {"Authorization": "Basic !!!"},
+    ],
+)
+async def test_missing_or_unknown_credentials_are_401(
+    api: httpx.AsyncClient, user: str, headers: dict[str, str]
+) -> None:
+    r = await api.post("/v1/notifications", json=body(user), headers=headers)
+    assert r.status_code == 401
+    assert r.json()["error"] == "unauthenticated"
+    assert r.headers["WWW-Authenticate"].startswith("Basic")
+
+
+async def test_wrong_secret_is_401(api: httpx.AsyncClient, billing: NewClient, user: str) -> None:
+    headers = {**auth(billing), "X-Herald-App-Secret": billing.secret + "x"}
+    r = await api.get(f"/v1/users/{user}", headers=headers)
+    assert r.status_code == 401
+
+
+async def test_disallowed_category_or_source_is_403(
+    api: httpx.AsyncClient, session: Session, user: str
+) -> None:
+    shop = ClientStore(session).create(
+        "shop-" + uid(), sources={"shop", "shop-batch"}, categories={"transactional"}
+    )
+    r = await api.post("/v1/notifications", json=body(user, source="shop"), headers=auth(shop))
+    assert r.status_code == 202, r.text
+    r = await api.post(
+        "/v1/notifications",
+        json=body(user, source="shop", category="marketing"),
+        headers=auth(shop),
+    )
+    assert (r.status_code, r.json()["field"]) == (403, "category")
+    r = await api.post("/v1/notifications", json=body(user, source="billing"), headers=auth(shop))
+    assert (r.status_code, r.json()["field"]) == (403, "source")
+
+
+async def test_quota_exceeded_is_429_with_retry_after(
+    api: httpx.AsyncClient, session: Session, user: str
+) -> None:
+    tiny = ClientStore(session).create("tiny-" + uid(), rate_per_s=0.1, burst=2)
+    codes = [
+        (await api.post("/v1/notifications", json=body(user), headers=auth(tiny))).status_code
+        for _ in range(3)
+    ]
+    assert codes == [202, 202, 429]
+    r = await api.post("/v1/notifications", json=body(user), headers=auth(tiny))
+    assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1
+    assert r.json()["error"] == "rate_limited"
+
+
+async def test_contacts_endpoints(
+    api: httpx.AsyncClient, billing: NewClient, session: Session
+) -> None:
+    h = auth(billing)
+    u = uid()
+    since = int(time.time() * 1000) - 1000
+    r = await api.put(
+        f"/v1/users/{u}",
+        json={
+            "email": "ada@example.com",
+            "phone": "+1 202-555-0143",
+            "timezone": "Asia/Seoul",
+            "locale": "ko-KR",
+            "quiet_hours": "22:00-07:00",
+        },
+        headers=h,
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["phone"] == "+12025550143"
+    for bad, field in [
+        ({"email": "ada@"}, "email"),
+        ({"phone": "+1 555"}, "phone"),
+        ({"timezone": "Nowhere"}, "timezone"),
+        ({"nickname": "x"}, "nickname"),
+    ]:
+        r = await api.put(f"/v1/users/{u}", json=bad, headers=h)
+        assert (r.status_code, r.json()["field"]) == (400, field), r.text
+
+    r = await api.post(
+        f"/v1/users/{u}/devices",
+        json={"platform": "ios", "token": "not-hex", "app_id": "app"},
+        headers=h,
+    )
+    assert (r.status_code, r.json()["field"]) == (400, "token")
+    r = await api.post(
+        f"/v1/users/{u}/devices",
+        json={"platform": "ios", "token": APNS, "app_id": "app"},
+        headers=h,
+    )
+    assert r.status_code == 201
+    device_id = r.json()["device_id"]
+
+    r = await api.put(
+        f"/v1/users/{u}/preferences",
+        json={"preferences": [{"channel": "sms", "category": "marketing", "opt_in": False}]},
+        headers=h,
+    )
+    assert r.status_code == 200
+    r = await api.put(
+        f"/v1/users/{u}/preferences",
+        json={"preferences": [{"channel": "pigeon", "opt_in": False}]},
+        headers=h,
+    )
+    assert (r.status_code, r.json()["field"]) == (400, "preferences[0].channel")
+
+    assert (await api.delete(f"/v1/users/{u}/phone", headers=h)).status_code == 204
+    got = (await api.get(f"/v1/users/{u}", headers=h)).json()
+    assert got["phone"] is None and got["quiet_hours"] == "22:00-07:00"
+    assert [d["device_id"] for d in got["devices"]] == [device_id]
+    assert "device_token" not in got["devices"][0]
+    assert got["preferences"] == [{"channel": "sms", "category": "marketing", "opt_in": False}]
+
+    assert (await api.delete(f"/v1/users/{u}/devices/{device_id}", headers=h)).status_code == 204
+    assert (await api.delete(f"/v1/users/{u}/devices/{device_id}", headers=h)).status_code == 404
+    assert (await api.delete(f"/v1/users/{u}", headers=h)).status_code == 204
+    assert (await api.get(f"/v1/users/{u}", headers=h)).status_code == 404
+    row = session.execute("SELECT * FROM users WHERE user_id = %s", (u,)).one()
+    assert row is None
+
+    kinds = [c["kind"] for c in changes_for(u, since_ms=since, count=6)]
+    assert kinds == ["contact", "device", "preference", "contact", "device", "deleted"]
+
+
+async def test_schedules_endpoints(api: httpx.AsyncClient, billing: NewClient, user: str) -> None:
+    h = auth(billing)
+    sid = "s-" + uid()
+    spec = {
+        "schedule_id": sid,
+        "cron": "0 9 * * mon",
+        "timezone": "Asia/Seoul",
+        "request": body(user),
+    }
+    r = await api.post("/v1/schedules", json=spec, headers=h)
+    assert r.status_code == 201, r.text
+    assert (await api.post("/v1/schedules", json=spec, headers=h)).status_code == 409
+    r = await api.post("/v1/schedules", json={**spec, "cron": "61 * * * *"}, headers=h)
+    assert (r.status_code, r.json()["field"]) == (400, "cron")
+    r = await api.post(
+        "/v1/schedules", json={**spec, "request": {**body(user), "event_id": "x"}}, headers=h
+    )
+    assert (r.status_code, r.json()["field"]) == (400, "request.event_id")
+    r = await api.post("/v1/schedules", json={**spec, "owner": "someone-else"}, headers=h)
+    assert (r.status_code, r.json()["field"]) == (403, "owner")
+
+    listed = (await api.get("/v1/schedules", headers=h)).json()["schedules"]
+    assert sid in [s["schedule_id"] for s in listed]
+    assert (await api.get(f"/v1/schedules/{sid}", headers=h)).json()["cron"] == "0 9 * * mon"
+    assert (await api.delete(f"/v1/schedules/{sid}", headers=h)).status_code == 204
+    assert (await api.get(f"/v1/schedules/{sid}", headers=h)).status_code == 404
+
+
+async def test_cancel_a_held_request(
+    api: httpx.AsyncClient, billing: NewClient, intake: Intake
+) -> None:
+    h = auth(billing)
+    assert intake.held is not None, "infra.scheduling is part of the tree"
+    r = await api.delete(f"/v1/notifications/unknown-{uuid.uuid4()}", headers=h)
+    assert (r.status_code, r.json()["field"]) == (404, "event_id")
+    event_id = str(uuid.uuid4())
+    due = datetime.now(UTC) + timedelta(hours=1)
+    assert await intake.held.hold(
+        event_id=event_id,
+        user_id=uid(),
+        payload=b"x",
+        due_at_ms=int(due.timestamp() * 1000),
+        reason="send_at",
+    )
+    r = await api.delete(f"/v1/notifications/{event_id}", headers=h)
+    assert r.status_code == 200 and r.json()["canceled"] is True
+    r = await api.delete(f"/v1/notifications/{event_id}", headers=h)
+    assert r.status_code == 409
+    assert await intake.held.state(event_id) == "canceled"
