@@ -18,6 +18,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
@@ -26,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from infra.emulators.state import Accepted, EmulatorState
+from infra.emulators.state import Accepted, EmulatorState, read_form
 
 SCOPES = frozenset(
     {
@@ -35,6 +36,7 @@ SCOPES = frozenset(
     }
 )
 ACCESS_TOKEN_TTL_S = 3600
+GOOGLE_TOKEN_AUDIENCE = "https://oauth2.googleapis.com/token"
 _FCM_TOKEN = re.compile(r"^[A-Za-z0-9_-]{8,}:[A-Za-z0-9_-]{32,}$")
 _TTL = re.compile(r"^\d+(\.\d{1,9})?s$")
 _STATUS = {
@@ -104,7 +106,7 @@ def app(state: EmulatorState, accounts: list[ServiceAccount]) -> Starlette:
     access_tokens: dict[str, tuple[str, float]] = {}  # token → (project, expires at)
 
     async def token(request: Request) -> Response:
-        form = await request.form()
+        form = await read_form(request)
         if form.get("grant_type") != "urn:ietf:params:oauth:grant-type:jwt-bearer":
             return JSONResponse({"error": "unsupported_grant_type"}, status_code=400)
         assertion = str(form.get("assertion", ""))
@@ -116,11 +118,17 @@ def app(state: EmulatorState, accounts: list[ServiceAccount]) -> Starlette:
                 assertion,
                 account.public_key,
                 algorithms=["RS256"],
-                audience=str(request.url),
+                # google-auth always signs for Google's endpoint, whatever the token_uri.
+                options={"require": ["iss", "aud", "iat", "exp"], "verify_aud": False},
                 issuer=account.client_email,
-                options={"require": ["iss", "aud", "iat", "exp"]},
                 leeway=60,
             )
+            aud = urlsplit(str(claims["aud"]))
+            if claims["aud"] != GOOGLE_TOKEN_AUDIENCE and (aud.path, aud.port) != (
+                request.url.path,
+                request.url.port,
+            ):
+                raise jwt.InvalidAudienceError(f"audience {claims['aud']} is not this endpoint")
         except jwt.PyJWTError as exc:
             return JSONResponse(
                 {"error": "invalid_grant", "error_description": f"Invalid JWT: {exc}"},

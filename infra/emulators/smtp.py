@@ -1,6 +1,7 @@
 """SMTP emulator: a real SMTP server (aiosmtpd) that records what it accepts.
 
-Offers STARTTLS when given a TLS context, and AUTH PLAIN/LOGIN; with `auth_required`, mail
+Offers STARTTLS when given a TLS context (AUTH then only after it), and AUTH PLAIN/LOGIN;
+with `auth_required`, mail
 from an unauthenticated session is refused (530). Faults act at RCPT time, in SMTP's own
 vocabulary: `unregistered` → 550 5.1.1, `throttle` → 451 4.7.1, `error` → the given status
 (default 451 4.3.0), `timeout` → no reply.
@@ -34,7 +35,7 @@ FAULT_REPLIES = {
 
 def _text(message: EmailMessage) -> str | None:
     part = message.get_body(preferencelist=("plain", "html"))
-    return None if part is None else str(part.get_content())
+    return None if part is None else str(part.get_content()).rstrip("\r\n")
 
 
 class Handler:
@@ -108,7 +109,7 @@ async def serve(
             tls_context=tls,
             authenticator=authenticator,
             auth_required=auth_required,
-            auth_require_tls=False,
+            auth_require_tls=tls is not None,
             decode_data=False,
         )
 

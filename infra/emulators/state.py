@@ -22,6 +22,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
+from urllib.parse import parse_qsl
 
 from pydantic import BaseModel, Field
 from starlette.applications import Starlette
@@ -65,6 +66,11 @@ class Accepted:
     body: str | None = None
     message_id: str | None = None
     received_at_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+
+
+async def read_form(request: Request) -> dict[str, str]:
+    """The urlencoded form body (every client here sends urlencoded, never multipart)."""
+    return dict(parse_qsl((await request.body()).decode(), keep_blank_values=True))
 
 
 class EmulatorState:

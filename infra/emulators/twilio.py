@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from infra.emulators.state import Accepted, EmulatorState
+from infra.emulators.state import Accepted, EmulatorState, read_form
 
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 FAULT_CODES = {400: 21211, 401: 20003, 404: 20404, 429: 20429, 500: 20500, 503: 20503}
@@ -57,7 +57,7 @@ def app(state: EmulatorState, accounts: dict[str, str]) -> Starlette:
         creds = _basic_auth(request)
         if creds is None or creds[0] != sid or accounts.get(sid) != creds[1]:
             return twilio_error(401, 20003, "Authenticate")
-        form = await request.form()
+        form = await read_form(request)
         to, body = str(form.get("To", "")), str(form.get("Body", ""))
         sender = form.get("From") or form.get("MessagingServiceSid")
         if not to or not _E164.match(to):

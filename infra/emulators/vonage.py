@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from infra.emulators.state import Accepted, EmulatorState
+from infra.emulators.state import Accepted, EmulatorState, read_form
 
 _MSISDN = re.compile(r"^[1-9]\d{6,14}$")
 FAULT_STATUS = {400: "3", 401: "4", 500: "5"}
@@ -38,7 +38,7 @@ def app(state: EmulatorState, keys: dict[str, str]) -> Starlette:
         if request.headers.get("content-type", "").startswith("application/json"):
             fields: dict[str, Any] = await request.json()
         else:
-            fields = dict(await request.form())
+            fields = dict(await read_form(request))
         to, text = str(fields.get("to", "")), str(fields.get("text", ""))
         if not fields.get("api_key") or not fields.get("api_secret"):
             return _answer(to, "2", "Missing api_key or api_secret")
@@ -49,7 +49,7 @@ def app(state: EmulatorState, keys: dict[str, str]) -> Starlette:
         if not _MSISDN.match(to):
             return _answer(to, "3", "Invalid to address")
 
-        fault = await state.before("vonage", to)
+        fault = await state.before("vonage", f"+{to}")
         if fault is not None:
             if fault.mode == "unregistered":
                 return _answer(to, "6", "Unroutable message - rejected")

@@ -179,11 +179,15 @@ class FcmProvider(Provider):
         self._pool = ThreadPoolExecutor(max_workers=s.max_workers, thread_name_prefix="fcm")
 
     async def close(self) -> None:
+        if self._app is not None and self._pool is not None:
+            # delete_app closes the SDK's async client with asyncio.run(): not on our loop.
+            await asyncio.get_running_loop().run_in_executor(
+                self._pool, firebase_admin.delete_app, self._app
+            )
+            self._app = None
         if self._pool is not None:
             self._pool.shutdown(wait=True)
-        if self._app is not None:
-            firebase_admin.delete_app(self._app)
-            self._app = None
+            self._pool = None
 
     async def send(self, message: Message) -> SendResult:
         assert self._app is not None and self._pool is not None, "start() first"

@@ -1,0 +1,188 @@
+"""The provider emulators, started in this process on free ports, and one case per provider.
+
+Each `ProviderCase` knows how to configure its provider against the running emulators
+(optionally with wrong credentials or a short timeout) and how to make a fresh valid
+address, so `test_provider_contract.py` runs the same checks against every provider.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from pydantic import SecretStr
+
+from infra.emulators.server import DEV_CREDENTIALS, Emulators, EmulatorSettings, Ports
+from senders.providers import create
+from senders.providers.base import Provider
+from senders.providers.settings import (
+    ApnsSettings,
+    FcmSettings,
+    ProvidersSettings,
+    SendgridSettings,
+    SmtpSettings,
+    TwilioSettings,
+    VonageSettings,
+)
+
+SMTP_USER, SMTP_PASSWORD = "contract", "contract-password"
+
+
+def _pem(key: Any) -> str:
+    return str(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ).decode()
+    )
+
+
+def settings_for(
+    ports: Ports, *, bad_auth: bool = False, timeout_s: float = 5.0
+) -> ProvidersSettings:
+    """Every provider pointed at the emulators on `ports`; `bad_auth` swaps in wrong secrets."""
+    import json
+
+    fcm_json: SecretStr | None = None
+    if bad_auth:
+        account = json.loads((DEV_CREDENTIALS / "fcm-dev-service-account.json").read_text())
+        account["private_key"] = _pem(
+            rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        )
+        fcm_json = SecretStr(json.dumps(account))
+    return ProvidersSettings(
+        apns=ApnsSettings(
+            url=f"https://127.0.0.1:{ports.apns}",
+            private_key=SecretStr(_pem(ec.generate_private_key(ec.SECP256R1())))
+            if bad_auth
+            else None,
+            timeout_s=timeout_s,
+        ),
+        fcm=FcmSettings(
+            url=f"http://127.0.0.1:{ports.fcm}", credentials_json=fcm_json, timeout_s=timeout_s
+        ),
+        twilio=TwilioSettings(
+            url=f"http://127.0.0.1:{ports.twilio}",
+            auth_token=SecretStr("wrong" if bad_auth else "herald-dev-token"),
+            timeout_s=timeout_s,
+        ),
+        vonage=VonageSettings(
+            url=f"http://127.0.0.1:{ports.vonage}",
+            api_secret=SecretStr("wrong" if bad_auth else "herald-dev-secret"),
+            timeout_s=timeout_s,
+        ),
+        smtp=SmtpSettings(
+            port=ports.smtp,
+            start_tls=True,
+            ca_file=DEV_CREDENTIALS / "emulator-tls.crt",
+            username=SMTP_USER,
+            password=SecretStr("wrong" if bad_auth else SMTP_PASSWORD),
+            timeout_s=timeout_s,
+        ),
+        sendgrid=SendgridSettings(
+            url=f"http://127.0.0.1:{ports.sendgrid}",
+            api_key=SecretStr("SG.wrong" if bad_auth else "SG.herald-dev-key"),
+            timeout_s=timeout_s,
+        ),
+    )
+
+
+def _apns_token() -> str:
+    return secrets.token_hex(32)
+
+
+def _fcm_token() -> str:
+    return f"{secrets.token_urlsafe(11)}:APA91b{secrets.token_urlsafe(100)}"
+
+
+def _phone() -> str:
+    return f"+1415{secrets.randbelow(10**7):07d}"
+
+
+def _email() -> str:
+    return f"user-{secrets.token_hex(6)}@example.com"
+
+
+@dataclass(frozen=True)
+class ProviderCase:
+    provider: str
+    channel: str
+    new_address: Callable[[], str]
+    # SMTP has no way to say how long to wait; every HTTP provider does.
+    throttle_has_retry_after: bool = True
+    server_error: int = 503
+
+    def __str__(self) -> str:
+        return f"{self.provider}-{self.channel}"
+
+
+CASES = [
+    ProviderCase("apns", "push.ios", _apns_token),
+    ProviderCase("fcm", "push.android", _fcm_token),
+    ProviderCase("fcm", "push.web", _fcm_token),
+    ProviderCase("twilio", "sms", _phone),
+    ProviderCase("vonage", "sms", _phone, server_error=502),
+    ProviderCase("smtp", "email", _email, throttle_has_retry_after=False, server_error=451),
+    ProviderCase("sendgrid", "email", _email),
+]
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def emulators() -> AsyncIterator[Emulators]:
+    settings = EmulatorSettings(
+        _env_file=None,  # type: ignore[call-arg]
+        apns_port=0,
+        fcm_port=0,
+        twilio_port=0,
+        vonage_port=0,
+        smtp_port=0,
+        sendgrid_port=0,
+        control_port=0,
+        smtp_auth_required=True,
+        smtp_username=SMTP_USER,
+        smtp_password=SecretStr(SMTP_PASSWORD),
+    )
+    emu = Emulators(settings)
+    await emu.start()
+    yield emu
+    await emu.stop()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def control(emulators: Emulators) -> AsyncIterator[httpx.AsyncClient]:
+    assert emulators.ports is not None
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{emulators.ports.control}") as client:
+        yield client
+
+
+@pytest.fixture(params=CASES, ids=str)
+def case(request: pytest.FixtureRequest) -> ProviderCase:
+    param: ProviderCase = request.param
+    return param
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def make_provider(
+    emulators: Emulators,
+) -> AsyncIterator[Callable[..., Any]]:
+    """`await make_provider(name, bad_auth=False, timeout_s=5)`: started, closed at teardown."""
+    started: list[Provider] = []
+
+    async def make(name: str, **kwargs: Any) -> Provider:
+        assert emulators.ports is not None
+        provider = create(name, settings_for(emulators.ports, **kwargs))
+        await provider.start()
+        started.append(provider)
+        return provider
+
+    yield make
+    for provider in started:
+        await provider.close()
