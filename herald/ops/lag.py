@@ -25,7 +25,7 @@ from herald.ops import kafkaio
 from herald.ops.settings import LagSection, OpsSettings
 from infra.settings import KafkaSettings
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("herald.ops.lag")  # not "__main__" when run with -m
 
 ERRORS = Counter("herald_lag_exporter_errors_total", "Failed lag refreshes")
 
@@ -180,11 +180,14 @@ class LagCollector(Collector):
     """Serves the latest snapshot; a group that went away disappears from the output."""
 
     def __init__(self) -> None:
+        self.partitions: list[PartitionLag] = []
         self.snapshot: list[TopicLag] = []
         self.updated_at = 0.0
 
-    def update(self, snapshot: list[TopicLag]) -> None:
-        self.snapshot, self.updated_at = snapshot, time.time()
+    def update(self, partitions: list[PartitionLag]) -> None:
+        now = time.time()
+        self.partitions, self.snapshot = partitions, by_topic(partitions, int(now * 1000))
+        self.updated_at = now
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         records = GaugeMetricFamily(
@@ -198,8 +201,24 @@ class LagCollector(Collector):
         for t in self.snapshot:
             records.add_metric([t.group, t.topic], t.records)
             seconds.add_metric([t.group, t.topic], t.seconds)
+        labels = ["group", "topic", "partition"]
+        p_records = GaugeMetricFamily(
+            "herald_consumer_partition_lag_records", "Unconsumed records", labels=labels
+        )
+        p_seconds = GaugeMetricFamily(
+            "herald_consumer_partition_lag_seconds",
+            "Age of the oldest unconsumed record",
+            labels=labels,
+        )
+        now_ms = int(self.updated_at * 1000)
+        for p in self.partitions:
+            key = [p.group, p.topic, str(p.partition)]
+            p_records.add_metric(key, p.records)
+            p_seconds.add_metric(key, p.seconds(now_ms))
         yield records
         yield seconds
+        yield p_records
+        yield p_seconds
         yield GaugeMetricFamily(
             "herald_lag_exporter_updated_timestamp_seconds",
             "When the lag figures were last refreshed",
@@ -222,8 +241,7 @@ def main() -> None:
         while True:
             started = time.monotonic()
             try:
-                parts = probe.measure()
-                collector.update(by_topic(parts, int(time.time() * 1000)))
+                collector.update(probe.measure())
             except KafkaException as exc:
                 ERRORS.inc()
                 log.warning("lag refresh failed (retrying): %s", exc)

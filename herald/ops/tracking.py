@@ -38,7 +38,7 @@ from schemas import codec
 from schemas.channels import Channel, Outcome
 from schemas.events import status_event
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("herald.ops.tracking")  # not "__main__" when run with -m
 
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 NO_STORE = {"Cache-Control": "no-store, no-cache, must-revalidate, private", "Pragma": "no-cache"}
