@@ -18,7 +18,6 @@ import faust
 from faust.types import TP
 from prometheus_client import start_http_server
 
-from infra.logging import configure_logging
 from infra.scheduling import ScheduleStore, run_releaser
 from processors import metrics
 from processors.invalidation import ChangeListener
@@ -37,6 +36,25 @@ def _headers(raw: Any) -> dict[str, bytes]:
         return {}
     items = raw.items() if isinstance(raw, Mapping) else raw
     return {str(k): bytes(v) if v is not None else b"" for k, v in items}
+
+
+def _logging_config(level: str) -> dict[str, Any]:
+    """The worker configures logging itself (dictConfig); make it ours: masked JSON."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "infra.logging.JsonFormatter", "service": "processor"}},
+        "filters": {"mask": {"()": "infra.logging.MaskingFilter"}},
+        "handlers": {
+            "default": {
+                "class": "logging.StreamHandler",
+                "formatter": "json",
+                "filters": ["mask"],
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "root": {"level": level.upper(), "handlers": ["default"]},
+    }
 
 
 def create_app(
@@ -58,6 +76,9 @@ def create_app(
         web_enabled=settings.web_port is not None,
         web_port=settings.web_port or 6066,
         producer_acks=-1,
+        # Our handler writes to stderr; redirected, every line would be logged twice.
+        worker_redirect_stdouts=False,
+        logging_config=_logging_config(settings.log_level),
     )
     requests = app.topic(
         settings.requested_topic,
@@ -108,8 +129,6 @@ def create_app(
 
     @app.task
     async def startup() -> None:
-        # Faust's worker installs its own log handlers; ours (masked JSON) replace them.
-        configure_logging("processor", settings.log_level)
         listener = ChangeListener(
             settings.kafka,
             settings.user_changes_topic,
