@@ -92,6 +92,8 @@ def processor_spec(run_id: str, index: int, extra_env: dict[str, str] | None = N
         env={
             "HERALD_APP_ID": processor_group(run_id),
             "HERALD_METRICS_PORT": str(metrics),
+            # Faust binds its web port even when its web views are off: never the default.
+            "HERALD_WEB_PORT": str(free_port()),
             **(extra_env or {}),
         },
     )
