@@ -2,8 +2,8 @@
 
 Offers STARTTLS when given a TLS context (AUTH then only after it), and AUTH PLAIN/LOGIN;
 with `auth_required`, mail from an unauthenticated session is refused (530). Faults act at
-RCPT time, in SMTP's own vocabulary: `unregistered` → 550 5.1.1, `throttle` → 451 4.7.1, `error` → the given status
-(default 451 4.3.0), `timeout` → no reply.
+RCPT time, in SMTP's own vocabulary: `unregistered` → 550 5.1.1, `throttle` → 451 4.7.1,
+`error` → the given status (default 451 4.3.0), `timeout` → no reply.
 """
 
 from __future__ import annotations

@@ -40,11 +40,11 @@ Mode = Literal["ok", "error", "throttle", "timeout", "slow", "unregistered"]
 class Fault(BaseModel):
     provider: str = "all"
     mode: Mode
-    rate: float = Field(1.0, ge=0.0, le=1.0)
+    rate: float = Field(default=1.0, ge=0.0, le=1.0)
     status: int | None = None
     retry_after: float = 1.0
     latency_ms: int = 0
-    count: int | None = Field(None, ge=0)
+    count: int | None = Field(default=None, ge=0)
     addresses: list[str] | None = None
 
     def applies(self, address: str, rng: random.Random) -> bool:

@@ -1,0 +1,126 @@
+"""SMTP and SendGrid providers: message shape and error mapping (no server)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import aiosmtplib
+import httpx
+import pytest
+
+from senders.providers.base import DeliveryError, Message
+from senders.providers.sendgrid import SendgridProvider, build_body
+from senders.providers.settings import SendgridSettings, SmtpSettings
+from senders.providers.smtp import build_email, map_error
+
+
+def msg(**kw: Any) -> Message:
+    base: dict[str, Any] = {
+        "delivery_id": "d-1",
+        "notification_id": "n-1",
+        "channel": "email",
+        "address": "ann@example.com",
+        "body": "plain",
+        "subject": "Receipt",
+        "html": "<p>rich</p>",
+    }
+    return Message(**{**base, **kw})
+
+
+def test_email_is_multipart_with_delivery_headers() -> None:
+    email = build_email(msg(), SmtpSettings(message_id_domain="mail.test"))
+    assert email["Message-ID"] == "<d-1@mail.test>"
+    assert email["X-Herald-Delivery-Id"] == "d-1"
+    assert email["Subject"] == "Receipt"
+    assert email.get_content_type() == "multipart/alternative"
+    parts = [p.get_content_type() for p in email.iter_parts()]
+    assert parts == ["text/plain", "text/html"]
+
+
+def test_text_only_email_has_one_part() -> None:
+    email = build_email(msg(html=None), SmtpSettings())
+    assert email.get_content_type() == "text/plain"
+
+
+def refused(code: int, text: str = "") -> aiosmtplib.SMTPRecipientsRefused:
+    return aiosmtplib.SMTPRecipientsRefused([aiosmtplib.SMTPRecipientRefused(code, text, "a@b.c")])
+
+
+@pytest.mark.parametrize(
+    ("exc", "retriable", "invalid"),
+    [
+        (refused(550, "5.1.1 user unknown"), False, True),
+        (refused(553), False, True),
+        (refused(554, "5.1.10 null MX"), False, True),
+        (refused(552, "5.2.2 mailbox full"), False, False),
+        (refused(450), True, False),
+        (refused(451, "4.7.1 rate limited"), True, False),
+        (aiosmtplib.SMTPDataError(554, "rejected"), False, False),
+        (aiosmtplib.SMTPDataError(451, "try later"), True, False),
+        (aiosmtplib.SMTPAuthenticationError(535, "bad credentials"), False, False),
+        (aiosmtplib.SMTPServerDisconnected("gone"), True, False),
+        (aiosmtplib.SMTPConnectError("refused"), True, False),
+        (aiosmtplib.SMTPTimeoutError("slow"), True, False),
+    ],
+)
+def test_smtp_error_mapping(exc: Exception, retriable: bool, invalid: bool) -> None:
+    err = map_error(exc)
+    assert (err.retriable, err.invalid_address) == (retriable, invalid)
+    assert "a@b.c" not in err.reason
+
+
+def test_sendgrid_body() -> None:
+    body = build_body(msg(), SendgridSettings(from_address="n@h.test", from_name="herald"))
+    assert body["personalizations"] == [
+        {
+            "to": [{"email": "ann@example.com"}],
+            "custom_args": {"delivery_id": "d-1", "notification_id": "n-1"},
+        }
+    ]
+    assert body["from"] == {"email": "n@h.test", "name": "herald"}
+    assert body["content"] == [
+        {"type": "text/plain", "value": "plain"},
+        {"type": "text/html", "value": "<p>rich</p>"},
+    ]
+    assert body["headers"] == {"X-Herald-Delivery-Id": "d-1"}
+
+
+async def sendgrid_failure(resp: httpx.Response) -> DeliveryError:
+    p = SendgridProvider(SendgridSettings())
+    await p.start()
+    assert p._client is not None
+    await p._client.aclose()
+    p._client = httpx.AsyncClient(
+        base_url="http://sg.test", transport=httpx.MockTransport(lambda r: resp)
+    )
+    with pytest.raises(DeliveryError) as err:
+        await p.send(msg())
+    return err.value
+
+
+@pytest.mark.parametrize(
+    ("status", "field", "retriable", "invalid"),
+    [
+        (400, "personalizations.0.to.0.email", False, True),
+        (400, "subject", False, False),
+        (401, None, False, False),
+        (413, None, False, False),
+        (500, None, True, False),
+    ],
+)
+async def test_sendgrid_error_mapping(
+    status: int, field: str | None, retriable: bool, invalid: bool
+) -> None:
+    err = await sendgrid_failure(
+        httpx.Response(status, content=json.dumps({"errors": [{"message": "x", "field": field}]}))
+    )
+    assert (err.retriable, err.invalid_address) == (retriable, invalid)
+
+
+async def test_sendgrid_429_waits_until_the_rate_limit_resets() -> None:
+    reset = int(time.time()) + 20
+    err = await sendgrid_failure(httpx.Response(429, headers={"X-RateLimit-Reset": str(reset)}))
+    assert err.retriable
+    assert err.retry_after == pytest.approx(20, abs=2)
