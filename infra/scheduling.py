@@ -101,8 +101,13 @@ class ScheduleStore:
         self._init_cursor = session.prepare(
             f"INSERT INTO {ks}.scheduler_cursor (scope, bucket) VALUES (?, ?) IF NOT EXISTS"
         )
-        self._set_cursor = session.prepare(
-            f"UPDATE {ks}.scheduler_cursor SET bucket = ? WHERE scope = ?"
+        # Both moves are conditional: a hold lowering the cursor and a releaser advancing
+        # it past that hold's bucket must not both win.
+        self._lower_cursor = session.prepare(
+            f"UPDATE {ks}.scheduler_cursor SET bucket = ? WHERE scope = ? IF bucket > ?"
+        )
+        self._advance_cursor = session.prepare(
+            f"UPDATE {ks}.scheduler_cursor SET bucket = ? WHERE scope = ? IF bucket = ?"
         )
 
     async def hold(
@@ -114,7 +119,9 @@ class ScheduleStore:
         """
         bucket = bucket_of(due_at_ms)
         now = datetime.now(UTC)
-        await aexecute(self._s, self._init_cursor, (self.scope, bucket))
+        init = await aexecute(self._s, self._init_cursor, (self.scope, bucket))
+        if not init[0]["[applied]"] and init[0]["bucket"] > bucket:
+            await aexecute(self._s, self._lower_cursor, (bucket, self.scope, bucket))
         for _ in range(5):
             rows = await aexecute(
                 self._s,
@@ -218,7 +225,7 @@ class ScheduleStore:
             else:
                 advancing = False
         if new_cursor != start:
-            await aexecute(self._s, self._set_cursor, (new_cursor, self.scope))
+            await aexecute(self._s, self._advance_cursor, (new_cursor, self.scope, start))
         return total
 
 

@@ -76,6 +76,9 @@ def create_app(
         web_enabled=settings.web_port is not None,
         web_port=settings.web_port or 6066,
         producer_acks=-1,
+        # A killed worker's partitions move on after this long, not the default minute.
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=max(settings.session_timeout_s / 4, 0.5),
         # Our handler writes to stderr; redirected, every line would be logged twice.
         worker_redirect_stdouts=False,
         logging_config=_logging_config(settings.log_level),

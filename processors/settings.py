@@ -58,6 +58,7 @@ class ProcessorSettings(BaseSettings):
     rate_caps: dict[str, RateCap] = Field(default_factory=_default_caps)
     scheduler_interval_s: float = 1.0
     cassandra_retry_max_s: float = 5.0
+    session_timeout_s: float = 10.0
 
     def resolved_datadir(self) -> Path:
         return self.datadir or Path(".run") / "processor" / str(os.getpid())

@@ -1,0 +1,250 @@
+"""Helpers: a real processor process on a private request topic, and a watcher of what it writes.
+
+Each module gets its own request, dead-letter and status topics and consumer group, so
+runs in parallel with other tests (or a demo) never see each other's requests. The
+channel topics are the shared ones: the watcher keeps only records of users it made.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cassandra.cluster import Session
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from herald.services import Service, ServiceSpec, free_port, python_module, start
+from infra import topics
+from infra.cassandra import connect
+from infra.settings import CassandraSettings
+from schemas import codec, ids
+from schemas.channels import Channel
+from schemas.events import now_ms
+
+KAFKA = "127.0.0.1:9092"
+PARTITIONS = 6
+LOG_DIR = Path(".run") / "test-logs" / "processors"
+
+
+def wait_for(pred: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def create_topics(names: list[str], partitions: int = PARTITIONS) -> None:
+    admin = AdminClient({"bootstrap.servers": KAFKA})
+    for fut in admin.create_topics([NewTopic(n, partitions, 1) for n in names]).values():
+        fut.result(timeout=30)
+
+
+@dataclass
+class Watcher:
+    """Reads the status, dead-letter and channel topics from now on, in a thread."""
+
+    status_topic: str
+    dlq_topic: str
+    users: set[str] = field(default_factory=set)
+    statuses: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    deliveries: dict[str, list[tuple[str, dict[str, Any]]]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    dead: list[tuple[bytes | None, bytes, dict[str, bytes]]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": KAFKA,
+                "group.id": f"test-watch-{uuid.uuid4().hex}",
+                "enable.auto.commit": False,
+            }
+        )
+        names = [self.status_topic, self.dlq_topic]
+        for ch in Channel:
+            names += [topics.channel_topic(ch), topics.channel_topic(ch, priority=True)]
+        meta = self._consumer.list_topics(timeout=10)
+        assignment = []
+        for name in names:
+            for p in meta.topics[name].partitions:
+                _low, high = self._consumer.get_watermark_offsets(
+                    TopicPartition(name, p), timeout=10
+                )
+                assignment.append(TopicPartition(name, p, high))
+        self._consumer.assign(assignment)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for msg in self._consumer.consume(500, timeout=0.2):
+                if msg.error():
+                    continue
+                topic, value = msg.topic(), msg.value()
+                with self.lock:
+                    if topic == self.dlq_topic:
+                        self.dead.append((msg.key(), value, dict(msg.headers() or [])))
+                    elif topic == self.status_topic:
+                        ev = codec.decode(value, codec.STATUS)
+                        self.statuses[ev["notification_id"]].append(ev)
+                    elif msg.key() is not None and msg.key().decode() in self.users:
+                        d = codec.decode(value, codec.DELIVERY)
+                        self.deliveries[d["notification_id"]].append((topic, d))
+
+    def outcomes(self, nid: str) -> list[tuple[str, str | None, str | None]]:
+        with self.lock:
+            return [(e["outcome"], e["reason"], e["channel"]) for e in self.statuses.get(nid, [])]
+
+    def delivered(self, nid: str) -> list[tuple[str, dict[str, Any]]]:
+        with self.lock:
+            return list(self.deliveries.get(nid, []))
+
+    def dead_letters(self, key: bytes) -> list[dict[str, bytes]]:
+        with self.lock:
+            return [h for k, _v, h in self.dead if k == key]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._consumer.close()
+
+
+@dataclass
+class Harness:
+    session: Session
+    producer: Producer
+    watcher: Watcher
+    topic: str
+    env: dict[str, str]
+    metrics_port: int
+    service: Service | None = None
+
+    def start(self) -> Service:
+        self.service = start(
+            ServiceSpec(
+                name=f"processor-{self.topic}",
+                argv=python_module("processors"),
+                ready_port=self.metrics_port,
+                env=self.env,
+            ),
+            LOG_DIR,
+            timeout=60,
+        )
+        return self.service
+
+    def stop(self) -> None:
+        if self.service is not None:
+            self.service.stop()
+            self.service = None
+
+    def kill(self) -> None:
+        if self.service is not None:
+            self.service.kill()
+            self.service = None
+
+    def user(
+        self,
+        *,
+        email: str | None = "user@example.com",
+        phone: str | None = "+15555550123",
+        devices: tuple[tuple[str, str], ...] = (),
+        locale: str | None = "en",
+        timezone: str = "UTC",
+        quiet: tuple[int, int] | None = None,
+        unsubscribed_all: bool = False,
+        opt_outs: tuple[tuple[str, str], ...] = (),
+    ) -> str:
+        uid = f"it-{uuid.uuid4().hex}"
+        self.session.execute(
+            "INSERT INTO users (user_id, email, phone, locale, timezone, quiet_start, quiet_end,"
+            " unsubscribed_all) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+            (uid, email, phone, locale, timezone, *(quiet or (None, None)), unsubscribed_all),
+        )
+        for device_id, platform in devices:
+            self.session.execute(
+                "INSERT INTO devices_by_user (user_id, device_id, platform, device_token)"
+                " VALUES (%s, %s, %s, %s)",
+                (uid, device_id, platform, f"token-{device_id}-{uuid.uuid4().hex}"),
+            )
+        for channel, category in opt_outs:
+            self.session.execute(
+                "INSERT INTO preferences (user_id, channel, category, opt_in)"
+                " VALUES (%s, %s, %s, false)",
+                (uid, channel, category),
+            )
+        with self.watcher.lock:
+            self.watcher.users.add(uid)
+        return uid
+
+    def request(self, user_id: str, **fields: Any) -> dict[str, Any]:
+        eid = fields.pop("event_id", None) or f"evt-{uuid.uuid4().hex}"
+        content = {
+            "push": {"title": "Hello", "subject": None, "body": "push body", "html": None},
+            "sms": {"title": None, "subject": None, "body": "sms body", "html": None},
+            "email": {"title": None, "subject": "Subj", "body": "text", "html": "<p>hi</p>"},
+        }
+        return {
+            "event_id": eid,
+            "notification_id": ids.notification_id(eid),
+            "source": "it",
+            "user_id": user_id,
+            "category": "transactional",
+            "content": content,
+            "created_at": now_ms(),
+            **fields,
+        }
+
+    def publish(self, req: dict[str, Any], headers: list[tuple[str, bytes]] | None = None) -> str:
+        self.publish_raw(req["user_id"].encode(), codec.encode(codec.REQUEST, req), headers=headers)
+        return str(req["notification_id"])
+
+    def publish_raw(
+        self, key: bytes, value: bytes, headers: list[tuple[str, bytes]] | None = None
+    ) -> None:
+        self.producer.produce(self.topic, value, key, headers=headers or [])
+        self.producer.flush(10)
+
+
+def make_harness(
+    extra_env: dict[str, str] | None = None,
+) -> Iterator[Harness]:
+    tag = uuid.uuid4().hex[:10]
+    topic = f"test.processor.{tag}.requested"
+    dlq, status = f"{topic}.dlq", f"test.processor.{tag}.status"
+    create_topics([topic])
+    create_topics([dlq, status], partitions=1)
+    metrics_port = free_port()
+    env = {
+        "HERALD_APP_ID": f"test-processor-{tag}",
+        "HERALD_REQUESTED_TOPIC": topic,
+        "HERALD_REQUESTED_DLQ_TOPIC": dlq,
+        "HERALD_STATUS_TOPIC": status,
+        "HERALD_METRICS_PORT": str(metrics_port),
+        "HERALD_DATADIR": str(Path(".run") / "test-processor" / tag),
+        "HERALD_SCHEDULER_INTERVAL_S": "0.2",
+        "HERALD_SESSION_TIMEOUT_S": "6",
+        **(extra_env or {}),
+    }
+    session = connect(CassandraSettings())
+    watcher = Watcher(status, dlq)
+    producer = Producer({"bootstrap.servers": KAFKA, "enable.idempotence": True, "linger.ms": 2})
+    harness = Harness(session, producer, watcher, topic, env, metrics_port)
+    try:
+        yield harness
+    finally:
+        harness.stop()
+        watcher.close()
+        producer.flush(5)
+        session.cluster.shutdown()
