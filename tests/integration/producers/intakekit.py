@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
@@ -41,14 +42,30 @@ def records_for(
     count: int,
     expect: str | None = None,
     timeout: float = 20.0,
+    until: Callable[[dict[str, Any]], bool] | None = None,
 ) -> list[dict[str, Any]]:
-    """Decoded records of one key produced to `topic` since a timestamp (up to `count`)."""
+    """Decoded records of one key produced to `topic` since a timestamp: `count` of them,
+    or up to and including the first for which `until` is true."""
     consumer = Consumer(KAFKA.consumer_config("test-intake", f"test-intake-{uuid.uuid4()}"))
     try:
         meta = consumer.list_topics(topic, timeout=10).topics[topic]
-        parts = [TopicPartition(topic, p, since_ms) for p in meta.partitions]
-        offsets = consumer.offsets_for_times(parts, timeout=10)
-        consumer.assign([tp for tp in offsets if tp.offset >= 0] or parts)
+        # High watermarks first: a partition with nothing since `since_ms` yet starts there,
+        # and whatever lands after this call is at or past it.
+        ends = {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in meta.partitions
+        }
+        found = consumer.offsets_for_times(
+            [TopicPartition(topic, p, since_ms) for p in meta.partitions], timeout=10
+        )
+        consumer.assign(
+            [
+                TopicPartition(
+                    topic, tp.partition, tp.offset if tp.offset >= 0 else ends[tp.partition]
+                )
+                for tp in found
+            ]
+        )
         out: list[dict[str, Any]] = []
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and len(out) < count:
@@ -57,6 +74,8 @@ def records_for(
                 continue
             if msg.key() == key.encode():
                 out.append(codec.decode(msg.value(), expect=expect))
+                if until is not None and until(out[-1]):
+                    break
         return out
     finally:
         consumer.close()
