@@ -10,9 +10,10 @@ in between replays the request, which produces the same records with the same id
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import faust
 from faust.types import TP
@@ -96,26 +97,51 @@ def create_app(
         schema=faust.Schema(key_serializer="json", value_serializer="json"),
     )
 
+    async def handle(event: faust.types.EventT) -> None:
+        msg = event.message
+        src = Source(msg.topic, msg.partition, msg.offset, msg.key, _headers(msg.headers))
+        raw = msg.value if isinstance(msg.value, bytes) else b""
+        for attempt in range(1, _MAX_ATTEMPTS + 1):
+            try:
+                await processor.handle(raw, src, rates)
+                return
+            except Exception as exc:
+                log.exception("request failed", extra={"attempt": attempt, "offset": msg.offset})
+                if attempt == _MAX_ATTEMPTS:
+                    await processor.dead_letter(raw, src, f"processing_error:{type(exc).__name__}")
+                else:
+                    await asyncio.sleep(0.2 * attempt)
+
     @app.agent(requests)
     async def process(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            msg = event.message
-            src = Source(msg.topic, msg.partition, msg.offset, msg.key, _headers(msg.headers))
-            raw = msg.value if isinstance(msg.value, bytes) else b""
-            for attempt in range(1, _MAX_ATTEMPTS + 1):
-                try:
-                    await processor.handle(raw, src, rates)
-                    break
-                except Exception as exc:
-                    log.exception(
-                        "request failed", extra={"attempt": attempt, "offset": msg.offset}
-                    )
-                    if attempt == _MAX_ATTEMPTS:
-                        await processor.dead_letter(
-                            raw, src, f"processing_error:{type(exc).__name__}"
-                        )
-                    else:
-                        await asyncio.sleep(0.2 * attempt)
+        """Requests of different users run concurrently, one user's strictly in order.
+
+        Events are acked by hand when done, in any order: Faust commits an offset only
+        once every earlier offset of the partition is acked, so a crash replays exactly
+        the unfinished ones.
+        """
+        manual = cast("faust.Stream[bytes]", stream).noack()
+        slots = asyncio.Semaphore(settings.max_in_flight)
+        last_of_user: dict[bytes | None, asyncio.Task[None]] = {}
+
+        async def run(event: faust.types.EventT, before: asyncio.Task[None] | None) -> None:
+            if before is not None:
+                await asyncio.wait([before])
+            await handle(event)
+            await manual.ack(event)
+
+        def done(key: bytes | None, task: asyncio.Task[None]) -> None:
+            slots.release()
+            if last_of_user.get(key) is task:
+                del last_of_user[key]
+
+        async for event in manual.events():
+            await slots.acquire()
+            key = event.message.key
+            # The task copies this context, so the table sees it as the current event.
+            task = asyncio.create_task(run(event, last_of_user.get(key)))
+            last_of_user[key] = task
+            task.add_done_callback(functools.partial(done, key))
 
     def leads_releases() -> bool:
         # One releaser per group: whoever owns partition 0 of the request topic.

@@ -59,6 +59,8 @@ class ProcessorSettings(BaseSettings):
     scheduler_interval_s: float = 1.0
     cassandra_retry_max_s: float = 5.0
     session_timeout_s: float = 10.0
+    # Requests processed at once (different users; one user's stay in order).
+    max_in_flight: int = 256
 
     def resolved_datadir(self) -> Path:
         return self.datadir or Path(".run") / "processor" / str(os.getpid())
