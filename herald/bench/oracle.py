@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from cassandra.cluster import Session
 from confluent_kafka import Consumer, TopicPartition
 
 from infra import topics
@@ -76,6 +77,8 @@ class Verdict:
     rejected: dict[bytes, list[str]]
     receipts: Counter[str]  # delivery id → ledger entries
     problems: list[str]
+    # Sent by a sender outside the run (ledger owner), so absent from this run's emulator.
+    foreign: list[str] = field(default_factory=list)
 
     @property
     def counts(self) -> Counter[str]:
@@ -89,6 +92,8 @@ class Verdict:
 
     def summary(self) -> str:
         head = ", ".join(f"{k}={v}" for k, v in sorted(self.counts.items()))
+        if self.foreign:
+            head += f" ({len(self.foreign)} sent by a sender outside this run)"
         if not self.problems:
             return f"ok: {head}"
         more = f" (+{len(self.problems) - 20} more)" if len(self.problems) > 20 else ""
@@ -98,9 +103,23 @@ class Verdict:
 class Oracle:
     """Watches the status, channel and dead-letter topics from the moment it is created."""
 
-    def __init__(self, kafka: KafkaSettings, control_url: str) -> None:
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        control_url: str,
+        *,
+        session: Session | None = None,
+        instance_prefix: str | None = None,
+    ) -> None:
+        """With `session` and `instance_prefix` (the run's sender instance ids), a delivery
+        reported sent but absent from this run's emulator is looked up in the delivery
+        ledger: claimed by a sender outside the run (another herald on the same broker), it
+        counts as delivered elsewhere instead of lost."""
         self.kafka = kafka
         self.control_url = control_url
+        self.session = session
+        self.instance_prefix = instance_prefix
+        self._owners: dict[str, str | None] = {}
         self.seen = Seen()
         self._lock = threading.Lock()
         self._expected: dict[str, dict[str, Any]] = {}  # notification id → request
@@ -200,6 +219,7 @@ class Oracle:
 
     def _judge(self, receipts: Counter[str], final: bool) -> Verdict:
         problems: list[str] = []
+        foreign: list[str] = []
         fates: dict[str, RequestFate] = {}
         s = self.seen
         for nid in self._expected:
@@ -220,6 +240,9 @@ class Oracle:
                     per_delivery[did] = Outcome.SENT
                     if receipts[did] > 1:
                         problems.append(f"doubled: delivery {did} received {receipts[did]}x")
+                elif Outcome.SENT in ends and self._foreign(did):
+                    per_delivery[did] = Outcome.SENT
+                    foreign.append(did)
                 elif Outcome.SENT in ends:
                     per_delivery[did] = "sent_not_received"
                     problems.append(f"lost: delivery {did} reported sent, not in the ledger")
@@ -273,7 +296,22 @@ class Oracle:
             # Other runs may share the emulator: only this run's deliveries are judged.
             Counter({d: n for d, n in receipts.items() if d in s.fanned}),
             problems,
+            foreign,
         )
+
+    def _foreign(self, delivery_id: str) -> bool:
+        if self.session is None or self.instance_prefix is None:
+            return False
+        if delivery_id not in self._owners:
+            row = self.session.execute(
+                "SELECT owner, state FROM herald.deliveries WHERE delivery_id = %s",
+                (delivery_id,),
+            ).one()
+            if not row or row["state"] != "sent":
+                return False  # not settled yet: ask again next time
+            self._owners[delivery_id] = row["owner"]
+        owner = self._owners[delivery_id]
+        return owner is not None and not owner.startswith(self.instance_prefix)
 
     def fanout_counts(self, notification_ids: Iterable[str]) -> dict[str, int]:
         """Channel-topic records seen per delivery of these notifications (replays add)."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import httpx
@@ -186,6 +186,7 @@ class Pipeline:
     ports: Ports = field(default_factory=Ports.pick)
     services: dict[str, Service] = field(default_factory=dict)
     specs: dict[str, ServiceSpec] = field(default_factory=dict)
+    _starts: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         groups = {processor_group(self.run_id): processor_topics()}
@@ -198,8 +199,17 @@ class Pipeline:
     def control_url(self) -> str:
         return self.ports.control_url
 
+    @property
+    def instance_prefix(self) -> str:
+        """Every sender of this run writes claims as `<run id>.<name>.<start>`."""
+        return f"{self.run_id}."
+
     def _start(self, spec: ServiceSpec) -> Service:
         self.specs[spec.name] = spec
+        self._starts[spec.name] = self._starts.get(spec.name, 0) + 1
+        if spec.name.startswith("senders"):
+            instance = f"{self.instance_prefix}{spec.name}.{self._starts[spec.name]}"
+            spec = replace(spec, env={**spec.env, "HERALD_INSTANCE_ID": instance})
         svc = start(spec, self.log_dir, timeout=90)
         self.services[spec.name] = svc
         return svc

@@ -58,9 +58,11 @@ def pipeline(kafka: KafkaSettings, request: pytest.FixtureRequest) -> Iterator[P
 
 
 @pytest.fixture
-def oracle(kafka: KafkaSettings, pipeline: Pipeline) -> Iterator[Oracle]:
+def oracle(kafka: KafkaSettings, pipeline: Pipeline, session: Session) -> Iterator[Oracle]:
     pipeline.reset()
-    o = Oracle(kafka, pipeline.control_url)
+    o = Oracle(
+        kafka, pipeline.control_url, session=session, instance_prefix=pipeline.instance_prefix
+    )
     yield o
     o.stop()
 

@@ -6,6 +6,7 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from cassandra.cluster import Session
 
 from herald.bench import load
 from herald.bench.oracle import Oracle
@@ -38,9 +39,14 @@ def publish_in_background(
 
 
 def test_sender_sigkill_mid_batch_then_restart(
-    own_pipeline: Pipeline, users: list[load.User], publisher: Publisher
+    own_pipeline: Pipeline, users: list[load.User], publisher: Publisher, session: Session
 ) -> None:
-    oracle = Oracle(own_pipeline.kafka, own_pipeline.control_url)
+    oracle = Oracle(
+        own_pipeline.kafka,
+        own_pipeline.control_url,
+        session=session,
+        instance_prefix=own_pipeline.instance_prefix,
+    )
     try:
         requests = mixed_requests(users, 240)
         oracle.expect(requests)
@@ -57,9 +63,14 @@ def test_sender_sigkill_mid_batch_then_restart(
 
 
 def test_two_senders_rebalance_mid_run(
-    own_pipeline: Pipeline, users: list[load.User], publisher: Publisher
+    own_pipeline: Pipeline, users: list[load.User], publisher: Publisher, session: Session
 ) -> None:
-    oracle = Oracle(own_pipeline.kafka, own_pipeline.control_url)
+    oracle = Oracle(
+        own_pipeline.kafka,
+        own_pipeline.control_url,
+        session=session,
+        instance_prefix=own_pipeline.instance_prefix,
+    )
     try:
         requests = mixed_requests(users, 240)
         oracle.expect(requests)

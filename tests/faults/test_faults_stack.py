@@ -11,6 +11,7 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from cassandra.cluster import Session
 
 from herald.bench import load
 from herald.bench.oracle import Oracle
@@ -30,9 +31,18 @@ def own_pipeline(kafka: KafkaSettings) -> Iterator[Pipeline]:
 
 @pytest.mark.parametrize("component", ["kafka", "cassandra"])
 def test_restart_under_load(
-    component: str, own_pipeline: Pipeline, users: list[load.User], kafka: KafkaSettings
+    component: str,
+    own_pipeline: Pipeline,
+    users: list[load.User],
+    kafka: KafkaSettings,
+    session: Session,
 ) -> None:
-    oracle = Oracle(kafka, own_pipeline.control_url)
+    oracle = Oracle(
+        kafka,
+        own_pipeline.control_url,
+        session=session,
+        instance_prefix=own_pipeline.instance_prefix,
+    )
     publisher = Publisher(kafka)
     try:
         requests = mixed_requests(users, 200)
