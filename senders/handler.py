@@ -376,7 +376,7 @@ class DeliveryHandler:
             log.warning("claim lost before the outcome was recorded", extra={"delivery_id": did})
             return self._count(d, provider, LOST)
         row = _row(outcome, attempt)
-        await self._publish(d, row, consumed_from or d["channel"], not_before_ms)
+        await self._publish(d, row, consumed_from, not_before_ms)
         return self._count(d, outcome.provider or provider, outcome.state)
 
     async def _publish(
@@ -411,6 +411,7 @@ class DeliveryHandler:
         not_before_ms: int | None,
     ) -> list[status.Record]:
         state, attempt = row.state, row.attempt
+        prefix = self.settings.topic_prefix
 
         def event(outcome: StatusOutcome, reason: str | None = None) -> status.Record:
             return status.status(
@@ -420,6 +421,7 @@ class DeliveryHandler:
                 reason=reason,
                 provider=row.provider,
                 provider_message_id=row.provider_message_id,
+                prefix=prefix,
             )
 
         if state == State.SENT:
@@ -439,6 +441,7 @@ class DeliveryHandler:
                     consumed_from=consumed_from,
                     first_error=row.first_error,
                     last_error=row.last_error,
+                    prefix=prefix,
                 ),
                 event(StatusOutcome.DEAD_LETTERED, row.reason),
             ]
@@ -452,6 +455,7 @@ class DeliveryHandler:
                     tier=attempt,
                     not_before_ms=not_before_ms,
                     last_error=row.last_error or "-",
+                    prefix=prefix,
                 ),
                 status.status(
                     d,
@@ -459,6 +463,7 @@ class DeliveryHandler:
                     attempt=attempt + 1,
                     reason=row.last_error,
                     provider=row.provider,
+                    prefix=prefix,
                 ),
             ]
         raise ValueError(f"no records for state {state}")

@@ -52,15 +52,16 @@ class LaneSpec:
     reserve: int = 0  # in-flight slots this lane leaves to others
 
 
-def lanes_for(channel: Channel, max_in_flight: int) -> list[LaneSpec]:
+def lanes_for(channel: Channel, max_in_flight: int, prefix: str = "") -> list[LaneSpec]:
     reserve = max(1, max_in_flight // 8) if max_in_flight > 1 else 0
+    tiers = range(1, topics.RETRY_TIERS + 1)
     return [
-        LaneSpec(channel, "main", [topics.channel_topic(channel)], reserve=reserve),
-        LaneSpec(channel, "priority", [topics.channel_topic(channel, priority=True)]),
+        LaneSpec(channel, "main", [prefix + topics.channel_topic(channel)], reserve=reserve),
+        LaneSpec(channel, "priority", [prefix + topics.channel_topic(channel, priority=True)]),
         LaneSpec(
             channel,
             "retry",
-            [topics.retry_topic(channel, t) for t in range(1, topics.RETRY_TIERS + 1)],
+            [prefix + topics.retry_topic(channel, t) for t in tiers],
             delayed=True,
         ),
     ]
@@ -303,7 +304,7 @@ class Lane:
         headers = status.dead_letter_headers(reason=reason, attempts=0, original_topic=topic)
         log.error("undecodable record dead-lettered", extra={"topic": topic, "reason": reason})
         await self.publisher.produce(
-            topics.dlq_topic(self.spec.channel),
+            self.settings.topic_prefix + topics.dlq_topic(self.spec.channel),
             msg.value() or b"",
             key=msg.key(),
             headers=headers,
@@ -358,7 +359,7 @@ class SenderRuntime:
                 stopping=self.stopping,
             )
             for ch in channels
-            for spec in lanes_for(ch, settings.max_in_flight)
+            for spec in lanes_for(ch, settings.max_in_flight, settings.topic_prefix)
         ]
 
     def stop(self) -> None:

@@ -29,6 +29,7 @@ def status(
     reason: str | None = None,
     provider: str | None = None,
     provider_message_id: str | None = None,
+    prefix: str = "",
 ) -> Record:
     event = status_event(
         notification_id=delivery["notification_id"],
@@ -47,22 +48,24 @@ def status(
         requested_at=delivery.get("requested_at"),
     )
     return Record(
-        topics.STATUS,
+        prefix + topics.STATUS,
         delivery["notification_id"].encode(),
         codec.encode(codec.STATUS, event),
     )
 
 
-def origin_topic(delivery: dict[str, Any], consumed_from: str) -> str:
+def origin_topic(delivery: dict[str, Any], consumed_from: str, prefix: str = "") -> str:
     """The channel topic a record came in on, before any retry tier (where a redrive goes)."""
     if ".retry." in consumed_from or consumed_from.endswith(".dlq"):
-        return topics.channel_topic(
+        return prefix + topics.channel_topic(
             delivery["channel"], priority=delivery.get("priority") == "high"
         )
     return consumed_from
 
 
-def retry(delivery: dict[str, Any], *, tier: int, not_before_ms: int, last_error: str) -> Record:
+def retry(
+    delivery: dict[str, Any], *, tier: int, not_before_ms: int, last_error: str, prefix: str = ""
+) -> Record:
     value = {
         **delivery,
         "attempt": delivery["attempt"] + 1,
@@ -70,7 +73,7 @@ def retry(delivery: dict[str, Any], *, tier: int, not_before_ms: int, last_error
         "last_error": last_error,
     }
     return Record(
-        topics.retry_topic(delivery["channel"], tier),
+        prefix + topics.retry_topic(delivery["channel"], tier),
         delivery["user_id"].encode(),
         codec.encode(codec.DELIVERY, value),
     )
@@ -83,17 +86,18 @@ def dead_letter(
     consumed_from: str,
     first_error: str | None,
     last_error: str | None,
+    prefix: str = "",
 ) -> Record:
     value = {**delivery, "last_error": last_error}
     headers = dead_letter_headers(
         reason=reason,
         attempts=delivery["attempt"],
-        original_topic=origin_topic(delivery, consumed_from),
+        original_topic=origin_topic(delivery, consumed_from, prefix),
         first_error=first_error,
         last_error=last_error,
     )
     return Record(
-        topics.dlq_topic(delivery["channel"]),
+        prefix + topics.dlq_topic(delivery["channel"]),
         delivery["user_id"].encode(),
         codec.encode(codec.DELIVERY, value),
         headers,

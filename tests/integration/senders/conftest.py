@@ -33,7 +33,8 @@ class TopicTap:
             }
         )
         parts = []
-        for topic in topics:
+        for name in topics:
+            topic = PREFIX + name
             meta = self._consumer.list_topics(topic, timeout=10).topics[topic]
             for p in meta.partitions:
                 _, high = self._consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
@@ -53,7 +54,8 @@ class TopicTap:
             except codec.DecodeError:
                 value = None
             headers = {k: v for k, v in (msg.headers() or []) if isinstance(v, bytes)}
-            self.messages.append((msg.topic() or "", msg.key(), headers, value))
+            topic = (msg.topic() or "").removeprefix(PREFIX)
+            self.messages.append((topic, msg.key(), headers, value))
 
     def where(
         self, **match: Any
@@ -70,14 +72,16 @@ class TopicTap:
         self._consumer.close()
 
 
-def wait_for(check: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
+def wait_for(
+    check: Callable[[], Any], timeout: float = 20.0, what: str | Callable[[], str] = "condition"
+) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         result = check()
         if result:
             return result
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
+            raise AssertionError(f"timed out waiting for {what() if callable(what) else what}")
         time.sleep(0.05)
 
 
@@ -102,6 +106,49 @@ def make_delivery(channel: str, **over: Any) -> dict[str, Any]:
     return d
 
 
+# Every sender test runs on its own copy of the topics (the sender's `topic_prefix`), so a
+# demo or an end-to-end run consuming the real topics on the same broker never steals its
+# records, and it never steals theirs. Created once, kept (topics are never deleted).
+PREFIX = "test-senders."
+CHANNELS = ("sms", "push.ios", "email")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def sender_topics() -> None:
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from infra import topics
+
+    wanted = [
+        spec
+        for spec in topics.all_topics()
+        if spec.name == topics.STATUS
+        or any(f"notifications.{c}." in spec.name + "." for c in CHANNELS)
+    ]
+    admin = AdminClient({"bootstrap.servers": KAFKA})
+    existing = set(admin.list_topics(timeout=10).topics)
+    missing = [s for s in wanted if PREFIX + s.name not in existing]
+    if missing:
+        futures = admin.create_topics(
+            [
+                NewTopic(PREFIX + s.name, s.partitions, s.replication, config=s.config())
+                for s in missing
+            ]
+        )
+        for fut in futures.values():
+            try:
+                fut.result()
+            except KafkaException as exc:
+                if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                    raise
+        wait_for(
+            lambda: all(PREFIX + s.name in admin.list_topics(timeout=10).topics for s in missing),
+            30,
+            "test topics",
+        )
+
+
 @pytest.fixture(scope="session")
 def kafka_producer() -> Iterator[Producer]:
     producer = Producer(KafkaSettings(bootstrap_servers=KAFKA).producer_config("test-senders"))
@@ -113,7 +160,7 @@ def kafka_producer() -> Iterator[Producer]:
 def produce(kafka_producer: Producer) -> Callable[[str, dict[str, Any]], None]:
     def _produce(topic: str, delivery: dict[str, Any]) -> None:
         kafka_producer.produce(
-            topic, codec.encode(codec.DELIVERY, delivery), delivery["user_id"].encode()
+            PREFIX + topic, codec.encode(codec.DELIVERY, delivery), delivery["user_id"].encode()
         )
         kafka_producer.flush(10)
 

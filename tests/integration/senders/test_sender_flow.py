@@ -16,7 +16,7 @@ from senders.runtime import SenderRuntime
 from senders.service import sender
 from senders.settings import SenderSettings
 from tests.conftest import CASSANDRA_PORT, KAFKA
-from tests.integration.senders.conftest import make_delivery, wait_for
+from tests.integration.senders.conftest import PREFIX, make_delivery, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
@@ -52,6 +52,7 @@ async def gated() -> AsyncIterator[tuple[SenderRuntime, Gated]]:
         cassandra=CassandraSettings(port=CASSANDRA_PORT),
         group_prefix=f"test-sender-flow-{uuid.uuid4().hex[:8]}",
         start_at="latest",
+        topic_prefix=PREFIX,
         session_timeout_ms=6000,
         max_in_flight=MAX_IN_FLIGHT,
         metrics_enabled=False,
@@ -90,6 +91,14 @@ async def test_in_flight_is_bounded_and_priority_overtakes_the_backlog(
 
     smtp.gate.set()
     wanted = {d["delivery_id"] for d in backlog} | {urgent["delivery_id"]}
-    await asyncio.to_thread(wait_for, lambda: wanted <= set(smtp.sent), 30, "all sent")
+    await asyncio.to_thread(
+        wait_for,
+        lambda: wanted <= set(smtp.sent),
+        30,
+        lambda: (
+            f"all sent (missing {len(wanted - set(smtp.sent))}, in flight {rt.slots.used}, "
+            f"paused {[(lane.spec.name, lane._full_paused) for lane in rt.lanes]})"
+        ),
+    )
     assert smtp.peak <= MAX_IN_FLIGHT
     assert len(smtp.sent) == len(set(smtp.sent))

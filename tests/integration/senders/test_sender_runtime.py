@@ -24,7 +24,7 @@ from senders.runtime import SenderRuntime
 from senders.service import sender
 from senders.settings import BreakerSettings, RetrySettings, SenderSettings
 from tests.conftest import CASSANDRA_PORT, KAFKA
-from tests.integration.senders.conftest import TopicTap, make_delivery, wait_for
+from tests.integration.senders.conftest import PREFIX, TopicTap, make_delivery, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
@@ -64,8 +64,8 @@ class Harness:
         handler: DeliveryHandler = runtime.handler
         original = handler.handle
 
-        async def recording(delivery: dict[str, Any], consumed_from: str) -> str:
-            out = await original(delivery, consumed_from)
+        async def recording(delivery: dict[str, Any], consumed_from: str, **kw: Any) -> str:
+            out = await original(delivery, consumed_from, **kw)
             self.results[delivery["delivery_id"]].append(out)
             return out
 
@@ -79,6 +79,7 @@ async def harness() -> AsyncIterator[Harness]:
         cassandra=CassandraSettings(port=CASSANDRA_PORT),
         group_prefix=f"test-sender-{uuid.uuid4().hex[:8]}",
         start_at="latest",
+        topic_prefix=PREFIX,
         retry=RetrySettings(delays_s=[0.3, 0.3], claim_stale_after_s=3),
         breaker=BreakerSettings(failure_threshold=1000),
         session_timeout_ms=6000,
@@ -212,7 +213,7 @@ async def test_exhausted_retries_go_to_the_dlq_with_reason_headers(
     assert headers["herald.attempts"] == b"3"
     assert headers["herald.first_error"] == b"apns:503"
     assert headers["herald.last_error"] == b"apns:503"
-    assert headers["herald.original_topic"] == b"notifications.push.ios"
+    assert headers["herald.original_topic"] == (PREFIX + "notifications.push.ios").encode()
     assert int(headers["herald.failed_at"]) > 0
     assert value["attempt"] == 3
     assert harness.p["apns"].calls[did] == 3
