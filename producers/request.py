@@ -29,7 +29,9 @@ _NAME = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
 
 
 def _now() -> datetime:
-    return datetime.now(UTC)
+    now = datetime.now(UTC)
+    # Avro timestamps are milliseconds: a request read back equals the one written.
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
 def to_millis(value: datetime | None) -> int | None:
