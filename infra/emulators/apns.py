@@ -106,6 +106,9 @@ def app(state: EmulatorState, keys: list[SigningKey]) -> Starlette:
     by_id = {k.key_id: k for k in keys}
 
     async def push(request: Request) -> Response:
+        # Read the whole stream first: an answer before the body is consumed leaves hypercorn's
+        # HTTP/2 flow control stuck and breaks the connection for the next request.
+        raw = await request.body()
         if request.scope.get("http_version") != "2":
             return _reason(505, "HTTP/2 required")
         key, refused = _check_token(request, by_id)
@@ -137,7 +140,6 @@ def app(state: EmulatorState, keys: list[SigningKey]) -> Starlette:
             return _reason(400, "BadCollapseId")
         if not _DEVICE_TOKEN.match(device):
             return _reason(400, "BadDeviceToken")
-        raw = await request.body()
         if not raw:
             return _reason(400, "PayloadEmpty")
         if len(raw) > MAX_PAYLOAD:

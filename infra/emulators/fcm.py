@@ -143,6 +143,7 @@ def app(state: EmulatorState, accounts: list[ServiceAccount]) -> Starlette:
         )
 
     async def send(request: Request) -> Response:
+        await request.body()  # consumed before any answer, so the connection stays usable
         project = request.path_params["project"]
         auth = request.headers.get("authorization", "")
         granted = access_tokens.get(auth[7:]) if auth.lower().startswith("bearer ") else None

@@ -58,6 +58,7 @@ def _shape_error(body: dict[str, Any]) -> tuple[str, str] | None:
 
 def app(state: EmulatorState, api_keys: set[str]) -> Starlette:
     async def mail_send(request: Request) -> Response:
+        await request.body()  # consumed before any answer, so the connection stays usable
         auth = request.headers.get("authorization", "")
         if not auth.startswith("Bearer ") or auth[7:] not in api_keys:
             return sendgrid_error(

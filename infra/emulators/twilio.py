@@ -53,6 +53,7 @@ def app(state: EmulatorState, accounts: dict[str, str]) -> Starlette:
     """`accounts`: account SID → auth token."""
 
     async def create_message(request: Request) -> Response:
+        await request.body()  # consumed before any answer, so the connection stays usable
         sid = request.path_params["sid"]
         creds = _basic_auth(request)
         if creds is None or creds[0] != sid or accounts.get(sid) != creds[1]:
