@@ -236,7 +236,7 @@ class DeliveryHandler:
         )
         final = _row(outcome, row.attempt)
         await self._publish(d, final, consumed_from)
-        return self._count(d, row.provider, final.state)
+        return self._count(d, row.provider, final.state, final.reason)
 
     # -- sending -------------------------------------------------------------------------
 
@@ -377,7 +377,7 @@ class DeliveryHandler:
             return self._count(d, provider, LOST)
         row = _row(outcome, attempt)
         await self._publish(d, row, consumed_from, not_before_ms)
-        return self._count(d, outcome.provider or provider, outcome.state)
+        return self._count(d, outcome.provider or provider, outcome.state, outcome.reason)
 
     async def _publish(
         self,
@@ -470,10 +470,12 @@ class DeliveryHandler:
 
     # -- helpers -------------------------------------------------------------------------
 
-    def _count(self, d: dict[str, Any], provider: str | None, outcome: str) -> str:
+    def _count(
+        self, d: dict[str, Any], provider: str | None, outcome: str, reason: str | None = None
+    ) -> str:
         metrics.DELIVERIES.labels(d["channel"], provider or "-", outcome).inc()
         if outcome == State.DEAD_LETTERED:
-            metrics.DEAD_LETTERS.labels(d["channel"], "-").inc()
+            metrics.DEAD_LETTERS.labels(d["channel"], reason or "-").inc()
         return outcome
 
     async def _sleep(self, seconds: float) -> None:

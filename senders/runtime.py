@@ -245,6 +245,10 @@ class Lane:
             delivery: dict[str, Any] | None = codec.decode(value, expect=codec.DELIVERY)
         except codec.DecodeError as exc:
             delivery, reason = None, f"{UNDECODABLE}:{exc.reason}"
+        if delivery is not None and delivery.get("channel") != self.spec.channel:
+            # Routed by its own channel field it could reach a provider this topic never
+            # uses; it is a producer bug, not a delivery.
+            delivery, reason = None, "wrong_channel"
         if delivery is not None and self.spec.delayed:
             not_before = delivery.get("not_before")
             nb_ms = (
@@ -271,11 +275,7 @@ class Lane:
         task.add_done_callback(self._tasks[key].discard)
 
     async def _track(self, key: TP, offset: int, work: Any) -> None:
-        try:
-            finished = await work
-        except Stopping:
-            return
-        if finished:
+        if await work:
             self._offsets.finish(*key, offset)
 
     async def _process(self, delivery: dict[str, Any], topic: str, redriven: bool) -> bool:
@@ -300,16 +300,26 @@ class Lane:
                     delay = min(2 * delay, 5.0)
 
     async def _poison(self, msg: KafkaMessage, reason: str) -> bool:
+        """A record that is not a delivery of this channel: to the DLQ as is, for review."""
         topic = msg.topic() or ""
         headers = status.dead_letter_headers(reason=reason, attempts=0, original_topic=topic)
-        log.error("undecodable record dead-lettered", extra={"topic": topic, "reason": reason})
-        await self.publisher.produce(
-            self.settings.topic_prefix + topics.dlq_topic(self.spec.channel),
-            msg.value() or b"",
-            key=msg.key(),
-            headers=headers,
-        )
-        return True
+        log.error("unprocessable record dead-lettered", extra={"topic": topic, "reason": reason})
+        delay = 0.2
+        while True:
+            try:
+                await self.publisher.produce(
+                    self.settings.topic_prefix + topics.dlq_topic(self.spec.channel),
+                    msg.value() or b"",
+                    key=msg.key(),
+                    headers=headers,
+                )
+                return True
+            except Exception:
+                log.exception("dead letter not produced; retrying", extra={"topic": topic})
+                if self.stopping.is_set():
+                    return False
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, 5.0)
 
     async def _store(self) -> None:
         offsets = [o for o in self._offsets.to_store() if o[:2] in self._assigned]
@@ -370,7 +380,15 @@ class SenderRuntime:
         await asyncio.gather(*(lane.ready.wait() for lane in self.lanes))
 
     async def run(self) -> None:
-        await asyncio.gather(*(lane.run() for lane in self.lanes))
+        """Until `stop()`. A lane that fails stops the others gracefully, then re-raises:
+        the process exits non-zero and its partitions move to the other senders."""
+        tasks = [asyncio.create_task(lane.run(), name=lane._client) for lane in self.lanes]
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        failed = [t for t in done if t.exception() is not None]
+        if failed:
+            self.stop()
+            await asyncio.wait(tasks)
+            raise failed[0].exception()  # type: ignore[misc]
 
 
 def parse_channels(values: list[str]) -> list[Channel]:

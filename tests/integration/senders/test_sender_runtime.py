@@ -263,3 +263,21 @@ async def test_failing_primary_sms_uses_the_fallback_once(
     row = ledger(cassandra, did)
     assert row is not None and row["provider"] == "vonage" and row["attempt"] == 1
     assert (harness.p["twilio"].calls[did], harness.p["vonage"].calls[did]) == (1, 1)
+
+
+async def test_unprocessable_records_are_dead_lettered_as_they_are(
+    harness: Harness, tap: TopicTap, kafka_producer: Any, produce: Any
+) -> None:
+    marker = uuid.uuid4().hex.encode()
+    kafka_producer.produce(PREFIX + "notifications.sms", b"not avro " + marker, b"u-x")
+    kafka_producer.flush(10)
+    stray = make_delivery("email")  # an email delivery on the SMS topic
+    produce("notifications.sms", stray)
+
+    def letters() -> list[Any]:
+        return [m for m in tap.messages if m[0] == "notifications.sms.dlq"]
+
+    await until(lambda: len(letters()) >= 2, "two dead letters")
+    reasons = {m[2]["herald.reason"] for m in letters()}
+    assert {b"undecodable:bad_magic", b"wrong_channel"} <= reasons
+    assert harness.p["twilio"].calls[stray["delivery_id"]] == 0
