@@ -55,7 +55,7 @@ def test_replayed_window_sends_nothing_twice(
     cmd = [
         sys.executable,
         "-c",
-        "from herald.cli import main; main()",
+        "from herald.ops.cli import app; app()",
         "replay",
         "--topic",
         "requests",

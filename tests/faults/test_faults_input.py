@@ -23,7 +23,7 @@ NOT_DELIVERED = {"dropped", "dead_lettered", "failed"}
 
 def assert_refused(verdict: Verdict, request: dict[str, Any]) -> str:
     fate = verdict.fates[request["notification_id"]]
-    assert fate.outcome in NOT_DELIVERED, f"expected a refusal, got {fate}"
+    assert fate.outcome in NOT_DELIVERED, f"{request['channels']}: expected a refusal, got {fate}"
     assert fate.reason, f"refused without a reason: {fate}"
     return fate.reason
 
