@@ -41,7 +41,7 @@ from infra.cassandra import aexecute, connect
 from producers.clients import ApiClient, ClientStore
 from producers.contacts import UNSET, Directory
 from producers.openapi import openapi_document
-from producers.publisher import AsyncPublisher, PublishError
+from producers.publisher import AsyncPublisher, Prepared, PublishError
 from producers.request import NotificationRequest, parse_request
 from producers.schedules import RecurringStore
 from producers.settings import IntakeSettings
@@ -278,6 +278,7 @@ async def send_notifications(request: Request) -> Response:
     if key is not None and not 0 < len(key) <= 180:
         raise ApiError(400, "invalid", "1-180 characters", field="Idempotency-Key")
     requests: list[NotificationRequest] = []
+    prepared: list[Prepared] = []
     for i, item in enumerate(items):
         prefix = f"notifications[{i}]." if batch else ""
         defaults: dict[str, Any] = {"source": client.name}
@@ -305,7 +306,7 @@ async def send_notifications(request: Request) -> Response:
             )
         assert intake.publisher is not None
         try:
-            intake.publisher.prepare(req)
+            prepared.append(intake.publisher.prepare(req))
         except ValidationError as err:
             raise ValidationError(f"{prefix}{err.field}", err.message) from None
         if (
@@ -319,7 +320,7 @@ async def send_notifications(request: Request) -> Response:
         requests.append(req)
 
     assert intake.publisher is not None
-    results = await intake.publisher.publish_batch(requests)
+    results = await intake.publisher.publish_prepared(prepared)
     failed = [r for r in results if not r.ok]
     if failed:
         raise PublishError(failed[0].error or "not delivered", retriable=failed[0].retriable)

@@ -68,7 +68,9 @@ def _prefixed(err: ValidationError, index: int) -> ValidationError:
 
 
 @dataclass(frozen=True)
-class _Prepared:
+class Prepared:
+    """A validated, encoded request ready to produce."""
+
     event_id: str
     notification_id: str
     key: bytes
@@ -92,14 +94,14 @@ class _Base:
         self.codec = codec or avro.codec_for(self.kafka.schema_registry_url)
         self.producer = producer or Producer(self.kafka.producer_config(client))
 
-    def prepare(self, request: NotificationRequest) -> _Prepared:
+    def prepare(self, request: NotificationRequest) -> Prepared:
         """Validate and encode; raises `ValidationError` naming the field."""
         data = validate_request(request, max_payload_bytes=self.max_payload_bytes)
         if not isinstance(self.codec, avro.SingleObjectCodec):
             data = self.codec.encode(avro.REQUEST, request.to_avro(), topic=self.topic)
-        return _Prepared(request.event_id, request.notification_id, request.user_id.encode(), data)
+        return Prepared(request.event_id, request.notification_id, request.user_id.encode(), data)
 
-    def prepare_all(self, requests: Sequence[NotificationRequest]) -> list[_Prepared]:
+    def prepare_all(self, requests: Sequence[NotificationRequest]) -> list[Prepared]:
         """All or nothing: one invalid request rejects the batch (field `[i].<name>`)."""
         out = []
         for i, req in enumerate(requests):
@@ -127,7 +129,7 @@ class _Base:
                 self.producer.poll(0.05)
 
 
-def _result(p: _Prepared, err: KafkaError | None, msg: Message | None, topic: str) -> PublishResult:
+def _result(p: Prepared, err: KafkaError | None, msg: Message | None, topic: str) -> PublishResult:
     if err is not None:
         return PublishResult(
             p.event_id, p.notification_id, topic, error=err.str(), retriable=err.retriable()
@@ -169,7 +171,7 @@ class Publisher(_Base):
         return self._send(self.prepare_all(requests), headers, timeout)
 
     def _send(
-        self, prepared: list[_Prepared], headers: Headers | None, timeout: float
+        self, prepared: list[Prepared], headers: Headers | None, timeout: float
     ) -> list[PublishResult]:
         results: list[PublishResult | None] = [None] * len(prepared)
 
@@ -277,7 +279,12 @@ class AsyncPublisher(_Base):
     async def publish_batch(
         self, requests: Sequence[NotificationRequest], *, headers: Headers | None = None
     ) -> list[PublishResult]:
-        prepared = self.prepare_all(requests)
+        return await self.publish_prepared(self.prepare_all(requests), headers=headers)
+
+    async def publish_prepared(
+        self, prepared: Sequence[Prepared], *, headers: Headers | None = None
+    ) -> list[PublishResult]:
+        """Produce requests already checked by `prepare` (callers that validate early)."""
         futures = [self._submit(self.topic, p.key, p.value, headers) for p in prepared]
         reports = await asyncio.gather(*futures)
         return [
