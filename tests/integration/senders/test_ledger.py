@@ -1,0 +1,112 @@
+"""The ledger's lightweight transactions on the real Cassandra."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from cassandra.cluster import Session
+
+from infra.cassandra import connect
+from infra.settings import CassandraSettings
+from senders.ledger import CassandraLedger, Outcome, State
+from tests.conftest import CASSANDRA_PORT
+
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
+
+
+@pytest.fixture(scope="module")
+def session() -> Iterator[Session]:
+    s = connect(CassandraSettings(port=CASSANDRA_PORT))
+    yield s
+    s.cluster.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ledger(session: Session) -> CassandraLedger:
+    return CassandraLedger(session)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+async def test_exactly_one_of_many_concurrent_claims_wins(ledger: CassandraLedger) -> None:
+    did = new_id()
+    results = await asyncio.gather(
+        *(ledger.claim(did, "n", 1, f"owner-{i}", "twilio") for i in range(8))
+    )
+    winners = [r for r in results if r is None]
+    assert len(winners) == 1
+    losers = [r for r in results if r is not None]
+    assert {r.state for r in losers} == {"sending"}
+    assert len({r.owner for r in losers}) == 1  # everybody sees the same winner
+
+
+async def test_only_the_owner_finishes_and_the_row_records_it(ledger: CassandraLedger) -> None:
+    did = new_id()
+    assert await ledger.claim(did, "n", 1, "me", "twilio") is None
+    sent = Outcome(State.SENT, provider="vonage", provider_message_id="SM1")
+    assert not await ledger.finish(did, "someone-else", sent)
+    assert await ledger.finish(did, "me", sent)
+    assert not await ledger.finish(did, "me", sent)  # no longer `sending`
+    row = await ledger.read(did)
+    assert row is not None
+    assert (row.state, row.provider, row.provider_message_id, row.published) == (
+        "sent",
+        "vonage",
+        "SM1",
+        False,
+    )
+    await ledger.mark_published(did, State.SENT)
+    row = await ledger.read(did)
+    assert row is not None and row.published
+    again = await ledger.claim(did, "n", 1, "other", "twilio")
+    assert again is not None and again.state == "sent"
+
+
+async def test_next_attempt_claims_a_retrying_row_once(ledger: CassandraLedger) -> None:
+    did = new_id()
+    await ledger.claim(did, "n", 1, "a", "smtp")
+    assert await ledger.finish(
+        did, "a", Outcome(State.RETRYING, last_error="smtp:421", pinned_provider="smtp")
+    )
+    row = await ledger.claim(did, "n", 2, "b", "smtp")
+    assert row is not None and row.state == "retrying" and row.pinned_provider == "smtp"
+    assert await ledger.reclaim(did, 2, "b", "smtp", row)
+    assert not await ledger.reclaim(did, 2, "c", "smtp", row)  # the row moved on
+    now = await ledger.read(did)
+    assert now is not None and (now.state, now.attempt, now.owner) == ("sending", 2, "b")
+
+
+async def test_stale_claim_is_resolved_once(ledger: CassandraLedger) -> None:
+    did = new_id()
+    await ledger.claim(did, "n", 1, "dead", "twilio")
+    stale = await ledger.read(did)
+    assert stale is not None and stale.updated_at is not None
+    uncertain = Outcome(State.DEAD_LETTERED, reason="uncertain_after_crash")
+    results = await asyncio.gather(
+        *(ledger.resolve_stale(did, f"r{i}", stale, uncertain) for i in range(4))
+    )
+    assert results.count(True) == 1
+    # The dead owner, back from a pause, cannot overwrite the verdict.
+    assert not await ledger.finish(did, "dead", Outcome(State.SENT, provider="twilio"))
+
+
+async def test_device_is_deleted_only_while_it_has_the_rejected_token(
+    ledger: CassandraLedger, session: Session
+) -> None:
+    user, device = f"user-{uuid.uuid4()}", "dev-1"
+    session.execute(
+        "INSERT INTO devices_by_user (user_id, device_id, platform, device_token)"
+        " VALUES (%s, %s, 'ios', 'fresh-token')",
+        (user, device),
+    )
+    assert not await ledger.delete_device(user, device, "old-token")
+    assert await ledger.delete_device(user, device, "fresh-token")
+    left = session.execute(
+        "SELECT * FROM devices_by_user WHERE user_id = %s AND device_id = %s", (user, device)
+    ).one()
+    assert left is None
