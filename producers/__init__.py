@@ -4,6 +4,7 @@
 - `producers.request`: `NotificationRequest`, the model of the request record.
 - `producers.contacts`: `Directory`, users' contacts, devices and preferences.
 - `producers.api`: the authenticated HTTP send API (`python -m producers api`).
-- `producers.schedules`: recurring schedules and their firing loop (`python -m producers scheduler`).
+- `producers.schedules`: recurring schedules and their firing loop
+  (`python -m producers scheduler`).
 - `producers.cli`: the `herald send | users | schedules | api-clients | api | scheduler` commands.
 """
