@@ -399,7 +399,7 @@ class DeliveryHandler:
                 ),
                 self.ledger.log(d, row),
             )
-            await self.ledger.mark_published(d["delivery_id"], State(row.state))
+            await self.ledger.mark_published(d["delivery_id"])
 
         await self._durable(run)
 

@@ -101,7 +101,7 @@ class Ledger(Protocol):
     ) -> bool:
         """Take over the `sending` claim `expect` of a dead owner straight into `outcome`."""
 
-    async def mark_published(self, delivery_id: str, state: State) -> None:
+    async def mark_published(self, delivery_id: str) -> None:
         """The outcome's records are acknowledged by Kafka."""
 
     async def read(self, delivery_id: str) -> LedgerRow | None: ...
@@ -143,9 +143,7 @@ class CassandraLedger:
         )
         self._finish = prep(finish_set + " IF state = 'sending' AND owner = ?")
         self._resolve = prep(finish_set + " IF state = 'sending' AND owner = ? AND attempt = ?")
-        self._published = prep(
-            f"UPDATE {ks}.deliveries SET published = true WHERE delivery_id = ? IF state = ?"
-        )
+        self._published = prep(f"UPDATE {ks}.deliveries SET published = true WHERE delivery_id = ?")
         self._read = prep(f"SELECT * FROM {ks}.deliveries WHERE delivery_id = ?")
         self._read.consistency_level = ConsistencyLevel.SERIAL  # see in-progress LWTs
         self._log = prep(
@@ -210,10 +208,12 @@ class CassandraLedger:
         row = await self._lwt(self._resolve, (*params, expect.owner, expect.attempt))
         return bool(row["[applied]"])
 
-    async def mark_published(self, delivery_id: str, state: State) -> None:
-        # An LWT so that it orders after the transition it follows (mixing LWT and plain
-        # writes on one row is unsafe); a no-op if the row has moved on since.
-        await self._lwt(self._published, (delivery_id, state.value))
+    async def mark_published(self, delivery_id: str) -> None:
+        # A plain write, not an LWT: LWTs are the ledger's bottleneck (Paxos round trips).
+        # It touches only `published`, follows our own transition from the same client, and
+        # any later transition (an LWT) sets it back to false, so ordering is not at risk;
+        # at worst a lost flag means one more idempotent re-publish.
+        await aexecute(self._session, self._published, (delivery_id,))
 
     async def read(self, delivery_id: str) -> LedgerRow | None:
         rows = await aexecute(self._session, self._read, (delivery_id,))

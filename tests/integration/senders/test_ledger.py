@@ -60,7 +60,7 @@ async def test_only_the_owner_finishes_and_the_row_records_it(ledger: CassandraL
         "SM1",
         False,
     )
-    await ledger.mark_published(did, State.SENT)
+    await ledger.mark_published(did)
     row = await ledger.read(did)
     assert row is not None and row.published
     again = await ledger.claim(did, "n", 1, "other", "twilio")

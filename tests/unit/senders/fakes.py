@@ -97,10 +97,8 @@ class MemoryLedger:
         self._apply(delivery_id, owner, outcome)
         return True
 
-    async def mark_published(self, delivery_id: str, state: State) -> None:
-        row = self.rows[delivery_id]
-        if row.state == state:
-            self.rows[delivery_id] = dataclasses.replace(row, published=True)
+    async def mark_published(self, delivery_id: str) -> None:
+        self.rows[delivery_id] = dataclasses.replace(self.rows[delivery_id], published=True)
 
     async def read(self, delivery_id: str) -> LedgerRow | None:
         return self.rows.get(delivery_id)
