@@ -20,7 +20,7 @@ from infra.settings import CassandraSettings, KafkaSettings
 from producers.contacts import SyncDirectory
 from producers.publisher import AsyncPublisher, Publisher
 from producers.request import Content, NotificationRequest
-from schemas import codec
+from schemas import codec, ids
 
 pytestmark = pytest.mark.e2e
 
@@ -43,23 +43,40 @@ def session() -> Iterator[Session]:
     s.cluster.shutdown()
 
 
-def _user(session: Session, *, opt_out: tuple[str, str] | None) -> str:
+def _user(session: Session, *, opt_out: tuple[str, str] | None) -> tuple[str, str]:
+    """A user with an iPhone, a phone number and an email; returns (user id, device id)."""
     user_id = f"e2e-{uuid.uuid4().hex[:10]}"
     directory = SyncDirectory(session, AsyncPublisher(KafkaSettings()), hmac_key=b"e2e")
     try:
         directory.set_user(user_id, email=EMAIL, phone=PHONE, locale="en", timezone="UTC")
-        directory.register_device(user_id, platform="ios", token=APNS_TOKEN, app_id="e2e")
+        device_id = directory.register_device(
+            user_id, platform="ios", token=APNS_TOKEN, app_id="e2e"
+        )
         if opt_out:
             directory.set_preference(user_id, opt_out[0], opt_out[1], opt_in=False)
     finally:
         directory.close()
-    return user_id
+    return user_id, device_id
 
 
-def _wait(pipeline: Pipeline, consumer: Any, nid: str, want_ledger: int) -> tuple[list, list]:
+def _expected_ids(nid: str, device_id: str) -> dict[str, str]:
+    """Delivery ids are deterministic: the test knows them before anything is sent."""
+    return {
+        "push.ios": ids.delivery_id(nid, "push.ios", device_id),
+        "sms": ids.delivery_id(nid, "sms", "sms"),
+        "email": ids.delivery_id(nid, "email", "email"),
+    }
+
+
+def _wait(
+    pipeline: Pipeline, consumer: Any, nid: str, want: set[str], settle: float = 0.0
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Status events of `nid`, and this notification's emulator receipts by delivery id,
+    once every delivery id in `want` is both reported sent and received (then `settle` s)."""
     events: list[dict[str, Any]] = []
-    ledger: list[dict[str, Any]] = []
-    deadline = time.monotonic() + 60
+    mine: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + 90
+    done_at: float | None = None
     while time.monotonic() < deadline:
         msg = consumer.poll(0.5)
         if msg is not None and msg.error() is None and msg.value():
@@ -67,14 +84,17 @@ def _wait(pipeline: Pipeline, consumer: Any, nid: str, want_ledger: int) -> tupl
             if event["notification_id"] == nid:
                 events.append(event)
         ledger = httpx.get(f"{pipeline.control_url}/ledger", timeout=10).json()
-        sent = [e for e in events if e["outcome"] == "sent"]
-        if len(sent) >= want_ledger and len(ledger) >= want_ledger:
+        dids = {e["delivery_id"] for e in events if e["outcome"] == "sent"}
+        mine = {e["delivery_id"]: e for e in ledger if e["delivery_id"] in dids | want}
+        if done_at is None and want <= dids and want <= set(mine):
+            done_at = time.monotonic()
+        if done_at is not None and time.monotonic() - done_at >= settle:
             break
-    return events, ledger
+    return events, mine
 
 
 def test_one_request_reaches_push_sms_and_email(pipeline: Pipeline, session: Session) -> None:
-    user_id = _user(session, opt_out=None)
+    user_id, device_id = _user(session, opt_out=None)
     request = NotificationRequest(
         source="e2e",
         user_id=user_id,
@@ -92,10 +112,14 @@ def test_one_request_reaches_push_sms_and_email(pipeline: Pipeline, session: Ses
             publisher.publish(request)
         finally:
             publisher.close()
-        events, ledger = _wait(pipeline, consumer, request.notification_id, want_ledger=3)
+        expected = _expected_ids(request.notification_id, device_id)
+        events, received = _wait(
+            pipeline, consumer, request.notification_id, set(expected.values())
+        )
 
-    by_provider = {e["provider"]: e for e in ledger}
-    assert set(by_provider) == {"apns", "twilio", "smtp"}, ledger
+    assert set(received) == set(expected.values()), events
+    by_provider = {e["provider"]: e for e in received.values()}
+    assert set(by_provider) == {"apns", "twilio", "smtp"}
     assert by_provider["apns"]["address"] == APNS_TOKEN
     assert by_provider["apns"]["title"] == "Parcel"
     assert by_provider["apns"]["body"] == "Your parcel is out for delivery"
@@ -105,11 +129,11 @@ def test_one_request_reaches_push_sms_and_email(pipeline: Pipeline, session: Ses
     assert by_provider["smtp"]["subject"] == "Your parcel"
     sent = {e["channel"]: e for e in events if e["outcome"] == "sent"}
     assert set(sent) == {"push.ios", "sms", "email"}
-    assert {e["delivery_id"] for e in ledger} == {e["delivery_id"] for e in sent.values()}
+    assert {ch: e["delivery_id"] for ch, e in sent.items()} == expected
 
 
 def test_opted_out_channel_is_dropped_with_its_reason(pipeline: Pipeline, session: Session) -> None:
-    user_id = _user(session, opt_out=("sms", "marketing"))
+    user_id, device_id = _user(session, opt_out=("sms", "marketing"))
     request = NotificationRequest(
         source="e2e",
         user_id=user_id,
@@ -127,11 +151,13 @@ def test_opted_out_channel_is_dropped_with_its_reason(pipeline: Pipeline, sessio
             publisher.publish(request)
         finally:
             publisher.close()
-        events, ledger = _wait(pipeline, consumer, request.notification_id, want_ledger=2)
-    time.sleep(3)  # a wrongly fanned-out SMS would reach the emulator within this margin
-    ledger = httpx.get(f"{pipeline.control_url}/ledger", timeout=10).json()
+        expected = _expected_ids(request.notification_id, device_id)
+        wanted = {expected["push.ios"], expected["email"]}
+        # A wrongly fanned-out SMS would reach the emulator within the settle margin.
+        events, received = _wait(pipeline, consumer, request.notification_id, wanted, settle=3)
 
-    assert sorted(e["provider"] for e in ledger) == ["apns", "smtp"], ledger
+    assert set(received) == wanted, events
+    assert sorted(e["provider"] for e in received.values()) == ["apns", "smtp"]
     dropped = [e for e in events if e["outcome"] == "dropped"]
     assert [(e["channel"], e["reason"]) for e in dropped] == [("sms", "opted_out")]
     assert not [e for e in events if e["outcome"] == "sent" and e["channel"] == "sms"]
