@@ -29,6 +29,8 @@ from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 MAGIC = b"\xc3\x01"
 HEADER_LEN = 10
+CONFLUENT_MAGIC = b"\x00"
+CONFLUENT_HEADER_LEN = 5
 _FILE_RE = re.compile(r"^(?P<name>\w+)\.v(?P<version>\d+)\.avsc$")
 
 REQUEST = "herald.NotificationRequest"
@@ -117,6 +119,11 @@ def encode(fullname: str, record: dict[str, Any], *, version: int | None = None)
 
 def peek_schema(data: bytes) -> SchemaVersion:
     if len(data) < HEADER_LEN or data[:2] != MAGIC:
+        if len(data) > CONFLUENT_HEADER_LEN and data[:1] == CONFLUENT_MAGIC:
+            raise DecodeError(
+                "registry_encoded",
+                "Confluent wire format: read it with codec_for(kafka.schema_registry_url)",
+            )
         raise DecodeError("bad_magic", "not Avro single-object encoded (missing C3 01 header)")
     fp = data[2:HEADER_LEN]
     sv = registry().by_fingerprint.get(fp)
@@ -165,10 +172,6 @@ class SingleObjectCodec:
 
     def decode(self, data: bytes, expect: str | None = None) -> dict[str, Any]:
         return decode(data, expect)
-
-
-CONFLUENT_MAGIC = b"\x00"
-CONFLUENT_HEADER_LEN = 5
 
 
 class RegistryCodec:

@@ -121,3 +121,10 @@ def test_codec_for_defaults_to_single_object() -> None:
     data = codec.codec_for(None).encode(codec.REQUEST, _request(), topic="t")
     assert data[:2] == codec.MAGIC
     assert isinstance(codec.codec_for("http://registry.invalid:8081"), codec.RegistryCodec)
+
+
+def test_plain_decode_says_when_bytes_need_the_registry() -> None:
+    data = codec.RegistryCodec(FakeRegistry()).encode(codec.REQUEST, _request(), topic="t")
+    with pytest.raises(codec.DecodeError) as err:
+        codec.decode(data)
+    assert err.value.reason == "registry_encoded"
