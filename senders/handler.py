@@ -119,6 +119,8 @@ class DeliveryHandler:
             )
             for name in providers
         }
+        for name in providers:
+            metrics.BREAKER_STATE.labels(name).set(0)
         r = settings.rate_limits
         self.buckets = {
             name: TokenBucket(r.rate(name), max(1.0, r.rate(name) * r.burst_s))

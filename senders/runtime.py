@@ -203,9 +203,8 @@ class Lane:
                 await self._flow_control()
                 batch = max(1, min(500, self.slots.free(self.spec.reserve)))
                 messages = await self._call(self._consumer.consume, batch, 0.2)
-                held_now: set[TP] = set()
                 for msg in messages:
-                    await self._dispatch(msg, held_now)
+                    await self._dispatch(msg)
                 await self._store()
             await self._shutdown()
         finally:
@@ -229,7 +228,7 @@ class Lane:
                 await self._call(fn, parts)
             self._full_paused = full
 
-    async def _dispatch(self, msg: KafkaMessage, held_now: set[TP]) -> None:
+    async def _dispatch(self, msg: KafkaMessage) -> None:
         err = msg.error()
         if err is not None:
             if err.code() != KafkaError._PARTITION_EOF:
@@ -238,8 +237,8 @@ class Lane:
         topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
         assert topic is not None and partition is not None and offset is not None
         key = (topic, partition)
-        if key in held_now or key not in self._assigned:
-            return  # fetched again after the held record becomes due
+        if key in self._held or key not in self._assigned:
+            return  # a held partition is fetched again from the held record once it is due
         value = msg.value() or b""
         try:
             delivery: dict[str, Any] | None = codec.decode(value, expect=codec.DELIVERY)
@@ -257,7 +256,6 @@ class Lane:
                 else int(not_before.timestamp() * 1000)
             )
             if nb_ms is not None and nb_ms > now_ms():
-                held_now.add(key)
                 self._held[key] = nb_ms / 1000
                 tp = TopicPartition(topic, partition, offset)
                 await self._call(self._consumer.pause, [tp])
