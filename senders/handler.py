@@ -16,6 +16,7 @@ A crash between 2 and 3 is the one window no design closes; see `_resolve_stale`
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -164,7 +165,7 @@ class DeliveryHandler:
             row = await self.ledger.claim(did, d["notification_id"], attempt, self.owner, first)
             if row is None:
                 break
-            if redriven and row.state == State.DEAD_LETTERED and row.published:
+            if redriven and row.state == State.DEAD_LETTERED:
                 if await self.ledger.reclaim(did, attempt, self.owner, first, row):
                     pinned = row.pinned_provider
                     break
@@ -262,14 +263,19 @@ class DeliveryHandler:
         ambiguous: str | None = None
         exc: Exception
         for name in [pinned] if pinned else providers:
+            if name not in self.providers:  # pinned to a provider no longer configured
+                errors.append(f"{name}:not_configured")
+                continue
             breaker = self.breakers[name]
             if not breaker.allow():
                 errors.append(f"{name}:circuit_open")
                 continue
             if name != current:
                 # Recorded before the call, so a crash leaves the right provider in the row.
-                if not await self.ledger.set_provider(did, self.owner, name):
+                record = functools.partial(self.ledger.set_provider, did, self.owner, name)
+                if not await self._durable(record):
                     breaker.release()
+                    self._called.discard(did)
                     return self._count(d, name, LOST)
                 metrics.FAILOVERS.labels(channel, name).inc()
                 current = name

@@ -333,3 +333,28 @@ async def test_redrive_never_resends_a_sent_delivery() -> None:
     w.ledger.rows["d-1"] = LedgerRow(State.SENT, 1, published=True)
     assert await w.handler.handle(delivery(), "notifications.sms", redriven=True) == "duplicate"
     assert w.twilio.calls == 0
+
+
+async def test_pinned_provider_no_longer_configured_is_not_a_crash() -> None:
+    w = World()
+    w.ledger.rows["d-1"] = LedgerRow(State.RETRYING, 1, pinned_provider="gone")
+    assert await w.handle(delivery(attempt=2)) == State.RETRYING
+    assert w.twilio.calls == w.vonage.calls == 0
+    assert w.ledger.rows["d-1"].last_error == "gone:not_configured"
+
+
+async def test_failover_survives_a_ledger_hiccup() -> None:
+    w = World()
+    w.twilio.steps = [retriable("twilio:503")]
+    orig = w.ledger.set_provider
+    fails = {"n": 1}
+
+    async def flaky(*a: Any) -> bool:
+        if fails["n"]:
+            fails["n"] -= 1
+            raise ConnectionError("down")
+        return await orig(*a)
+
+    w.ledger.set_provider = flaky  # type: ignore[method-assign]
+    assert await w.handle(delivery()) == State.SENT
+    assert (w.twilio.calls, w.vonage.calls) == (1, 1)
