@@ -51,7 +51,9 @@ def main() -> None:
         scheduler=scheduler,
     )
     app = create_app(settings, processor, scheduler)
-    sys.argv = [sys.argv[0], "worker", "-l", settings.log_level.lower()]
+    level = settings.log_level.lower()
+    faust_level = {"warning": "warn", "critical": "crit"}.get(level, level)
+    sys.argv = [sys.argv[0], "worker", "-l", faust_level]
     try:
         app.main()
     finally:

@@ -53,6 +53,10 @@ class Source:
     key: bytes | None
     headers: Mapping[str, bytes]
 
+    @property
+    def position(self) -> str:
+        return f"{self.topic}:{self.partition}:{self.offset}"
+
 
 class DedupStore:
     """`herald.processed_requests`: event id → done | deferred, kept 7 days (table TTL)."""
@@ -60,24 +64,27 @@ class DedupStore:
     def __init__(self, session: Session, max_backoff_s: float) -> None:
         self._s = session
         self._backoff = max_backoff_s
-        self._get = session.prepare("SELECT state FROM processed_requests WHERE event_id = ?")
+        self._get = session.prepare(
+            "SELECT state, source FROM processed_requests WHERE event_id = ?"
+        )
         self._put = session.prepare(
-            "INSERT INTO processed_requests (event_id, notification_id, processed_at, state)"
-            " VALUES (?, ?, ?, ?)"
+            "INSERT INTO processed_requests (event_id, notification_id, processed_at, state,"
+            " source) VALUES (?, ?, ?, ?, ?)"
         )
 
-    async def state(self, event_id: str) -> str | None:
+    async def state(self, event_id: str) -> tuple[str, str | None] | None:
+        """(state, record that set it) or None when the event id is new."""
         rows = await retrying(self._s, self._get, (event_id,), max_backoff_s=self._backoff)
         if not rows:
             return None
         # Rows written before the state column existed were finished requests.
-        return rows[0]["state"] or DONE
+        return rows[0]["state"] or DONE, rows[0]["source"]
 
-    async def mark(self, event_id: str, notification_id: str, state: str) -> None:
+    async def mark(self, event_id: str, notification_id: str, state: str, source: str) -> None:
         await retrying(
             self._s,
             self._put,
-            (event_id, notification_id, datetime.now(UTC), state),
+            (event_id, notification_id, datetime.now(UTC), state, source),
             max_backoff_s=self._backoff,
         )
 
@@ -150,7 +157,7 @@ class Processor:
         self, req: dict[str, Any], pending: list[Awaitable[None]], state: str = DONE
     ) -> None:
         await asyncio.gather(*pending)
-        await self.dedup.mark(req["event_id"], req["notification_id"], state)
+        await self.dedup.mark(req["event_id"], req["notification_id"], state, req["_source"])
 
     # -- the decision chain -------------------------------------------------------------
 
@@ -172,10 +179,15 @@ class Processor:
         replay = src.headers.get(REPLAY_HEADER) == b"1"
         released = src.headers.get(RELEASED_HEADER) == b"1"
         eid = req["event_id"]
+        req["_source"] = src.position
 
         if not replay:
             seen = await self.dedup.state(eid)
-            if seen == DONE and released:
+            if seen is not None and seen[1] == src.position:
+                # This very record, redelivered after a crash between recording it and
+                # committing its offset: its outputs are already written.
+                return
+            if seen is not None and seen[0] == DONE and released:
                 log.info("duplicate release ignored", extra={"event_id": eid})
                 return
             if seen is not None and not released:
