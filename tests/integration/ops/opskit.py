@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import pytest
 from cassandra.cluster import Session
 from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient
 
 from herald.ops import kafkaio
 from infra.settings import KafkaSettings
 from schemas import codec, ids
 from schemas.events import now_ms
+from tests.conftest import KAFKA
 
 
 def delivery(channel: str, category: str, **over: Any) -> dict[str, Any]:
@@ -84,3 +90,70 @@ def wait_for(check: Callable[[], Any], timeout: float = 20.0, every: float = 0.2
         if value or time.monotonic() > deadline:
             return value
         time.sleep(every)
+
+
+def foreign_consumers(kafka: KafkaSettings, topic: str, ours: str | None = None) -> list[str]:
+    """Groups (other than `ours`) with members assigned to `topic` right now."""
+    admin = AdminClient({"bootstrap.servers": kafka.bootstrap_servers})
+    groups = [g.group_id for g in admin.list_consumer_groups(request_timeout=10).result().valid]
+    busy = []
+    for gid, fut in admin.describe_consumer_groups(groups).items() if groups else []:
+        try:
+            desc = fut.result()
+        except Exception:  # the group went away meanwhile
+            continue
+        for m in desc.members:
+            if gid != ours and any(tp.topic == topic for tp in m.assignment.topic_partitions):
+                busy.append(gid)
+                break
+    return busy
+
+
+def wait_until_unconsumed(kafka: KafkaSettings, topic: str, ours: str | None = None) -> None:
+    """Another test's sender on the shared broker would take this test's records (and
+    write the ledger, or send them to its own emulators): wait for the topic to be ours,
+    or skip saying why."""
+    if not wait_for(lambda: not foreign_consumers(kafka, topic, ours), timeout=20, every=1.0):
+        pytest.skip(f"other consumers read {topic}: {foreign_consumers(kafka, topic, ours)}")
+
+
+@contextlib.contextmanager
+def exclusive(kafka: KafkaSettings, topic: str, ours: str | None = None) -> Iterator[None]:
+    """Run a block that needs `topic` to itself. A failure while another test's consumer
+    read the topic proves nothing about this code, so it becomes a skip naming the
+    intruder; without an intruder, failures stay failures."""
+    wait_until_unconsumed(kafka, topic, ours)
+    seen: set[str] = set()
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(0.5):
+            seen.update(foreign_consumers(kafka, topic, ours))
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield
+    except AssertionError:
+        stop.set()
+        watcher.join()
+        seen.update(foreign_consumers(kafka, topic, ours))
+        if seen:
+            pytest.skip(f"{sorted(seen)} consumed {topic} during the test")
+        raise
+    finally:
+        stop.set()
+
+
+def owns_topic(topic: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Decorate a test to run inside `exclusive(topic)`."""
+
+    def wrap(test: Callable[..., None]) -> Callable[..., None]:
+        @functools.wraps(test)
+        def run(*args: Any, **kwargs: Any) -> None:
+            with exclusive(KafkaSettings(bootstrap_servers=KAFKA), topic):
+                test(*args, **kwargs)
+
+        return run
+
+    return wrap

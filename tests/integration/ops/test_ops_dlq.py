@@ -7,7 +7,14 @@ import uuid
 import pytest
 from cassandra.cluster import Session
 from confluent_kafka import Producer
-from opskit import delivery, end_offsets, produce_records, read_since, set_ledger
+from opskit import (
+    delivery,
+    end_offsets,
+    owns_topic,
+    produce_records,
+    read_since,
+    set_ledger,
+)
 
 from herald.ops import dlq, kafkaio
 from herald.ops.common import topic_ref
@@ -43,6 +50,7 @@ def _dead_letter(producer: Producer, category: str) -> dict:  # type: ignore[typ
     return record
 
 
+@owns_topic(topics.channel_topic(CHANNEL))
 def test_redrive_produces_once_then_guards_hold(
     kafka: KafkaSettings, session: Session, producer: Producer, category: str
 ) -> None:

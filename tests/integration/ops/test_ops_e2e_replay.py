@@ -17,8 +17,7 @@ import httpx
 import pytest
 from cassandra.cluster import Session
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient
-from opskit import delivery, produce_records, set_ledger, wait_for
+from opskit import delivery, exclusive, produce_records, set_ledger, wait_for
 
 from herald.bench.services import (
     Pipeline,
@@ -42,30 +41,8 @@ TOPIC = topics.channel_topic(CHANNEL)
 SENDER = "senders-1"
 
 
-def foreign_consumers(kafka: KafkaSettings, topic: str) -> list[str]:
-    """Groups other than ours with members assigned to `topic` right now."""
-    admin = AdminClient({"bootstrap.servers": kafka.bootstrap_servers})
-    groups = [g.group_id for g in admin.list_consumer_groups(request_timeout=10).result().valid]
-    busy = []
-    for gid, fut in admin.describe_consumer_groups(groups).items() if groups else []:
-        try:
-            desc = fut.result()
-        except Exception:  # the group went away meanwhile
-            continue
-        for m in desc.members:
-            if any(tp.topic == topic for tp in m.assignment.topic_partitions):
-                busy.append(gid)
-                break
-    return busy
-
-
 @pytest.fixture(scope="module")
 def pipe(kafka: KafkaSettings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
-    # Another test's sender on the shared broker would take this test's records (and send
-    # them to its own emulators): wait for the topic to be ours, or say why not.
-    free = wait_for(lambda: not foreign_consumers(kafka, TOPIC), timeout=90, every=1.0)
-    if not free:
-        pytest.skip(f"other senders consume {TOPIC}: {foreign_consumers(kafka, TOPIC)}")
     p = Pipeline(f"opse2e-{uuid.uuid4().hex[:6]}", kafka, tmp_path_factory.mktemp("e2e"))
     try:
         p.start_emulators()
@@ -109,76 +86,78 @@ def group_lag(kafka: KafkaSettings, p: Pipeline) -> int:
 def test_replay_after_outage_delivers_exactly_the_lost_window(
     pipe: Pipeline, kafka: KafkaSettings, session: Session, producer: Producer, category: str
 ) -> None:
-    start = now_ms() - 1
-    before = emails(category, 4)
-    produce_records(producer, TOPIC, before)
-    ids_before = {d["delivery_id"] for d in before}
-    assert wait_for(lambda: len(delivered(pipe, ids_before)) == 4, timeout=30)
+    with exclusive(kafka, TOPIC, group(pipe)):
+        start = now_ms() - 1
+        before = emails(category, 4)
+        produce_records(producer, TOPIC, before)
+        ids_before = {d["delivery_id"] for d in before}
+        assert wait_for(lambda: len(delivered(pipe, ids_before)) == 4, timeout=30)
 
-    # Outage: the sender is down while a batch arrives; the lag rises.
-    pipe.services[SENDER].stop()
-    lost = emails(category, 3)
-    produce_records(producer, TOPIC, lost)
-    assert wait_for(lambda: group_lag(kafka, pipe) >= 3)
-    # ... and the batch is lost downstream: the group's offsets jump past it.
-    start_groups_at_end(kafka, {group(pipe): sender_topics(CHANNEL)})
-    end = now_ms() + 1
-    pipe.restart(SENDER)
-    wait_for_groups(kafka, [group(pipe)], 1, timeout=60)
-    ids_lost = {d["delivery_id"] for d in lost}
-    assert not delivered(pipe, ids_lost)
+        # Outage: the sender is down while a batch arrives; the lag rises.
+        pipe.services[SENDER].stop()
+        lost = emails(category, 3)
+        produce_records(producer, TOPIC, lost)
+        assert wait_for(lambda: group_lag(kafka, pipe) >= 3)
+        # ... and the batch is lost downstream: the group's offsets jump past it.
+        start_groups_at_end(kafka, {group(pipe): sender_topics(CHANNEL)})
+        end = now_ms() + 1
+        pipe.restart(SENDER)
+        wait_for_groups(kafka, [group(pipe)], 1, timeout=60)
+        ids_lost = {d["delivery_id"] for d in lost}
+        assert not delivered(pipe, ids_lost)
 
-    req = ReplayRequest(topic_ref(TOPIC), start, end, category=category)
-    dry = replay(kafka, session, ReplayRequest(**{**req.__dict__, "dry_run": True}))
-    assert dry.total_produced == 3 and dry.skipped["already_sent"] == 4
-    outcome = replay(kafka, session, req)
-    assert outcome.produced == {TOPIC: 3} and outcome.skipped["already_sent"] == 4
+        req = ReplayRequest(topic_ref(TOPIC), start, end, category=category)
+        dry = replay(kafka, session, ReplayRequest(**{**req.__dict__, "dry_run": True}))
+        assert dry.total_produced == 3 and dry.skipped["already_sent"] == 4
+        outcome = replay(kafka, session, req)
+        assert outcome.produced == {TOPIC: 3} and outcome.skipped["already_sent"] == 4
 
-    everything = ids_before | ids_lost
-    assert wait_for(lambda: len(delivered(pipe, everything)) == 7, timeout=30)
-    assert wait_for(lambda: group_lag(kafka, pipe) == 0)
-    # A second replay of the same window finds every delivery sent.
-    again = replay(kafka, session, req)
-    assert again.total_produced == 0 and again.skipped["already_sent"] == 7
-    counts = delivered(pipe, everything)
-    assert set(counts) == everything and set(counts.values()) == {1}
-    # The sender handled every address; none may appear in its log.
-    log_text = pipe.services[SENDER].log_path.read_text(errors="replace")
-    assert log_text.strip()
-    for d in before + lost:
-        assert d["address"] not in log_text
+        everything = ids_before | ids_lost
+        assert wait_for(lambda: len(delivered(pipe, everything)) == 7, timeout=30)
+        assert wait_for(lambda: group_lag(kafka, pipe) == 0)
+        # A second replay of the same window finds every delivery sent.
+        again = replay(kafka, session, req)
+        assert again.total_produced == 0 and again.skipped["already_sent"] == 7
+        counts = delivered(pipe, everything)
+        assert set(counts) == everything and set(counts.values()) == {1}
+        # The sender handled every address; none may appear in its log.
+        log_text = pipe.services[SENDER].log_path.read_text(errors="replace")
+        assert log_text.strip()
+        for d in before + lost:
+            assert d["address"] not in log_text
 
 
 def test_redriven_dead_letter_is_delivered_once(
     pipe: Pipeline, kafka: KafkaSettings, session: Session, producer: Producer, category: str
 ) -> None:
-    (record,) = emails(category, 1)
-    did = record["delivery_id"]
-    produce_records(
-        producer,
-        topics.dlq_topic(CHANNEL),
-        [{**record, "attempt": 4}],
-        headers=[
-            ("herald.reason", b"retries_exhausted"),
-            ("herald.attempts", b"4"),
-            ("herald.original_topic", TOPIC.encode()),
-        ],
-    )
-    set_ledger(session, did, "dead_lettered")
-    ref = topic_ref(CHANNEL.value, dlq=True)
-    pick = dlq.Selection(delivery_ids=frozenset({did}))
-
-    first = dlq.redrive(kafka, session, ref, pick)
-    assert first.outcome.produced == {TOPIC: 1}
-    assert wait_for(lambda: delivered(pipe, {did}) == {did: 1}, timeout=30)
-    assert wait_for(
-        lambda: (
-            session.execute("SELECT state FROM deliveries WHERE delivery_id = %s", (did,)).one()[
-                "state"
-            ]
-            == "sent"
+    with exclusive(kafka, TOPIC, group(pipe)):
+        (record,) = emails(category, 1)
+        did = record["delivery_id"]
+        produce_records(
+            producer,
+            topics.dlq_topic(CHANNEL),
+            [{**record, "attempt": 4}],
+            headers=[
+                ("herald.reason", b"retries_exhausted"),
+                ("herald.attempts", b"4"),
+                ("herald.original_topic", TOPIC.encode()),
+            ],
         )
-    )
-    second = dlq.redrive(kafka, session, ref, pick, force=True)
-    assert second.outcome.total_produced == 0 and second.outcome.skipped == {"already_sent": 1}
-    assert delivered(pipe, {did}) == {did: 1}
+        set_ledger(session, did, "dead_lettered")
+        ref = topic_ref(CHANNEL.value, dlq=True)
+        pick = dlq.Selection(delivery_ids=frozenset({did}))
+
+        first = dlq.redrive(kafka, session, ref, pick)
+        assert first.outcome.produced == {TOPIC: 1}
+        assert wait_for(lambda: delivered(pipe, {did}) == {did: 1}, timeout=30)
+        assert wait_for(
+            lambda: (
+                session.execute(
+                    "SELECT state FROM deliveries WHERE delivery_id = %s", (did,)
+                ).one()["state"]
+                == "sent"
+            )
+        )
+        second = dlq.redrive(kafka, session, ref, pick, force=True)
+        assert second.outcome.total_produced == 0 and second.outcome.skipped == {"already_sent": 1}
+        assert delivered(pipe, {did}) == {did: 1}

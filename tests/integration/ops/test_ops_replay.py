@@ -8,7 +8,14 @@ import uuid
 import pytest
 from cassandra.cluster import Session
 from confluent_kafka import Producer
-from opskit import delivery, end_offsets, produce_records, read_since, set_ledger
+from opskit import (
+    delivery,
+    end_offsets,
+    owns_topic,
+    produce_records,
+    read_since,
+    set_ledger,
+)
 
 from herald.ops import kafkaio
 from herald.ops.common import topic_ref
@@ -27,6 +34,7 @@ def _ids_in(msgs: list, schema: str, field: str) -> list[str]:  # type: ignore[t
     return [codec.decode(m.value(), schema)[field] for m in msgs]
 
 
+@owns_topic(TOPIC)
 def test_channel_window_replays_only_what_the_ledger_lacks(
     kafka: KafkaSettings, session: Session, producer: Producer, category: str
 ) -> None:
@@ -67,6 +75,7 @@ def test_channel_window_replays_only_what_the_ledger_lacks(
     assert all(kafkaio.headers(m)["herald.replay"] == b"1" for m in again)
 
 
+@owns_topic(TOPIC)
 def test_window_bounds_come_from_offsets_for_times(
     kafka: KafkaSettings, session: Session, producer: Producer, category: str
 ) -> None:
