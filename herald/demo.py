@@ -25,7 +25,8 @@ from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 from rich.console import Console
 from rich.table import Table
 
-from herald.services import Service, ServiceSpec, python_module, running
+from herald.bench.services import Pipeline
+from herald.services import Service
 from infra import topics
 from infra.cassandra import connect
 from infra.settings import CassandraSettings, KafkaSettings
@@ -37,7 +38,6 @@ from schemas import codec
 app = typer.Typer()
 console = Console()
 
-EMULATOR_CONTROL = "http://127.0.0.1:8099"
 LOG_DIR = Path(".run") / "demo"
 TERMINAL = {"sent", "failed", "dead_lettered", "dropped", "deferred", "token_invalidated"}
 
@@ -124,7 +124,7 @@ def demo_users(run: str) -> list[DemoUser]:
             opt_outs=(("email", "marketing"), ("push", "social")),
         ),
         DemoUser(
-            f"{run}-dana", "Dana", "dana@example.com", "+447700900103", "en", "Europe/London",
+            f"{run}-dana", "Dana", "dana@example.com", "+447911123456", "en", "Europe/London",
             devices=(("ios", _apns_token()),), unsubscribed_all=True,
         ),
         DemoUser(
@@ -189,13 +189,13 @@ def demo_requests(users: list[DemoUser], run: str) -> list[tuple[str, Notificati
         params={"name": "Alice"},
     )
     add(
-        "flash sale (expired)",
+        "renewal reminder (tomorrow)",
         by["Alice"],
-        source="growth",
-        category="marketing",
-        channels=["push"],
-        content={"push": Content(title="Flash sale", body="Ends in 5 minutes")},
-        expires_at=datetime.now(UTC) - timedelta(minutes=1),
+        source="billing",
+        category="transactional",
+        channels=["email"],
+        content={"email": Content(subject="Renewal", body="Your plan renews tomorrow.")},
+        send_at=datetime.now(UTC) + timedelta(days=1),
     )
     dup = add(
         "invoice ready",
@@ -268,6 +268,7 @@ def status_reader(kafka: KafkaSettings) -> Iterator[Consumer]:
 def collect(consumer: Consumer, expected: set[str], timeout: float) -> list[dict[str, Any]]:
     """Status events of the expected notifications until every one has settled."""
     events: list[dict[str, Any]] = []
+    seen_ids: set[str] = set()
     deadline = time.monotonic() + timeout
     last_new = time.monotonic()
     with console.status("waiting for the pipeline…") as spinner:
@@ -275,7 +276,9 @@ def collect(consumer: Consumer, expected: set[str], timeout: float) -> list[dict
             msg = consumer.poll(0.5)
             if msg is not None and msg.error() is None and msg.value() is not None:
                 event = codec.decode(msg.value() or b"", codec.STATUS)
-                if event["notification_id"] in expected:
+                # status ids are deterministic: a repeat is the same event seen again
+                if event["notification_id"] in expected and event["status_id"] not in seen_ids:
+                    seen_ids.add(event["status_id"])
                     events.append(event)
                     last_new = time.monotonic()
             seen = {e["notification_id"] for e in events}
@@ -302,6 +305,8 @@ def print_report(
     names = {u.user_id: u.name for u in users}
     what = {req.notification_id: label for label, req in batch}
     by_delivery = {e["delivery_id"]: e for e in events if e.get("delivery_id")}
+    # The channel topics are shared: keep only what this batch caused.
+    ledger = [entry for entry in ledger if entry.get("delivery_id") in by_delivery]
 
     received = Table(title="What the provider emulators received", show_lines=False)
     for col in ("provider", "channel", "user", "notification", "to", "content"):
@@ -341,16 +346,6 @@ def print_report(
     )
 
 
-def service_specs() -> list[ServiceSpec]:
-    return [
-        ServiceSpec("emulators", python_module("infra.emulators"), ready_port=8099),
-        ServiceSpec("processor", python_module("processors"), ready_port=9401),
-        ServiceSpec(
-            "senders", python_module("senders", "run", "--channel", "all"), ready_port=9402
-        ),
-    ]
-
-
 @app.command()
 def demo(
     keep_running: bool = typer.Option(
@@ -367,9 +362,18 @@ def demo(
     run = datetime.now(UTC).strftime("demo%H%M%S")
     users = demo_users(run)
     batch = demo_requests(users, run)
-    with running(service_specs(), LOG_DIR) as services:
-        console.print(f"services up: {', '.join(services)} (logs in {LOG_DIR}/)")
-        httpx.post(f"{EMULATOR_CONTROL}/reset", timeout=5).raise_for_status()
+    # Fresh consumer groups that start at the topics' end: the demo shows its own batch,
+    # not whatever earlier runs or tests left on the shared topics.
+    pipeline = Pipeline(run, kafka, LOG_DIR / run)
+    try:
+        pipeline.start_emulators()
+        pipeline.start_processor()
+        pipeline.start_sender()
+        pipeline.wait_ready()
+        console.print(
+            f"services up: {', '.join(pipeline.services)} (logs in {pipeline.log_dir}/, "
+            f"emulator control API {pipeline.control_url})"
+        )
         seed(users, kafka, cassandra)
         console.print(f"seeded {len(users)} users with devices, numbers, emails and opt-outs")
         with status_reader(kafka) as consumer:
@@ -381,14 +385,16 @@ def demo(
             console.print(f"published {sum(r.ok for r in results)}/{len(batch)} requests")
             expected = {req.notification_id for _, req in batch}
             events = collect(consumer, expected, timeout)
-        ledger = httpx.get(f"{EMULATOR_CONTROL}/ledger", timeout=5).json()
+        ledger = httpx.get(f"{pipeline.control_url}/ledger", timeout=5).json()
         print_report(batch, users, events, ledger)
-        _check_alive(services)
+        _check_alive(pipeline.services)
         if keep_running:
             console.print("services keep running; Ctrl-C stops them (Kafka/Cassandra stay up)")
             with contextlib.suppress(KeyboardInterrupt):
                 while True:
                     time.sleep(1)
+    finally:
+        pipeline.stop()
     console.print(
         "herald services stopped; Kafka and Cassandra keep running (`make down` stops them)."
     )
