@@ -350,7 +350,8 @@ class DeliveryHandler:
         delays = self.settings.retry.delays_s
         if attempt > len(delays):
             return await self._finish(d, attempt, dead(RETRIES_EXHAUSTED), current, consumed_from)
-        not_before = now_ms() + int(1000 * max(delays[attempt - 1], retry_after))
+        tier = retry_tier(delays, attempt, retry_after)
+        not_before = now_ms() + int(1000 * max(delays[tier - 1], retry_after))
         expires = _ms(d.get("expires_at"))
         if expires is not None and not_before > expires:
             return await self._finish(d, attempt, Outcome(State.DROPPED, reason=EXPIRED), current)
@@ -362,8 +363,8 @@ class DeliveryHandler:
             last_error=last_error,
             pinned_provider=pinned,
         )
-        metrics.RETRIES.labels(channel, str(attempt)).inc()
-        return await self._finish(d, attempt, outcome, current, consumed_from, not_before)
+        metrics.RETRIES.labels(channel, str(tier)).inc()
+        return await self._finish(d, attempt, outcome, current, consumed_from, (tier, not_before))
 
     # -- outcome -------------------------------------------------------------------------
 
@@ -374,7 +375,7 @@ class DeliveryHandler:
         outcome: Outcome,
         provider: str,
         consumed_from: str = "",
-        not_before_ms: int | None = None,
+        retry_at: tuple[int, int] | None = None,
     ) -> str:
         did = d["delivery_id"]
         applied = await self._durable(lambda: self.ledger.finish(did, self.owner, outcome))
@@ -384,7 +385,7 @@ class DeliveryHandler:
             log.warning("claim lost before the outcome was recorded", extra={"delivery_id": did})
             return self._count(d, provider, LOST)
         row = _row(outcome, attempt)
-        await self._publish(d, row, consumed_from, not_before_ms)
+        await self._publish(d, row, consumed_from, retry_at)
         return self._count(d, outcome.provider or provider, outcome.state, outcome.reason)
 
     async def _publish(
@@ -392,10 +393,10 @@ class DeliveryHandler:
         d: dict[str, Any],
         row: LedgerRow,
         consumed_from: str,
-        not_before_ms: int | None = None,
+        retry_at: tuple[int, int] | None = None,
     ) -> None:
         """Produce the records of `row`'s outcome and mark it published. Idempotent."""
-        records = self._records(d, row, consumed_from, not_before_ms)
+        records = self._records(d, row, consumed_from, retry_at)
 
         async def run() -> None:
             if row.state == State.FAILED and row.reason == TOKEN_INVALIDATED:
@@ -416,8 +417,9 @@ class DeliveryHandler:
         d: dict[str, Any],
         row: LedgerRow,
         consumed_from: str,
-        not_before_ms: int | None,
+        retry_at: tuple[int, int] | None,
     ) -> list[status.Record]:
+        """`retry_at`: (tier, not_before ms) of a retry being scheduled now."""
         state, attempt = row.state, row.attempt
         prefix = self.settings.topic_prefix
 
@@ -454,13 +456,16 @@ class DeliveryHandler:
                 event(StatusOutcome.DEAD_LETTERED, row.reason),
             ]
         if state == State.RETRYING:
-            if not_before_ms is None:  # re-publishing after a crash: the tier's own delay
-                delay = self.settings.retry.delays_s[attempt - 1]
-                not_before_ms = now_ms() + int(1000 * delay)
+            if retry_at is None:  # re-publishing after a crash: the attempt's own tier
+                retry_at = (
+                    attempt,
+                    now_ms() + int(1000 * self.settings.retry.delays_s[attempt - 1]),
+                )
+            tier, not_before_ms = retry_at
             return [
                 status.retry(
                     {**d, "attempt": attempt},
-                    tier=attempt,
+                    tier=tier,
                     not_before_ms=not_before_ms,
                     last_error=row.last_error or "-",
                     prefix=prefix,
@@ -504,6 +509,17 @@ class DeliveryHandler:
                 log.exception("ledger/outcome write failed; retrying")
                 await self._sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+
+def retry_tier(delays: list[float], attempt: int, retry_after: float) -> int:
+    """The retry tier after `attempt` failed: tier `attempt`, or a later one whose delay
+    covers the provider's Retry-After. A tier is a FIFO whose head pauses its partition
+    until due, so a record due much later than the tier's delay would hold back the
+    records behind it."""
+    tier = attempt
+    while tier < len(delays) and delays[tier - 1] < retry_after:
+        tier += 1
+    return tier
 
 
 def _row(outcome: Outcome, attempt: int) -> LedgerRow:

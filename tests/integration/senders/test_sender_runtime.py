@@ -106,6 +106,7 @@ def tap() -> Any:
         [
             "notifications.status",
             "notifications.sms.retry.1",
+            "notifications.sms.retry.2",
             "notifications.sms.dlq",
             "notifications.push.ios.dlq",
         ]

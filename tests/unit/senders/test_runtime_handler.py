@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from schemas.events import now_ms
-from senders.handler import DeliveryHandler
+from senders.handler import DeliveryHandler, retry_tier
 from senders.ledger import LedgerRow, State
 from senders.providers.base import RetriableError
 from senders.settings import BreakerSettings, RetrySettings, SenderSettings
@@ -150,7 +150,9 @@ async def test_retriable_goes_to_the_next_tier_with_retry_after() -> None:
     w.vonage.steps = [retriable("vonage:503", status=503)]
     before = now_ms()
     assert await w.handle(delivery()) == State.RETRYING
-    [retry] = w.out.on("notifications.sms.retry.1")
+    # Retry-After 30 s is longer than tier 1's delay: the record goes to tier 2, so it does
+    # not hold back the records behind it in tier 1.
+    [retry] = w.out.on("notifications.sms.retry.2")
     rec = retry.decoded()
     assert rec["attempt"] == 2 and rec["last_error"] == "vonage:503"
     not_before = rec["not_before"]
@@ -358,3 +360,13 @@ async def test_failover_survives_a_ledger_hiccup() -> None:
     w.ledger.set_provider = flaky  # type: ignore[method-assign]
     assert await w.handle(delivery()) == State.SENT
     assert (w.twilio.calls, w.vonage.calls) == (1, 1)
+
+
+def test_retry_tier_covers_retry_after() -> None:
+    delays = [5.0, 30.0, 120.0]
+    assert retry_tier(delays, 1, 0) == 1
+    assert retry_tier(delays, 1, 5) == 1
+    assert retry_tier(delays, 1, 6) == 2
+    assert retry_tier(delays, 1, 100) == 3
+    assert retry_tier(delays, 2, 1) == 2
+    assert retry_tier(delays, 1, 3600) == 3  # the last tier, not past it
