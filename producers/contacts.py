@@ -263,7 +263,9 @@ class Directory:
             cols["quiet_start"] = qh.start if qh else None
             cols["quiet_end"] = qh.end if qh else None
         if not isinstance(unsubscribed_all, _Unset):
-            cols["unsubscribed_all"] = bool(unsubscribed_all)
+            if not isinstance(unsubscribed_all, bool):
+                raise ValidationError("unsubscribed_all", "must be true or false")
+            cols["unsubscribed_all"] = unsubscribed_all
 
         old = (await self._q(self._get_user, user_id)) or [{}]
         await self._update_user(user_id, cols)

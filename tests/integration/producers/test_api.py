@@ -232,6 +232,9 @@ async def test_contacts_endpoints(
         ({"email": "ada@"}, "email"),
         ({"phone": "+1 555"}, "phone"),
         ({"timezone": "Nowhere"}, "timezone"),
+        ({"locale": "english please"}, "locale"),
+        ({"quiet_hours": "7am"}, "quiet_hours"),
+        ({"unsubscribed_all": "yes"}, "unsubscribed_all"),
         ({"nickname": "x"}, "nickname"),
     ]:
         r = await api.put(f"/v1/users/{u}", json=bad, headers=h)
