@@ -202,8 +202,9 @@ class RecurringStore:
             for owner in owners:
                 out.extend(await self.of_owner(owner))
             return out
-        result = await asyncio.to_thread(self.session.execute, self._all)
-        return [_row(r) for r in result]
+        # Every page is fetched in the worker thread: iterating a result set pages lazily.
+        rows = await asyncio.to_thread(lambda: list(self.session.execute(self._all)))
+        return [_row(r) for r in rows]
 
     async def mark_fired(self, s: RecurringSchedule, fire_time: datetime) -> bool:
         rows = await aexecute(self.session, self._fired, (fire_time, s.owner, s.schedule_id))
