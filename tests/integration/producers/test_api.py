@@ -12,11 +12,14 @@ from typing import Any
 import httpx
 import pytest
 from cassandra.cluster import Session
+from confluent_kafka import Producer
 from intakekit import changes_for, records_for, uid
 
 from infra import topics
+from infra.settings import KafkaSettings
 from producers.api import Intake, create_app
 from producers.clients import ClientStore, NewClient
+from producers.publisher import AsyncPublisher
 from producers.settings import IntakeSettings
 from schemas import codec
 from schemas.ids import notification_id
@@ -334,3 +337,20 @@ async def test_cancel_a_held_request(
     r = await api.delete(f"/v1/notifications/{event_id}", headers=h)
     assert r.status_code == 409
     assert await intake.held.state(event_id) == "canceled"
+
+
+async def test_kafka_unreachable_is_503_with_retry_after(
+    intake: Intake, billing: NewClient, user: str
+) -> None:
+    dead = KafkaSettings(bootstrap_servers="127.0.0.1:1")
+    producer = Producer({**dead.producer_config("test-dead"), "message.timeout.ms": 1500})
+    broken = Intake(intake.settings)
+    broken.__dict__.update(intake.__dict__)
+    broken.publisher = AsyncPublisher(dead, producer=producer)
+    transport = httpx.ASGITransport(app=create_app(intake.settings, broken))
+    async with httpx.AsyncClient(transport=transport, base_url="http://herald") as api:
+        r = await api.post("/v1/notifications", json=body(user), headers=auth(billing))
+    await broken.publisher.close(flush_timeout=0)
+    assert r.status_code == 503, r.text
+    assert r.headers["Retry-After"] == "1"
+    assert r.json()["error"] == "unavailable"
