@@ -132,12 +132,17 @@ class Lane:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self.settings.start_at == "latest" and partitions:
             # A fresh group starts at the end *now*, not at the first fetch, so a record
-            # produced right after the assignment is never skipped.
+            # produced right after the assignment is never skipped; and that start is
+            # committed at once, so a rebalance before the first commit cannot move it on.
             committed = consumer.committed(partitions, timeout=10)
+            fresh = []
             for tp, c in zip(partitions, committed, strict=True):
                 if c.offset == OFFSET_INVALID:
                     _, high = consumer.get_watermark_offsets(tp, timeout=10)
                     tp.offset = high
+                    fresh.append(TopicPartition(tp.topic, tp.partition, high))
+            if fresh:
+                consumer.commit(offsets=fresh, asynchronous=False)
             consumer.assign(partitions)
         assert self._loop is not None
         asyncio.run_coroutine_threadsafe(self._assigned_now(partitions), self._loop).result()
