@@ -202,8 +202,15 @@ async def _authenticate(request: Request) -> ApiClient:
 
 def _charge(request: Request, client: ApiClient, n: int = 1) -> None:
     wait = request.app.state.intake.clients.take(client, n)
+    if math.isinf(wait):
+        raise ApiError(
+            400,
+            "invalid",
+            f"a batch of {n} exceeds this client's burst of {client.burst}; split it",
+            field="notifications",
+        )
     if wait > 0:
-        retry = "3600" if math.isinf(wait) else str(max(1, math.ceil(wait)))
+        retry = str(max(1, math.ceil(wait)))
         raise ApiError(
             429,
             "rate_limited",

@@ -210,6 +210,9 @@ async def test_quota_exceeded_is_429_with_retry_after(
     r = await api.post("/v1/notifications", json=body(user), headers=auth(tiny))
     assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1
     assert r.json()["error"] == "rate_limited"
+    big = {"notifications": [body(user)] * 3}
+    r = await api.post("/v1/notifications", json=big, headers=auth(tiny))
+    assert (r.status_code, r.json()["field"]) == (400, "notifications")
 
 
 async def test_contacts_endpoints(
