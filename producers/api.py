@@ -262,6 +262,28 @@ def endpoint(handler: Handler) -> Handler:
 # --- notifications ----------------------------------------------------------------
 
 
+async def _check_references(
+    intake: Intake, requests: list[NotificationRequest], batch: bool
+) -> None:
+    """Unknown templates and users are 400s; each distinct one is looked up once, all
+    concurrently, so a large batch costs one round trip rather than one per item."""
+    api = intake.settings.api
+    templates = {r.template_id for r in requests if r.template_id} if api.check_templates else set()
+    users = {r.user_id for r in requests} if api.check_users else set()
+    t_found, u_found = await asyncio.gather(
+        asyncio.gather(*(intake.template_exists(t) for t in templates)),
+        asyncio.gather(*(intake.user_exists(u) for u in users)),
+    )
+    known_templates = {t for t, ok in zip(templates, t_found, strict=True) if ok}
+    known_users = {u for u, ok in zip(users, u_found, strict=True) if ok}
+    for i, req in enumerate(requests):
+        prefix = f"notifications[{i}]." if batch else ""
+        if req.template_id and api.check_templates and req.template_id not in known_templates:
+            raise ApiError(400, "invalid", "unknown template", field=f"{prefix}template_id")
+        if api.check_users and req.user_id not in known_users:
+            raise ApiError(400, "invalid", "unknown user", field=f"{prefix}user_id")
+
+
 @endpoint
 async def send_notifications(request: Request) -> Response:
     """Publish one request (a JSON object) or a batch (`{"notifications": [...]}`)."""
@@ -316,15 +338,8 @@ async def send_notifications(request: Request) -> Response:
             prepared.append(intake.publisher.prepare(req))
         except ValidationError as err:
             raise ValidationError(f"{prefix}{err.field}", err.message) from None
-        if (
-            intake.settings.api.check_templates
-            and req.template_id
-            and not await intake.template_exists(req.template_id)
-        ):
-            raise ApiError(400, "invalid", "unknown template", field=f"{prefix}template_id")
-        if intake.settings.api.check_users and not await intake.user_exists(req.user_id):
-            raise ApiError(400, "invalid", "unknown user", field=f"{prefix}user_id")
         requests.append(req)
+    await _check_references(intake, requests, batch)
 
     assert intake.publisher is not None
     results = await intake.publisher.publish_prepared(prepared)

@@ -141,6 +141,16 @@ async def test_batch_and_basic_auth(api: httpx.AsyncClient, billing: NewClient, 
             lambda u, t: {"notifications": [body(u), body(u, user_id="")]},
             "notifications[1].user_id",
         ),
+        (
+            lambda u, t: {"notifications": [body(u), body(u), body(uid())]},
+            "notifications[2].user_id",
+        ),
+        (
+            lambda u, t: {
+                "notifications": [body(u, template_id=t), body(u, template_id="nope-" + uid())]
+            },
+            "notifications[1].template_id",
+        ),
     ],
 )
 async def test_invalid_requests_are_400_naming_the_field(
