@@ -4,9 +4,9 @@ A redriven delivery goes to its channel's main topic with the attempt count rese
 `herald.replay: 1`; a redriven request goes back to `notifications.requested`. Two guards
 keep it from ever sending twice: the delivery ledger (a delivery already sent, failed
 permanently or in flight is skipped) and `herald.dlq_redrives`, where each dead letter
-is claimed with a lightweight transaction before it is produced. A dead-lettered
-delivery's ledger row is reopened (`dead_lettered` → `retrying` at attempt 0, as a
-conditional write) because senders treat `dead_lettered` as final.
+is claimed with a lightweight transaction before it is produced. Senders treat
+`dead_lettered` as final except for a record carrying `herald.redriven_from`: that one
+they claim again, once, through the ledger's own conditional writes.
 """
 
 from __future__ import annotations
@@ -213,7 +213,6 @@ def redrive(
         d for d in (letters if letters is not None else read(kafka, ref)) if selection.matches(d)
     ]
     outcome.scanned = len(chosen)
-    found: dict[str, str] = {}
     if not ref.is_request:
         undecodable = [d for d in chosen if d.record is None]
         if undecodable:
@@ -258,18 +257,6 @@ def redrive(
             if taken:
                 outcome.skipped["already_redriven"] += 1
                 continue
-        reopened = False
-        if (
-            d.delivery_id is not None
-            and found.get(d.delivery_id) == "dead_lettered"
-            and not dry_run
-        ):
-            reopened = ledger.reopen(session, d.delivery_id)
-            if not reopened:
-                # A sender or another redrive moved it since we looked.
-                outcome.skipped["ledger_changed"] += 1
-                session.execute(release, (d.topic, d.partition, d.offset))
-                continue
         hdrs: kafkaio.Headers = [
             (k, v)
             for k, v in d.headers.items()
@@ -277,11 +264,9 @@ def redrive(
         ]
         hdrs += [("herald.replay", b"1"), ("herald.redriven_from", f"{d.topic}:{d.ref}".encode())]
 
-        def failed(d: DeadLetter = d, reopened: bool = reopened) -> None:
-            # Not produced: undo the claim and the reopening so the next redrive tries again.
+        def failed(d: DeadLetter = d) -> None:
+            # Not produced: free the claim so the next redrive tries again.
             session.execute(release, (d.topic, d.partition, d.offset))
-            if reopened and d.delivery_id is not None:
-                ledger.restore(session, d.delivery_id)
 
         out.send(target, d.key, _fresh_value(ref, d), hdrs, on_failed=failed)
         result.redriven.append(d.ref)

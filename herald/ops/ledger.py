@@ -1,9 +1,8 @@
 """Read access to the delivery ledger (`herald.deliveries`), the judge of "already sent".
 
 Senders claim a delivery (state `sending`) before calling the provider and confirm the
-outcome after. Replay only reads it; redrive also reopens a dead-lettered delivery (one
-conditional write). Neither sends: they re-produce to a channel topic, where the
-sender's own claim is the last guard against a double send.
+outcome after. Replay and redrive only read it: they never send; they re-produce to a
+channel topic, where the sender's own claim is the last guard against a double send.
 """
 
 from __future__ import annotations
@@ -46,28 +45,3 @@ def skip_reason(state: str | None, final: frozenset[str]) -> str | None:
     if state is None or state not in final:
         return None
     return _REASONS.get(state, f"already_{state}")
-
-
-def reopen(session: Session, delivery_id: str) -> bool:
-    """Turn a dead-lettered delivery back into a pending retry, if it still is dead-lettered.
-
-    Senders treat `dead_lettered` as final; `retrying` at attempt 0 is what their claim
-    takes over for attempt 1, so the redriven record is sent exactly once. The condition
-    makes this the redrive's own guard: a second redrive finds `retrying` (or `sent`).
-    """
-    row = session.execute(
-        f"UPDATE {session.keyspace}.deliveries SET state = 'retrying', attempt = 0, owner = null,"
-        " published = true, updated_at = toTimestamp(now())"
-        " WHERE delivery_id = %s IF state = 'dead_lettered'",
-        (delivery_id,),
-    ).one()
-    return bool(row["[applied]"])
-
-
-def restore(session: Session, delivery_id: str) -> None:
-    """Undo `reopen` when the redriven record could not be produced."""
-    session.execute(
-        f"UPDATE {session.keyspace}.deliveries SET state = 'dead_lettered'"
-        " WHERE delivery_id = %s IF state = 'retrying' AND attempt = 0",
-        (delivery_id,),
-    )
