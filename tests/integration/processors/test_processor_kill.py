@@ -65,6 +65,14 @@ def test_sigkill_mid_stream_every_request_fans_out_exactly_once(killable: Harnes
     h.start()
     wait_for(lambda: accepted() == REQUESTS, timeout=180, what="every request accepted")
 
+    def fanned_out() -> bool:
+        with h.watcher.lock:
+            seen = {d["delivery_id"] for recs in h.watcher.deliveries.values() for _t, d in recs}
+        return all(want <= seen for want in expected.values())
+
+    # The channel topics are shared and busy: give the watcher time to read them.
+    wait_for(fanned_out, timeout=60, what="every expected delivery read back")
+
     with h.watcher.lock:
         records = {nid: list(h.watcher.deliveries.get(nid, [])) for nid in expected}
         outcomes = {
