@@ -27,6 +27,8 @@ from infra import topics
 from schemas.channels import Channel
 
 REQUESTS = "requests"
+# Outcomes of a provider call; duplicates and drops never reached a provider.
+ATTEMPT_OUTCOMES = ("sent", "failed", "retried", "dead_lettered")
 
 
 @dataclass
@@ -158,12 +160,11 @@ def rows(prev: Snapshot | None, cur: Snapshot) -> list[dict[str, Any]]:
             row["out_per_s"] = consumed / dt
             done = {
                 o: cur.deliveries.get((name, o), 0.0) - prev.deliveries.get((name, o), 0.0)
-                for (c, o) in cur.deliveries
-                if c == name
+                for o in ATTEMPT_OUTCOMES
             }
-            total = sum(done.values())
-            if total > 0:
-                row["error_rate"] = 1 - done.get("sent", 0.0) / total
+            attempts = sum(done.values())
+            if attempts > 0:
+                row["error_rate"] = 1 - done["sent"] / attempts
         out.append(row)
     return out
 
