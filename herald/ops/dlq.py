@@ -260,7 +260,7 @@ def redrive(
         hdrs: kafkaio.Headers = [
             (k, v)
             for k, v in d.headers.items()
-            if k not in DEAD_LETTER_HEADERS and k != "herald.replay"
+            if k not in DEAD_LETTER_HEADERS and k not in ("herald.replay", "herald.redriven_from")
         ]
         hdrs += [("herald.replay", b"1"), ("herald.redriven_from", f"{d.topic}:{d.ref}".encode())]
 
