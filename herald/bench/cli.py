@@ -56,6 +56,11 @@ BENCH_SENDER_ENV = {
 }
 
 
+# The bench runs on its own copy of herald's topics, so no other herald on the broker (a
+# demo, a test run) takes part in its deliveries; its consumer groups start at their end.
+TOPIC_PREFIX = "herald-bench."
+
+
 class BenchSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HERALD_", env_nested_delimiter="__")
 
@@ -122,7 +127,9 @@ def _pipeline_runs(
     results: list[dict[str, Any]] = []
     for n in scales:
         run_id = f"{prefix}-x{n}"
-        stack = bench_services.Pipeline(run_id, settings.kafka, log_dir / run_id)
+        stack = bench_services.Pipeline(
+            run_id, settings.kafka, log_dir / run_id, topic_prefix=TOPIC_PREFIX
+        )
         try:
             task = progress.add_task(f"x{n} start {2 * n + 1} processes", total=1)
             stack.start_emulators()
@@ -143,6 +150,7 @@ def _pipeline_runs(
                 rate=0,
                 control_url=stack.control_url,
                 settle_timeout=60,
+                topic_prefix=TOPIC_PREFIX,
                 on_progress=_updater(progress, task),
             )
             for phase, count, offered in (
@@ -162,6 +170,7 @@ def _pipeline_runs(
                         rate=offered,
                         control_url=stack.control_url,
                         settle_timeout=settle_timeout,
+                        topic_prefix=TOPIC_PREFIX,
                         on_progress=_updater(progress, task),
                     )
                 results.append({**asdict(res), "processes_usage": _usage_rows(sampler)})

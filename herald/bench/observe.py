@@ -19,6 +19,7 @@ from infra import topics
 from infra.settings import KafkaSettings
 from schemas import codec
 from schemas.channels import Channel, Outcome
+from schemas.events import to_ms
 
 # Delivery outcomes after which herald will not touch the delivery again.
 FINAL_DELIVERY = frozenset({Outcome.SENT, Outcome.FAILED, Outcome.DEAD_LETTERED, Outcome.DROPPED})
@@ -27,8 +28,8 @@ REQUEST_LEVEL = frozenset(
 )
 
 
-def fanout_topics() -> list[str]:
-    return [topics.channel_topic(ch, priority=p) for ch in Channel for p in (False, True)]
+def fanout_topics(prefix: str = "") -> list[str]:
+    return [prefix + topics.channel_topic(ch, priority=p) for ch in Channel for p in (False, True)]
 
 
 @dataclass
@@ -57,12 +58,18 @@ class RunState:
 
 
 class Observer(threading.Thread):
-    def __init__(self, kafka: KafkaSettings, notification_ids: set[str], user_prefix: str) -> None:
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        notification_ids: set[str],
+        user_prefix: str,
+        topic_prefix: str = "",
+    ) -> None:
         super().__init__(name="bench-observer", daemon=True)
         self.state = RunState()
         self._ids = {n.encode() for n in notification_ids}
         self._prefix = user_prefix.encode()
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self._consumer = Consumer(
             {
                 **kafka.base_config("bench-observer"),
@@ -71,10 +78,10 @@ class Observer(threading.Thread):
                 "isolation.level": "read_committed",
             }
         )
-        self._status_topic = topics.STATUS
+        self._status_topic = topic_prefix + topics.STATUS
         # Pin the start now, before anything is published.
         start: list[TopicPartition] = []
-        for topic in [topics.STATUS, *fanout_topics()]:
+        for topic in [self._status_topic, *fanout_topics(topic_prefix)]:
             meta = self._consumer.list_topics(topic, timeout=15).topics[topic]
             for p in sorted(meta.partitions):
                 _lo, hi = self._consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=15)
@@ -82,12 +89,12 @@ class Observer(threading.Thread):
         self._consumer.assign(start)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join(timeout=10)
 
     def run(self) -> None:
         try:
-            while not self._stop.is_set():
+            while not self._halt.is_set():
                 for msg in self._consumer.consume(num_messages=500, timeout=0.5):
                     value = msg.value()
                     if msg.error() or value is None:
@@ -106,6 +113,7 @@ class Observer(threading.Thread):
             ev = codec.decode(value, codec.STATUS)
         except codec.DecodeError:
             return
+        occurred = to_ms(ev["occurred_at"]) or 0  # decoded as a datetime
         s = self.state
         with s.lock:
             s.outcomes[ev["outcome"]] += 1
@@ -113,7 +121,7 @@ class Observer(threading.Thread):
             if did is None:
                 if ev["outcome"] in REQUEST_LEVEL:
                     s.decided.setdefault(
-                        ev["notification_id"], (ev["outcome"], ev["reason"], ev["occurred_at"])
+                        ev["notification_id"], (ev["outcome"], ev["reason"], occurred)
                     )
                     if ev["outcome"] != Outcome.ACCEPTED:
                         s.reasons[f"{ev['outcome']}:{ev['reason']}"] += 1
@@ -121,7 +129,7 @@ class Observer(threading.Thread):
                 if ev["outcome"] == Outcome.SENT:
                     s.sent_events[did] += 1
                 if ev["outcome"] in FINAL_DELIVERY and did not in s.ended:
-                    s.ended[did] = DeliveryEnd(ev["outcome"], ev["reason"], ev["occurred_at"])
+                    s.ended[did] = DeliveryEnd(ev["outcome"], ev["reason"], occurred)
                     if ev["outcome"] != Outcome.SENT:
                         s.reasons[f"{ev['outcome']}:{ev['reason']}"] += 1
             s.last_change = time.monotonic()

@@ -43,12 +43,12 @@ def _headers(
     return {k: v.decode(errors="replace") if isinstance(v, bytes) else (v or "") for k, v in pairs}
 
 
-def watched_topics() -> list[str]:
+def watched_topics(prefix: str = "") -> list[str]:
     out = [topics.STATUS, topics.REQUESTED_DLQ]
     for ch in Channel:
         out += [topics.channel_topic(ch), topics.channel_topic(ch, priority=True)]
         out.append(topics.dlq_topic(ch))
-    return out
+    return [prefix + t for t in out]
 
 
 @dataclass
@@ -110,6 +110,7 @@ class Oracle:
         *,
         session: Session | None = None,
         instance_prefix: str | None = None,
+        topic_prefix: str = "",
     ) -> None:
         """With `session` and `instance_prefix` (the run's sender instance ids), a delivery
         reported sent but absent from this run's emulator is looked up in the delivery
@@ -117,6 +118,7 @@ class Oracle:
         counts as delivered elsewhere instead of lost."""
         self.kafka = kafka
         self.control_url = control_url
+        self.topic_prefix = topic_prefix
         self.session = session
         self.instance_prefix = instance_prefix
         self._owners: dict[str, str | None] = {}
@@ -134,7 +136,7 @@ class Oracle:
             }
         )
         start = []
-        for topic in watched_topics():
+        for topic in watched_topics(topic_prefix):
             meta = self._consumer.list_topics(topic, timeout=15).topics[topic]
             for p in sorted(meta.partitions):
                 _lo, hi = self._consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=15)
@@ -174,6 +176,7 @@ class Oracle:
         self, topic: str, key: bytes | None, value: bytes, headers: dict[str, str]
     ) -> None:
         s = self.seen
+        topic = topic.removeprefix(self.topic_prefix)
         if topic == topics.REQUESTED_DLQ:
             if key is not None:
                 s.rejected[key].append(headers.get(REASON_HEADER, ""))

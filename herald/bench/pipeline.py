@@ -78,12 +78,13 @@ def run_phase(
     rate: float,
     control_url: str,
     settle_timeout: float,
+    topic_prefix: str = "",
     on_progress: Callable[[int, int], None] = lambda _done, _total: None,
 ) -> PhaseResult:
     """Publish `requests`, wait until all are accounted for (or nothing moves for
     `settle_timeout` seconds), and measure."""
     nids = {r["notification_id"] for r in requests}
-    observer = Observer(kafka, nids, user_prefix)
+    observer = Observer(kafka, nids, user_prefix, topic_prefix)
     observer.start()
     created: dict[str, int] = {}
     producer = Producer(kafka.producer_config("bench-load"))
@@ -94,7 +95,8 @@ def run_phase(
             on_progress(len(created) // 2, len(requests))
 
     t0 = time.perf_counter()
-    publish(producer, topics.REQUESTED, iter(requests), rate=rate, on_published=published)
+    topic = topic_prefix + topics.REQUESTED
+    publish(producer, topic, iter(requests), rate=rate, on_published=published)
     publish_seconds = time.perf_counter() - t0
 
     total = len(requests)

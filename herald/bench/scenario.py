@@ -12,9 +12,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from cassandra.cluster import Session
 from confluent_kafka import Producer
 
 from herald.bench import load
+from herald.bench.oracle import Oracle
 from herald.bench.services import Pipeline
 from infra import topics
 from infra.settings import KafkaSettings
@@ -29,13 +31,21 @@ FAST_SENDER_ENV = {
     "HERALD_BREAKER__OPEN_FOR_S": "1",
 }
 LOG_ROOT = Path(".run/faults")
+# Fault runs use their own copy of herald's topics: no other herald on the broker takes part.
+FAULTS_TOPIC_PREFIX = "herald-faults."
 
 
 def start_pipeline(
-    kafka: KafkaSettings, name: str, *, processors: int = 1, senders: int = 1
+    kafka: KafkaSettings,
+    name: str,
+    *,
+    processors: int = 1,
+    senders: int = 1,
+    topic_prefix: str = "",
 ) -> Pipeline:
+    """Emulators, processors and senders with fast retries, ready to take requests."""
     run_id = f"{name}-{uuid.uuid4().hex[:6]}"
-    pipe = Pipeline(run_id, kafka, LOG_ROOT / run_id)
+    pipe = Pipeline(run_id, kafka, LOG_ROOT / run_id, topic_prefix=topic_prefix)
     try:
         pipe.start_emulators()
         for i in range(1, processors + 1):
@@ -47,6 +57,17 @@ def start_pipeline(
         pipe.stop()
         raise
     return pipe
+
+
+def oracle_for(pipe: Pipeline, session: Session | None = None) -> Oracle:
+    """An oracle watching this pipeline's topics and judging by its emulators' ledger."""
+    return Oracle(
+        pipe.kafka,
+        pipe.control_url,
+        session=session,
+        instance_prefix=pipe.instance_prefix,
+        topic_prefix=pipe.topic_prefix,
+    )
 
 
 def make_request(
@@ -91,8 +112,9 @@ def mixed_requests(users: Sequence[load.User], n: int) -> list[dict[str, Any]]:
 
 
 class Publisher:
-    def __init__(self, kafka: KafkaSettings) -> None:
+    def __init__(self, kafka: KafkaSettings, topic: str = topics.REQUESTED) -> None:
         self.producer = Producer(kafka.producer_config("faults"))
+        self.topic = topic
 
     def send(self, records: Sequence[dict[str, Any]], *, rate: float = 0.0) -> None:
         interval = 1.0 / rate if rate else 0.0
@@ -105,7 +127,7 @@ class Publisher:
         self.flush()
 
     def raw(self, key: bytes, value: bytes) -> None:
-        self.producer.produce(topics.REQUESTED, key=key, value=value)
+        self.producer.produce(self.topic, key=key, value=value)
 
     def flush(self) -> None:
         assert self.producer.flush(60) == 0, "requests not acknowledged by Kafka"

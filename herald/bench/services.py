@@ -12,8 +12,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import httpx
-from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from herald.services import Service, ServiceSpec, free_port, python_module, start
 from infra import topics
@@ -83,13 +83,25 @@ def sender_groups(run_id: str, channels: Iterable[Channel] = tuple(Channel)) -> 
     return [f"{sender_group_prefix(run_id)}-{ch}" for ch in channels]
 
 
-def processor_spec(run_id: str, index: int, extra_env: dict[str, str] | None = None) -> ServiceSpec:
+def _processor_takes_prefix() -> bool:
+    from processors.settings import ProcessorSettings
+
+    return "topic_prefix" in ProcessorSettings.model_fields
+
+
+def processor_spec(
+    run_id: str, index: int, *, topic_prefix: str = "", extra_env: dict[str, str] | None = None
+) -> ServiceSpec:
     metrics = free_port()
+    module = (
+        "herald.bench.isolated" if topic_prefix and not _processor_takes_prefix() else "processors"
+    )
     return ServiceSpec(
         name=f"processor-{index}",
-        argv=python_module("processors"),
+        argv=python_module(module),
         ready_port=metrics,
         env={
+            "HERALD_TOPIC_PREFIX": topic_prefix,
             "HERALD_APP_ID": processor_group(run_id),
             "HERALD_METRICS_PORT": str(metrics),
             # Faust binds its web port even when its web views are off: never the default.
@@ -105,6 +117,7 @@ def sender_spec(
     ports: Ports,
     *,
     channel: str = "all",
+    topic_prefix: str = "",
     extra_env: dict[str, str] | None = None,
 ) -> ServiceSpec:
     metrics = free_port()
@@ -113,6 +126,7 @@ def sender_spec(
         argv=python_module("senders", "run", "--channel", channel),
         ready_port=metrics,
         env={
+            "HERALD_TOPIC_PREFIX": topic_prefix,
             "HERALD_GROUP_PREFIX": sender_group_prefix(run_id),
             "HERALD_START_AT": "latest",
             "HERALD_METRICS_PORT": str(metrics),
@@ -122,16 +136,35 @@ def sender_spec(
     )
 
 
-def processor_topics() -> list[str]:
-    return [topics.REQUESTED, topics.USER_CHANGES]
+def processor_topics(prefix: str = "") -> list[str]:
+    return [prefix + topics.REQUESTED, prefix + topics.USER_CHANGES]
 
 
-def sender_topics(channel: Channel) -> list[str]:
+def sender_topics(channel: Channel, prefix: str = "") -> list[str]:
     return [
-        topics.channel_topic(channel),
-        topics.channel_topic(channel, priority=True),
-        *(topics.retry_topic(channel, t) for t in range(1, topics.RETRY_TIERS + 1)),
+        prefix + topics.channel_topic(channel),
+        prefix + topics.channel_topic(channel, priority=True),
+        *(prefix + topics.retry_topic(channel, t) for t in range(1, topics.RETRY_TIERS + 1)),
     ]
+
+
+def ensure_prefixed_topics(kafka: KafkaSettings, prefix: str) -> None:
+    """herald's whole topic family under `prefix` (same partitions), created if missing."""
+    admin = AdminClient({"bootstrap.servers": kafka.bootstrap_servers})
+    existing = set(admin.list_topics(timeout=15).topics)
+    missing = [
+        NewTopic(prefix + t.name, t.partitions, t.replication, config=t.config())
+        for t in topics.all_topics()
+        if prefix + t.name not in existing
+    ]
+    if not missing:
+        return
+    for fut in admin.create_topics(missing, operation_timeout=30).values():
+        try:
+            fut.result()
+        except KafkaException as exc:
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise
 
 
 def start_groups_at_end(kafka: KafkaSettings, groups: dict[str, list[str]]) -> None:
@@ -183,17 +216,26 @@ class Pipeline:
     run_id: str
     kafka: KafkaSettings
     log_dir: Path
+    # Non-empty: the run gets its own topic family (see `herald.bench.isolated`).
+    topic_prefix: str = ""
     ports: Ports = field(default_factory=Ports.pick)
     services: dict[str, Service] = field(default_factory=dict)
     specs: dict[str, ServiceSpec] = field(default_factory=dict)
     _starts: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        groups = {processor_group(self.run_id): processor_topics()}
+        if self.topic_prefix:
+            ensure_prefixed_topics(self.kafka, self.topic_prefix)
+        pre = self.topic_prefix
+        groups = {processor_group(self.run_id): processor_topics(pre)}
         groups.update(
-            {f"{sender_group_prefix(self.run_id)}-{ch}": sender_topics(ch) for ch in Channel}
+            {f"{sender_group_prefix(self.run_id)}-{ch}": sender_topics(ch, pre) for ch in Channel}
         )
         start_groups_at_end(self.kafka, groups)
+
+    def topic(self, name: str) -> str:
+        """The run's name of one of herald's topics (infra.topics)."""
+        return self.topic_prefix + name
 
     @property
     def control_url(self) -> str:
@@ -218,12 +260,21 @@ class Pipeline:
         return self._start(emulator_spec(self.ports))
 
     def start_processor(self, index: int = 1, env: dict[str, str] | None = None) -> Service:
-        return self._start(processor_spec(self.run_id, index, env))
+        return self._start(
+            processor_spec(self.run_id, index, topic_prefix=self.topic_prefix, extra_env=env)
+        )
 
     def start_sender(
         self, index: int = 1, *, channel: str = "all", env: dict[str, str] | None = None
     ) -> Service:
-        spec = sender_spec(self.run_id, index, self.ports, channel=channel, extra_env=env)
+        spec = sender_spec(
+            self.run_id,
+            index,
+            self.ports,
+            channel=channel,
+            topic_prefix=self.topic_prefix,
+            extra_env=env,
+        )
         return self._start(spec)
 
     def kill(self, name: str) -> None:

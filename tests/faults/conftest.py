@@ -14,8 +14,9 @@ from cassandra.cluster import Session
 
 from herald.bench import load
 from herald.bench.oracle import Oracle
-from herald.bench.scenario import Publisher, start_pipeline
+from herald.bench.scenario import FAULTS_TOPIC_PREFIX, Publisher, oracle_for, start_pipeline
 from herald.bench.services import Pipeline
+from infra import topics
 from infra.cassandra import connect
 from infra.settings import CassandraSettings, KafkaSettings
 
@@ -52,7 +53,8 @@ def users(session: Session) -> list[load.User]:
 @pytest.fixture(scope="module")
 def pipeline(kafka: KafkaSettings, request: pytest.FixtureRequest) -> Iterator[Pipeline]:
     """One pipeline shared by a module's scenarios that do not kill anything."""
-    pipe = start_pipeline(kafka, request.module.__name__.rsplit(".", 1)[-1][:24])
+    name = request.module.__name__.rsplit(".", 1)[-1][:24]
+    pipe = start_pipeline(kafka, name, topic_prefix=FAULTS_TOPIC_PREFIX)
     yield pipe
     pipe.stop()
 
@@ -60,13 +62,11 @@ def pipeline(kafka: KafkaSettings, request: pytest.FixtureRequest) -> Iterator[P
 @pytest.fixture
 def oracle(kafka: KafkaSettings, pipeline: Pipeline, session: Session) -> Iterator[Oracle]:
     pipeline.reset()
-    o = Oracle(
-        kafka, pipeline.control_url, session=session, instance_prefix=pipeline.instance_prefix
-    )
+    o = oracle_for(pipeline, session)
     yield o
     o.stop()
 
 
 @pytest.fixture
 def publisher(kafka: KafkaSettings) -> Publisher:
-    return Publisher(kafka)
+    return Publisher(kafka, FAULTS_TOPIC_PREFIX + topics.REQUESTED)

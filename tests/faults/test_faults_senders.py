@@ -9,11 +9,12 @@ import pytest
 from cassandra.cluster import Session
 
 from herald.bench import load
-from herald.bench.oracle import Oracle
 from herald.bench.scenario import (
     FAST_SENDER_ENV,
+    FAULTS_TOPIC_PREFIX,
     Publisher,
     mixed_requests,
+    oracle_for,
     start_pipeline,
     wait_until,
 )
@@ -25,7 +26,7 @@ pytestmark = pytest.mark.faults
 
 @pytest.fixture
 def own_pipeline(kafka: KafkaSettings) -> Iterator[Pipeline]:
-    pipe = start_pipeline(kafka, "sender-kill")
+    pipe = start_pipeline(kafka, "sender-kill", topic_prefix=FAULTS_TOPIC_PREFIX)
     yield pipe
     pipe.stop()
 
@@ -41,12 +42,7 @@ def publish_in_background(
 def test_sender_sigkill_mid_batch_then_restart(
     own_pipeline: Pipeline, users: list[load.User], publisher: Publisher, session: Session
 ) -> None:
-    oracle = Oracle(
-        own_pipeline.kafka,
-        own_pipeline.control_url,
-        session=session,
-        instance_prefix=own_pipeline.instance_prefix,
-    )
+    oracle = oracle_for(own_pipeline, session)
     try:
         requests = mixed_requests(users, 240)
         oracle.expect(requests)
@@ -65,12 +61,7 @@ def test_sender_sigkill_mid_batch_then_restart(
 def test_two_senders_rebalance_mid_run(
     own_pipeline: Pipeline, users: list[load.User], publisher: Publisher, session: Session
 ) -> None:
-    oracle = Oracle(
-        own_pipeline.kafka,
-        own_pipeline.control_url,
-        session=session,
-        instance_prefix=own_pipeline.instance_prefix,
-    )
+    oracle = oracle_for(own_pipeline, session)
     try:
         requests = mixed_requests(users, 240)
         oracle.expect(requests)

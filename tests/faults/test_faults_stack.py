@@ -14,9 +14,16 @@ import pytest
 from cassandra.cluster import Session
 
 from herald.bench import load
-from herald.bench.oracle import Oracle
-from herald.bench.scenario import Publisher, mixed_requests, start_pipeline, wait_until
+from herald.bench.scenario import (
+    FAULTS_TOPIC_PREFIX,
+    Publisher,
+    mixed_requests,
+    oracle_for,
+    start_pipeline,
+    wait_until,
+)
 from herald.bench.services import Pipeline
+from infra import topics
 from infra.settings import KafkaSettings
 
 pytestmark = pytest.mark.faults
@@ -24,7 +31,7 @@ pytestmark = pytest.mark.faults
 
 @pytest.fixture
 def own_pipeline(kafka: KafkaSettings) -> Iterator[Pipeline]:
-    pipe = start_pipeline(kafka, "stack-restart")
+    pipe = start_pipeline(kafka, "stack-restart", topic_prefix=FAULTS_TOPIC_PREFIX)
     yield pipe
     pipe.stop()
 
@@ -37,13 +44,8 @@ def test_restart_under_load(
     kafka: KafkaSettings,
     session: Session,
 ) -> None:
-    oracle = Oracle(
-        kafka,
-        own_pipeline.control_url,
-        session=session,
-        instance_prefix=own_pipeline.instance_prefix,
-    )
-    publisher = Publisher(kafka)
+    oracle = oracle_for(own_pipeline, session)
+    publisher = Publisher(kafka, own_pipeline.topic(topics.REQUESTED))
     try:
         requests = mixed_requests(users, 200)
         oracle.expect(requests)

@@ -16,6 +16,10 @@ class FakeOracle(Oracle):
 
     def __init__(self) -> None:  # no consumer, no thread
         self.seen = Seen()
+        self.topic_prefix = ""
+        self.session = None
+        self.instance_prefix = None
+        self._owners: dict[str, str | None] = {}
         self._lock = threading.Lock()
         self._expected: dict[str, dict[str, Any]] = {}
         self._expected_rejects: set[bytes] = set()
