@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Annotated
 
 import typer
@@ -31,6 +32,9 @@ def run(
 
     settings = SenderSettings()  # the only place the environment is read
     configure_logging("senders", settings.log_level)
+    # httpx logs every request URL at INFO, and an APNs URL carries the device token.
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
         channels = parse_channels(channel)
     except ValueError as exc:
