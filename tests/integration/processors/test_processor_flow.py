@@ -311,15 +311,21 @@ def test_replayed_request_skips_dedup_with_same_ids(proc: Harness) -> None:
     assert got[0][1]["delivery_id"] == got[1][1]["delivery_id"]
 
 
-def test_duplicate_dropped_also_after_restart(proc: Harness) -> None:
+def test_duplicate_dropped_and_held_request_released_across_restart(proc: Harness) -> None:
     uid = proc.user()
     req = proc.request(uid, channels=["sms"])
     nid = proc.publish(req)
     wait_for(lambda: ACCEPTED in proc.watcher.outcomes(nid))
     proc.publish(req)
     wait_for(lambda: ("dropped", "duplicate", None) in proc.watcher.outcomes(nid))
+    due = now_ms() + 2000
+    held = proc.publish(proc.request(uid, channels=["email"], send_at=due))
+    wait_for(lambda: ("deferred", "scheduled", None) in proc.watcher.outcomes(held))
     proc.stop()
+    wait_for(lambda: now_ms() > due + 500, what="the hold to fall due while stopped")
     proc.start()
+    wait_for(lambda: ACCEPTED in proc.watcher.outcomes(held), timeout=30, what="release")
+    assert [d["channel"] for _t, d in proc.watcher.delivered(held)] == ["email"]
     proc.publish(req)
     wait_for(
         lambda: proc.watcher.outcomes(nid).count(("dropped", "duplicate", None)) == 2,
