@@ -178,6 +178,8 @@ class Emulators:
         config.bind = [f"fd://{server.sock.detach()}"]
         config.graceful_timeout = 0.5  # held (timeout-fault) requests must not delay a stop
         config.keep_alive_timeout = 60
+        # hypercorn closes a connection after 1000 requests by default; providers do not.
+        config.keep_alive_max_requests = 2**31
         config.h2_max_concurrent_streams = 1000  # what APNs allows per connection
         config.accesslog = None
         config.errorlog = logging.getLogger("hypercorn.error")  # through our JSON logging only
