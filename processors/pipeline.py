@@ -316,13 +316,16 @@ class Processor:
             for pref, _targets in allowed:
                 row = pick_template(rows, pref, locales)
                 if row is not None:
+                    # Render only the fields the channel carries: push has no subject or
+                    # HTML, SMS only a body.
+                    email = pref is PreferenceChannel.EMAIL
                     out[pref] = (
                         row.locale,
                         render(
-                            title=row.title,
-                            subject=row.subject,
+                            title=row.title if pref is PreferenceChannel.PUSH else None,
+                            subject=row.subject if email else None,
                             body=row.body,
-                            html=row.html,
+                            html=row.html if email else None,
                             params=params,
                         ),
                     )

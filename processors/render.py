@@ -55,6 +55,8 @@ def _compile(source: str, html: bool) -> _Compiled:
 def render_text(source: str | None, params: Mapping[str, str], *, html: bool = False) -> str | None:
     if source is None:
         return None
+    if "{" not in source:
+        return source  # no expression, tag or comment: nothing to render or escape
     compiled = _compile(source, html)
     missing = sorted(compiled.names - params.keys())
     if missing:
