@@ -1,0 +1,126 @@
+"""SIGKILL a sender with sends in flight, start another: nothing is sent twice, and every
+delivery ends in exactly one outcome. Deliveries caught in the window (claimed, maybe
+accepted, not recorded) end dead-lettered as `uncertain_after_crash`, never resent."""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cassandra.cluster import Session
+
+from herald.bench.services import Ports, emulator_spec, provider_env
+from herald.services import Service, ServiceSpec, free_port, python_module, start
+from tests.integration.senders.conftest import PREFIX, make_delivery, wait_for
+
+pytestmark = pytest.mark.integration
+
+N = 12
+
+
+def metric(port: int, name: str) -> float:
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    return sum(float(ln.rsplit(" ", 1)[1]) for ln in text.splitlines() if ln.startswith(name + "{"))
+
+
+class Crash:
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.ports = Ports.pick()
+        self.group = f"test-sender-crash-{uuid.uuid4().hex[:8]}"
+        self.control = httpx.Client(base_url=self.ports.control_url, timeout=10)
+
+    def sender(self, name: str) -> tuple[Service, int]:
+        metrics = free_port()
+        spec = ServiceSpec(
+            name=name,
+            argv=python_module("senders", "run", "--channel", "sms"),
+            ready_port=metrics,
+            env={
+                **provider_env(self.ports),
+                "HERALD_GROUP_PREFIX": self.group,
+                "HERALD_START_AT": "latest",
+                "HERALD_TOPIC_PREFIX": PREFIX,
+                "HERALD_METRICS_PORT": str(metrics),
+                "HERALD_INSTANCE_ID": f"{self.group}-{name}",
+                "HERALD_RETRY__CLAIM_STALE_AFTER_S": "4",
+                "HERALD_SEND_TIMEOUT_S": "3",
+                "HERALD_MAX_IN_FLIGHT": "4",  # the batch goes out in waves
+                "HERALD_SESSION_TIMEOUT_MS": "6000",
+            },
+        )
+        svc = start(spec, self.log_dir)
+        wait_for(lambda: metric(metrics, "herald_sender_assigned_partitions") == 15, 60, name)
+        return svc, metrics
+
+
+@pytest.fixture
+def crash(tmp_path: Path) -> Iterator[Crash]:
+    c = Crash(tmp_path)
+    emulators = start(emulator_spec(c.ports), tmp_path)
+    try:
+        yield c
+    finally:
+        emulators.stop()
+
+
+def states(session: Session, ids: list[str]) -> dict[str, dict[str, Any]]:
+    out = {}
+    for did in ids:
+        row = session.execute("SELECT * FROM deliveries WHERE delivery_id = %s", (did,)).one()
+        if row is not None:
+            out[did] = row
+    return out
+
+
+def test_sigkill_mid_batch_never_sends_twice(
+    crash: Crash, produce: Any, cassandra: Session
+) -> None:
+    first, _ = crash.sender("sender-a")
+    # Slow answers keep sends in flight at the moment of the kill.
+    crash.control.post("/faults", json={"provider": "twilio", "mode": "slow", "latency_ms": 1500})
+    batch = [make_delivery("sms", address="+1555" + str(uuid.uuid4().int)[:7]) for _ in range(N)]
+    ids = [d["delivery_id"] for d in batch]
+    for d in batch:
+        produce("notifications.sms", d)
+
+    def mid_batch() -> bool:
+        rows = states(cassandra, ids).values()
+        return any(r["state"] == "sending" for r in rows) and any(
+            r["state"] == "sent" for r in rows
+        )
+
+    wait_for(mid_batch, 30, "some sent, some in flight")
+    first.kill()
+    crash.control.post("/faults", json={"provider": "all", "mode": "ok"})
+    second, _ = crash.sender("sender-b")
+    try:
+        final = {"sent", "dead_lettered"}
+        done = wait_for(
+            lambda: (
+                (s := states(cassandra, ids))
+                and all(s.get(i, {}).get("state") in final and s[i]["published"] for i in ids)
+                and s
+            ),
+            60,
+            "every delivery final",
+        )
+    finally:
+        second.stop()
+
+    receipts = Counter(e["delivery_id"] for e in crash.control.get("/ledger").json())
+    assert all(receipts[i] <= 1 for i in ids), "a delivery reached the provider twice"
+    outcome = Counter(r["state"] for r in done.values())
+    assert outcome["sent"] + outcome["dead_lettered"] == N
+    for did, row in done.items():
+        if row["state"] == "sent":
+            assert receipts[did] == 1
+        else:
+            assert row["reason"] == "uncertain_after_crash"  # the window, never resent
+    assert outcome["sent"] > 0
+    assert outcome["sent"] < N, "the kill came too late to test anything"
