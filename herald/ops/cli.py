@@ -25,7 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 from herald.ops import dlq as dlqmod
-from herald.ops.common import Outcome, topic_ref
+from herald.ops.common import Outcome, TopicRef, topic_ref
 from herald.ops.kafkaio import parse_time
 from herald.ops.settings import OpsSettings
 
@@ -112,13 +112,13 @@ def replay(
     from herald.ops import replay as replaymod
 
     try:
-        ref = topic_ref(topic)
+        settings = _settings()
+        ref = topic_ref(topic, prefix=settings.topic_prefix)
         start_ms, end_ms = parse_time(start), parse_time(end)
     except ValueError as exc:
         raise _fail(str(exc)) from None
     if start_ms >= end_ms:
         raise _fail("--from must be before --to")
-    settings = _settings()
     req = replaymod.ReplayRequest(
         ref, start_ms, end_ms, channel, category, dry_run, run_id=uuid.uuid4().hex[:12]
     )
@@ -155,8 +155,9 @@ def dlq_list(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Dead letters with reason, attempts, first and last error, age."""
-    ref = topic_ref(topic, dlq=True)
-    letters = [d for d in dlqmod.read(_settings().kafka, ref) if reason in (None, d.reason)]
+    settings = _settings()
+    ref = _dlq_ref(topic, settings)
+    letters = [d for d in dlqmod.read(settings.kafka, ref) if reason in (None, d.reason)]
     rows = [d.summary() for d in letters[-limit:]]
     if as_json:
         out.print_json(json.dumps(rows))
@@ -179,6 +180,13 @@ def dlq_list(
     out.print(table)
 
 
+def _dlq_ref(topic: str, settings: OpsSettings) -> TopicRef:
+    try:
+        return topic_ref(topic, dlq=True, prefix=settings.topic_prefix)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+
+
 def _age(seconds: int) -> str:
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size:
@@ -195,8 +203,9 @@ def dlq_show(
     """One dead letter, decoded, with its contact address masked."""
     if not (ref or delivery_id):
         raise _fail("give --offset or --delivery-id")
-    tref = topic_ref(topic, dlq=True)
-    for d in dlqmod.read(_settings().kafka, tref):
+    settings = _settings()
+    tref = _dlq_ref(topic, settings)
+    for d in dlqmod.read(settings.kafka, tref):
         if (ref is not None and ref in (d.ref, str(d.offset))) or (
             delivery_id is not None and d.delivery_id == delivery_id
         ):
@@ -223,14 +232,14 @@ def dlq_redrive(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Send chosen dead letters back to their main topic, never twice."""
-    ref = topic_ref(topic, dlq=True)
+    settings = _settings()
+    ref = _dlq_ref(topic, settings)
     try:
         selection = dlqmod.Selection(
             frozenset(offsets or ()), frozenset(delivery_ids or ()), everything, reason
         )
     except ValueError as exc:
         raise _fail(str(exc)) from None
-    settings = _settings()
     session = _session(settings)
     try:
         letters = dlqmod.read(settings.kafka, ref)
@@ -274,13 +283,15 @@ def status(
         if once:
             # Rates are offset deltas, so even one snapshot needs two readings.
             time.sleep(min(every, 1.0))
-            out.print(render(prev, probe.take()))
+            out.print(render(prev, probe.take(), settings.topic_prefix))
             return
-        with Live(render(None, prev), console=out, refresh_per_second=4, screen=False) as live:
+        with Live(
+            render(None, prev, settings.topic_prefix), console=out, refresh_per_second=4
+        ) as live:
             while True:
                 time.sleep(every)
                 cur = probe.take()
-                live.update(render(prev, cur))
+                live.update(render(prev, cur, settings.topic_prefix))
                 prev = cur
     except KeyboardInterrupt:
         pass
@@ -319,6 +330,7 @@ def stats(
             end_ms,
             on_total=lambda n: bar.update(task, total=n),
             on_progress=lambda n: bar.advance(task, n),
+            topic_prefix=settings.topic_prefix,
         )
         result = aggregate(
             events, start_ms=start_ms, end_ms=end_ms, category=category, channel=channel

@@ -24,9 +24,11 @@ _REQUEST_ALIASES = {"requests", "requested", "request", topics.REQUESTED}
 
 @dataclass(frozen=True)
 class TopicRef:
-    name: str
+    name: str  # as on the broker, prefix included
     channel: Channel | None  # None: the request topic (or its DLQ)
     lane: str  # "main" | "priority" | "retry" | "dlq"
+    # A topic family of its own (`HERALD_TOPIC_PREFIX`, as the senders take it).
+    prefix: str = ""
 
     @property
     def is_request(self) -> bool:
@@ -36,22 +38,25 @@ class TopicRef:
     def main(self) -> str:
         """Where records of this topic go to be processed again."""
         if self.channel is None:
-            return topics.REQUESTED
-        return (
-            self.name if self.lane in ("main", "priority") else topics.channel_topic(self.channel)
-        )
+            return self.prefix + topics.REQUESTED
+        if self.lane in ("main", "priority"):
+            return self.name
+        return self.prefix + topics.channel_topic(self.channel)
 
 
-def topic_ref(text: str, *, dlq: bool = False) -> TopicRef:
-    """`requests`, a channel name (`email`, `push.ios`) or a full topic name."""
+def topic_ref(text: str, *, dlq: bool = False, prefix: str = "") -> TopicRef:
+    """`requests`, a channel name (`email`, `push.ios`) or a full topic name, with or
+    without `prefix`."""
+    if prefix and text.startswith(prefix):
+        text = text[len(prefix) :]
     if text in _REQUEST_ALIASES or text == topics.REQUESTED_DLQ:
         if dlq or text == topics.REQUESTED_DLQ:
-            return TopicRef(topics.REQUESTED_DLQ, None, "dlq")
-        return TopicRef(topics.REQUESTED, None, "main")
+            return TopicRef(prefix + topics.REQUESTED_DLQ, None, "dlq", prefix)
+        return TopicRef(prefix + topics.REQUESTED, None, "main", prefix)
     if text in {c.value for c in Channel}:
         channel = Channel(text)
         name = topics.dlq_topic(channel) if dlq else topics.channel_topic(channel)
-        return TopicRef(name, channel, "dlq" if dlq else "main")
+        return TopicRef(prefix + name, channel, "dlq" if dlq else "main", prefix)
     m = _CHANNEL_TOPIC.match(text)
     if m is None or m["channel"] not in {c.value for c in Channel}:
         raise ValueError(
@@ -59,7 +64,7 @@ def topic_ref(text: str, *, dlq: bool = False) -> TopicRef:
             f"({', '.join(c.value for c in Channel)}) or a notifications.* topic name"
         )
     lane = (m["lane"] or ".main").split(".")[1]
-    return TopicRef(text, Channel(m["channel"]), lane)
+    return TopicRef(prefix + text, Channel(m["channel"]), lane, prefix)
 
 
 def channel_matches(wanted: str | None, channel: str) -> bool:

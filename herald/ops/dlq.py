@@ -21,7 +21,6 @@ from cassandra.cluster import Session
 
 from herald.ops import kafkaio, ledger
 from herald.ops.common import Outcome, Republisher, TopicRef, topic_ref
-from infra import topics
 from infra.logging import mask_address
 from infra.settings import KafkaSettings
 from schemas import codec
@@ -173,18 +172,15 @@ class RedriveResult:
 
 
 def target_topic(ref: TopicRef, d: DeadLetter) -> str:
-    if ref.is_request:
-        return topics.REQUESTED
     original = d.header("original_topic")
-    if original:
+    if original and not ref.is_request:
         try:
-            orig = topic_ref(original)
+            orig = topic_ref(original, prefix=ref.prefix)
         except ValueError:
             orig = None
-        if orig is not None and orig.channel == ref.channel:
+        if orig is not None and orig.channel == ref.channel and orig.name == original:
             return orig.main
-    assert ref.channel is not None
-    return topics.channel_topic(ref.channel)
+    return ref.main
 
 
 def _fresh_value(ref: TopicRef, d: DeadLetter) -> bytes:

@@ -49,4 +49,6 @@ class OpsSettings(BaseSettings):
     lag: LagSection = Field(default_factory=LagSection)
     tracking_server: TrackingServerSection = Field(default_factory=TrackingServerSection)
     status: StatusSection = Field(default_factory=StatusSection)
+    # Every topic name starts with this (a topic family of its own, as the senders take it).
+    topic_prefix: str = ""
     log_level: str = "INFO"

@@ -117,14 +117,16 @@ def read_status(
     *,
     on_progress: Callable[[int], None] | None = None,
     on_total: Callable[[int], None] | None = None,
+    topic_prefix: str = "",
 ) -> Iterable[dict[str, Any]]:
     """Decoded status events produced in [start_ms, end_ms + LATE_MS); undecodable skipped."""
     consumer = kafkaio.ops_consumer(kafka, "ops-stats")
     try:
-        ranges = kafkaio.resolve_window(consumer, topics.STATUS, start_ms, end_ms + LATE_MS)
+        topic = topic_prefix + topics.STATUS
+        ranges = kafkaio.resolve_window(consumer, topic, start_ms, end_ms + LATE_MS)
         if on_total is not None:
             on_total(sum(r.size for r in ranges))
-        for batch in kafkaio.read_ranges(consumer, topics.STATUS, ranges):
+        for batch in kafkaio.read_ranges(consumer, topic, ranges):
             for msg in batch:
                 try:
                     yield codec.decode(msg.value() or b"", codec.STATUS)

@@ -48,8 +48,11 @@ class Snapshot:
     deliveries: dict[tuple[str, str], float] = field(default_factory=dict)  # (channel, outcome)
 
 
-def _lane(topic: str) -> tuple[str, str] | None:
+def _lane(topic: str, prefix: str = "") -> tuple[str, str] | None:
     """(row, lane) of a herald topic: row is a channel or "requests"; lane main|retry|dlq."""
+    if not topic.startswith(prefix):
+        return None
+    topic = topic[len(prefix) :]
     if topic == topics.REQUESTED:
         return REQUESTS, "main"
     if topic == topics.REQUESTED_DLQ:
@@ -117,7 +120,7 @@ class StatusProbe:
         snap = Snapshot(now, kafka, self._cassandra(), deliveries=self._deliveries())
         snap.lags = by_topic(self.lag.measure(), int(now * 1000))
         for name, tmeta in meta.topics.items():
-            lane = _lane(name)
+            lane = _lane(name, self.settings.topic_prefix)
             if lane is None:
                 continue
             row, kind = lane
@@ -132,14 +135,14 @@ class StatusProbe:
         return snap
 
 
-def rows(prev: Snapshot | None, cur: Snapshot) -> list[dict[str, Any]]:
+def rows(prev: Snapshot | None, cur: Snapshot, prefix: str = "") -> list[dict[str, Any]]:
     """Per channel (and the request topic): queue, age, rates; rates need `prev`."""
     dt = (cur.at - prev.at) if prev is not None else 0.0
     names = [REQUESTS, *(c.value for c in Channel)]
     out = []
     for name in names:
-        main = [t for t in cur.lags if _lane(t.topic) == (name, "main")]
-        retry = [t for t in cur.lags if _lane(t.topic) == (name, "retry")]
+        main = [t for t in cur.lags if _lane(t.topic, prefix) == (name, "main")]
+        retry = [t for t in cur.lags if _lane(t.topic, prefix) == (name, "retry")]
         row: dict[str, Any] = {
             "name": name,
             "queued": sum(t.records for t in main),
@@ -169,7 +172,7 @@ def rows(prev: Snapshot | None, cur: Snapshot) -> list[dict[str, Any]]:
     return out
 
 
-def render(prev: Snapshot | None, cur: Snapshot) -> Group:
+def render(prev: Snapshot | None, cur: Snapshot, prefix: str = "") -> Group:
     health = Table(title="herald status", show_header=False, expand=False)
     for label, h in (("Kafka", cur.kafka), ("Cassandra", cur.cassandra)):
         mark = Text("● up", style="green") if h.ok else Text("● down", style="bold red")
@@ -177,7 +180,7 @@ def render(prev: Snapshot | None, cur: Snapshot) -> Group:
     table = Table(title="queues (lag = age of the oldest unconsumed record)")
     for col in ("topic", "queued", "lag", "in/s", "out/s", "retry", "DLQ", "errors"):
         table.add_column(col, justify="left" if col == "topic" else "right")
-    for r in rows(prev, cur):
+    for r in rows(prev, cur, prefix):
         lag_style = "red" if r["lag_s"] > 60 else "yellow" if r["lag_s"] > 10 else ""
         table.add_row(
             r["name"],

@@ -52,8 +52,9 @@ REJECTED = Counter("herald_tracking_rejected_total", "Requests refused", ["reaso
 class StatusSink:
     """Produces status events; a daemon thread serves the producer's callbacks."""
 
-    def __init__(self, producer: Producer) -> None:
+    def __init__(self, producer: Producer, topic: str = topics.STATUS) -> None:
         self.producer = producer
+        self.topic = topic
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="status-sink", daemon=True)
         self._thread.start()
@@ -71,7 +72,7 @@ class StatusSink:
             loop.call_soon_threadsafe(_settle, done, exc)
 
         self.producer.produce(
-            topics.STATUS,
+            self.topic,
             codec.encode(codec.STATUS, event),
             event["notification_id"].encode(),
             on_delivery=acked,
@@ -129,7 +130,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         nonlocal sink
-        sink = StatusSink(producer)
+        sink = StatusSink(producer, settings.topic_prefix + topics.STATUS)
         try:
             yield
         finally:

@@ -26,6 +26,16 @@ def session() -> Iterator[Session]:
     s.cluster.shutdown()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def topic_family(kafka: KafkaSettings) -> str:
+    from opskit import PREFIX
+
+    from herald.bench.services import ensure_prefixed_topics
+
+    ensure_prefixed_topics(kafka, PREFIX)
+    return PREFIX
+
+
 @pytest.fixture(scope="session")
 def producer(kafka: KafkaSettings) -> Producer:
     return Producer(kafka.producer_config("ops-test"))

@@ -21,6 +21,10 @@ from schemas import codec, ids
 from schemas.events import now_ms
 from tests.conftest import KAFKA
 
+# The tests' own topic family (created once, reused, never deleted): no other test's
+# sender reads it, so the ledger and the emulators see only what these tests do.
+PREFIX = "herald-ops-test."
+
 
 def delivery(channel: str, category: str, **over: Any) -> dict[str, Any]:
     notification_id = ids.notification_id(str(uuid.uuid4()))

@@ -8,6 +8,7 @@ import pytest
 from cassandra.cluster import Session
 from confluent_kafka import Producer
 from opskit import (
+    PREFIX,
     delivery,
     end_offsets,
     owns_topic,
@@ -36,29 +37,29 @@ def _dead_letter(producer: Producer, category: str) -> dict:  # type: ignore[typ
     )
     produce_records(
         producer,
-        topics.dlq_topic(CHANNEL),
+        PREFIX + topics.dlq_topic(CHANNEL),
         [record],
         headers=[
             ("herald.reason", b"retries_exhausted"),
             ("herald.attempts", b"5"),
             ("herald.first_error", b"503 from provider"),
             ("herald.last_error", b"503 from provider"),
-            ("herald.original_topic", topics.retry_topic(CHANNEL, 3).encode()),
+            ("herald.original_topic", (PREFIX + topics.retry_topic(CHANNEL, 3)).encode()),
             ("herald.failed_at", b"1764000000000"),
         ],
     )
     return record
 
 
-@owns_topic(topics.channel_topic(CHANNEL))
+@owns_topic(PREFIX + topics.channel_topic(CHANNEL))
 def test_redrive_produces_once_then_guards_hold(
     kafka: KafkaSettings, session: Session, producer: Producer, category: str
 ) -> None:
     record = _dead_letter(producer, category)
     did = record["delivery_id"]
     set_ledger(session, did, "dead_lettered")
-    ref = topic_ref(CHANNEL, dlq=True)
-    main = topics.channel_topic(CHANNEL)
+    ref = topic_ref(CHANNEL, dlq=True, prefix=PREFIX)
+    main = PREFIX + topics.channel_topic(CHANNEL)
     pick = dlq.Selection(delivery_ids=frozenset({did}))
 
     (letter,) = [d for d in dlq.read(kafka, ref) if d.delivery_id == did]
@@ -94,20 +95,22 @@ def test_request_dead_letter_goes_back_to_requests(
     kafka: KafkaSettings, session: Session, producer: Producer
 ) -> None:
     junk = f"not avro at all {uuid.uuid4()}".encode()
-    producer.produce(topics.REQUESTED_DLQ, junk, b"u-x", headers=[("herald.reason", b"bad_magic")])
+    producer.produce(
+        PREFIX + topics.REQUESTED_DLQ, junk, b"u-x", headers=[("herald.reason", b"bad_magic")]
+    )
     assert producer.flush(10) == 0
-    ref = topic_ref("requests", dlq=True)
+    ref = topic_ref("requests", dlq=True, prefix=PREFIX)
     letters = dlq.read(kafka, ref)
     (last,) = [d for d in letters if d.value == junk]
     assert last.reason == "bad_magic" and last.record is None
-    before = end_offsets(kafka, topics.REQUESTED)
+    before = end_offsets(kafka, PREFIX + topics.REQUESTED)
     result = dlq.redrive(
         kafka, session, ref, dlq.Selection(refs=frozenset({last.ref})), letters=letters
     )
-    assert result.outcome.produced == {topics.REQUESTED: 1}
+    assert result.outcome.produced == {PREFIX + topics.REQUESTED: 1}
     back = read_since(
         kafka,
-        topics.REQUESTED,
+        PREFIX + topics.REQUESTED,
         before,
         lambda m: kafkaio.headers(m).get("herald.redriven_from", b"").endswith(last.ref.encode()),
     )

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from cassandra.cluster import Session
 from confluent_kafka import Producer
-from opskit import delivery, exclusive, produce_records, set_ledger, wait_for
+from opskit import PREFIX, delivery, exclusive, produce_records, set_ledger, wait_for
 
 from herald.bench.services import (
     Pipeline,
@@ -37,13 +37,15 @@ from schemas.events import now_ms
 
 pytestmark = pytest.mark.e2e
 CHANNEL = Channel.EMAIL
-TOPIC = topics.channel_topic(CHANNEL)
+TOPIC = PREFIX + topics.channel_topic(CHANNEL)
 SENDER = "senders-1"
 
 
 @pytest.fixture(scope="module")
 def pipe(kafka: KafkaSettings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
-    p = Pipeline(f"opse2e-{uuid.uuid4().hex[:6]}", kafka, tmp_path_factory.mktemp("e2e"))
+    p = Pipeline(
+        f"opse2e-{uuid.uuid4().hex[:6]}", kafka, tmp_path_factory.mktemp("e2e"), topic_prefix=PREFIX
+    )
     try:
         p.start_emulators()
         p.start_sender(1, channel=CHANNEL.value, env={"HERALD_SEND_TIMEOUT_S": "5"})
@@ -99,14 +101,14 @@ def test_replay_after_outage_delivers_exactly_the_lost_window(
         produce_records(producer, TOPIC, lost)
         assert wait_for(lambda: group_lag(kafka, pipe) >= 3)
         # ... and the batch is lost downstream: the group's offsets jump past it.
-        start_groups_at_end(kafka, {group(pipe): sender_topics(CHANNEL)})
+        start_groups_at_end(kafka, {group(pipe): sender_topics(CHANNEL, PREFIX)})
         end = now_ms() + 1
         pipe.restart(SENDER)
         wait_for_groups(kafka, [group(pipe)], 1, timeout=60)
         ids_lost = {d["delivery_id"] for d in lost}
         assert not delivered(pipe, ids_lost)
 
-        req = ReplayRequest(topic_ref(TOPIC), start, end, category=category)
+        req = ReplayRequest(topic_ref(TOPIC, prefix=PREFIX), start, end, category=category)
         dry = replay(kafka, session, ReplayRequest(**{**req.__dict__, "dry_run": True}))
         assert dry.total_produced == 3 and dry.skipped["already_sent"] == 4
         outcome = replay(kafka, session, req)
@@ -135,7 +137,7 @@ def test_redriven_dead_letter_is_delivered_once(
         did = record["delivery_id"]
         produce_records(
             producer,
-            topics.dlq_topic(CHANNEL),
+            PREFIX + topics.dlq_topic(CHANNEL),
             [{**record, "attempt": 4}],
             headers=[
                 ("herald.reason", b"retries_exhausted"),
@@ -144,7 +146,7 @@ def test_redriven_dead_letter_is_delivered_once(
             ],
         )
         set_ledger(session, did, "dead_lettered")
-        ref = topic_ref(CHANNEL.value, dlq=True)
+        ref = topic_ref(CHANNEL.value, dlq=True, prefix=PREFIX)
         pick = dlq.Selection(delivery_ids=frozenset({did}))
 
         first = dlq.redrive(kafka, session, ref, pick)

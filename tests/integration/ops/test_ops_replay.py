@@ -9,6 +9,7 @@ import pytest
 from cassandra.cluster import Session
 from confluent_kafka import Producer
 from opskit import (
+    PREFIX,
     delivery,
     end_offsets,
     owns_topic,
@@ -27,7 +28,7 @@ from schemas.events import now_ms
 
 pytestmark = pytest.mark.integration
 # The priority lane of web push: few other tests write there, so the window stays small.
-TOPIC = "notifications.push.web.priority"
+TOPIC = PREFIX + "notifications.push.web.priority"
 
 
 def _ids_in(msgs: list, schema: str, field: str) -> list[str]:  # type: ignore[type-arg]
@@ -50,7 +51,9 @@ def test_channel_window_replays_only_what_the_ledger_lacks(
         set_ledger(session, r["delivery_id"], state)
     missing = {r["delivery_id"] for r in records[5:]}
     mine = {r["delivery_id"] for r in records}
-    req = ReplayRequest(topic_ref(TOPIC), start, end, category=category, dry_run=True)
+    req = ReplayRequest(
+        topic_ref(TOPIC, prefix=PREFIX), start, end, category=category, dry_run=True
+    )
 
     before = end_offsets(kafka, TOPIC)
     dry = replay(kafka, session, req)
@@ -66,7 +69,11 @@ def test_channel_window_replays_only_what_the_ledger_lacks(
     )
 
     before = end_offsets(kafka, TOPIC)
-    real = replay(kafka, session, ReplayRequest(topic_ref(TOPIC), start, end, category=category))
+    real = replay(
+        kafka,
+        session,
+        ReplayRequest(topic_ref(TOPIC, prefix=PREFIX), start, end, category=category),
+    )
     assert real.produced == {TOPIC: 2} and not real.errors
     again = read_since(
         kafka, TOPIC, before, lambda m: codec.decode(m.value())["delivery_id"] in mine
@@ -86,7 +93,9 @@ def test_window_bounds_come_from_offsets_for_times(
     inside = [delivery("push.web", category) for _ in range(3)]
     produce_records(producer, TOPIC, inside)
     end = now_ms() + 1
-    req = ReplayRequest(topic_ref(TOPIC), start, end, category=category, dry_run=True)
+    req = ReplayRequest(
+        topic_ref(TOPIC, prefix=PREFIX), start, end, category=category, dry_run=True
+    )
     outcome = replay(kafka, session, req)
     assert outcome.total_produced == 3
 
@@ -107,17 +116,19 @@ def test_request_topic_replay_marks_records(
         }
         for channels in (["email"], ["sms"], [])
     ]
-    produce_records(producer, topics.REQUESTED, reqs, schema=codec.REQUEST)
+    requested = PREFIX + topics.REQUESTED
+    produce_records(producer, requested, reqs, schema=codec.REQUEST)
     end = now_ms() + 1
-    before = end_offsets(kafka, topics.REQUESTED)
-    req = ReplayRequest(topic_ref("requests"), start, end, channel="email", category=category)
+    before = end_offsets(kafka, requested)
+    ref = topic_ref("requests", prefix=PREFIX)
+    req = ReplayRequest(ref, start, end, channel="email", category=category)
     outcome = replay(kafka, None, req)
-    assert outcome.produced == {topics.REQUESTED: 2}  # email + "every channel"
+    assert outcome.produced == {requested: 2}  # email + "every channel"
     assert outcome.skipped["other_channel"] == 1
     mine = {r["event_id"] for r in reqs}
     again = read_since(
         kafka,
-        topics.REQUESTED,
+        requested,
         before,
         lambda m: codec.decode(m.value())["event_id"] in mine,
     )

@@ -83,3 +83,11 @@ def test_skip_reasons() -> None:
     assert skip_reason("dead_lettered", REPLAY_FINAL) == "already_dead_lettered"
     # Redrive exists to resend dead letters.
     assert skip_reason("dead_lettered", REDRIVE_FINAL) is None
+
+
+def test_topic_ref_with_prefix() -> None:
+    ref = topic_ref("sms", prefix="stage.")
+    assert (ref.name, ref.main) == ("stage.notifications.sms", "stage.notifications.sms")
+    retry = topic_ref("stage.notifications.sms.retry.1", prefix="stage.")
+    assert (retry.lane, retry.main) == ("retry", "stage.notifications.sms")
+    assert topic_ref("requests", dlq=True, prefix="stage.").main == "stage.notifications.requested"
