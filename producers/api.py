@@ -45,6 +45,7 @@ from producers.publisher import AsyncPublisher, Prepared, PublishError
 from producers.request import NotificationRequest, parse_request
 from producers.schedules import RecurringStore
 from producers.settings import IntakeSettings
+from schemas.ids import notification_id
 from schemas.validation import ValidationError
 
 log = logging.getLogger(__name__)
@@ -126,6 +127,10 @@ class Intake:
         self._template = session.prepare(
             "SELECT template_id FROM templates WHERE template_id = ? LIMIT 1"
         )
+        self._log = session.prepare(
+            "SELECT delivery_id, channel, state, reason, attempt, provider, updated_at"
+            " FROM notification_log WHERE notification_id = ?"
+        )
         self.held = _schedule_store(session)
 
     async def close(self) -> None:
@@ -142,6 +147,10 @@ class Intake:
         if found:
             self.known_users.add(user_id)
         return found
+
+    async def deliveries(self, notification_id: str) -> list[dict[str, Any]]:
+        assert self.session is not None
+        return await aexecute(self.session, self._log, (notification_id,))
 
     async def template_exists(self, template_id: str) -> bool:
         if template_id in self.known_templates:
@@ -358,6 +367,33 @@ async def send_notifications(request: Request) -> Response:
 
 
 @endpoint
+async def get_notification(request: Request) -> Response:
+    """What happened so far: the hold state of a scheduled request and each delivery's
+    latest state from the notification log. Empty deliveries: not fanned out yet."""
+    _charge(request, request.state.client)
+    intake: Intake = request.app.state.intake
+    event_id = request.path_params["event_id"]
+    nid = notification_id(event_id)
+    rows = await intake.deliveries(nid)
+    held = await intake.held.state(event_id) if intake.held is not None else None
+    deliveries = [
+        {
+            "delivery_id": r["delivery_id"],
+            "channel": r["channel"],
+            "state": r["state"],
+            "reason": r["reason"],
+            "attempt": r["attempt"],
+            "provider": r["provider"],
+            "updated_at": r["updated_at"].isoformat() if r["updated_at"] else None,
+        }
+        for r in rows
+    ]
+    return JSONResponse(
+        {"event_id": event_id, "notification_id": nid, "scheduled": held, "deliveries": deliveries}
+    )
+
+
+@endpoint
 async def cancel_notification(request: Request) -> Response:
     """Cancel a scheduled request (send_at in the future) before it is released."""
     _charge(request, request.state.client)
@@ -567,6 +603,7 @@ ROUTES = [
     Route("/healthz", healthz, methods=["GET"]),
     Route("/openapi.json", openapi, methods=["GET"]),
     Route("/v1/notifications", send_notifications, methods=["POST"]),
+    Route("/v1/notifications/{event_id}", get_notification, methods=["GET"]),
     Route("/v1/notifications/{event_id}", cancel_notification, methods=["DELETE"]),
     Route("/v1/users/{user_id}", get_user, methods=["GET"]),
     Route("/v1/users/{user_id}", put_user, methods=["PUT"]),

@@ -92,6 +92,27 @@ def openapi_document(settings: IntakeSettings | None = None) -> dict[str, Any]:
             "type": "object",
             "properties": {"notifications": {"type": "array", "items": _ref("Accepted")}},
         },
+        "NotificationStatus": {
+            "type": "object",
+            "properties": {
+                "event_id": {"type": "string"},
+                "notification_id": {"type": "string"},
+                "scheduled": {
+                    "type": ["string", "null"],
+                    "description": "held | releasing | released | canceled; null if never held",
+                },
+                "deliveries": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            k: {"type": ["string", "null"]}
+                            for k in ("delivery_id", "channel", "state", "reason", "provider")
+                        },
+                    },
+                },
+            },
+        },
         "Error": {
             "type": "object",
             "required": ["error", "message"],
@@ -186,12 +207,18 @@ def openapi_document(settings: IntakeSettings | None = None) -> dict[str, Any]:
             )
         },
         "/v1/notifications/{event_id}": {
+            "get": _op(
+                "A request's hold state and each delivery's latest state.",
+                (200, "Status (empty deliveries: not fanned out yet).", _ref("NotificationStatus")),
+                errors=(401, 429, 503),
+                params=[_path("event_id")],
+            ),
             "delete": _op(
                 "Cancel a scheduled request before it is released.",
                 (200, "Canceled.", None),
                 errors=(401, 404, 409, 429, 503),
                 params=[_path("event_id")],
-            )
+            ),
         },
         "/v1/users/{user_id}": {
             "get": _op("Read a user.", (200, "The user.", _ref("User")), params=[uid]),

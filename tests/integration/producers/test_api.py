@@ -345,6 +345,8 @@ async def test_cancel_a_held_request(
         due_at_ms=int(due.timestamp() * 1000),
         reason="send_at",
     )
+    r = await api.get(f"/v1/notifications/{event_id}", headers=h)
+    assert r.json()["scheduled"] == "held" and r.json()["deliveries"] == []
     r = await api.delete(f"/v1/notifications/{event_id}", headers=h)
     assert r.status_code == 200 and r.json()["canceled"] is True
     r = await api.delete(f"/v1/notifications/{event_id}", headers=h)
@@ -356,7 +358,9 @@ async def test_kafka_unreachable_is_503_with_retry_after(
     intake: Intake, billing: NewClient, user: str
 ) -> None:
     dead = KafkaSettings(bootstrap_servers="127.0.0.1:1")
-    producer = Producer({**dead.producer_config("test-dead"), "message.timeout.ms": 1500})
+    producer = Producer(
+        {**dead.producer_config("test-dead"), "message.timeout.ms": 1500, "log_level": 0}
+    )
     broken = Intake(intake.settings)
     broken.__dict__.update(intake.__dict__)
     broken.publisher = AsyncPublisher(dead, producer=producer)

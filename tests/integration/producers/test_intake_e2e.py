@@ -103,3 +103,16 @@ async def test_scheduled_canceled_and_resubmitted_sends(
     assert received[0]["body"] == "kept"
     assert received[0]["address"] == PHONE
     assert received[0]["received_at_ms"] >= int(send_at.timestamp() * 1000)
+
+    # The status endpoint tells the caller what happened to each.
+    deadline = time.monotonic() + 20
+    while True:
+        status = (await api.get(f"/v1/notifications/{kept_key}", headers=h)).json()
+        if [d["state"] for d in status["deliveries"]] == ["sent"]:
+            break
+        assert time.monotonic() < deadline, status
+        await asyncio.sleep(0.3)
+    assert status["scheduled"] == "released"
+    assert status["deliveries"][0]["channel"] == "sms"
+    status = (await api.get(f"/v1/notifications/{canceled_key}", headers=h)).json()
+    assert status["scheduled"] == "canceled" and status["deliveries"] == []
