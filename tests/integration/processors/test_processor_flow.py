@@ -311,7 +311,7 @@ def test_replayed_request_skips_dedup_with_same_ids(proc: Harness) -> None:
     assert got[0][1]["delivery_id"] == got[1][1]["delivery_id"]
 
 
-def test_duplicate_dropped_and_held_request_released_across_restart(proc: Harness) -> None:
+def test_dedup_holds_and_rate_limits_survive_a_restart(proc: Harness) -> None:
     uid = proc.user()
     req = proc.request(uid, channels=["sms"])
     nid = proc.publish(req)
@@ -321,11 +321,18 @@ def test_duplicate_dropped_and_held_request_released_across_restart(proc: Harnes
     due = now_ms() + 2000
     held = proc.publish(proc.request(uid, channels=["email"], send_at=due))
     wait_for(lambda: ("deferred", "scheduled", None) in proc.watcher.outcomes(held))
+    capped = proc.user()
+    for _ in range(2):  # fills the marketing cap (2 per hour in this module)
+        nid_m = proc.publish(proc.request(capped, category="marketing", channels=["sms"]))
+        wait_for(lambda nid_m=nid_m: ACCEPTED in proc.watcher.outcomes(nid_m))
     proc.stop()
     wait_for(lambda: now_ms() > due + 500, what="the hold to fall due while stopped")
     proc.start()
     wait_for(lambda: ACCEPTED in proc.watcher.outcomes(held), timeout=30, what="release")
     assert [d["channel"] for _t, d in proc.watcher.delivered(held)] == ["email"]
+    # The rate-limit window came back from the table's changelog.
+    third = proc.publish(proc.request(capped, category="marketing", channels=["sms"]))
+    wait_for(lambda: proc.watcher.outcomes(third) == [("dropped", "rate_limited", "sms")])
     proc.publish(req)
     wait_for(
         lambda: proc.watcher.outcomes(nid).count(("dropped", "duplicate", None)) == 2,
