@@ -3,7 +3,8 @@
 What the sender runtime relies on: an accepted message is in the provider's ledger exactly
 once under its delivery id; throttling and server errors are retriable (throttling with the
 provider's Retry-After); an unknown address is a permanent `invalid_address`; wrong
-credentials are permanent; no answer is retriable; sends may run concurrently.
+credentials are permanent; no answer is retriable but ambiguous (the runtime must not fail
+over); sends may run concurrently.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from senders.decisions import Kind, classify
 from senders.providers.base import Message, PermanentError, RetriableError
 from tests.contract.conftest import ProviderCase
 
@@ -81,6 +83,8 @@ async def test_throttling_is_retriable_with_retry_after(
     if case.throttle_has_retry_after:
         assert err.value.retry_after == pytest.approx(7, abs=1.5)
     assert not err.value.invalid_address
+    # The provider answered "not taken": failing over to the fallback cannot send twice.
+    assert classify(err.value) is Kind.DEFINITE
     assert await ledger(control, msg.delivery_id) == []
     # The throttle was for one request: the retry goes through, and is recorded once.
     await provider.send(msg)
@@ -98,6 +102,7 @@ async def test_server_error_is_retriable(
         await provider.send(msg)
 
     assert err.value.retriable
+    assert classify(err.value) is Kind.DEFINITE
     assert await ledger(control, msg.delivery_id) == []
 
 
@@ -136,8 +141,11 @@ async def test_no_answer_is_retriable(
     msg = message(case)
     await fault(control, case, msg.address, mode="timeout")
 
-    with pytest.raises(RetriableError):
+    with pytest.raises(RetriableError) as err:
         await provider.send(msg)
+
+    # The request may have reached the provider: only the same provider may retry it.
+    assert classify(err.value) is Kind.AMBIGUOUS
 
 
 async def test_concurrent_sends_each_land_once(

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from herald.bench import load
-from herald.bench.oracle import Oracle
+from herald.bench.oracle import Oracle, Verdict
 from herald.bench.scenario import Publisher, mixed_requests
 from herald.bench.services import Pipeline
 
@@ -28,30 +28,30 @@ def inject(pipeline: Pipeline, providers: tuple[str, ...], **fault: Any) -> None
 
 def judge(
     oracle: Oracle, publisher: Publisher, requests: list[dict[str, Any]], timeout: float = 60
-) -> dict[str, int]:
+) -> Verdict:
     oracle.expect(requests)
     publisher.send(requests)
     verdict = oracle.wait(timeout=timeout, quiet_s=3)
     assert not verdict.problems, verdict.summary()
     assert sum(verdict.counts.values()) - verdict.counts["rejected"] == len(requests)
     assert all(n == 1 for n in verdict.receipts.values())
-    return dict(verdict.counts)
+    return verdict
 
 
 def test_500s_are_retried_then_dead_lettered(
     pipeline: Pipeline, users: list[load.User], oracle: Oracle, publisher: Publisher
 ) -> None:
     inject(pipeline, EVERY, mode="error", status=500, rate=0.5)
-    counts = judge(oracle, publisher, mixed_requests(users, 30))
-    assert counts.get("delivered", 0) > 0, counts  # most get through on a retry
+    verdict = judge(oracle, publisher, mixed_requests(users, 30))
+    assert verdict.counts["delivered"] > 0, verdict.summary()  # most get through on a retry
 
 
 def test_429_with_retry_after_is_honoured(
     pipeline: Pipeline, users: list[load.User], oracle: Oracle, publisher: Publisher
 ) -> None:
     inject(pipeline, PRIMARY, mode="throttle", status=429, retry_after=1, rate=1.0, count=3)
-    counts = judge(oracle, publisher, mixed_requests(users, 20))
-    assert counts.get("delivered", 0) == 20, counts  # only 3 throttles per provider
+    verdict = judge(oracle, publisher, mixed_requests(users, 20))
+    assert verdict.counts["delivered"] == 20, verdict.summary()  # 3 throttles per provider
 
 
 def test_timeouts_never_cause_a_double_send(
@@ -65,5 +65,5 @@ def test_slow_provider_is_waited_for(
     pipeline: Pipeline, users: list[load.User], oracle: Oracle, publisher: Publisher
 ) -> None:
     inject(pipeline, PRIMARY, mode="slow", latency_ms=1500, rate=1.0)
-    counts = judge(oracle, publisher, mixed_requests(users, 16))
-    assert counts.get("delivered", 0) == 16, counts
+    verdict = judge(oracle, publisher, mixed_requests(users, 16))
+    assert verdict.counts["delivered"] == 16, verdict.summary()

@@ -28,9 +28,8 @@ def session() -> Iterator[Session]:
 
 @pytest.fixture(scope="session", autouse=True)
 def topic_family(kafka: KafkaSettings) -> str:
-    from opskit import PREFIX
-
     from herald.bench.services import ensure_prefixed_topics
+    from tests.integration.ops.opskit import PREFIX
 
     ensure_prefixed_topics(kafka, PREFIX)
     return PREFIX

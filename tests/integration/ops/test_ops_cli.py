@@ -6,7 +6,6 @@ import json
 
 import pytest
 from confluent_kafka import Producer
-from opskit import produce_records
 from typer.testing import CliRunner
 
 from herald.ops.cli import app
@@ -14,6 +13,7 @@ from infra import topics
 from schemas import codec
 from schemas.events import now_ms, status_event
 from tests.conftest import KAFKA
+from tests.integration.ops.opskit import produce_records
 
 pytestmark = pytest.mark.integration
 ENV = {"HERALD_KAFKA__BOOTSTRAP_SERVERS": KAFKA, "COLUMNS": "160"}

@@ -7,7 +7,13 @@ import uuid
 import pytest
 from cassandra.cluster import Session
 from confluent_kafka import Producer
-from opskit import (
+
+from herald.ops import dlq, kafkaio
+from herald.ops.common import topic_ref
+from infra import topics
+from infra.settings import KafkaSettings
+from schemas import codec
+from tests.integration.ops.opskit import (
     PREFIX,
     delivery,
     end_offsets,
@@ -16,12 +22,6 @@ from opskit import (
     read_since,
     set_ledger,
 )
-
-from herald.ops import dlq, kafkaio
-from herald.ops.common import topic_ref
-from infra import topics
-from infra.settings import KafkaSettings
-from schemas import codec
 
 pytestmark = pytest.mark.integration
 CHANNEL = "push.web"

@@ -17,7 +17,6 @@ import httpx
 import pytest
 from cassandra.cluster import Session
 from confluent_kafka import Producer
-from opskit import PREFIX, delivery, exclusive, produce_records, set_ledger, wait_for
 
 from herald.bench.services import (
     Pipeline,
@@ -34,6 +33,14 @@ from infra import topics
 from infra.settings import KafkaSettings
 from schemas.channels import Channel
 from schemas.events import now_ms
+from tests.integration.ops.opskit import (
+    PREFIX,
+    delivery,
+    exclusive,
+    produce_records,
+    set_ledger,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 CHANNEL = Channel.EMAIL

@@ -8,15 +8,6 @@ import uuid
 import pytest
 from cassandra.cluster import Session
 from confluent_kafka import Producer
-from opskit import (
-    PREFIX,
-    delivery,
-    end_offsets,
-    owns_topic,
-    produce_records,
-    read_since,
-    set_ledger,
-)
 
 from herald.ops import kafkaio
 from herald.ops.common import topic_ref
@@ -25,6 +16,15 @@ from infra import topics
 from infra.settings import KafkaSettings
 from schemas import codec
 from schemas.events import now_ms
+from tests.integration.ops.opskit import (
+    PREFIX,
+    delivery,
+    end_offsets,
+    owns_topic,
+    produce_records,
+    read_since,
+    set_ledger,
+)
 
 pytestmark = pytest.mark.integration
 # The priority lane of web push: few other tests write there, so the window stays small.

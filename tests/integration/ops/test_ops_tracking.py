@@ -7,7 +7,6 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from opskit import end_offsets, read_since, wait_for
 from pydantic import SecretStr
 
 from herald.services import ServiceSpec, free_port, python_module, running
@@ -16,6 +15,7 @@ from infra.settings import KafkaSettings
 from infra.tracking import TrackingSettings, rewrite_html
 from schemas import codec
 from tests.conftest import KAFKA
+from tests.integration.ops.opskit import end_offsets, read_since, wait_for
 
 pytestmark = pytest.mark.integration
 SECRET = "ops-test-secret"

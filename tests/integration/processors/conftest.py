@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from prockit import Harness, make_harness
+
+from tests.integration.processors.prockit import Harness, make_harness
 
 
 @pytest.fixture(scope="module")

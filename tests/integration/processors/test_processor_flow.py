@@ -9,13 +9,13 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
-from prockit import Harness, wait_for
 
 from infra.cassandra import connect
 from infra.scheduling import ScheduleStore
 from infra.settings import CassandraSettings
 from schemas import codec, ids
 from schemas.events import now_ms
+from tests.integration.processors.prockit import Harness, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -16,9 +16,9 @@ from collections import Counter
 from collections.abc import Iterator
 
 import pytest
-from prockit import Harness, make_harness, wait_for
 
 from schemas import codec, ids
+from tests.integration.processors.prockit import Harness, make_harness, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 

@@ -6,12 +6,12 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from cassandra.cluster import Session
-from intakekit import KAFKA
 
 from infra.cassandra import connect
 from infra.settings import CassandraSettings
 from producers.contacts import Directory
 from producers.publisher import AsyncPublisher
+from tests.integration.producers.intakekit import KAFKA
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,6 @@ import httpx
 import pytest
 from cassandra.cluster import Session
 from confluent_kafka import Producer
-from intakekit import changes_for, records_for, uid
 
 from infra import topics
 from infra.settings import KafkaSettings
@@ -23,6 +22,7 @@ from producers.publisher import AsyncPublisher
 from producers.settings import IntakeSettings
 from schemas import codec
 from schemas.ids import notification_id
+from tests.integration.producers.intakekit import changes_for, records_for, uid
 
 pytestmark = pytest.mark.integration
 

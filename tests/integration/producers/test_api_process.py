@@ -7,10 +7,10 @@ from pathlib import Path
 import httpx
 import pytest
 from cassandra.cluster import Session
-from intakekit import uid
 
 from herald.services import ServiceSpec, free_port, python_module, start
 from producers.clients import ClientStore
+from tests.integration.producers.intakekit import uid
 
 pytestmark = pytest.mark.integration
 

@@ -6,10 +6,10 @@ import time
 
 import pytest
 from cassandra.cluster import Session
-from intakekit import changes_for, uid
 
 from producers.contacts import Directory
 from schemas.validation import ValidationError
+from tests.integration.producers.intakekit import changes_for, uid
 
 pytestmark = pytest.mark.integration
 

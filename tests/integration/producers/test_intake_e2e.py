@@ -13,7 +13,6 @@ from typing import Any
 import httpx
 import pytest
 from cassandra.cluster import Session
-from intakekit import KAFKA, uid
 
 from herald.bench.scenario import start_pipeline
 from herald.bench.services import Pipeline
@@ -21,6 +20,7 @@ from producers.api import Intake, create_app
 from producers.clients import ClientStore, NewClient
 from producers.settings import IntakeSettings
 from schemas import ids
+from tests.integration.producers.intakekit import KAFKA, uid
 
 pytestmark = pytest.mark.e2e
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from intakekit import KAFKA, read_at, uid
 
 from infra import topics
 from producers.publisher import AsyncPublisher, Publisher
@@ -11,6 +10,7 @@ from producers.request import Content, NotificationRequest
 from schemas import codec
 from schemas.ids import notification_id
 from schemas.validation import ValidationError
+from tests.integration.producers.intakekit import KAFKA, read_at, uid
 
 pytestmark = pytest.mark.integration
 

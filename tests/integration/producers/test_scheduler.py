@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 from cassandra.cluster import Session
-from intakekit import KAFKA, records_for, uid
 
 from herald.services import ServiceSpec, python_module, start
 from infra import topics
 from producers.publisher import AsyncPublisher
 from producers.schedules import RecurringScheduler, RecurringStore, event_id_for
 from schemas import codec
+from tests.integration.producers.intakekit import KAFKA, records_for, uid
 
 pytestmark = pytest.mark.integration
 

@@ -37,9 +37,14 @@ class Scripted(Provider):
         self.channels = frozenset(channels)
         self.script: dict[str, list[Exception]] = defaultdict(list)
         self.calls: dict[str, int] = defaultdict(int)
+        self.slow: dict[str, float] = {}
+        self.order: list[str] = []
 
     async def send(self, message: Message) -> SendResult:
         self.calls[message.delivery_id] += 1
+        if message.delivery_id in self.slow:
+            await asyncio.sleep(self.slow[message.delivery_id])
+        self.order.append(message.delivery_id)
         steps = self.script.get(message.delivery_id)
         if steps:
             raise steps.pop(0)
@@ -282,3 +287,14 @@ async def test_unprocessable_records_are_dead_lettered_as_they_are(
     reasons = {m[2]["herald.reason"] for m in letters()}
     assert {b"undecodable:bad_magic", b"wrong_channel"} <= reasons
     assert harness.p["twilio"].calls[stray["delivery_id"]] == 0
+
+
+async def test_one_users_deliveries_go_out_in_order(harness: Harness, produce: Any) -> None:
+    user = f"user-{uuid.uuid4()}"
+    batch = [make_delivery("sms", user_id=user) for _ in range(5)]
+    harness.p["twilio"].slow[batch[0]["delivery_id"]] = 0.5  # the others must not overtake
+    for d in batch:
+        produce("notifications.sms", d)
+    ids = [d["delivery_id"] for d in batch]
+    await until(lambda: all(harness.results[i] for i in ids), "all handled")
+    assert [i for i in harness.p["twilio"].order if i in ids] == ids

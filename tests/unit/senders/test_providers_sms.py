@@ -130,3 +130,19 @@ async def test_vonage_status_mapping(status: str, retriable: bool, invalid: bool
 async def test_vonage_http_errors(http: int, retriable: bool) -> None:
     err = await failure(VonageProvider(VonageSettings()), lambda r: httpx.Response(http))
     assert err.retriable is retriable
+
+
+async def test_twilio_accepted_with_an_unreadable_body_is_still_sent() -> None:
+    p = await started(
+        TwilioProvider(TwilioSettings()), lambda r: httpx.Response(201, text="<html>")
+    )
+    result = await p.send(msg())
+    assert (result.provider, result.message_id) == ("twilio", None)
+
+
+async def test_vonage_unreadable_answer_is_ambiguous() -> None:
+    err = await failure(
+        VonageProvider(VonageSettings()), lambda r: httpx.Response(200, text="oops")
+    )
+    assert err.retriable
+    assert err.ambiguous is True
