@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, TopicPartition
 
+from herald.bench.kafkautil import end_offsets
 from infra import topics
 from infra.settings import KafkaSettings
 from schemas import codec
@@ -82,10 +83,7 @@ class Observer(threading.Thread):
         # Pin the start now, before anything is published.
         start: list[TopicPartition] = []
         for topic in [self._status_topic, *fanout_topics(topic_prefix)]:
-            meta = self._consumer.list_topics(topic, timeout=15).topics[topic]
-            for p in sorted(meta.partitions):
-                _lo, hi = self._consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=15)
-                start.append(TopicPartition(topic, p, hi))
+            start += end_offsets(self._consumer, topic)
         self._consumer.assign(start)
 
     def stop(self) -> None:

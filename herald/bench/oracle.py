@@ -25,8 +25,9 @@ from typing import Any
 
 import httpx
 from cassandra.cluster import Session
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer
 
+from herald.bench.kafkautil import end_offsets
 from infra import topics
 from infra.settings import KafkaSettings
 from schemas import codec
@@ -87,6 +88,13 @@ class Verdict:
         return c
 
     @property
+    def reasons(self) -> Counter[str]:
+        """`outcome:reason` of every request that was not delivered in full."""
+        return Counter(
+            f"{f.outcome}:{f.reason}" for f in self.fates.values() if f.outcome != "delivered"
+        )
+
+    @property
     def delivered_ids(self) -> set[str]:
         return {d for d, n in self.receipts.items() if n}
 
@@ -94,6 +102,8 @@ class Verdict:
         head = ", ".join(f"{k}={v}" for k, v in sorted(self.counts.items()))
         if self.foreign:
             head += f" ({len(self.foreign)} sent by a sender outside this run)"
+        if self.reasons:
+            head += " [" + ", ".join(f"{k} {v}" for k, v in sorted(self.reasons.items())) + "]"
         if not self.problems:
             return f"ok: {head}"
         more = f" (+{len(self.problems) - 20} more)" if len(self.problems) > 20 else ""
@@ -137,10 +147,7 @@ class Oracle:
         )
         start = []
         for topic in watched_topics(topic_prefix):
-            meta = self._consumer.list_topics(topic, timeout=15).topics[topic]
-            for p in sorted(meta.partitions):
-                _lo, hi = self._consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=15)
-                start.append(TopicPartition(topic, p, hi))
+            start += end_offsets(self._consumer, topic)
         self._consumer.assign(start)
         self._thread = threading.Thread(target=self._run, name="oracle", daemon=True)
         self._thread.start()

@@ -11,9 +11,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from herald.bench.kafkautil import end_offsets
 from infra.settings import KafkaSettings
 
 IN_TOPIC = "bench.passthrough.in"
@@ -53,15 +54,6 @@ def ensure_bench_topics(kafka: KafkaSettings) -> None:
         except KafkaException as exc:
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise
-
-
-def end_offsets(consumer: Consumer, topic: str) -> list[TopicPartition]:
-    meta = consumer.list_topics(topic, timeout=15).topics[topic]
-    out = []
-    for p in sorted(meta.partitions):
-        _low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=15)
-        out.append(TopicPartition(topic, p, high))
-    return out
 
 
 def run(

@@ -12,9 +12,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import httpx
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from herald.bench.kafkautil import end_offsets
 from herald.services import Service, ServiceSpec, free_port, python_module, start
 from infra import topics
 from infra.settings import KafkaSettings
@@ -175,12 +176,7 @@ def start_groups_at_end(kafka: KafkaSettings, groups: dict[str, list[str]]) -> N
             {**kafka.base_config("bench-groups"), "group.id": group, "enable.auto.commit": False}
         )
         try:
-            ends = []
-            for topic in names:
-                meta = consumer.list_topics(topic, timeout=15).topics[topic]
-                for p in sorted(meta.partitions):
-                    _lo, hi = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=15)
-                    ends.append(TopicPartition(topic, p, hi))
+            ends = [tp for topic in names for tp in end_offsets(consumer, topic)]
             consumer.commit(offsets=ends, asynchronous=False)
         finally:
             consumer.close()
