@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -78,16 +79,21 @@ class Slots:
     def free(self, reserve: int = 0) -> int:
         return max(0, self.limit - reserve - self.used)
 
-    @contextlib.asynccontextmanager
-    async def hold(self) -> Any:
+    @contextlib.contextmanager
+    def counted(self) -> Iterator[None]:
+        """A record taken from Kafka and not finished: lanes stop fetching at the limit."""
         self.used += 1
         metrics.IN_FLIGHT.set(self.used)
         try:
-            async with self._sem:
-                yield
+            yield
         finally:
             self.used -= 1
             metrics.IN_FLIGHT.set(self.used)
+
+    @property
+    def sending(self) -> asyncio.Semaphore:
+        """Held while a record is being processed: never more than `limit` at once."""
+        return self._sem
 
 
 class Lane:
@@ -118,6 +124,7 @@ class Lane:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._assigned: set[TP] = set()
         self._tasks: dict[TP, set[asyncio.Task[None]]] = {}
+        self._last_of_user: dict[bytes, asyncio.Task[None]] = {}
         self._offsets = OffsetTracker()
         self._held: dict[TP, float] = {}  # delayed lane: partition → due (epoch seconds)
         self._full_paused = False
@@ -270,10 +277,16 @@ class Lane:
         self._offsets.start(topic, partition, offset)
         if delivery is not None:
             redriven = any(h[0] == REDRIVEN_HEADER for h in msg.headers() or ())
-            work = self._process(delivery, topic, redriven)
+            # Records of one user (the key) go out in order: each waits for the previous.
+            user = msg.key()
+            before = self._last_of_user.get(user) if user else None
+            work = self._process(delivery, topic, redriven, before)
         else:
-            work = self._poison(msg, reason)
+            user, work = None, self._poison(msg, reason)
         task = asyncio.create_task(self._track(key, offset, work))
+        if user:
+            self._last_of_user[user] = task
+            task.add_done_callback(functools.partial(self._forget_user, user))
         self._tasks.setdefault(key, set()).add(task)
         task.add_done_callback(self._tasks[key].discard)
 
@@ -281,26 +294,45 @@ class Lane:
         if await work:
             self._offsets.finish(*key, offset)
 
-    async def _process(self, delivery: dict[str, Any], topic: str, redriven: bool) -> bool:
-        async with self.slots.hold():
-            delay = 0.2
-            while True:
-                try:
-                    await self.handler.handle(delivery, topic, redriven=redriven)
-                    return True
-                except Stopping:
+    def _forget_user(self, user: bytes, task: asyncio.Task[None]) -> None:
+        if self._last_of_user.get(user) is task:
+            del self._last_of_user[user]
+
+    async def _process(
+        self,
+        delivery: dict[str, Any],
+        topic: str,
+        redriven: bool,
+        before: asyncio.Task[None] | None,
+    ) -> bool:
+        # Counted while waiting for the user's previous record, so a burst for one user
+        # pauses the partitions instead of piling up tasks; the semaphore is taken only
+        # after that wait, so waiting records never starve the ones they wait for.
+        with self.slots.counted():
+            if before is not None:
+                await asyncio.wait([before])
+            async with self.slots.sending:
+                return await self._handle(delivery, topic, redriven)
+
+    async def _handle(self, delivery: dict[str, Any], topic: str, redriven: bool) -> bool:
+        delay = 0.2
+        while True:
+            try:
+                await self.handler.handle(delivery, topic, redriven=redriven)
+                return True
+            except Stopping:
+                return False
+            except Exception:
+                # Cassandra or Kafka not answering before the provider call: the
+                # ledger makes a second try harmless. Fail closed: wait, never skip.
+                log.exception(
+                    "delivery not processed; retrying",
+                    extra={"delivery_id": delivery.get("delivery_id")},
+                )
+                if self.stopping.is_set():
                     return False
-                except Exception:
-                    # Cassandra or Kafka not answering before the provider call: the
-                    # ledger makes a second try harmless. Fail closed: wait, never skip.
-                    log.exception(
-                        "delivery not processed; retrying",
-                        extra={"delivery_id": delivery.get("delivery_id")},
-                    )
-                    if self.stopping.is_set():
-                        return False
-                    await asyncio.sleep(delay)
-                    delay = min(2 * delay, 5.0)
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, 5.0)
 
     async def _poison(self, msg: KafkaMessage, reason: str) -> bool:
         """A record that is not a delivery of this channel: to the DLQ as is, for review."""
