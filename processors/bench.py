@@ -10,7 +10,6 @@ nothing. Deliveries go to the real channel topics, as in production.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import re
@@ -20,11 +19,10 @@ import sys
 import time
 import urllib.request
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
-import typer
 from cassandra.concurrent import execute_concurrent_with_args
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -41,8 +39,6 @@ _TEXT = {
     "ko-KR": ("{{ name }}님", "{{ name }}님, 주문 {{ ref }} 발송."),
     "de": ("Hallo {{ name }}", "Hallo {{ name }}, Bestellung {{ ref }} ist unterwegs."),
 }
-
-cli = typer.Typer(add_completion=False)
 
 
 @dataclass
@@ -213,20 +209,7 @@ def run(requests: int = 10_000, users: int = 2_000, timeout_s: float = 300.0) ->
     )
 
 
-@cli.command()
-def main(
-    requests: int = typer.Option(10_000, help="Requests to publish before the processor starts"),
-    users: int = typer.Option(2_000, help="Distinct users they go to"),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object"),
-) -> None:
-    """Time one processor process over a pre-filled request topic."""
-    result = run(requests, users)
-    if as_json:
-        print(json.dumps(asdict(result)))
-        return
-    for name, value in asdict(result).items():
-        print(f"{name:>18}: {value}")
-
-
 if __name__ == "__main__":
-    cli()
+    from processors.cli import app
+
+    app(["bench", *sys.argv[1:]])

@@ -1,0 +1,77 @@
+"""`herald processor ...`: run the processor, time it, inspect or cancel held requests."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+import typer
+from cassandra.cluster import Session
+
+from infra.scheduling import ScheduleStore
+
+app = typer.Typer(
+    help="The stream processor: run it, time it, inspect or cancel held requests.",
+    no_args_is_help=True,
+)
+
+
+@app.command()
+def run() -> None:
+    """Run one processor worker (same as `python -m processors`), configured by HERALD_*."""
+    from processors.__main__ import main
+
+    main()
+
+
+@app.command()
+def bench(
+    requests: int = typer.Option(10_000, help="Requests to publish before the processor starts"),
+    users: int = typer.Option(2_000, help="Distinct users they go to"),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object"),
+) -> None:
+    """Processor throughput: requests/s, deliveries/s, peak RSS (prints, never asserts)."""
+    from processors import bench as bench_mod
+
+    result = bench_mod.run(requests, users)
+    if as_json:
+        typer.echo(json.dumps(asdict(result)))
+        return
+    for name, value in asdict(result).items():
+        typer.echo(f"{name:>18}: {value}")
+
+
+def _store(topic: str | None) -> tuple[Session, ScheduleStore]:
+    from infra.cassandra import connect
+    from processors.settings import ProcessorSettings
+
+    settings = ProcessorSettings()
+    session = connect(settings.cassandra)
+    return session, ScheduleStore(session, topic or settings.requested_topic)
+
+
+@app.command()
+def held(event_id: str, topic: str | None = typer.Option(None, help="Request topic")) -> None:
+    """State of a held request: held, releasing, released, canceled, or unknown."""
+    import asyncio
+
+    session, store = _store(topic)
+    try:
+        state = asyncio.run(store.state(event_id))
+    finally:
+        session.cluster.shutdown()
+    typer.echo(state or "unknown")
+
+
+@app.command()
+def cancel(event_id: str, topic: str | None = typer.Option(None, help="Request topic")) -> None:
+    """Cancel a held (scheduled or deferred) request before it is released."""
+    session, store = _store(topic)
+    try:
+        canceled = store.cancel(event_id)
+    finally:
+        session.cluster.shutdown()
+    if not canceled:
+        typer.echo("not canceled: unknown, already released or already canceled", err=True)
+        raise typer.Exit(1)
+    typer.echo("canceled")
