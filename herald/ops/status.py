@@ -27,6 +27,7 @@ from infra import topics
 from schemas.channels import Channel
 
 REQUESTS = "requests"
+MAX_GROUP_ROWS = 12
 # Outcomes of a provider call; duplicates and drops never reached a provider.
 ATTEMPT_OUTCOMES = ("sent", "failed", "retried", "dead_lettered")
 
@@ -192,11 +193,11 @@ def render(prev: Snapshot | None, cur: Snapshot, prefix: str = "") -> Group:
             Text(f"{r['dlq']:,}", style="red" if r["dlq"] else ""),
             "-" if r["error_rate"] is None else f"{r['error_rate']:.1%}",
         )
-    groups = Table(title="consumer groups")
+    behind = sorted((t for t in cur.lags if t.records), key=lambda t: -t.seconds)
+    groups = Table(title=f"consumer groups behind ({len(behind)}, oldest first)")
     for col in ("group", "topic", "lag records", "lag seconds"):
         groups.add_column(col, justify="left" if col in ("group", "topic") else "right")
-    for t in cur.lags:
-        if t.records:
-            groups.add_row(t.group, t.topic, f"{t.records:,}", f"{t.seconds:.1f}")
+    for t in behind[:MAX_GROUP_ROWS]:
+        groups.add_row(t.group, t.topic, f"{t.records:,}", f"{t.seconds:.1f}")
     stamp = Text(time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(cur.at)), style="dim")
     return Group(health, table, groups, stamp)
