@@ -150,7 +150,6 @@ class Directory:
         self.phone_region = phone_region
         p = session.prepare
         self._get_user = p("SELECT * FROM users WHERE user_id = ?")
-        self._user_exists = p("SELECT user_id FROM users WHERE user_id = ?")
         self._delete_user = p("DELETE FROM users WHERE user_id = ?")
         self._touch_user = p("UPDATE users SET updated_at = ? WHERE user_id = ?")
         self._get_contact = p("SELECT user_id FROM users_by_contact WHERE contact_hmac = ?")
@@ -192,9 +191,6 @@ class Directory:
         return str(uuid.UUID(hex=self._hmac("token", token)[:32]))
 
     # reads
-
-    async def exists(self, user_id: str) -> bool:
-        return bool(await self._q(self._user_exists, user_id))
 
     async def get_user(self, user_id: str) -> dict[str, Any] | None:
         """The user's row with `devices` (tokens left out) and `preferences`; None if unknown."""

@@ -192,23 +192,6 @@ class Publisher(_Base):
             for p, r in zip(prepared, results, strict=True)
         ]
 
-    def publish_change(self, user_id: str, kind: str, *, timeout: float = 30.0) -> None:
-        """Announce a contacts/devices/preferences change on the compacted `users.changes`."""
-        done: list[KafkaError | None] = []
-        self._produce(
-            topics.USER_CHANGES,
-            user_id.encode(),
-            self.encode_change(user_id, kind),
-            None,
-            lambda err, _msg: done.append(err),
-        )
-        self._wait(lambda: bool(done), timeout)
-        if not done or done[0] is not None:
-            err = done[0] if done else None
-            raise PublishError(
-                err.str() if err else "timed out", retriable=err.retriable() if err else True
-            )
-
     def _wait(self, finished: Any, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while not finished() and time.monotonic() < deadline:
