@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from cassandra.cluster import Session
 from pydantic import SecretStr
 
 from herald.services import ServiceSpec, free_port, python_module, running
@@ -159,3 +160,27 @@ def test_push_reports_need_the_app_key(server: str, kafka: KafkaSettings) -> Non
     events = _status_for(kafka, since, delivery_id, 2)
     assert sorted(e["outcome"] for e in events) == ["delivered", "opened"]
     assert {e["channel"] for e in events} == {"push.android"}
+
+
+def test_context_missing_from_the_token_comes_from_the_notification_log(
+    server: str, kafka: KafkaSettings, session: Session
+) -> None:
+    delivery_id, notification_id = str(uuid.uuid4()), str(uuid.uuid4())
+    session.execute(
+        "INSERT INTO notification_log (notification_id, delivery_id, user_id, channel, category,"
+        " state) VALUES (%s, %s, 'u-log', 'email', 'marketing', 'sent')",
+        (notification_id, delivery_id),
+    )
+    settings = TrackingSettings(base_url=server, secret=SecretStr(SECRET))
+    html = rewrite_html(
+        "<p>hi</p>", delivery_id=delivery_id, notification_id=notification_id, settings=settings
+    )
+    pixel = html.split('src="')[1].split('"')[0]
+    since = end_offsets(kafka, topics.STATUS)
+    assert httpx.get(pixel).status_code == 200
+    (event,) = _status_for(kafka, since, delivery_id, 1)
+    assert (event["user_id"], event["category"], event["channel"]) == (
+        "u-log",
+        "marketing",
+        "email",
+    )
