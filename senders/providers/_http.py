@@ -21,9 +21,17 @@ def client(
     )
 
 
+# Raised before any byte of the request was sent: the provider cannot have taken it.
+NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
 def transport_error(provider: str, exc: httpx.TransportError) -> RetriableError:
-    """No answer (refused, reset, timed out): the send may or may not have happened."""
-    return RetriableError(f"{provider}:{type(exc).__name__}", provider=provider)
+    """No answer: refused or unreachable (not sent), or reset / timed out (maybe taken)."""
+    return RetriableError(
+        f"{provider}:{type(exc).__name__}",
+        provider=provider,
+        ambiguous=not isinstance(exc, NOT_SENT),
+    )
 
 
 def status_error(

@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import jwt
 
+from senders.providers import _http
 from senders.providers.base import (
     DeliveryError,
     Message,
@@ -168,7 +169,7 @@ class ApnsProvider(Provider):
                 content=json.dumps(payload, separators=(",", ":")).encode(),
             )
         except httpx.TransportError as exc:
-            raise RetriableError(f"apns:{type(exc).__name__}", provider=self.name) from exc
+            raise _http.transport_error(self.name, exc) from exc
         if resp.status_code == 200:
             return SendResult(self.name, resp.headers.get("apns-id", message.delivery_id))
         raise self._error(resp, token)

@@ -54,6 +54,7 @@ class DeliveryError(Exception):
         retry_after: float | None = None,
         invalid_address: bool = False,
         status: int | None = None,
+        ambiguous: bool | None = None,
     ) -> None:
         super().__init__(f"{provider}: {reason}")
         self.reason = reason  # short and PII-free, e.g. "apns:410 Unregistered"
@@ -63,6 +64,9 @@ class DeliveryError(Exception):
         self.retry_after = retry_after  # seconds the provider asked us to wait
         self.invalid_address = invalid_address  # token unregistered / number invalid
         self.status = status
+        # Whether the provider may have accepted the message despite the error; None lets
+        # the runtime infer it (an answer with a status = not accepted; no answer = maybe).
+        self.ambiguous = ambiguous
 
 
 class RetriableError(DeliveryError):

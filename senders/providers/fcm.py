@@ -30,6 +30,8 @@ from urllib.parse import urlsplit
 import firebase_admin
 import google.auth.exceptions
 import requests.adapters
+import requests.exceptions
+import urllib3.exceptions
 from firebase_admin import credentials, exceptions, messaging
 
 from senders.providers.base import (
@@ -119,17 +121,35 @@ def map_error(exc: Exception, provider: str = "fcm") -> DeliveryError:
             | exceptions.DeadlineExceededError
             | exceptions.UnknownError,
         ) or (status is not None and status >= 500):
-            return RetriableError(reason, provider=provider, status=status, retry_after=retry_after)
+            return RetriableError(
+                reason,
+                provider=provider,
+                status=status,
+                retry_after=retry_after,
+                ambiguous=None if resp is not None else not _not_sent(exc),
+            )
         return PermanentError(reason, provider=provider, status=status)
+    # The token exchange comes before the send: FCM cannot have the message.
     if isinstance(exc, google.auth.exceptions.RefreshError):
         # The token endpoint refused the service account (unless it says otherwise).
         cls = RetriableError if exc.retryable else PermanentError
-        return cls("fcm:token refresh failed", provider=provider)
+        return cls("fcm:token refresh failed", provider=provider, ambiguous=False)
     if isinstance(exc, google.auth.exceptions.TransportError):
-        return RetriableError("fcm:token endpoint unreachable", provider=provider)
+        return RetriableError("fcm:token endpoint unreachable", provider=provider, ambiguous=False)
     if isinstance(exc, ValueError):
         return PermanentError("fcm:invalid message", provider=provider)
     return RetriableError(f"fcm:{type(exc).__name__}", provider=provider)
+
+
+def _not_sent(exc: exceptions.FirebaseError) -> bool:
+    """The SDK failed before the request left: connect refused or connect timeout."""
+    cause = exc.cause
+    if isinstance(cause, requests.exceptions.ConnectTimeout):
+        return True
+    if isinstance(cause, requests.exceptions.ConnectionError):
+        reason = cause.args[0] if cause.args else None
+        return isinstance(getattr(reason, "reason", reason), urllib3.exceptions.NewConnectionError)
+    return False
 
 
 def _fcm_code(exc: exceptions.FirebaseError) -> str:

@@ -51,7 +51,8 @@ def build_email(message: Message, settings: SmtpSettings) -> EmailMessage:
     return email
 
 
-def map_error(exc: Exception, provider: str = "smtp") -> DeliveryError:
+def map_error(exc: Exception, provider: str = "smtp", *, sending: bool = True) -> DeliveryError:
+    """`sending`: the failure came after the message was handed over (not while connecting)."""
     if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
         codes = [r.code for r in exc.recipients]
         code = codes[0] if codes else 550
@@ -66,8 +67,9 @@ def map_error(exc: Exception, provider: str = "smtp") -> DeliveryError:
         if 400 <= code < 500:
             return RetriableError(f"smtp:{code}", provider=provider, status=code)
         return PermanentError(f"smtp:{code}", provider=provider, status=code)
-    # Disconnects, timeouts, refused connects, TLS failures: no verdict from the server.
-    return RetriableError(f"smtp:{type(exc).__name__}", provider=provider)
+    # Disconnects, timeouts, refused connects, TLS failures: no verdict from the server. Only
+    # one during the transaction leaves open whether the server kept the message.
+    return RetriableError(f"smtp:{type(exc).__name__}", provider=provider, ambiguous=sending)
 
 
 class SmtpProvider(Provider):
@@ -101,7 +103,7 @@ class SmtpProvider(Provider):
             try:
                 client = await self._checkout()
             except (aiosmtplib.SMTPException, OSError) as exc:
-                raise map_error(exc, self.name) from exc
+                raise map_error(exc, self.name, sending=False) from exc
             try:
                 await client.send_message(email)
             except (aiosmtplib.SMTPException, OSError) as exc:

@@ -61,7 +61,12 @@ class TwilioProvider(Provider):
         except httpx.TransportError as exc:
             raise _http.transport_error(self.name, exc) from exc
         if resp.status_code in (200, 201):
-            return SendResult(self.name, str(resp.json().get("sid")))
+            # Accepted: an unreadable body must not turn into a retry (a second SMS).
+            try:
+                sid = resp.json().get("sid")
+            except (ValueError, AttributeError):
+                sid = None
+            return SendResult(self.name, str(sid) if sid else None)
         try:
             code = int(resp.json().get("code") or 0)
         except (ValueError, TypeError, AttributeError):

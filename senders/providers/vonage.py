@@ -65,8 +65,9 @@ class VonageProvider(Provider):
         try:
             entry: dict[str, Any] = resp.json()["messages"][0]
         except (ValueError, KeyError, IndexError, TypeError):
+            # Accepted or not, we cannot tell: never fail over to another SMS provider.
             raise RetriableError(
-                "vonage:200 unreadable response", provider=self.name, status=200
+                "vonage:200 unreadable response", provider=self.name, status=200, ambiguous=True
             ) from None
         status = str(entry.get("status", ""))
         if status == "0":

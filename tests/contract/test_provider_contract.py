@@ -17,9 +17,12 @@ from typing import Any
 import httpx
 import pytest
 
+from herald.services import free_port
+from infra.emulators.server import Ports
 from senders.decisions import Kind, classify
+from senders.providers import create
 from senders.providers.base import Message, PermanentError, RetriableError
-from tests.contract.conftest import ProviderCase
+from tests.contract.conftest import ProviderCase, settings_for
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -146,6 +149,21 @@ async def test_no_answer_is_retriable(
 
     # The request may have reached the provider: only the same provider may retry it.
     assert classify(err.value) is Kind.AMBIGUOUS
+
+
+async def test_unreachable_provider_is_retriable_and_not_sent(case: ProviderCase) -> None:
+    nobody = free_port()  # bound and released: nothing listens there
+    settings = settings_for(Ports(**dict.fromkeys(Ports.model_fields, nobody)), timeout_s=2)
+    provider = create(case.provider, settings)
+    await provider.start()
+    try:
+        with pytest.raises(RetriableError) as err:
+            await provider.send(message(case))
+    finally:
+        await provider.close()
+
+    # Nothing left this process: failing over to the fallback provider is safe.
+    assert classify(err.value) is Kind.DEFINITE
 
 
 async def test_concurrent_sends_each_land_once(

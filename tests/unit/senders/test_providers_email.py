@@ -124,3 +124,10 @@ async def test_sendgrid_429_waits_until_the_rate_limit_resets() -> None:
     err = await sendgrid_failure(httpx.Response(429, headers={"X-RateLimit-Reset": str(reset)}))
     assert err.retriable
     assert err.retry_after == pytest.approx(20, abs=2)
+
+
+def test_smtp_failure_without_a_reply_is_ambiguous_only_once_sending() -> None:
+    lost = aiosmtplib.SMTPServerDisconnected("gone")
+    assert map_error(lost).ambiguous is True
+    assert map_error(lost, sending=False).ambiguous is False
+    assert map_error(aiosmtplib.SMTPDataError(451, "later")).ambiguous is None

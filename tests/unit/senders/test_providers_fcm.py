@@ -9,6 +9,7 @@ from typing import Any
 import google.auth.exceptions
 import pytest
 import requests
+import urllib3.exceptions
 from firebase_admin import exceptions, messaging
 
 from senders.providers.base import Message
@@ -151,3 +152,25 @@ def test_local_token_uri_follows_the_fcm_url_and_real_ones_are_kept(tmp_path: An
         FcmSettings(credentials_file=path, token_uri="https://tokens.example/token")
     )
     assert pinned["token_uri"] == "https://tokens.example/token"
+
+
+def test_no_answer_is_ambiguous_unless_the_request_never_left() -> None:
+    refused = requests.exceptions.ConnectionError(
+        urllib3.exceptions.MaxRetryError(
+            None,  # type: ignore[arg-type]
+            "/",
+            urllib3.exceptions.NewConnectionError(None, "refused"),  # type: ignore[arg-type]
+        )
+    )
+    assert map_error(exceptions.UnavailableError("down", cause=refused)).ambiguous is False
+    connect_timeout = requests.exceptions.ConnectTimeout("slow connect")
+    assert (
+        map_error(exceptions.DeadlineExceededError("t", cause=connect_timeout)).ambiguous is False
+    )
+    read_timeout = requests.exceptions.ReadTimeout("no answer")
+    assert map_error(exceptions.DeadlineExceededError("t", cause=read_timeout)).ambiguous is True
+    # With an HTTP answer the runtime infers it from the status.
+    answered = exceptions.UnavailableError("down", http_response=response(503))
+    assert map_error(answered).ambiguous is None
+    token = google.auth.exceptions.RefreshError("invalid_grant", retryable=True)
+    assert map_error(token).ambiguous is False

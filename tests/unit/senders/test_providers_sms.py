@@ -146,3 +146,23 @@ async def test_vonage_unreadable_answer_is_ambiguous() -> None:
     )
     assert err.retriable
     assert err.ambiguous is True
+
+
+@pytest.mark.parametrize(
+    ("exc", "ambiguous"),
+    [
+        (httpx.ConnectError("refused"), False),
+        (httpx.ConnectTimeout("slow"), False),
+        (httpx.ReadTimeout("no answer"), True),
+        (httpx.RemoteProtocolError("reset"), True),
+    ],
+)
+async def test_transport_errors_say_whether_the_request_left(
+    exc: httpx.TransportError, ambiguous: bool
+) -> None:
+    def fail(request: httpx.Request) -> httpx.Response:
+        raise exc
+
+    err = await failure(TwilioProvider(TwilioSettings()), fail)
+    assert err.retriable
+    assert err.ambiguous is ambiguous
