@@ -93,6 +93,10 @@ def render_outcome(title: str, outcome: Outcome) -> Table:
         table.add_row(f"{'would skip' if outcome.dry_run else 'skipped'}: {reason}", f"{n:,}")
     for e in outcome.errors:
         table.add_row(f"[red]error[/red] {e}", "")
+    if outcome.dry_run and outcome.sample:
+        more = outcome.total_produced - len(outcome.sample)
+        ids = ", ".join(outcome.sample) + (f" … and {more:,} more" if more > 0 else "")
+        table.caption = f"would send: {ids}"
     return table
 
 

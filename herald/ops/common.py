@@ -16,6 +16,7 @@ from infra.settings import KafkaSettings
 from schemas.channels import Channel
 
 REPLAY_HEADER = "herald.replay"
+SAMPLE_SIZE = 20
 _CHANNEL_TOPIC = re.compile(
     r"^notifications\.(?P<channel>[a-z.]+?)(?P<lane>\.priority|\.retry\.\d+|\.dlq)?$"
 )
@@ -99,6 +100,8 @@ class Outcome:
     produced: Counter[str] = field(default_factory=Counter)  # by target topic
     skipped: Counter[str] = field(default_factory=Counter)  # by reason
     errors: list[str] = field(default_factory=list)
+    # The first ids (delivery, or event for requests) produced, so a dry run shows which.
+    sample: list[str] = field(default_factory=list)
 
     @property
     def total_produced(self) -> int:
@@ -112,6 +115,7 @@ class Outcome:
             "by_topic": dict(self.produced),
             "skipped": dict(self.skipped),
             "errors": self.errors,
+            "sample": self.sample,
         }
 
 
@@ -129,8 +133,11 @@ class Republisher:
         value: bytes,
         hdrs: Headers,
         on_failed: Callable[[], None] | None = None,
+        ident: str | None = None,
     ) -> None:
         self.outcome.produced[topic] += 1
+        if ident is not None and len(self.outcome.sample) < SAMPLE_SIZE:
+            self.outcome.sample.append(ident)
         if self.producer is None:
             return
 

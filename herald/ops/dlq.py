@@ -264,7 +264,14 @@ def redrive(
             # Not produced: free the claim so the next redrive tries again.
             session.execute(release, (d.topic, d.partition, d.offset))
 
-        out.send(target, d.key, _fresh_value(ref, d), hdrs, on_failed=failed)
+        out.send(
+            target,
+            d.key,
+            _fresh_value(ref, d),
+            hdrs,
+            on_failed=failed,
+            ident=d.delivery_id or d.ref,
+        )
         result.redriven.append(d.ref)
     out.flush()
     return result

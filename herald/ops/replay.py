@@ -94,7 +94,13 @@ def _requests(batch: list[Message], req: ReplayRequest, out: Republisher) -> Non
         elif not request_matches(req.channel, request["channels"]):
             out.outcome.skipped["other_channel"] += 1
         else:
-            out.send(req.topic.main, msg.key(), msg.value() or b"", replay_headers(msg))
+            out.send(
+                req.topic.main,
+                msg.key(),
+                msg.value() or b"",
+                replay_headers(msg),
+                ident=request["event_id"],
+            )
 
 
 def _deliveries(
@@ -123,4 +129,10 @@ def _deliveries(
         if reason is not None:
             out.outcome.skipped[reason] += 1
         else:
-            out.send(req.topic.main, msg.key(), msg.value() or b"", replay_headers(msg))
+            out.send(
+                req.topic.main,
+                msg.key(),
+                msg.value() or b"",
+                replay_headers(msg),
+                ident=delivery_id,
+            )

@@ -58,6 +58,7 @@ def test_channel_window_replays_only_what_the_ledger_lacks(
     before = end_offsets(kafka, TOPIC)
     dry = replay(kafka, session, req)
     assert dry.total_produced == 2
+    assert set(dry.sample) == missing  # the dry run names what it would send
     assert dry.skipped["already_sent"] == 2
     assert dry.skipped["already_failed"] == 1
     assert dry.skipped["already_dead_lettered"] == 1
