@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 import faust
+from confluent_kafka import KafkaException
 from faust.types import TP
 from prometheus_client import start_http_server
 
@@ -101,16 +102,24 @@ def create_app(
         msg = event.message
         src = Source(msg.topic, msg.partition, msg.offset, msg.key, _headers(msg.headers))
         raw = msg.value if isinstance(msg.value, bytes) else b""
-        for attempt in range(1, _MAX_ATTEMPTS + 1):
+        attempt = 0
+        while True:
             try:
                 await processor.handle(raw, src, rates)
                 return
+            except KafkaException as exc:
+                # Kafka unreachable beyond the producer's own retries: wait for it, like
+                # for Cassandra; dead-lettering would need Kafka too.
+                log.warning("kafka produce failed, retrying", extra={"error": str(exc)})
+                await asyncio.sleep(1.0)
             except Exception as exc:
+                attempt += 1
                 log.exception("request failed", extra={"attempt": attempt, "offset": msg.offset})
-                if attempt == _MAX_ATTEMPTS:
-                    await processor.dead_letter(raw, src, f"processing_error:{type(exc).__name__}")
-                else:
-                    await asyncio.sleep(0.2 * attempt)
+                if attempt >= _MAX_ATTEMPTS:
+                    reason = f"processing_error:{type(exc).__name__}"
+                    await processor.dead_letter(raw, src, reason)
+                    return
+                await asyncio.sleep(0.2 * attempt)
 
     @app.agent(requests)
     async def process(stream: faust.StreamT[bytes]) -> None:
