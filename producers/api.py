@@ -109,9 +109,7 @@ class Intake:
         s = self.settings
         session = await asyncio.to_thread(connect, s.cassandra)
         self.session = session
-        self.publisher = AsyncPublisher(
-            s.kafka, client="send-api", max_payload_bytes=s.api.max_payload_bytes
-        )
+        self.publisher = AsyncPublisher(s.kafka, **s.publisher_args("send-api"))
         self.publisher.start()
         self.clients = ClientStore(session, cache_ttl_s=s.api.cache_ttl_s)
         self.directory = Directory(
@@ -131,7 +129,7 @@ class Intake:
             "SELECT delivery_id, channel, state, reason, attempt, provider, updated_at"
             " FROM notification_log WHERE notification_id = ?"
         )
-        self.held = _schedule_store(session)
+        self.held = _schedule_store(session, s.topic_prefix + topics.REQUESTED)
 
     async def close(self) -> None:
         if self.publisher is not None:
@@ -162,13 +160,13 @@ class Intake:
         return found
 
 
-def _schedule_store(session: Session) -> Any:
+def _schedule_store(session: Session, scope: str) -> Any:
     """The processor's hold store, for cancelling a scheduled send (absent in old installs)."""
     try:
         from infra.scheduling import ScheduleStore
     except ImportError:
         return None
-    return ScheduleStore(session, topics.REQUESTED)
+    return ScheduleStore(session, scope)
 
 
 # --- request plumbing -------------------------------------------------------------

@@ -108,7 +108,7 @@ def send(
         data["event_id"] = event_id
     settings = IntakeSettings()
     try:
-        with Publisher(settings.kafka, client="cli") as pub:
+        with Publisher(settings.kafka, **settings.publisher_args("cli")) as pub:
             result = pub.publish(parse_request(data))
     except ValidationError as err:
         _fail(err)
@@ -134,7 +134,7 @@ def _with_directory(fn: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
 
         session = await asyncio.to_thread(connect, settings.cassandra)
         try:
-            async with AsyncPublisher(settings.kafka, client="cli-contacts") as pub:
+            async with AsyncPublisher(settings.kafka, **settings.publisher_args("cli")) as pub:
                 directory = Directory(
                     session,
                     pub,
@@ -371,7 +371,7 @@ async def _scheduler(settings: IntakeSettings) -> None:
         loop.add_signal_handler(sig, stop.set)
     session = await asyncio.to_thread(connect, settings.cassandra)
     try:
-        async with AsyncPublisher(settings.kafka, client="scheduler") as pub:
+        async with AsyncPublisher(settings.kafka, **settings.publisher_args("scheduler")) as pub:
             fire = RecurringScheduler(
                 RecurringStore(session),
                 pub,

@@ -37,7 +37,7 @@ async def _setup(settings: IntakeSettings) -> tuple[str, str, str]:
             f"loadtest-{uuid.uuid4().hex[:8]}", rate_per_s=1e6, burst=1_000_000
         )
         user_id = f"loadtest-{uuid.uuid4()}"
-        async with AsyncPublisher(settings.kafka, client="loadtest") as pub:
+        async with AsyncPublisher(settings.kafka, **settings.publisher_args("loadtest")) as pub:
             directory = Directory(
                 session, pub, hmac_key=settings.contacts.hmac_key.get_secret_value().encode()
             )

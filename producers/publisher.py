@@ -84,12 +84,14 @@ class _Base:
         *,
         client: str = "producer",
         topic: str = topics.REQUESTED,
+        changes_topic: str = topics.USER_CHANGES,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         codec: avro.Codec | None = None,
         producer: Producer | None = None,
     ) -> None:
         self.kafka = kafka or KafkaSettings()
         self.topic = topic
+        self.changes_topic = changes_topic
         self.max_payload_bytes = max_payload_bytes
         self.codec = codec or avro.codec_for(self.kafka.schema_registry_url)
         self.producer = producer or Producer(self.kafka.producer_config(client))
@@ -113,7 +115,7 @@ class _Base:
 
     def encode_change(self, user_id: str, kind: str) -> bytes:
         record = {"user_id": user_id, "kind": kind, "changed_at": datetime.now(UTC)}
-        return self.codec.encode(avro.USER_CHANGE, record, topic=topics.USER_CHANGES)
+        return self.codec.encode(avro.USER_CHANGE, record, topic=self.changes_topic)
 
     def _produce(
         self, topic: str, key: bytes, value: bytes, headers: Headers | None, on_delivery: Any
@@ -277,7 +279,7 @@ class AsyncPublisher(_Base):
 
     async def publish_change(self, user_id: str, kind: str) -> None:
         err, _ = await self._submit(
-            topics.USER_CHANGES, user_id.encode(), self.encode_change(user_id, kind), None
+            self.changes_topic, user_id.encode(), self.encode_change(user_id, kind), None
         )
         if err is not None:
             raise PublishError(err.str(), retriable=err.retriable())

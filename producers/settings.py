@@ -3,9 +3,12 @@ each entry point from `HERALD_*` variables (nested with `__`, e.g. HERALD_API__P
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from infra import topics
 from infra.settings import CassandraSettings, KafkaSettings
 from producers.request import DEFAULT_MAX_PAYLOAD_BYTES
 from schemas.validation import DEFAULT_PHONE_REGION
@@ -51,4 +54,16 @@ class IntakeSettings(BaseSettings):
     api: ApiSection = Field(default_factory=ApiSection)
     contacts: ContactsSection = Field(default_factory=ContactsSection)
     scheduler: SchedulerSection = Field(default_factory=SchedulerSection)
+    # Prepended to every topic name (HERALD_TOPIC_PREFIX), as in the processor and senders:
+    # isolated topic families for tests or tenants sharing a cluster.
+    topic_prefix: str = ""
     log_level: str = "INFO"
+
+    def publisher_args(self, client: str) -> dict[str, Any]:
+        """Keyword arguments of `Publisher`/`AsyncPublisher` for this deployment."""
+        return {
+            "client": client,
+            "topic": self.topic_prefix + topics.REQUESTED,
+            "changes_topic": self.topic_prefix + topics.USER_CHANGES,
+            "max_payload_bytes": self.api.max_payload_bytes,
+        }

@@ -25,18 +25,20 @@ from tests.integration.producers.intakekit import KAFKA, uid
 pytestmark = pytest.mark.e2e
 
 PHONE = "+14155550188"
+# Its own topic family: pipelines of concurrent test runs never see these requests.
+PREFIX = "e2e-intake."
 
 
 @pytest.fixture(scope="module")
 def pipeline() -> Iterator[Pipeline]:
-    pipe = start_pipeline(KAFKA, "e2e-intake")
+    pipe = start_pipeline(KAFKA, "e2e-intake", topic_prefix=PREFIX)
     yield pipe
     pipe.stop()
 
 
 @pytest.fixture
 async def api() -> AsyncIterator[httpx.AsyncClient]:
-    intake = Intake(IntakeSettings())
+    intake = Intake(IntakeSettings(topic_prefix=PREFIX))
     await intake.start()
     transport = httpx.ASGITransport(app=create_app(intake.settings, intake))
     async with httpx.AsyncClient(transport=transport, base_url="http://herald") as client:
