@@ -59,6 +59,8 @@ BENCH_SENDER_ENV = {
 # The bench runs on its own copy of herald's topics, so no other herald on the broker (a
 # demo, a test run) takes part in its deliveries; its consumer groups start at their end.
 TOPIC_PREFIX = "herald-bench."
+PACED_SECONDS = 20
+PASSTHROUGH_MIN = 20_000
 
 
 class BenchSettings(BaseSettings):
@@ -153,10 +155,14 @@ def _pipeline_runs(
                 topic_prefix=TOPIC_PREFIX,
                 on_progress=_updater(progress, task),
             )
-            for phase, count, offered in (
-                ("saturate", requests, 0.0),
-                ("paced", latency_requests, rate),
-            ):
+            saturated = 0.0
+            for phase in ("saturate", "paced"):
+                if phase == "saturate":
+                    count, offered = requests, 0.0
+                else:
+                    # Latency is only meaningful below capacity: by default, half of it.
+                    offered = rate or max(1.0, round(saturated / 2))
+                    count = latency_requests or max(1, int(offered * PACED_SECONDS))
                 stack.reset()
                 label = "max" if not offered else f"{offered:g}/s"
                 task = progress.add_task(f"x{n} {phase} ({label})", total=count)
@@ -173,6 +179,7 @@ def _pipeline_runs(
                         topic_prefix=TOPIC_PREFIX,
                         on_progress=_updater(progress, task),
                     )
+                saturated = saturated or res.requests_per_s
                 results.append({**asdict(res), "processes_usage": _usage_rows(sampler)})
         finally:
             stack.stop()
@@ -275,11 +282,13 @@ def _render(doc: dict[str, Any]) -> None:
 
 @app.command()
 def run(
-    requests: int = typer.Option(3000, help="Requests per saturating phase (and passthrough)."),
-    rate: float = typer.Option(150.0, help="Offered rate of the paced (latency) phase, req/s."),
+    requests: int = typer.Option(2000, help="Requests per saturating phase (and passthrough)."),
+    rate: float = typer.Option(
+        0.0, help="Offered rate of the paced (latency) phase, req/s; 0 = half the saturated rate."
+    ),
     users: int = typer.Option(2000, help="Synthetic users seeded into Cassandra."),
     latency_requests: int = typer.Option(
-        0, help="Requests in the paced phase (default: 20 s worth at --rate)."
+        0, help=f"Requests in the paced phase (default: {PACED_SECONDS} s worth)."
     ),
     scale: str = typer.Option("1,2", help="Processes per stage to compare, comma-separated."),
     pipeline_runs: bool = typer.Option(True, "--pipeline/--no-pipeline"),
@@ -322,7 +331,9 @@ def run(
         progress.update(task, completed=1)
 
         payloads = []
-        for r in load.RequestMix(population).requests(requests, run_id=f"{prefix}-pt"):
+        # At least PASSTHROUGH_MIN records: fewer copy too fast to time.
+        count = max(requests, PASSTHROUGH_MIN)
+        for r in load.RequestMix(population).requests(count, run_id=f"{prefix}-pt"):
             r["created_at"] = int(time.time() * 1000)
             payloads.append((r["user_id"].encode(), codec.encode(codec.REQUEST, r)))
         task = progress.add_task("kafka passthrough", total=len(payloads))
@@ -343,7 +354,7 @@ def run(
                     prefix=prefix,
                     requests=requests,
                     rate=rate,
-                    latency_requests=latency_requests or max(1, int(rate * 20)),
+                    latency_requests=latency_requests,
                     scales=[int(s) for s in scale.split(",") if s.strip()],
                     log_dir=log_dir,
                     settle_timeout=settle_timeout,
