@@ -18,11 +18,11 @@ class Route(BaseModel):
     """Providers of one channel, in failover order (first = primary)."""
 
     providers: list[str]
-    # After an ambiguous failure (request sent, no answer) the next attempt may go to the
-    # same provider only where a duplicate is harmless: push collapses on the device by
-    # apns-id/collapse key, email clients collapse repeated Message-IDs. SMS has no such
-    # thing, so an ambiguous SMS is dead-lettered for review instead of risking a double.
-    retry_ambiguous: bool = True
+    # After an ambiguous failure (request sent, no answer, maybe accepted) herald by default
+    # dead-letters the delivery (`uncertain_timeout`) rather than risk a double send. Set
+    # true to retry on the same provider instead, where a duplicate is tolerable: push
+    # collapses on the device by collapse id, mail clients by the repeated Message-ID.
+    retry_ambiguous: bool = False
 
     @field_validator("providers")
     @classmethod
@@ -36,7 +36,7 @@ _DEFAULT_ROUTES: dict[str, dict[str, Any]] = {
     "push_ios": {"providers": ["apns"]},
     "push_android": {"providers": ["fcm"]},
     "push_web": {"providers": ["fcm"]},
-    "sms": {"providers": ["twilio", "vonage"], "retry_ambiguous": False},
+    "sms": {"providers": ["twilio", "vonage"]},
     "email": {"providers": ["smtp", "sendgrid"]},
 }
 

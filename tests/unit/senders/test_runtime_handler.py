@@ -13,7 +13,7 @@ from schemas.events import now_ms
 from senders.handler import DeliveryHandler, retry_tier
 from senders.ledger import LedgerRow, State
 from senders.providers.base import RetriableError
-from senders.settings import BreakerSettings, RetrySettings, SenderSettings
+from senders.settings import BreakerSettings, RetrySettings, RoutingSettings, SenderSettings
 from tests.unit.senders.fakes import (
     FakeProvider,
     MemoryLedger,
@@ -126,8 +126,18 @@ async def test_ambiguous_sms_is_dead_lettered_not_failed_over() -> None:
     assert dlq.headers["herald.reason"] == b"uncertain_timeout"
 
 
-async def test_ambiguous_email_retries_on_the_same_provider_only() -> None:
+async def test_ambiguous_push_is_dead_lettered_by_default() -> None:
     w = World()
+    w.apns.steps = [TimeoutError()]
+    d = delivery(channel="push.ios", device_id="dev-1", address="tok")
+    assert await w.handle(d, "notifications.push.ios") == State.DEAD_LETTERED
+    assert w.ledger.rows["d-1"].reason == "uncertain_timeout"
+    assert w.apns.calls == 1
+
+
+async def test_ambiguous_email_retries_on_the_same_provider_only_when_allowed() -> None:
+    routing = RoutingSettings.model_validate({"email": {"retry_ambiguous": True}})
+    w = World(routing=routing)
     read_timeout = RetriableError("smtp:timeout", provider="smtp")
     read_timeout.__cause__ = httpx.ReadTimeout("no answer")
     w.smtp.steps = [read_timeout]
