@@ -78,6 +78,9 @@ class Prepared:
 
 
 class _Base:
+    """Validation, encoding and producing shared by the blocking and asyncio APIs.
+    `producer` and `codec` are for tests and special configurations."""
+
     def __init__(
         self,
         kafka: KafkaSettings | None = None,
