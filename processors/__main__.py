@@ -53,7 +53,9 @@ def main() -> None:
     app = create_app(settings, processor, scheduler)
     level = settings.log_level.lower()
     faust_level = {"warning": "warn", "critical": "crit"}.get(level, level)
-    sys.argv = [sys.argv[0], "worker", "-l", faust_level]
+    # The worker's command line overrides the app's web settings, so say it here too.
+    web = ["--web-port", str(settings.web_port)] if settings.web_port else ["--without-web"]
+    sys.argv = [sys.argv[0], "worker", "-l", faust_level, *web]
     try:
         app.main()
     finally:
