@@ -48,8 +48,8 @@ class Crash:
                 "HERALD_TOPIC_PREFIX": PREFIX,
                 "HERALD_METRICS_PORT": str(metrics),
                 "HERALD_INSTANCE_ID": f"{self.group}-{name}",
-                "HERALD_RETRY__CLAIM_STALE_AFTER_S": "4",
-                "HERALD_SEND_TIMEOUT_S": "3",
+                "HERALD_RETRY__CLAIM_STALE_AFTER_S": "6",
+                "HERALD_SEND_TIMEOUT_S": "5",
                 "HERALD_MAX_IN_FLIGHT": "4",  # the batch goes out in waves
                 "HERALD_SESSION_TIMEOUT_MS": "6000",
             },
@@ -117,10 +117,13 @@ def test_sigkill_mid_batch_never_sends_twice(
     assert all(receipts[i] <= 1 for i in ids), "a delivery reached the provider twice"
     outcome = Counter(r["state"] for r in done.values())
     assert outcome["sent"] + outcome["dead_lettered"] == N
+    reasons = Counter(r["reason"] for r in done.values() if r["state"] == "dead_lettered")
     for did, row in done.items():
         if row["state"] == "sent":
             assert receipts[did] == 1
-        else:
-            assert row["reason"] == "uncertain_after_crash"  # the window, never resent
+    # Dead letters are the uncertain ones only, none of them resent: the kill's window
+    # (and, on a very slow machine, a send timeout).
+    assert set(reasons) <= {"uncertain_after_crash", "uncertain_timeout"}, reasons
+    assert reasons["uncertain_after_crash"] >= 1
     assert outcome["sent"] > 0
     assert outcome["sent"] < N, "the kill came too late to test anything"
