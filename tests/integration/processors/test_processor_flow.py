@@ -351,3 +351,24 @@ def test_cancel_api_is_async_too() -> None:
             session.cluster.shutdown()
 
     assert asyncio.run(run()) is False
+
+
+def test_content_and_channel_gaps(proc: Harness) -> None:
+    tid = f"it.smsonly.{uuid.uuid4().hex[:8]}"
+    proc.session.execute(
+        "INSERT INTO templates (template_id, locale, channel, body) VALUES (%s, 'en', 'sms', 'x')",
+        (tid,),
+    )
+    uid = proc.user()
+    no_template = proc.publish(proc.request(uid, template_id=tid, channels=["sms", "email"]))
+    literal = proc.request(uid, channels=["sms", "email"])
+    del literal["content"]["email"]
+    no_content = proc.publish(literal)
+    nobody = proc.user(email=None, phone=None)
+    no_channel = proc.publish(proc.request(nobody))
+    wait_for(lambda: ("dropped", "no_template", "email") in proc.watcher.outcomes(no_template))
+    wait_for(lambda: ("dropped", "no_content", "email") in proc.watcher.outcomes(no_content))
+    wait_for(lambda: proc.watcher.outcomes(no_channel) == [("dropped", "no_channel", None)])
+    for nid in (no_template, no_content):
+        wait_for(lambda nid=nid: ACCEPTED in proc.watcher.outcomes(nid))
+        assert [d["channel"] for _t, d in proc.watcher.delivered(nid)] == ["sms"]
