@@ -7,6 +7,7 @@ topics (infra/topics.py) and the tables (infra/cql/*.cql) are created if missing
 from __future__ import annotations
 
 import logging
+import time
 from enum import StrEnum
 
 import typer
@@ -39,11 +40,40 @@ def _quiet_clients() -> None:
     logging.getLogger("cassandra").setLevel(logging.CRITICAL)
 
 
+def warm_up_group_coordinator(bootstrap_servers: str, timeout: float = 120.0) -> None:
+    """A fresh broker creates and loads `__consumer_offsets` on the first group request,
+    and until then every consumer group fails to join. Pay that once here, so the first
+    service or test that joins a group does not have to."""
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    from infra.topics import STATUS
+
+    group = "herald-stack-warmup"
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap_servers, "group.id": group, "enable.auto.commit": False}
+    )
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                consumer.commit(offsets=[TopicPartition(STATUS, 0, 0)], asynchronous=False)
+                break
+            except KafkaException as exc:
+                if time.monotonic() > deadline:
+                    raise StackError(f"Kafka group coordinator not ready: {exc}") from exc
+                time.sleep(1.0)
+    finally:
+        consumer.close()
+    AdminClient({"bootstrap.servers": bootstrap_servers}).delete_consumer_groups([group])
+
+
 def bootstrap(settings: StackSettings) -> None:
     from infra.cassandra import apply_migrations
     from infra.topics import ensure_topics
 
     created = ensure_topics(settings.bootstrap_servers)
+    warm_up_group_coordinator(settings.bootstrap_servers)
     console.print(
         f"topics: {len(created)} created" + (f" ({', '.join(created)})" if created else "")
     )
