@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 PYTEST_ARGS ?=
 
 .PHONY: help install stack-up stack-down stack-status down demo test test-unit test-integration \
-	test-faults bench lint fmt typecheck check clean
+	test-faults bench api scheduler loadtest lint fmt typecheck check clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "}; /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -47,6 +47,15 @@ test-faults: stack-up ## Fault-injection suite (kills, restarts, provider faults
 
 bench: stack-up ## Benchmarks: pipeline throughput/latency vs the raw Kafka passthrough
 	$(PY) -m herald.bench
+
+api: install ## Run the authenticated send API on :8080 (python -m producers api)
+	$(PY) -m producers api
+
+scheduler: install ## Run the recurring-schedule firing loop (python -m producers scheduler)
+	$(PY) -m producers scheduler
+
+loadtest: stack-up ## Load-test the send API (spawns it; prints requests/s)
+	$(PY) -m producers.loadtest --spawn -c 32 -d 10
 
 lint: install ## ruff lint and format check
 	$(VENV)/bin/ruff check .
