@@ -42,6 +42,9 @@ test: stack-up ## Install, start the stack, run unit, integration and end-to-end
 test-unit: install ## Unit tests only (no servers)
 	$(PY) -m herald.testrun tests/unit tests/contract $(PYTEST_ARGS)
 
+test-integration: stack-up ## Integration tests only (real Kafka and Cassandra, no pipeline processes)
+	$(PY) -m herald.testrun -m integration $(PYTEST_ARGS)
+
 test-faults: stack-up ## Fault-injection suite (kills, restarts, provider faults)
 	$(PY) -m herald.testrun -m faults $(PYTEST_ARGS)
 
