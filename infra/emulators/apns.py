@@ -75,18 +75,41 @@ def _reason(status: int, reason: str, **headers: str) -> Response:
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def _check_token(
-    request: Request, keys: dict[str, SigningKey]
-) -> tuple[SigningKey | None, Response | None]:
-    auth = request.headers.get("authorization", "")
-    if not auth.lower().startswith("bearer "):
-        return None, _reason(403, "MissingProviderToken")
-    token = auth[7:].strip()
-    try:
+class TokenVerifier:
+    """Checks provider tokens. A token is reused for up to an hour across thousands of
+    requests, so its signature is verified once and the result remembered (its age is
+    still checked on every request)."""
+
+    MAX_CACHED = 10_000
+
+    def __init__(self, keys: list[SigningKey]) -> None:
+        self._keys = {k.key_id: k for k in keys}
+        self._verified: dict[str, tuple[SigningKey, float]] = {}  # token → key, iat
+
+    def check(self, request: Request) -> tuple[SigningKey | None, Response | None]:
+        auth = request.headers.get("authorization", "")
+        if not auth.lower().startswith("bearer "):
+            return None, _reason(403, "MissingProviderToken")
+        token = auth[7:].strip()
+        known = self._verified.get(token)
+        if known is None:
+            try:
+                known = self._verify(token)
+            except jwt.PyJWTError:
+                return None, _reason(403, "InvalidProviderToken")
+            if len(self._verified) >= self.MAX_CACHED:
+                self._verified.clear()
+            self._verified[token] = known
+        key, iat = known
+        if time.time() - iat > TOKEN_MAX_AGE_S:
+            return None, _reason(403, "ExpiredProviderToken")
+        return key, None
+
+    def _verify(self, token: str) -> tuple[SigningKey, float]:
         header = jwt.get_unverified_header(token)
-        key = keys.get(str(header.get("kid")))
+        key = self._keys.get(str(header.get("kid")))
         if key is None or header.get("alg") != "ES256":
-            return None, _reason(403, "InvalidProviderToken")
+            raise jwt.InvalidKeyError("unknown key id or algorithm")
         claims = jwt.decode(
             token,
             key.public_key,
@@ -95,15 +118,11 @@ def _check_token(
             options={"require": ["iss", "iat"]},
             leeway=60,
         )
-    except jwt.PyJWTError:
-        return None, _reason(403, "InvalidProviderToken")
-    if time.time() - float(claims["iat"]) > TOKEN_MAX_AGE_S:
-        return None, _reason(403, "ExpiredProviderToken")
-    return key, None
+        return key, float(claims["iat"])
 
 
 def app(state: EmulatorState, keys: list[SigningKey]) -> Starlette:
-    by_id = {k.key_id: k for k in keys}
+    tokens = TokenVerifier(keys)
 
     async def push(request: Request) -> Response:
         # Read the whole stream first: an answer before the body is consumed leaves hypercorn's
@@ -111,7 +130,7 @@ def app(state: EmulatorState, keys: list[SigningKey]) -> Starlette:
         raw = await request.body()
         if request.scope.get("http_version") != "2":
             return _reason(505, "HTTP/2 required")
-        key, refused = _check_token(request, by_id)
+        key, refused = tokens.check(request)
         if refused is not None:
             return refused
         assert key is not None

@@ -34,7 +34,7 @@ async def test_concurrent_pushes_share_one_http2_connection(emulators: Emulators
     provider = ApnsProvider(ApnsSettings(url=f"https://127.0.0.1:{emulators.ports.apns}"))
     await provider.start()
     try:
-        await asyncio.gather(*(provider.send(push()) for _ in range(100)))
+        await asyncio.gather(*(provider.send(push()) for _ in range(50)))
         assert provider._client is not None
         pool = provider._client._transport._pool  # type: ignore[attr-defined]
         assert [type(c._connection).__name__ for c in pool.connections] == ["AsyncHTTP2Connection"]

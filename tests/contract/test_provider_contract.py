@@ -170,7 +170,7 @@ async def test_concurrent_sends_each_land_once(
     case: ProviderCase, make_provider: Callable[..., Any], control: httpx.AsyncClient
 ) -> None:
     provider = await make_provider(case.provider)
-    msgs = [message(case) for _ in range(40)]
+    msgs = [message(case) for _ in range(20)]
 
     results = await asyncio.gather(*(provider.send(m) for m in msgs))
 
