@@ -10,11 +10,19 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    IsolationLevel,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from infra.settings import KafkaSettings
 
@@ -162,6 +170,20 @@ Headers = list[tuple[str, str | bytes | None]]
 def header_list(msg: Message) -> Headers:
     raw = msg.headers() or []
     return list(raw.items()) if isinstance(raw, dict) else list(raw)
+
+
+def list_offsets(
+    admin: AdminClient, tps: Iterable[tuple[str, int]], *, latest: bool, timeout: float = 10.0
+) -> dict[tuple[str, int], int]:
+    """Earliest or latest (last stable) offsets of many partitions in one batched request."""
+    spec = OffsetSpec.latest() if latest else OffsetSpec.earliest()
+    wanted = {TopicPartition(t, p): spec for t, p in set(tps)}
+    if not wanted:
+        return {}
+    futures = admin.list_offsets(
+        wanted, isolation_level=IsolationLevel.READ_COMMITTED, request_timeout=timeout
+    )
+    return {(tp.topic, tp.partition): fut.result().offset for tp, fut in futures.items()}
 
 
 def headers(msg: Message) -> dict[str, bytes]:

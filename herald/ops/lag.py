@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -27,6 +28,7 @@ from infra.settings import KafkaSettings
 
 log = logging.getLogger("herald.ops.lag")  # not "__main__" when run with -m
 
+STAMP_CACHE = 100_000
 ERRORS = Counter("herald_lag_exporter_errors_total", "Failed lag refreshes")
 
 
@@ -85,6 +87,7 @@ class LagProbe:
         self.section = section or LagSection()
         self.admin = AdminClient(dict(kafka.base_config("ops-lag")))
         self.consumer = kafkaio.ops_consumer(kafka, "ops-lag")
+        self._stamps: OrderedDict[tuple[str, int, int], int] = OrderedDict()
 
     def close(self) -> None:
         self.consumer.close()
@@ -100,28 +103,33 @@ class LagProbe:
             and not g.group_id.startswith(tuple(self.section.exclude_prefixes))
         )
 
-    def committed(self, group: str) -> dict[tuple[str, int], int]:
-        futures = self.admin.list_consumer_group_offsets(
-            [ConsumerGroupTopicPartitions(group)], request_timeout=10
-        )
-        result = futures[group].result()
-        return {(tp.topic, tp.partition): tp.offset for tp in result.topic_partitions or []}
-
-    def measure(self, groups: list[str] | None = None) -> list[PartitionLag]:
-        offsets: dict[str, dict[tuple[str, int], int]] = {}
-        for group in groups if groups is not None else self.groups():
+    def committed(self, groups: list[str]) -> dict[str, dict[tuple[str, int], int]]:
+        """Committed offsets per group; the requests (one group each) run concurrently."""
+        pending = {
+            group: self.admin.list_consumer_group_offsets(
+                [ConsumerGroupTopicPartitions(group)], request_timeout=10
+            )[group]
+            for group in groups
+        }
+        out = {}
+        for group, fut in pending.items():
             try:
-                offsets[group] = self.committed(group)
+                result = fut.result()
             except KafkaException as exc:
                 # A group deleted between listing and asking; the next refresh forgets it.
                 log.info("no offsets for group %s: %s", group, exc)
-        marks: dict[tuple[str, int], tuple[int, int]] = {}
-        for tps in offsets.values():
-            for topic, partition in tps:
-                if (topic, partition) not in marks:
-                    marks[topic, partition] = self.consumer.get_watermark_offsets(
-                        TopicPartition(topic, partition), timeout=10, cached=False
-                    )
+                continue
+            out[group] = {
+                (tp.topic, tp.partition): tp.offset for tp in result.topic_partitions or []
+            }
+        return out
+
+    def measure(self, groups: list[str] | None = None) -> list[PartitionLag]:
+        offsets = self.committed(groups if groups is not None else self.groups())
+        every = {tp for committed in offsets.values() for tp in committed}
+        lows = kafkaio.list_offsets(self.admin, every, latest=False)
+        highs = kafkaio.list_offsets(self.admin, every, latest=True)
+        marks = {tp: (lows[tp], highs[tp]) for tp in every}
 
         def start(tp: tuple[str, int], off: int) -> int:
             low = marks[tp][0]
@@ -142,38 +150,60 @@ class LagProbe:
     def _timestamps(
         self, wanted: dict[tuple[str, int], set[int]]
     ) -> dict[tuple[str, int, int], int]:
-        """Timestamp of the first record at or after each wanted offset."""
+        """Timestamp of the first record at or after each wanted offset.
+
+        A record's timestamp never changes, so answers are cached: a group stuck at one
+        offset (the case that matters) costs one read, not one per refresh.
+        """
         out: dict[tuple[str, int, int], int] = {}
-        todo = [(t, p, o) for (t, p), offs in wanted.items() for o in offs]
-        for chunk in _rounds(todo):
-            self.consumer.assign([TopicPartition(t, p, o) for t, p, o in chunk])
-            pending = {(t, p): o for t, p, o in chunk}
-            deadline = time.monotonic() + 5
-            while pending and time.monotonic() < deadline:
-                for msg in self.consumer.consume(len(pending), timeout=0.5):
-                    err = msg.error()
-                    if err is not None:
-                        if err.code() != KafkaError._PARTITION_EOF:
-                            log.warning("probe read failed: %s", err)
-                        continue
-                    key = (msg.topic() or "", msg.partition() or 0)
-                    if key in pending:
-                        out[(*key, pending.pop(key))] = msg.timestamp()[1]
-            self.consumer.unassign()
+        queue: dict[tuple[str, int], list[int]] = {}
+        for tp, offs in wanted.items():
+            for o in sorted(offs):
+                if (*tp, o) in self._stamps:
+                    out[(*tp, o)] = self._stamps[(*tp, o)]
+                else:
+                    queue.setdefault(tp, []).append(o)
+        if queue:
+            self._read_stamps(queue, out)
+        while len(self._stamps) > STAMP_CACHE:
+            self._stamps.popitem(last=False)
         return out
 
-
-def _rounds(todo: list[tuple[str, int, int]]) -> Iterator[list[tuple[str, int, int]]]:
-    """Split so that one assignment never holds the same partition twice."""
-    while todo:
-        seen: set[tuple[str, int]] = set()
-        now: list[tuple[str, int, int]] = []
-        later: list[tuple[str, int, int]] = []
-        for item in todo:
-            (later if item[:2] in seen else now).append(item)
-            seen.add(item[:2])
-        yield now
-        todo = later
+    def _read_stamps(
+        self, queue: dict[tuple[str, int], list[int]], out: dict[tuple[str, int, int], int]
+    ) -> None:
+        """One pass over every partition: read at its lowest wanted offset, then seek to
+        the next one (several groups often wait at different offsets of one partition)."""
+        self.consumer.assign([TopicPartition(t, p, offs[0]) for (t, p), offs in queue.items()])
+        deadline = time.monotonic() + 5
+        try:
+            while queue and time.monotonic() < deadline:
+                for msg in self.consumer.consume(500, timeout=0.2):
+                    key = (msg.topic() or "", msg.partition() or 0)
+                    offs = queue.get(key)
+                    if offs is None:
+                        continue
+                    err = msg.error()
+                    if err is not None:
+                        if err.code() == KafkaError._PARTITION_EOF:
+                            # Only transaction markers or aborted records left: nothing waits.
+                            del queue[key]
+                        else:
+                            log.warning("probe read failed: %s", err)
+                        continue
+                    at = msg.offset() or 0
+                    if at < offs[0]:
+                        continue  # fetched before the last seek
+                    # The first record at or after every wanted offset up to here is this one.
+                    while offs and offs[0] <= at:
+                        stamp = (*key, offs.pop(0))
+                        out[stamp] = self._stamps[stamp] = msg.timestamp()[1]
+                    if offs:
+                        self.consumer.seek(TopicPartition(*key, offs[0]))
+                    else:
+                        del queue[key]
+        finally:
+            self.consumer.unassign()
 
 
 class LagCollector(Collector):

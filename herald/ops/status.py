@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient
 from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from herald.ops import kafkaio
 from herald.ops.common import topic_ref
 from herald.ops.lag import LagProbe, TopicLag, by_topic
 from herald.ops.settings import OpsSettings
@@ -120,19 +120,22 @@ class StatusProbe:
             return Snapshot(now, Health(False, str(exc)[:120]), self._cassandra())
         snap = Snapshot(now, kafka, self._cassandra(), deliveries=self._deliveries())
         snap.lags = by_topic(self.lag.measure(), int(now * 1000))
-        for name, tmeta in meta.topics.items():
-            lane = _lane(name, self.settings.topic_prefix)
-            if lane is None:
-                continue
-            row, kind = lane
-            for p in tmeta.partitions:
-                low, high = self.lag.consumer.get_watermark_offsets(
-                    TopicPartition(name, p), timeout=5, cached=False
-                )
-                if kind == "dlq":
-                    snap.dlq[row] = snap.dlq.get(row, 0) + (high - low)
-                else:
-                    snap.produced[f"{row}:{kind}"] = snap.produced.get(f"{row}:{kind}", 0) + high
+        lanes = {
+            (name, p): lane
+            for name, tmeta in meta.topics.items()
+            if (lane := _lane(name, self.settings.topic_prefix)) is not None
+            for p in tmeta.partitions
+        }
+        highs = kafkaio.list_offsets(self.admin, lanes, latest=True)
+        dlq_lows = kafkaio.list_offsets(
+            self.admin, [tp for tp, lane in lanes.items() if lane[1] == "dlq"], latest=False
+        )
+        for tp, (row, kind) in lanes.items():
+            if kind == "dlq":
+                snap.dlq[row] = snap.dlq.get(row, 0) + highs[tp] - dlq_lows[tp]
+            else:
+                key = f"{row}:{kind}"
+                snap.produced[key] = snap.produced.get(key, 0) + highs[tp]
         return snap
 
 

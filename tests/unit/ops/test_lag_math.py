@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from herald.ops.lag import LagCollector, PartitionLag, _rounds, by_topic
+from herald.ops.lag import LagCollector, PartitionLag, by_topic
 
 
 def part(committed: int, low: int, high: int, oldest: int | None, p: int = 0) -> PartitionLag:
@@ -38,9 +38,3 @@ def test_collector_serves_topic_and_partition_gauges() -> None:
     assert c.updated_at == pytest.approx(
         samples["herald_lag_exporter_updated_timestamp_seconds", ()]
     )
-
-
-def test_probe_rounds_never_assign_a_partition_twice() -> None:
-    todo = [("t", 0, 5), ("t", 0, 9), ("t", 1, 2)]
-    rounds = list(_rounds(todo))
-    assert rounds == [[("t", 0, 5), ("t", 1, 2)], [("t", 0, 9)]]
