@@ -20,12 +20,13 @@ from datetime import UTC, datetime
 from typing import IO, Any
 
 _EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]+@((?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,})")
-# E.164 (+821012345678) and the usual written forms (+1 (555) 123-4567, 555-123-4567,
-# 010 1234 5678). Digits are never preceded or followed by a word character, "-" or ".",
-# so uuids, dates, versions and IP addresses stay intact.
+# E.164 (+821012345678), national numbers with a trunk 0 (01012345678) and the usual
+# written forms (+1 (555) 123-4567, 555-123-4567, 010 1234 5678). Digits are never preceded
+# or followed by a word character, "-" or ".", so uuids, dates, versions and IP addresses
+# stay intact; bare digit runs without a leading 0 (offsets, timestamps) are left alone.
 _PHONE = re.compile(
     r"(?<![\w.+-])"
-    r"(?:\+\d{7,15}"
+    r"(?:\+\d{7,15}|0\d{8,10}"
     r"|(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{2,4}[ .-]\d{3,4}[ .-]\d{3,4}"
     r"|(?:\+\d{1,3}[ .-]?)?\(\d{1,4}\)[ .-]?\d{3,4}[ .-]?\d{3,4})"
     r"(?![\w]|[.-]\d)"

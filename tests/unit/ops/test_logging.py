@@ -12,7 +12,7 @@ import pytest
 from infra.logging import configure_logging, mask, mask_address
 
 EMAIL = "jane.doe+alerts@example.com"
-PHONES = ["+821012345678", "+1 (555) 123-4567", "555-123-4567", "+44 20 7946 0958"]
+PHONES = ["+821012345678", "+1 (555) 123-4567", "555-123-4567", "+44 20 7946 0958", "01012345678"]
 APNS_TOKEN = "a1b2c3d4" * 8
 FCM_TOKEN = "dGVzdC10b2tlbi0x:APA91bHPRgkF3JUikC4ENAHEeMrd41Zxv3hVZjC9KtT8OvPVGJ-hMMoZTpl"
 SECRETS = [EMAIL, APNS_TOKEN, FCM_TOKEN, *PHONES]
