@@ -28,10 +28,13 @@ from herald.ops import dlq as dlqmod
 from herald.ops.common import Outcome, TopicRef, topic_ref
 from herald.ops.kafkaio import parse_time
 from herald.ops.settings import OpsSettings
+from schemas.channels import Channel, PreferenceChannel
 
 app = typer.Typer(help="Operations: replay, dead letters, status, stats.", no_args_is_help=True)
 dlq_app = typer.Typer(help="Inspect and redrive dead-letter topics.", no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")
+
+CHANNEL_NAMES = {c.value for c in Channel} | {c.value for c in PreferenceChannel}
 
 out = Console()
 err = Console(stderr=True)
@@ -123,6 +126,8 @@ def replay(
         raise _fail(str(exc)) from None
     if start_ms >= end_ms:
         raise _fail("--from must be before --to")
+    if channel is not None and channel not in CHANNEL_NAMES:
+        raise _fail(f"--channel must be one of {', '.join(sorted(CHANNEL_NAMES))}")
     req = replaymod.ReplayRequest(
         ref, start_ms, end_ms, channel, category, dry_run, run_id=uuid.uuid4().hex[:12]
     )
