@@ -16,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 import faust
+from cassandra import OperationTimedOut, RequestExecutionException
+from cassandra.cluster import NoHostAvailable
 from confluent_kafka import KafkaException
 from faust.types import TP
 from prometheus_client import start_http_server
@@ -27,6 +29,8 @@ from processors.pipeline import Processor, Source
 from processors.settings import ProcessorSettings
 
 log = logging.getLogger(__name__)
+
+_OUTAGES = (KafkaException, NoHostAvailable, OperationTimedOut, RequestExecutionException)
 
 # A request that keeps failing for a reason we did not foresee (a bug, a poison value)
 # is dead-lettered after this many attempts instead of blocking its partition forever.
@@ -107,10 +111,13 @@ def create_app(
             try:
                 await processor.handle(raw, src, rates)
                 return
-            except KafkaException as exc:
-                # Kafka unreachable beyond the producer's own retries: wait for it, like
-                # for Cassandra; dead-lettering would need Kafka too.
-                log.warning("kafka produce failed, retrying", extra={"error": str(exc)})
+            except _OUTAGES as exc:
+                # Kafka or Cassandra unreachable beyond their clients' own retries: wait
+                # (fail closed). Dead-lettering would need them too, and the request is fine.
+                log.warning(
+                    "infrastructure unavailable, retrying",
+                    extra={"error": type(exc).__name__, "offset": msg.offset},
+                )
                 await asyncio.sleep(1.0)
             except Exception as exc:
                 attempt += 1
