@@ -6,10 +6,14 @@ topics (infra/topics.py) and the tables (infra/cql/*.cql) are created if missing
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import time
 from enum import StrEnum
+from pathlib import Path
 
+import psutil
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -108,9 +112,40 @@ def up(
         raise typer.Exit(1) from exc
 
 
+# herald's own services, as `python -m <module>`: what the demo and the tests start.
+SERVICE_MODULES = ("processors", "senders", "infra.emulators", "producers", "herald.ops.")
+
+
+def stray_services(root: Path) -> list[psutil.Process]:
+    """herald processes started from this checkout that are still running: a demo or a
+    test run that was interrupted leaves them behind (they run in their own sessions)."""
+    found = []
+    for proc in psutil.process_iter(["cmdline", "cwd"]):
+        with contextlib.suppress(psutil.Error):
+            argv = proc.info["cmdline"] or []
+            if proc.info["cwd"] != str(root) or "-m" not in argv:
+                continue
+            module = argv[argv.index("-m") + 1] if argv.index("-m") + 1 < len(argv) else ""
+            if module.startswith(SERVICE_MODULES) and proc.pid != os.getpid():
+                found.append(proc)
+    return found
+
+
 @app.command()
 def down(which: Which = typer.Argument(Which.ALL)) -> None:
-    """Stop the servers (data is kept in the run directory)."""
+    """Stop herald services left running from this checkout, then the servers (data is
+    kept in the run directory)."""
+    if which == Which.ALL:
+        strays = stray_services(Path.cwd().resolve())
+        for proc in strays:
+            with contextlib.suppress(psutil.Error):
+                proc.terminate()
+        _gone, alive = psutil.wait_procs(strays, timeout=15)
+        for proc in alive:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        if strays:
+            console.print(f"stopped {len(strays)} herald service process(es)")
     for component in reversed(components(StackSettings(), which)):
         stopped = component.down()
         console.print(f"{component.name}: {'stopped' if stopped else 'not running'}")
