@@ -3,14 +3,17 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
+from cassandra.cluster import NoHostAvailable
+from confluent_kafka import KafkaException
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -82,6 +85,19 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
+def infra_errors(command: Callable[..., None]) -> Callable[..., None]:
+    """Kafka or Cassandra out of reach: one line that says so, not a traceback."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> None:
+        try:
+            command(*args, **kwargs)
+        except (KafkaException, NoHostAvailable, TimeoutError) as exc:
+            raise _fail(f"{exc} (retriable: check that the stack is up, then run again)") from None
+
+    return run
+
+
 def render_outcome(title: str, outcome: Outcome) -> Table:
     table = Table(title=title + (" (dry run: nothing produced)" if outcome.dry_run else ""))
     table.add_column("what")
@@ -104,6 +120,7 @@ def render_outcome(title: str, outcome: Outcome) -> Table:
 
 
 @app.command()
+@infra_errors
 def replay(
     topic: TopicOpt,
     start: Annotated[str, typer.Option("--from", help="ISO 8601, 'now' or an age: 2h, 30m")],
@@ -157,6 +174,7 @@ def replay(
 
 
 @dlq_app.command("list")
+@infra_errors
 def dlq_list(
     topic: TopicOpt,
     reason: Annotated[str | None, typer.Option(help="only this reason")] = None,
@@ -204,6 +222,7 @@ def _age(seconds: int) -> str:
 
 
 @dlq_app.command("show")
+@infra_errors
 def dlq_show(
     topic: TopicOpt,
     ref: Annotated[str | None, typer.Option("--offset", help="offset or partition:offset")] = None,
@@ -224,6 +243,7 @@ def dlq_show(
 
 
 @dlq_app.command("redrive")
+@infra_errors
 def dlq_redrive(
     topic: TopicOpt,
     offsets: Annotated[list[str] | None, typer.Option("--offset", help="repeatable")] = None,
@@ -309,6 +329,7 @@ def status(
 
 
 @app.command()
+@infra_errors
 def stats(
     start: Annotated[str, typer.Option("--from", help="ISO 8601, 'now' or an age: 24h")] = "24h",
     end: Annotated[str, typer.Option("--to", help="ISO 8601, 'now' or an age")] = "now",
