@@ -112,7 +112,7 @@ class DeadLetter:
 
 def read(kafka: KafkaSettings, ref: TopicRef) -> list[DeadLetter]:
     """Every record currently in the dead-letter topic, oldest first."""
-    consumer = kafkaio.ops_consumer(kafka, "dlq")
+    consumer = kafkaio.ops_consumer(kafka, "ops-dlq")
     expect = codec.REQUEST if ref.is_request else codec.DELIVERY
     out: list[DeadLetter] = []
     try:
