@@ -379,6 +379,10 @@ class DeliveryHandler:
     ) -> str:
         did = d["delivery_id"]
         applied = await self._durable(lambda: self.ledger.finish(did, self.owner, outcome))
+        if not applied:
+            # A retried LWT whose first try timed out yet was applied reads as not applied.
+            now = await self._durable(lambda: self.ledger.read(did))
+            applied = now is not None and now.owner == self.owner and now.state == outcome.state
         self._called.discard(did)
         if not applied:
             # Another sender declared our claim stale and resolved it; its outcome stands.

@@ -380,3 +380,21 @@ def test_retry_tier_covers_retry_after() -> None:
     assert retry_tier(delays, 1, 100) == 3
     assert retry_tier(delays, 2, 1) == 2
     assert retry_tier(delays, 1, 3600) == 3  # the last tier, not past it
+
+
+async def test_a_timed_out_but_applied_outcome_write_is_recognised() -> None:
+    w = World()
+    orig = w.ledger.finish
+    calls = {"n": 0}
+
+    async def applied_then_timeout(*a: Any) -> bool:
+        calls["n"] += 1
+        result = await orig(*a)
+        if calls["n"] == 1:
+            raise TimeoutError("cas write timeout")  # applied, but we never heard
+        return result
+
+    w.ledger.finish = applied_then_timeout  # type: ignore[method-assign]
+    assert await w.handle(delivery()) == State.SENT
+    assert w.out.outcomes() == ["sent"]
+    assert w.ledger.rows["d-1"].published
