@@ -1,16 +1,15 @@
 """The `herald` command: one entry point over every package's own typer app.
 
 Each package owns its commands (`<package>/cli.py`, a typer `app`); this module only
-composes them, importing each lazily so `herald --help` stays fast and one broken
-package does not take the others' commands down.
+composes them.
 """
 
 from __future__ import annotations
 
 import importlib
 import sys
+from typing import Any
 
-import click
 import typer
 
 # Groups mounted under a name: `herald stack up`, `herald senders run`, ...
@@ -25,10 +24,11 @@ TOP_LEVEL: tuple[str, ...] = ("producers.cli:app", "herald.ops.cli:app", "herald
 
 def _load(ref: str) -> typer.Typer:
     module, _, attr = ref.partition(":")
-    return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
+    app: typer.Typer = getattr(importlib.import_module(module), attr)
+    return app
 
 
-def build() -> click.Group:
+def build() -> Any:
     root = typer.Typer(
         help="herald: notifications over Kafka and Cassandra. See README.md.",
         no_args_is_help=True,
@@ -40,12 +40,15 @@ def build() -> click.Group:
 
     group = typer.main.get_group(root)
     for name, ref in GROUPS.items():
-        group.add_command(typer.main.get_group(_load(ref)), name)
+        sub = typer.main.get_group(_load(ref))
+        sub.name = name
+        group.add_command(sub, name)
     for ref in TOP_LEVEL:
-        sub = typer.main.get_command(_load(ref))
-        commands = sub.commands if isinstance(sub, click.Group) else {sub.name or "": sub}
-        for name, command in commands.items():
-            group.add_command(command, name)
+        command = typer.main.get_command(_load(ref))
+        # A multi-command app contributes its commands; a one-command app, itself.
+        commands = getattr(command, "commands", None) or {command.name or "": command}
+        for name, cmd in commands.items():
+            group.add_command(cmd, name)
     return group
 
 
