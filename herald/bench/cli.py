@@ -154,6 +154,7 @@ def _pipeline_runs(
                 settle_timeout=60,
                 topic_prefix=TOPIC_PREFIX,
                 on_progress=_updater(progress, task),
+                check=stack.check_alive,
             )
             saturated = 0.0
             for phase in ("saturate", "paced"):
@@ -178,6 +179,7 @@ def _pipeline_runs(
                         settle_timeout=settle_timeout,
                         topic_prefix=TOPIC_PREFIX,
                         on_progress=_updater(progress, task),
+                        check=stack.check_alive,
                     )
                 saturated = saturated or res.requests_per_s
                 results.append({**asdict(res), "processes_usage": _usage_rows(sampler)})

@@ -80,9 +80,11 @@ def run_phase(
     settle_timeout: float,
     topic_prefix: str = "",
     on_progress: Callable[[int, int], None] = lambda _done, _total: None,
+    check: Callable[[], None] = lambda: None,
 ) -> PhaseResult:
     """Publish `requests`, wait until all are accounted for (or nothing moves for
-    `settle_timeout` seconds), and measure."""
+    `settle_timeout` seconds), and measure. `check` raises if a process of the run died:
+    figures of a run with a dead stage mean nothing."""
     nids = {r["notification_id"] for r in requests}
     observer = Observer(kafka, nids, user_prefix, topic_prefix)
     observer.start()
@@ -110,6 +112,11 @@ def run_phase(
             break
         if time.monotonic() - observer.state.last_change > settle_timeout:
             break
+        try:
+            check()
+        except BaseException:
+            observer.stop()
+            raise
         time.sleep(0.25)
     observer.stop()
     on_progress(total, total)

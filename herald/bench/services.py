@@ -16,7 +16,7 @@ from confluent_kafka import Consumer, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from herald.bench.kafkautil import end_offsets
-from herald.services import Service, ServiceSpec, free_port, python_module, start
+from herald.services import Service, ServiceError, ServiceSpec, free_port, python_module, start
 from infra import topics
 from infra.settings import KafkaSettings
 from schemas.channels import Channel
@@ -289,6 +289,12 @@ class Pipeline:
             wait_for_groups(self.kafka, [processor_group(self.run_id)], processors, timeout)
         if senders:
             wait_for_groups(self.kafka, sender_groups(self.run_id), senders, timeout)
+
+    def check_alive(self) -> None:
+        """Raise if a process died without being told to (a crash, an outside kill)."""
+        for name, svc in self.services.items():
+            if not svc.alive():
+                raise ServiceError(f"{name} exited (code {svc.proc.returncode}):\n{svc.log_tail()}")
 
     def faults(self, **fault: object) -> None:
         """POST /faults to the emulators, e.g. provider="apns", mode="error", status=500."""
