@@ -4,7 +4,8 @@ The sender (its real entry point, a consumer group of this test's own) drains th
 topic into the SMTP emulator, whose ledger shows what reached the provider. A window of
 deliveries is lost (the group's offsets jump past it while the sender is down); a replay
 of the window delivers exactly the lost ones, and nothing twice. A dead letter redriven
-after the fault is delivered once.
+after the fault is delivered once. The lag exporter shows the queue growing while the
+sender is down and draining once it is back.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 from cassandra.cluster import Session
 from confluent_kafka import Producer
+from prometheus_client.parser import text_string_to_metric_families
 
 from herald.bench.services import (
     Pipeline,
@@ -29,6 +32,7 @@ from herald.ops import dlq
 from herald.ops.common import topic_ref
 from herald.ops.lag import LagProbe
 from herald.ops.replay import ReplayRequest, replay
+from herald.services import ServiceSpec, free_port, python_module, running
 from infra import topics
 from infra.settings import KafkaSettings
 from schemas.channels import Channel
@@ -170,3 +174,49 @@ def test_redriven_dead_letter_is_delivered_once(
         second = dlq.redrive(kafka, session, ref, pick, force=True)
         assert second.outcome.total_produced == 0 and second.outcome.skipped == {"already_sent": 1}
         assert delivered(pipe, {did}) == {did: 1}
+
+
+def _exported_lag(url: str, group_id: str) -> float | None:
+    try:
+        text = httpx.get(url, timeout=2).text
+    except httpx.HTTPError:
+        return None
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if (
+                s.name == "herald_consumer_lag_records"
+                and s.labels.get("group") == group_id
+                and s.labels.get("topic") == TOPIC
+            ):
+                return s.value
+    return None
+
+
+def test_exported_lag_rises_while_the_sender_is_down_and_falls_when_it_resumes(
+    pipe: Pipeline, kafka: KafkaSettings, producer: Producer, category: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    exporter = ServiceSpec(
+        "lag",
+        python_module("herald.ops.lag"),
+        ready_port=port,
+        env={
+            "HERALD_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+            "HERALD_LAG__PORT": str(port),
+            "HERALD_LAG__HOST": "127.0.0.1",
+            "HERALD_LAG__GROUPS": f'["{group(pipe)}"]',
+            "HERALD_LAG__INTERVAL_S": "0.5",
+        },
+    )
+    url = f"http://127.0.0.1:{port}/metrics"
+    with exclusive(kafka, TOPIC, group(pipe)), running([exporter], tmp_path):
+        assert wait_for(lambda: _exported_lag(url, group(pipe)) == 0)
+        pipe.services[SENDER].stop()
+        queued = emails(category, 5)
+        produce_records(producer, TOPIC, queued)
+        assert wait_for(lambda: (_exported_lag(url, group(pipe)) or 0) >= 5)
+
+        pipe.restart(SENDER)
+        ids = {d["delivery_id"] for d in queued}
+        assert wait_for(lambda: len(delivered(pipe, ids)) == 5, timeout=30)
+        assert wait_for(lambda: _exported_lag(url, group(pipe)) == 0)
