@@ -13,7 +13,7 @@ from infra import topics
 from schemas import codec
 from schemas.events import now_ms, status_event
 from tests.conftest import KAFKA
-from tests.integration.ops.opskit import produce_records
+from tests.integration.ops.opskit import PREFIX, delivery, produce_records
 
 pytestmark = pytest.mark.integration
 ENV = {"HERALD_KAFKA__BOOTSTRAP_SERVERS": KAFKA, "COLUMNS": "160"}
@@ -83,3 +83,34 @@ def test_replay_dry_run_via_cli(category: str) -> None:
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["dry_run"] is True and summary["would_send"] == 0
+
+
+def test_dlq_list_and_show_mask_the_address(producer: Producer, category: str) -> None:
+    email = f"jane-{category}@example.com"
+    record = delivery("email", category, address=email, attempt=3)
+    produce_records(
+        producer,
+        PREFIX + topics.dlq_topic("email"),
+        [record],
+        headers=[
+            ("herald.reason", b"retries_exhausted"),
+            ("herald.attempts", b"3"),
+            ("herald.last_error", b"451 try later"),
+        ],
+    )
+    env = {**ENV, "HERALD_TOPIC_PREFIX": PREFIX}
+    listed = CliRunner().invoke(app, ["dlq", "list", "--topic", "email", "--json"], env=env)
+    assert listed.exit_code == 0, listed.output
+    (row,) = [r for r in json.loads(listed.stdout) if r["delivery_id"] == record["delivery_id"]]
+    assert (row["reason"], row["attempts"], row["last_error"]) == (
+        "retries_exhausted",
+        3,
+        "451 try later",
+    )
+    shown = CliRunner().invoke(
+        app, ["dlq", "show", "--topic", "email", "--delivery-id", record["delivery_id"]], env=env
+    )
+    assert shown.exit_code == 0, shown.output
+    detail = json.loads(shown.stdout)
+    assert detail["record"]["address"] == "j***@example.com"
+    assert email not in shown.stdout
