@@ -59,6 +59,12 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _token(platform: str) -> str:
+    if platform == "ios":
+        return uuid.uuid4().hex * 2  # APNs: 64 hex digits
+    return f"bench{uuid.uuid4().hex[:6]}:{uuid.uuid4().hex}{uuid.uuid4().hex}"  # FCM shape
+
+
 def _seed(users: int, template_id: str) -> list[str]:
     session = connect(CassandraSettings())
     try:
@@ -69,7 +75,7 @@ def _seed(users: int, template_id: str) -> list[str]:
                 "INSERT INTO users (user_id, email, phone, locale, timezone) VALUES (?,?,?,?,?)"
             ),
             [
-                (u, f"{u}@example.com", "+15555550100", LOCALES[i % 3], "UTC")
+                (u, f"{u}@example.com", "+14155550100", LOCALES[i % 3], "UTC")
                 for i, u in enumerate(uids)
             ],
             concurrency=64,
@@ -80,7 +86,7 @@ def _seed(users: int, template_id: str) -> list[str]:
                 "INSERT INTO devices_by_user (user_id, device_id, platform, device_token)"
                 " VALUES (?,?,?,?)"
             ),
-            [(u, f"{p}-1", p, uuid.uuid4().hex * 2) for u in uids for p in ("ios", "android")],
+            [(u, f"{p}-1", p, _token(p)) for u in uids for p in ("ios", "android")],
             concurrency=64,
         )
         for loc, (title, body) in _TEXT.items():

@@ -23,6 +23,8 @@ class Reason:
     UNSUBSCRIBED_ALL = "unsubscribed_all"
     NO_CONTACT = "no_contact"
     NO_DEVICE = "no_device"
+    INVALID_CONTACT = "invalid_contact"
+    INVALID_TOKEN = "invalid_token"
     EXPIRED = "expired"
     RATE_LIMITED = "rate_limited"
     QUIET_HOURS = "quiet_hours"

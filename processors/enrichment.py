@@ -9,8 +9,9 @@ sending late. `users.changes` events drop a user's cached rows (see `invalidate_
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,12 @@ from infra.cassandra import aexecute
 from processors import metrics
 from processors.cache import TTLCache
 from processors.decisions import Device
+from schemas.validation import (
+    ValidationError,
+    normalize_phone,
+    validate_email,
+    validate_token,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +44,10 @@ class UserView:
     unsubscribed_all: bool
     devices: tuple[Device, ...] = ()
     preferences: Mapping[tuple[str, str], bool] = field(default_factory=dict)
+    # Contacts stored but malformed (written around intake's validation): never sent to.
+    bad_email: bool = False
+    bad_phone: bool = False
+    bad_devices: int = 0
 
 
 @dataclass(frozen=True)
@@ -113,19 +124,27 @@ class Enricher:
             self._users.put(user_id, _UNKNOWN)
             return None
         u = users[0]
+        email, bad_email = _valid(validate_email, u["email"])
+        phone, bad_phone = _valid(normalize_phone, u["phone"])
+        good: list[Device] = []
+        for d in devices:
+            platform = d["platform"] or ""
+            token, _bad = _valid(functools.partial(validate_token, platform), d["device_token"])
+            if token is not None:
+                good.append(Device(d["device_id"], platform, token))
         view = UserView(
             user_id=user_id,
-            email=u["email"],
-            phone=u["phone"],
+            email=email,
+            phone=phone,
             locale=u["locale"],
             timezone=u["timezone"],
             quiet_start=u["quiet_start"],
             quiet_end=u["quiet_end"],
             unsubscribed_all=bool(u["unsubscribed_all"]),
-            devices=tuple(
-                Device(d["device_id"], d["platform"] or "", d["device_token"] or "")
-                for d in devices
-            ),
+            devices=tuple(good),
+            bad_email=bad_email,
+            bad_phone=bad_phone,
+            bad_devices=len(devices) - len(good),
             preferences={
                 (p["channel"], p["category"]): bool(p["opt_in"])
                 for p in prefs
@@ -156,6 +175,16 @@ class Enricher:
         hits = self._users.hits + self._templates.hits
         total = hits + self._users.misses + self._templates.misses
         return hits / total if total else 0.0
+
+
+def _valid(check: Callable[[str], str], value: str | None) -> tuple[str | None, bool]:
+    """(normalized value or None, whether a value was there but invalid)."""
+    if not value:
+        return None, False
+    try:
+        return check(value), False
+    except ValidationError:
+        return None, True
 
 
 def pick_template(

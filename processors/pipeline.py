@@ -58,6 +58,14 @@ class Source:
         return f"{self.topic}:{self.partition}:{self.offset}"
 
 
+def _missing_reason(pref: PreferenceChannel, user: UserView) -> str:
+    """Why a channel has no address: none stored, or only malformed ones."""
+    if pref is PreferenceChannel.PUSH:
+        return Reason.INVALID_TOKEN if user.bad_devices else Reason.NO_DEVICE
+    bad = user.bad_email if pref is PreferenceChannel.EMAIL else user.bad_phone
+    return Reason.INVALID_CONTACT if bad else Reason.NO_CONTACT
+
+
 class DedupStore:
     """`herald.processed_requests`: event id → done | deferred, kept 7 days (table TTL)."""
 
@@ -281,9 +289,9 @@ class Processor:
                 if targets:
                     allowed.append((pref, targets))
                     continue
-                if not explicit:
+                reason = _missing_reason(pref, user)
+                if not explicit and reason in (Reason.NO_DEVICE, Reason.NO_CONTACT):
                     continue  # "every channel" means every channel the user can receive
-                reason = Reason.NO_DEVICE if pref is PreferenceChannel.PUSH else Reason.NO_CONTACT
             drops.append((pref.value, reason))
         return allowed, drops
 

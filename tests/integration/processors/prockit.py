@@ -49,6 +49,13 @@ def create_topics(names: list[str], partitions: int = PARTITIONS) -> None:
         fut.result(timeout=30)
 
 
+def device_token(platform: str) -> str:
+    """A well-formed token: APNs 64 hex digits, FCM `<instance id>:<base64url>`."""
+    if platform == "ios":
+        return uuid.uuid4().hex * 2
+    return f"inst{uuid.uuid4().hex[:8]}:{uuid.uuid4().hex}{uuid.uuid4().hex}"
+
+
 @dataclass
 class Watcher:
     """Reads the status, dead-letter and channel topics from now on, in a thread."""
@@ -158,7 +165,7 @@ class Harness:
         self,
         *,
         email: str | None = "user@example.com",
-        phone: str | None = "+15555550123",
+        phone: str | None = "+14155550123",
         devices: tuple[tuple[str, str], ...] = (),
         locale: str | None = "en",
         timezone: str = "UTC",
@@ -176,7 +183,7 @@ class Harness:
             self.session.execute(
                 "INSERT INTO devices_by_user (user_id, device_id, platform, device_token)"
                 " VALUES (%s, %s, %s, %s)",
-                (uid, device_id, platform, f"token-{device_id}-{uuid.uuid4().hex}"),
+                (uid, device_id, platform, device_token(platform)),
             )
         for channel, category in opt_outs:
             self.session.execute(

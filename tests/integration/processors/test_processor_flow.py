@@ -48,7 +48,7 @@ def test_fan_out_one_delivery_per_device_and_channel(proc: Harness) -> None:
 
 
 def test_high_priority_takes_the_priority_lane(proc: Harness) -> None:
-    uid = proc.user(email=None, phone="+15555550100")
+    uid = proc.user(email=None, phone="+14155550100")
     nid = proc.publish(proc.request(uid, priority="high", channels=["sms"]))
     got = wait_for(lambda: proc.watcher.delivered(nid), what="delivery")
     assert [t for t, _d in got] == ["notifications.sms.priority"]
@@ -372,3 +372,25 @@ def test_content_and_channel_gaps(proc: Harness) -> None:
     for nid in (no_template, no_content):
         wait_for(lambda nid=nid: ACCEPTED in proc.watcher.outcomes(nid))
         assert [d["channel"] for _t, d in proc.watcher.delivered(nid)] == ["sms"]
+
+
+def test_malformed_stored_contacts_are_never_sent_to(proc: Harness) -> None:
+    uid = proc.user(email="not-an-email", phone="12345", devices=(("good", "ios"),))
+    proc.session.execute(
+        "INSERT INTO devices_by_user (user_id, device_id, platform, device_token)"
+        " VALUES (%s, 'bad', 'android', 'zz-not-a-token')",
+        (uid,),
+    )
+    nid = proc.publish(proc.request(uid, channels=["email", "sms", "push"]))
+    wait_for(lambda: ACCEPTED in proc.watcher.outcomes(nid))
+    assert ("dropped", "invalid_contact", "email") in proc.watcher.outcomes(nid)
+    assert ("dropped", "invalid_contact", "sms") in proc.watcher.outcomes(nid)
+    assert [d["device_id"] for _t, d in proc.watcher.delivered(nid)] == ["good"]
+    only_bad = proc.user(devices=())
+    proc.session.execute(
+        "INSERT INTO devices_by_user (user_id, device_id, platform, device_token)"
+        " VALUES (%s, 'bad', 'ios', 'zz-not-a-token')",
+        (only_bad,),
+    )
+    push = proc.publish(proc.request(only_bad, channels=["push"]))
+    wait_for(lambda: proc.watcher.outcomes(push) == [("dropped", "invalid_token", "push")])
