@@ -25,8 +25,9 @@ from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config as HypercornConfig
 from pydantic import BaseModel, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from starlette.applications import Starlette
 
-from infra.emulators import apns, fcm, sendgrid, smtp, twilio, vonage
+from infra.emulators import apns, fcm, sendgrid, smtp, twilio, vonage, webpush
 from infra.emulators.state import EmulatorState, control_app
 
 log = logging.getLogger(__name__)
@@ -125,6 +126,7 @@ class Emulators:
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._smtp: Any = None
+        self.push_service = webpush.PushService()
 
     def tls_server_context(self) -> ssl.SSLContext:
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -140,7 +142,17 @@ class Emulators:
         self.ports = Ports(**{name: sock.getsockname()[1] for name, sock in socks.items()})
         servers = [
             _HttpServer("apns", apns.app(self.state, _apns_keys(s)), socks["apns"], not s.apns_h2c),
-            _HttpServer("fcm", fcm.app(self.state, _fcm_accounts(s)), socks["fcm"]),
+            # Chrome's Web Push endpoints live on FCM's host: so do the emulators'.
+            _HttpServer(
+                "fcm",
+                Starlette(
+                    routes=[
+                        *fcm.app(self.state, _fcm_accounts(s)).routes,
+                        *webpush.app(self.state, self.push_service).routes,
+                    ]
+                ),
+                socks["fcm"],
+            ),
             _HttpServer(
                 "twilio",
                 twilio.app(

@@ -30,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-PROVIDERS = ("apns", "fcm", "twilio", "vonage", "smtp", "sendgrid")
+PROVIDERS = ("apns", "fcm", "webpush", "twilio", "vonage", "smtp", "sendgrid")
 # What a `timeout` fault holds a request for: longer than any client waits.
 HOLD_S = 3600.0
 

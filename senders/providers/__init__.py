@@ -15,6 +15,7 @@ from senders.providers.settings import ProvidersSettings
 PROVIDERS: dict[str, str] = {
     "apns": "senders.providers.apns:ApnsProvider",
     "fcm": "senders.providers.fcm:FcmProvider",
+    "webpush": "senders.providers.webpush:WebpushProvider",
     "twilio": "senders.providers.twilio:TwilioProvider",
     "vonage": "senders.providers.vonage:VonageProvider",
     "smtp": "senders.providers.smtp:SmtpProvider",

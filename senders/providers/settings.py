@@ -59,6 +59,21 @@ class FcmSettings(BaseModel):
     _paths = field_validator("credentials_file", mode="before")(_blank_is_none)
 
 
+class WebpushSettings(BaseModel):
+    # The VAPID key pair identifies this application server to the browsers' push services;
+    # its public half is the `applicationServerKey` the web app subscribes with.
+    vapid_key_file: Path | None = DEV_CREDENTIALS / "webpush-vapid-dev-key.pem"
+    vapid_private_key: SecretStr | None = None  # PEM text; wins over the file
+    subject: str = "mailto:ops@herald.example"  # a contact for the push services
+    # Sends every subscription's push to this origin (the emulator) instead of its
+    # endpoint's; set it to "" for the real push services.
+    endpoint_override: str | None = "http://127.0.0.1:8444"
+    timeout_s: float = 10.0
+    max_connections: int = 50
+
+    _paths = field_validator("vapid_key_file", "endpoint_override", mode="before")(_blank_is_none)
+
+
 class TwilioSettings(BaseModel):
     # Real: https://api.twilio.com.
     url: str = "http://127.0.0.1:8445"
@@ -110,6 +125,7 @@ class SendgridSettings(BaseModel):
 class ProvidersSettings(BaseModel):
     apns: ApnsSettings = Field(default_factory=ApnsSettings)
     fcm: FcmSettings = Field(default_factory=FcmSettings)
+    webpush: WebpushSettings = Field(default_factory=WebpushSettings)
     twilio: TwilioSettings = Field(default_factory=TwilioSettings)
     vonage: VonageSettings = Field(default_factory=VonageSettings)
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)

@@ -7,9 +7,10 @@ address, so `test_provider_contract.py` runs the same checks against every provi
 
 from __future__ import annotations
 
+import base64
 import secrets
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
@@ -30,6 +31,7 @@ from senders.providers.settings import (
     SmtpSettings,
     TwilioSettings,
     VonageSettings,
+    WebpushSettings,
 )
 
 SMTP_USER, SMTP_PASSWORD = "contract", "contract-password"
@@ -69,6 +71,14 @@ def settings_for(
         fcm=FcmSettings(
             url=f"http://127.0.0.1:{ports.fcm}", credentials_json=fcm_json, timeout_s=timeout_s
         ),
+        webpush=WebpushSettings(
+            endpoint_override=f"http://127.0.0.1:{ports.fcm}",
+            # Not the key the subscriptions were made with: the push service refuses it.
+            vapid_private_key=SecretStr(_pem(ec.generate_private_key(ec.SECP256R1())))
+            if bad_auth
+            else None,
+            timeout_s=timeout_s,
+        ),
         twilio=TwilioSettings(
             url=f"http://127.0.0.1:{ports.twilio}",
             auth_token=SecretStr("wrong" if bad_auth else "herald-dev-token"),
@@ -95,19 +105,37 @@ def settings_for(
     )
 
 
-def _apns_token() -> str:
+def _apns_token(_: Emulators) -> str:
     return secrets.token_hex(32)
 
 
-def _fcm_token() -> str:
+def _fcm_token(_: Emulators) -> str:
     return f"{secrets.token_urlsafe(11)}:APA91b{secrets.token_urlsafe(100)}"
 
 
-def _phone() -> str:
+def vapid_public_key() -> str:
+    """The applicationServerKey of the dev VAPID key: web apps subscribe with it."""
+    key = serialization.load_pem_private_key(
+        (DEV_CREDENTIALS / "webpush-vapid-dev-key.pem").read_bytes(), password=None
+    )
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    raw = key.public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _web_subscription(emu: Emulators) -> str:
+    # What a browser's PushManager.subscribe() gives the web app, endpoint on the emulator.
+    assert emu.ports is not None
+    return emu.push_service.subscribe(f"http://127.0.0.1:{emu.ports.fcm}", vapid_public_key())
+
+
+def _phone(_: Emulators) -> str:
     return f"+1415{secrets.randbelow(10**7):07d}"
 
 
-def _email() -> str:
+def _email(_: Emulators) -> str:
     return f"user-{secrets.token_hex(6)}@example.com"
 
 
@@ -115,19 +143,26 @@ def _email() -> str:
 class ProviderCase:
     provider: str
     channel: str
-    new_address: Callable[[], str]
+    make_address: Callable[[Emulators], str]
     # SMTP has no way to say how long to wait; every HTTP provider does.
     throttle_has_retry_after: bool = True
     server_error: int = 503
+    emulators: Emulators | None = None  # bound by the `case` fixture
 
     def __str__(self) -> str:
         return f"{self.provider}-{self.channel}"
+
+    def new_address(self) -> str:
+        """A fresh valid address (device token, subscription, number, mailbox)."""
+        assert self.emulators is not None, "use the `case` fixture"
+        return self.make_address(self.emulators)
 
 
 CASES = [
     ProviderCase("apns", "push.ios", _apns_token),
     ProviderCase("fcm", "push.android", _fcm_token),
     ProviderCase("fcm", "push.web", _fcm_token),
+    ProviderCase("webpush", "push.web", _web_subscription),
     ProviderCase("twilio", "sms", _phone),
     ProviderCase("vonage", "sms", _phone, server_error=502),
     ProviderCase("smtp", "email", _email, throttle_has_retry_after=False, server_error=451),
@@ -164,9 +199,9 @@ async def control(emulators: Emulators) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture(params=CASES, ids=str)
-def case(request: pytest.FixtureRequest) -> ProviderCase:
+def case(request: pytest.FixtureRequest, emulators: Emulators) -> ProviderCase:
     param: ProviderCase = request.param
-    return param
+    return replace(param, emulators=emulators)
 
 
 @pytest_asyncio.fixture(loop_scope="session")

@@ -13,7 +13,7 @@ from herald.services import ServiceSpec, free_port, python_module, start
 from infra.emulators.server import Ports
 from senders.providers import create
 from senders.providers.base import Message
-from tests.contract.conftest import CASES, settings_for
+from tests.contract.conftest import CASES, settings_for, vapid_public_key
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -29,7 +29,16 @@ async def test_emulator_process_serves_every_provider_and_stops_cleanly(tmp_path
     try:
         settings = settings_for(ports)
         sent: dict[str, str] = {}
+        fcm = f"http://127.0.0.1:{ports.fcm}"
         for case in CASES:
+            if case.provider == "webpush":  # the subscription lives in that process
+                async with httpx.AsyncClient() as browser:
+                    resp = await browser.post(
+                        f"{fcm}/subscriptions", json={"applicationServerKey": vapid_public_key()}
+                    )
+                    address = resp.text
+            else:
+                address = case.make_address(None)  # type: ignore[arg-type]
             provider = create(case.provider, settings)
             await provider.start()
             try:
@@ -37,7 +46,7 @@ async def test_emulator_process_serves_every_provider_and_stops_cleanly(tmp_path
                     delivery_id=str(uuid.uuid4()),
                     notification_id=str(uuid.uuid4()),
                     channel=case.channel,
-                    address=case.new_address(),
+                    address=address,
                     body="hello",
                     title="hi",
                     subject="hi",
