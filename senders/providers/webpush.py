@@ -54,10 +54,19 @@ def _hkdf(salt: bytes, ikm: bytes, info: bytes, length: int) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=length, salt=salt, info=info).derive(ikm)
 
 
-def encrypt(plaintext: bytes, p256dh: bytes, auth: bytes, *, salt: bytes | None = None) -> bytes:
-    """RFC 8291 message encryption: an `aes128gcm` body (RFC 8188) with a single record."""
+def encrypt(
+    plaintext: bytes,
+    p256dh: bytes,
+    auth: bytes,
+    *,
+    salt: bytes | None = None,
+    as_private: ec.EllipticCurvePrivateKey | None = None,
+) -> bytes:
+    """RFC 8291 message encryption: an `aes128gcm` body (RFC 8188) with a single record.
+
+    `salt` and the ephemeral `as_private` key are fresh per message unless given (tests)."""
     ua_public = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), p256dh)
-    as_private = ec.generate_private_key(ec.SECP256R1())
+    as_private = as_private or ec.generate_private_key(ec.SECP256R1())
     as_public = as_private.public_key().public_bytes(
         serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
     )
