@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -73,22 +73,34 @@ class Slots:
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self.used = 0
+        self.used = 0  # records taken from Kafka and not finished
         self._sem = asyncio.Semaphore(limit)
+        self._freed = asyncio.Event()
 
     def free(self, reserve: int = 0) -> int:
         return max(0, self.limit - reserve - self.used)
 
-    @contextlib.contextmanager
-    def counted(self) -> Iterator[None]:
-        """A record taken from Kafka and not finished: lanes stop fetching at the limit."""
+    def take(self) -> None:
         self.used += 1
         metrics.IN_FLIGHT.set(self.used)
-        try:
-            yield
-        finally:
-            self.used -= 1
-            metrics.IN_FLIGHT.set(self.used)
+
+    def give(self) -> None:
+        self.used -= 1
+        metrics.IN_FLIGHT.set(self.used)
+        self._freed.set()
+
+    async def wait_free(self, reserve: int, within: float) -> bool:
+        """True once a slot is free for a lane leaving `reserve`; False after `within` s."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while self.free(reserve) == 0:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            self._freed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._freed.wait(), remaining)
+        return True
 
     @property
     def sending(self) -> asyncio.Semaphore:
@@ -119,6 +131,9 @@ class Lane:
         config["auto.offset.reset"] = settings.start_at
         config["session.timeout.ms"] = settings.session_timeout_ms
         config["heartbeat.interval.ms"] = max(500, settings.session_timeout_ms // 5)
+        # Bounds what librdkafka fetches ahead per consumer while the lane waits for slots.
+        config["queued.max.messages.kbytes"] = settings.prefetch_kbytes
+        config["fetch.max.bytes"] = settings.prefetch_kbytes * 1024
         self._consumer = Consumer(config)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=self._client)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -213,8 +228,17 @@ class Lane:
         try:
             while not self.stopping.is_set():
                 await self._flow_control()
+                if self.slots.free(self.spec.reserve) == 0 and not self._full_paused:
+                    # Full. Briefly: wait for a slot, keeping what librdkafka prefetched
+                    # (bounded by `prefetch_kbytes`; a pause would drop it and cost a fetch
+                    # round trip). Longer, e.g. a slow provider: pause the partitions.
+                    if not await self.slots.wait_free(
+                        self.spec.reserve, self.settings.pause_after_s
+                    ):
+                        await self._pause_all(True)
+                    continue
                 batch = max(1, min(500, self.slots.free(self.spec.reserve)))
-                messages = await self._call(self._consumer.consume, batch, 0.2)
+                messages = await self._call(self._fetch, batch)
                 for msg in messages:
                     await self._dispatch(msg)
                 await self._store()
@@ -222,6 +246,14 @@ class Lane:
         finally:
             await self._call(self._consumer.close)
             self._executor.shutdown(wait=False)
+
+    def _fetch(self, batch: int) -> list[KafkaMessage]:
+        """Up to `batch` records, returning as soon as one is there: `consume(n, t)` alone
+        waits for all n or for t, which caps a lane at n records per t."""
+        first: list[KafkaMessage] = self._consumer.consume(1, 0.2)
+        if not first or batch == 1:
+            return first
+        return first + self._consumer.consume(batch - 1, 0)
 
     async def _flow_control(self) -> None:
         now = now_ms() / 1000
@@ -232,13 +264,14 @@ class Lane:
             if not self._full_paused:
                 await self._call(self._consumer.resume, [TopicPartition(*k) for k in due])
             metrics.PAUSED.labels(*self._labels).set(len(self._held))
-        full = self.slots.free(self.spec.reserve) == 0
-        if full != self._full_paused:
-            parts = [TopicPartition(*k) for k in self._assigned if k not in self._held]
-            if parts:
-                fn = self._consumer.pause if full else self._consumer.resume
-                await self._call(fn, parts)
-            self._full_paused = full
+        if self._full_paused and self.slots.free(self.spec.reserve) > 0:
+            await self._pause_all(False)
+
+    async def _pause_all(self, pause: bool) -> None:
+        parts = [TopicPartition(*k) for k in self._assigned if k not in self._held]
+        if parts:
+            await self._call(self._consumer.pause if pause else self._consumer.resume, parts)
+        self._full_paused = pause
 
     async def _dispatch(self, msg: KafkaMessage) -> None:
         err = msg.error()
@@ -280,6 +313,7 @@ class Lane:
             # Records of one user (the key) go out in order: each waits for the previous.
             user = msg.key()
             before = self._last_of_user.get(user) if user else None
+            self.slots.take()
             work = self._process(delivery, topic, redriven, before)
         else:
             user, work = None, self._poison(msg, reason)
@@ -305,14 +339,16 @@ class Lane:
         redriven: bool,
         before: asyncio.Task[None] | None,
     ) -> bool:
-        # Counted while waiting for the user's previous record, so a burst for one user
-        # pauses the partitions instead of piling up tasks; the semaphore is taken only
-        # after that wait, so waiting records never starve the ones they wait for.
-        with self.slots.counted():
+        # Counted (since dispatch) while waiting for the user's previous record, so a burst
+        # for one user stops the fetching instead of piling up tasks; the semaphore is
+        # taken only after that wait, so waiting records never starve those they wait for.
+        try:
             if before is not None:
                 await asyncio.wait([before])
             async with self.slots.sending:
                 return await self._handle(delivery, topic, redriven)
+        finally:
+            self.slots.give()
 
     async def _handle(self, delivery: dict[str, Any], topic: str, redriven: bool) -> bool:
         delay = 0.2

@@ -140,6 +140,10 @@ class SenderSettings(BaseSettings):
     # How fast the group notices a dead sender and hands its partitions to the others.
     session_timeout_ms: int = 10000
     max_in_flight: int = 64  # concurrent sends per process, over all channels
+    # In-flight limit reached for longer than this: pause the partitions (backpressure to
+    # Kafka); shorter: just stop fetching and keep librdkafka's prefetched records.
+    pause_after_s: float = 1.0
+    prefetch_kbytes: int = 4096  # per consumer
     send_timeout_s: float = 30.0  # a send with no answer by then is ambiguous
     shutdown_grace_s: float = 30.0  # SIGTERM: time given to in-flight sends
     metrics_port: int = 9402
