@@ -116,6 +116,9 @@ class VapidSigner:
 
 def parse_subscription(address: str) -> tuple[str, bytes, bytes]:
     """(endpoint, p256dh, auth) of a subscription JSON; PermanentError if it is not one."""
+    if not address.lstrip().startswith("{"):
+        # Most likely an FCM registration token routed here: the device itself is fine.
+        raise PermanentError("webpush:address is not a Web Push subscription", provider="webpush")
     try:
         sub: dict[str, Any] = json.loads(address)
         keys = sub["keys"]

@@ -15,7 +15,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from infra.emulators import apns, fcm, sendgrid, twilio, vonage
+from infra.emulators import apns, fcm, sendgrid, twilio, vonage, webpush
 from infra.emulators.state import EmulatorState
 
 DEVICE = "ab" * 32
@@ -292,3 +292,58 @@ async def test_sendgrid_checks_key_and_body() -> None:
     )
     assert ok.status_code == 202 and ok.headers["x-message-id"]
     assert len(state.ledger) == 1
+
+
+# --- Web Push -----------------------------------------------------------------------------
+
+
+async def test_webpush_checks_vapid_key_encryption_and_subscription() -> None:
+    from senders.providers.webpush import VapidSigner, encrypt, parse_subscription
+
+    state, service = EmulatorState(), webpush.PushService()
+    vapid = ec.generate_private_key(ec.SECP256R1())
+    signer = VapidSigner(vapid, "mailto:ops@example.com")
+    sub = service.subscribe("http://emu", signer.public_key)
+    endpoint, p256dh, auth = parse_subscription(sub)
+    path = endpoint.removeprefix("http://emu")
+    body = encrypt(json.dumps({"title": "t", "body": "b"}).encode(), p256dh, auth)
+    good = {
+        "authorization": signer.header("http://emu"),
+        "content-encoding": "aes128gcm",
+        "ttl": "60",
+    }
+    stranger = VapidSigner(ec.generate_private_key(ec.SECP256R1()), "mailto:x@example.com")
+
+    async with client(webpush.app(state, service)) as c:
+        unknown = await c.post("/fcm/send/nope", content=body, headers=good)
+        wrong_key = await c.post(
+            path, content=body, headers={**good, "authorization": stranger.header("http://emu")}
+        )
+        wrong_aud = await c.post(
+            path, content=body, headers={**good, "authorization": signer.header("http://other")}
+        )
+        no_ttl = await c.post(
+            path, content=body, headers={k: v for k, v in good.items() if k != "ttl"}
+        )
+        plain = await c.post(
+            path, content=b"hello", headers={**good, "content-encoding": "identity"}
+        )
+        garbled = await c.post(path, content=body[:-1] + b"x", headers=good)
+        ok = await c.post(path, content=body, headers=good)
+
+    assert [r.status_code for r in (unknown, wrong_key, wrong_aud, no_ttl, plain, garbled)] == [
+        404,
+        403,
+        403,
+        400,
+        415,
+        400,
+    ]
+    assert ok.status_code == 201 and ok.headers["location"]
+    [entry] = state.ledger
+    assert (entry.provider, entry.channel, entry.title, entry.body) == (
+        "webpush",
+        "push.web",
+        "t",
+        "b",
+    )

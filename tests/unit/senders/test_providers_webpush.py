@@ -92,14 +92,20 @@ def test_vapid_jwt_is_reused_per_audience_and_renewed_before_expiry() -> None:
     "address",
     [
         '{"endpoint": "https://x"}',
-        "not json",
         '{"endpoint": "https://x", "keys": {"p256dh": "AA", "auth": "AA"}}',
+        "{not json",
     ],
 )
 def test_malformed_subscription_is_a_rejected_address(address: str) -> None:
     with pytest.raises(PermanentError) as err:
         parse_subscription(address)
     assert err.value.invalid_address
+
+
+def test_an_fcm_token_is_refused_without_condemning_the_device() -> None:
+    with pytest.raises(PermanentError) as err:
+        parse_subscription("abcdefgh:APA91b" + "x" * 100)
+    assert not err.value.invalid_address
 
 
 def subscription() -> str:
