@@ -53,7 +53,7 @@ class TopicTap:
                 value = codec.decode(msg.value() or b"")
             except codec.DecodeError:
                 value = None
-            headers = {k: v for k, v in (msg.headers() or []) if isinstance(v, bytes)}
+            headers = {h[0]: h[1] for h in msg.headers() or [] if isinstance(h[1], bytes)}
             topic = (msg.topic() or "").removeprefix(PREFIX)
             self.messages.append((topic, msg.key(), headers, value))
 

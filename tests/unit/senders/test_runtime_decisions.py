@@ -39,7 +39,7 @@ def test_our_deadline_and_unknown_exceptions_are_ambiguous() -> None:
 
 def test_provider_can_say_so_itself() -> None:
     exc = RetriableError("smtp:timeout", provider="smtp")
-    exc.ambiguous = False  # type: ignore[attr-defined]
+    exc.ambiguous = False
     assert classify(exc) is Kind.DEFINITE
 
 

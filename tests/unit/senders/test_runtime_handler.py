@@ -320,7 +320,7 @@ async def test_cassandra_down_after_the_call_waits_instead_of_resending() -> Non
             raise ConnectionError("down")
         return await orig(*a)
 
-    w.ledger.finish = flaky  # type: ignore[method-assign]
+    w.ledger.finish = flaky  # type: ignore[method-assign,assignment]
     assert await w.handle(delivery()) == State.SENT
     assert w.twilio.calls == 1
 
@@ -367,7 +367,7 @@ async def test_failover_survives_a_ledger_hiccup() -> None:
             raise ConnectionError("down")
         return await orig(*a)
 
-    w.ledger.set_provider = flaky  # type: ignore[method-assign]
+    w.ledger.set_provider = flaky  # type: ignore[method-assign,assignment]
     assert await w.handle(delivery()) == State.SENT
     assert (w.twilio.calls, w.vonage.calls) == (1, 1)
 
@@ -394,7 +394,7 @@ async def test_a_timed_out_but_applied_outcome_write_is_recognised() -> None:
             raise TimeoutError("cas write timeout")  # applied, but we never heard
         return result
 
-    w.ledger.finish = applied_then_timeout  # type: ignore[method-assign]
+    w.ledger.finish = applied_then_timeout  # type: ignore[method-assign,assignment]
     assert await w.handle(delivery()) == State.SENT
     assert w.out.outcomes() == ["sent"]
     assert w.ledger.rows["d-1"].published
