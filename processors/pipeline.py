@@ -22,7 +22,6 @@ from typing import Any
 from cassandra.cluster import Session
 
 from infra.scheduling import RELEASED_HEADER, ScheduleStore
-from infra.topics import channel_topic
 from infra.tracking import TrackingSettings, rewrite_html
 from processors import decisions, metrics
 from processors.decisions import Reason, Target
@@ -396,7 +395,7 @@ class Processor:
         }
         metrics.DELIVERIES.labels(t.channel.value, "priority" if priority else "normal").inc()
         return await self.producer.send(
-            channel_topic(t.channel, priority=priority),
+            self.settings.channel_topic(t.channel, priority=priority),
             codec.encode(codec.DELIVERY, record),
             key=req["user_id"].encode(),
         )

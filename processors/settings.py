@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from infra import topics
@@ -47,6 +47,10 @@ class ProcessorSettings(BaseSettings):
     status_topic: str = topics.STATUS
     user_changes_topic: str = topics.USER_CHANGES
 
+    # Prefixes every topic the processor reads or writes, channel topics included, so a
+    # benchmark or fault run can use a topic family of its own on a shared broker.
+    topic_prefix: str = ""
+
     metrics_port: int = 9401
     web_port: int | None = None  # Faust's own web server; off unless set
     datadir: Path | None = None  # default .run/processor/<pid>
@@ -61,6 +65,23 @@ class ProcessorSettings(BaseSettings):
     session_timeout_s: float = 10.0
     # Requests processed at once (different users; one user's stay in order).
     max_in_flight: int = 256
+
+    @model_validator(mode="after")
+    def _prefix_topics(self) -> ProcessorSettings:
+        if self.topic_prefix:
+            for name in (
+                "requested_topic",
+                "requested_dlq_topic",
+                "status_topic",
+                "user_changes_topic",
+            ):
+                value = getattr(self, name)
+                if not value.startswith(self.topic_prefix):
+                    object.__setattr__(self, name, self.topic_prefix + value)
+        return self
+
+    def channel_topic(self, channel: str, *, priority: bool = False) -> str:
+        return self.topic_prefix + topics.channel_topic(channel, priority=priority)
 
     def resolved_datadir(self) -> Path:
         return self.datadir or Path(".run") / "processor" / str(os.getpid())
