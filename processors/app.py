@@ -150,6 +150,9 @@ def create_app(
             slots.release()
             if last_of_user.get(key) is task:
                 del last_of_user[key]
+            if not task.cancelled() and task.exception() is not None:
+                # Left un-acked: the record is processed again after the next restart.
+                log.error("request task failed", exc_info=task.exception())
 
         async for event in manual.events():
             await slots.acquire()
@@ -172,6 +175,8 @@ def create_app(
         )
         metrics.RELEASED.inc()
 
+    background: set[asyncio.Task[None]] = set()  # referenced, so never collected mid-run
+
     @app.task
     async def startup() -> None:
         listener = ChangeListener(
@@ -181,12 +186,14 @@ def create_app(
             asyncio.get_running_loop(),
         )
         await asyncio.to_thread(listener.start)
-        asyncio.get_running_loop().create_task(
-            run_releaser(
-                scheduler,
-                publish,
-                interval_s=settings.scheduler_interval_s,
-                active=leads_releases,
+        background.add(
+            asyncio.get_running_loop().create_task(
+                run_releaser(
+                    scheduler,
+                    publish,
+                    interval_s=settings.scheduler_interval_s,
+                    active=leads_releases,
+                )
             )
         )
         # Metrics double as the readiness probe: serve them once partitions are assigned.
