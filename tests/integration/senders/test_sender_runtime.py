@@ -17,6 +17,7 @@ import pytest
 from cassandra.cluster import Session
 
 from infra.settings import CassandraSettings, KafkaSettings
+from schemas import codec
 from schemas.channels import Channel
 from senders.handler import DeliveryHandler
 from senders.providers.base import DeliveryError, Message, Provider, SendResult
@@ -298,3 +299,40 @@ async def test_one_users_deliveries_go_out_in_order(harness: Harness, produce: A
     ids = [d["delivery_id"] for d in batch]
     await until(lambda: all(harness.results[i] for i in ids), "all handled")
     assert [i for i in harness.p["twilio"].order if i in ids] == ids
+
+
+async def test_a_redriven_dead_letter_is_sent_and_a_plain_copy_is_not(
+    harness: Harness, tap: TopicTap, kafka_producer: Any, cassandra: Session
+) -> None:
+    d = make_delivery("push.ios", device_id="dev-1")
+    did = d["delivery_id"]
+    harness.p["apns"].script[did] = [err("apns", 503) for _ in range(3)]
+    kafka_producer.produce(
+        PREFIX + "notifications.push.ios", codec.encode(codec.DELIVERY, d), d["user_id"].encode()
+    )
+    kafka_producer.flush(10)
+    await until(lambda: (r := ledger(cassandra, did)) and r["state"] == "dead_lettered", "dlq", 30)
+    await until(lambda: len(harness.results[did]) == 3, "three attempts")
+    assert harness.p["apns"].calls[did] == 3
+
+    fresh = {**d, "attempt": 1}
+    # A replayed copy without the redrive header: the ledger says dead-lettered, no call.
+    kafka_producer.produce(
+        PREFIX + "notifications.push.ios",
+        codec.encode(codec.DELIVERY, fresh),
+        d["user_id"].encode(),
+        headers=[("herald.replay", b"1")],
+    )
+    kafka_producer.flush(10)
+    await until(lambda: len(harness.results[did]) == 4, "copy handled")
+    assert harness.results[did][-1] == "duplicate"
+    # The operator's redrive (`herald dlq redrive` sets herald.redriven_from): sent once.
+    kafka_producer.produce(
+        PREFIX + "notifications.push.ios",
+        codec.encode(codec.DELIVERY, fresh),
+        d["user_id"].encode(),
+        headers=[("herald.replay", b"1"), ("herald.redriven_from", b"dlq:0:1")],
+    )
+    kafka_producer.flush(10)
+    await until(lambda: (r := ledger(cassandra, did)) and r["state"] == "sent", "sent", 20)
+    assert harness.p["apns"].calls[did] == 4
