@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from processors.decisions import (
     Device,
@@ -208,3 +211,34 @@ def test_scheduled_for_later() -> None:
     assert scheduled_for_later(10, 5)
     assert not scheduled_for_later(5, 5)
     assert not scheduled_for_later(None, 5)
+
+
+ZONES = ("UTC", "Asia/Seoul", "Europe/Berlin", "America/New_York", "Australia/Lord_Howe")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    now=st.datetimes(
+        min_value=datetime(2024, 1, 1), max_value=datetime(2030, 1, 1), timezones=st.just(UTC)
+    ),
+    zone=st.sampled_from(ZONES),
+    start=st.integers(0, 1439),
+    end=st.integers(0, 1439),
+)
+def test_quiet_window_end_properties(now: datetime, zone: str, start: int, end: int) -> None:
+    local = now.astimezone(ZoneInfo(zone))
+    minute = local.hour * 60 + local.minute
+    inside = start != end and (
+        start <= minute < end if start < end else (minute >= start or minute < end)
+    )
+    result = quiet_window_end(now, zone, start, end)
+    assert (result is not None) == inside
+    if result is not None:
+        assert result > now
+        # Never more than a day away (a DST change adds at most an hour).
+        assert (result - now).total_seconds() <= 25 * 3600
+        # It is when the window ends in the user's wall-clock time (unless that minute
+        # does not exist that day, skipped by a DST change).
+        end_local = result.astimezone(ZoneInfo(zone))
+        if end_local.utcoffset() == local.utcoffset():
+            assert end_local.hour * 60 + end_local.minute == end
