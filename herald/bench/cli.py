@@ -115,6 +115,7 @@ def _pipeline_runs(
     scales: list[int],
     log_dir: Path,
     settle_timeout: float,
+    max_wait: float,
     progress: Progress,
 ) -> list[dict[str, Any]]:
     mix = load.RequestMix(users)
@@ -177,12 +178,15 @@ def _pipeline_runs(
                         rate=offered,
                         control_url=stack.control_url,
                         settle_timeout=settle_timeout,
+                        max_wait=max_wait,
                         topic_prefix=TOPIC_PREFIX,
                         on_progress=_updater(progress, task),
                         check=stack.check_alive,
                     )
                 saturated = saturated or res.requests_per_s
                 results.append({**asdict(res), "processes_usage": _usage_rows(sampler)})
+                if res.interrupted:
+                    return results
         finally:
             stack.stop()
     return results
@@ -235,7 +239,7 @@ def _render(doc: dict[str, Any]) -> None:
             _fmt(r["latency_ms"]["p95"]),
             _fmt(r["latency_ms"]["p99"]),
             _fmt(ratio, 3),
-            "yes" if r["complete"] else "NO",
+            "yes" if r["complete"] else f"no: {r['decided']:,}/{r['requests']:,} decided",
         )
     console.print(table)
     runs = doc.get("pipeline", [])
@@ -299,6 +303,9 @@ def run(
     settle_timeout: float = typer.Option(
         45.0, help="Stop waiting when nothing has moved for this long (seconds)."
     ),
+    max_wait: float = typer.Option(
+        0.0, help="Stop a phase after this long (seconds) and report what got through; 0 = no cap."
+    ),
 ) -> None:
     """Seed users, time the passthrough baseline, run the pipeline, print and save figures."""
     logging.basicConfig(level=logging.WARNING)
@@ -360,6 +367,7 @@ def run(
                     scales=[int(s) for s in scale.split(",") if s.strip()],
                     log_dir=log_dir,
                     settle_timeout=settle_timeout,
+                    max_wait=max_wait,
                     progress=progress,
                 )
             except (ServiceError, TimeoutError) as exc:

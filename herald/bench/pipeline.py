@@ -39,6 +39,7 @@ class PhaseResult:
     requests: int
     publish_seconds: float
     complete: bool
+    interrupted: bool
     decided: int
     deliveries_fanned: int
     deliveries_ended: int
@@ -78,12 +79,14 @@ def run_phase(
     rate: float,
     control_url: str,
     settle_timeout: float,
+    max_wait: float = 0.0,
     topic_prefix: str = "",
     on_progress: Callable[[int, int], None] = lambda _done, _total: None,
     check: Callable[[], None] = lambda: None,
 ) -> PhaseResult:
     """Publish `requests`, wait until all are accounted for (or nothing moves for
-    `settle_timeout` seconds), and measure. `check` raises if a process of the run died:
+    `settle_timeout` seconds, or `max_wait` seconds have passed), and measure: an
+    incomplete phase reports what got through in its time. `check` raises if a process of the run died:
     figures of a run with a dead stage mean nothing."""
     nids = {r["notification_id"] for r in requests}
     observer = Observer(kafka, nids, user_prefix, topic_prefix)
@@ -102,7 +105,8 @@ def run_phase(
     publish_seconds = time.perf_counter() - t0
 
     total = len(requests)
-    complete = False
+    complete = interrupted = False
+    give_up = time.monotonic() + max_wait if max_wait else float("inf")
     while True:
         handled, fanned, ended = observer.progress()
         done_share = (handled / total + (ended / fanned if fanned else 0)) / 2
@@ -112,16 +116,23 @@ def run_phase(
             break
         if time.monotonic() - observer.state.last_change > settle_timeout:
             break
+        if time.monotonic() > give_up:
+            break
         try:
             check()
+            time.sleep(0.25)
+        except KeyboardInterrupt:
+            # Ctrl-C: measure what got through so far, flagged incomplete.
+            interrupted = True
+            break
         except BaseException:
             observer.stop()
             raise
-        time.sleep(0.25)
     observer.stop()
     on_progress(total, total)
 
     s = observer.state
+    decided = observer.progress()[0]
     first_publish = min(created.values())
     ledger = [e for e in fetch_ledger(control_url) if e.get("delivery_id") in s.fanned]
     receipts: dict[str, int] = {}
@@ -148,15 +159,16 @@ def run_phase(
         requests=total,
         publish_seconds=publish_seconds,
         complete=complete,
-        decided=observer.progress()[0],
+        interrupted=interrupted,
+        decided=decided,
         deliveries_fanned=len(s.fanned),
         deliveries_ended=len(s.ended),
         delivered=len(receipts),
         duplicate_receipts=duplicates,
         seconds=seconds,
-        requests_per_s=total / seconds if seconds else 0.0,
+        requests_per_s=decided / seconds if seconds else 0.0,
         deliveries_per_s=len(receipts) / seconds if seconds else 0.0,
-        processor_per_s=_rate(total, first_publish, max(decided_ts, default=None)),
+        processor_per_s=_rate(decided, first_publish, max(decided_ts, default=None)),
         senders_per_s=_rate(len(sent_ts), min(sent_ts, default=None), max(sent_ts, default=None)),
         latency_ms={
             "p50": percentile(latencies, 50),
