@@ -86,8 +86,8 @@ def run_phase(
 ) -> PhaseResult:
     """Publish `requests`, wait until all are accounted for (or nothing moves for
     `settle_timeout` seconds, or `max_wait` seconds have passed), and measure: an
-    incomplete phase reports what got through in its time. `check` raises if a process of the run died:
-    figures of a run with a dead stage mean nothing."""
+    incomplete phase reports what got through in its time. `check` raises if a process of
+    the run died: figures of a run with a dead stage mean nothing."""
     nids = {r["notification_id"] for r in requests}
     observer = Observer(kafka, nids, user_prefix, topic_prefix)
     observer.start()
