@@ -84,12 +84,6 @@ def sender_groups(run_id: str, channels: Iterable[Channel] = tuple(Channel)) -> 
     return [f"{sender_group_prefix(run_id)}-{ch}" for ch in channels]
 
 
-def _processor_takes_prefix() -> bool:
-    from processors.settings import ProcessorSettings
-
-    return "topic_prefix" in ProcessorSettings.model_fields
-
-
 def processor_spec(
     run_id: str, index: int, *, topic_prefix: str = "", extra_env: dict[str, str] | None = None
 ) -> ServiceSpec:
@@ -212,7 +206,8 @@ class Pipeline:
     run_id: str
     kafka: KafkaSettings
     log_dir: Path
-    # Non-empty: the run gets its own topic family (see `herald.bench.isolated`).
+    # Non-empty: the run gets its own copy of every herald topic (HERALD_TOPIC_PREFIX of the
+    # processor and the senders), so no other herald on the broker takes part in it.
     topic_prefix: str = ""
     ports: Ports = field(default_factory=Ports.pick)
     services: dict[str, Service] = field(default_factory=dict)
