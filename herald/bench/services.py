@@ -88,12 +88,9 @@ def processor_spec(
     run_id: str, index: int, *, topic_prefix: str = "", extra_env: dict[str, str] | None = None
 ) -> ServiceSpec:
     metrics = free_port()
-    module = (
-        "herald.bench.isolated" if topic_prefix and not _processor_takes_prefix() else "processors"
-    )
     return ServiceSpec(
         name=f"processor-{index}",
-        argv=python_module(module),
+        argv=python_module("processors"),
         ready_port=metrics,
         env={
             "HERALD_TOPIC_PREFIX": topic_prefix,
