@@ -129,6 +129,7 @@ class Lane:
         self._client = f"sender-{spec.channel}-{spec.name}"
         config = settings.kafka.consumer_config(self._client, settings.group_id(spec.channel))
         config["auto.offset.reset"] = settings.start_at
+        config["partition.assignment.strategy"] = "cooperative-sticky"
         config["session.timeout.ms"] = settings.session_timeout_ms
         config["heartbeat.interval.ms"] = max(500, settings.session_timeout_ms // 5)
         # Bounds what librdkafka fetches ahead per consumer while the lane waits for slots.
@@ -165,7 +166,11 @@ class Lane:
                     fresh.append(TopicPartition(tp.topic, tp.partition, high))
             if fresh:
                 consumer.commit(offsets=fresh, asynchronous=False)
-            consumer.assign(partitions)
+        # Cooperative rebalancing: only the partitions that move are revoked and assigned;
+        # the others keep flowing while a sender joins or leaves.
+        consumer.incremental_assign(partitions)
+        if self._full_paused:  # the lane is holding back: the new partitions wait too
+            consumer.pause(partitions)
         assert self._loop is not None
         asyncio.run_coroutine_threadsafe(self._assigned_now(partitions), self._loop).result()
 
@@ -194,7 +199,6 @@ class Lane:
             key = (tp.topic, tp.partition)
             self._assigned.add(key)
             self._offsets.forget(*key)
-        self._full_paused = False  # new partitions are fetching; the loop re-checks
         metrics.ASSIGNED.labels(*self._labels).set(len(self._assigned))
         self.ready.set()
 

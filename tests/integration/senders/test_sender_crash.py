@@ -70,12 +70,9 @@ def crash(tmp_path: Path) -> Iterator[Crash]:
 
 
 def states(session: Session, ids: list[str]) -> dict[str, dict[str, Any]]:
-    out = {}
-    for did in ids:
-        row = session.execute("SELECT * FROM deliveries WHERE delivery_id = %s", (did,)).one()
-        if row is not None:
-            out[did] = row
-    return out
+    marks = ", ".join(["%s"] * len(ids))
+    rows = session.execute(f"SELECT * FROM deliveries WHERE delivery_id IN ({marks})", ids)
+    return {r["delivery_id"]: r for r in rows}
 
 
 def test_sigkill_mid_batch_never_sends_twice(
@@ -83,7 +80,7 @@ def test_sigkill_mid_batch_never_sends_twice(
 ) -> None:
     first, _ = crash.sender("sender-a")
     # Slow answers keep sends in flight at the moment of the kill.
-    crash.control.post("/faults", json={"provider": "twilio", "mode": "slow", "latency_ms": 1500})
+    crash.control.post("/faults", json={"provider": "twilio", "mode": "slow", "latency_ms": 2000})
     batch = [make_delivery("sms", address="+1555" + str(uuid.uuid4().int)[:7]) for _ in range(N)]
     ids = [d["delivery_id"] for d in batch]
     for d in batch:
