@@ -123,7 +123,8 @@ class Processor:
         *,
         channel: str | None = None,
     ) -> asyncio.Future[None]:
-        metrics.DECISIONS.labels(outcome, reason or "").inc()
+        # The label keeps the reason's kind only (missing_param, not missing_param:code).
+        metrics.DECISIONS.labels(outcome, (reason or "").split(":", 1)[0]).inc()
         ev = status_event(
             notification_id=req["notification_id"],
             event_id=req["event_id"],
