@@ -128,7 +128,6 @@ def create_app(
                     return
                 await asyncio.sleep(0.2 * attempt)
 
-    @app.agent(requests)
     async def process(stream: faust.StreamT[bytes]) -> None:
         """Requests of different users run concurrently, one user's strictly in order.
 
@@ -161,6 +160,18 @@ def create_app(
             task = asyncio.create_task(run(event, last_of_user.get(key)))
             last_of_user[key] = task
             task.add_done_callback(functools.partial(done, key))
+
+    app.agent(requests, name="requests")(process)
+    if settings.requested_priority_topic:
+        # Its own agent, stream and in-flight slots: a backlog of ordinary requests
+        # cannot hold back urgent ones (a user's order holds within each lane).
+        urgent = app.topic(
+            settings.requested_priority_topic,
+            partitions=settings.requested_partitions,
+            key_serializer="raw",
+            value_serializer="raw",
+        )
+        app.agent(urgent, name="requests-priority")(process)
 
     def leads_releases() -> bool:
         # One releaser per group: whoever owns partition 0 of the request topic.

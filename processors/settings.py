@@ -43,6 +43,9 @@ class ProcessorSettings(BaseSettings):
     requested_topic: str = topics.REQUESTED
     # Must equal the request topic's partition count (the changelog is co-partitioned).
     requested_partitions: int = 6
+    # Optional lane for urgent requests (same partition count as the request topic),
+    # consumed by its own agent; unset, urgent requests share the request topic.
+    requested_priority_topic: str | None = None
     requested_dlq_topic: str = topics.REQUESTED_DLQ
     status_topic: str = topics.STATUS
     user_changes_topic: str = topics.USER_CHANGES
@@ -71,12 +74,13 @@ class ProcessorSettings(BaseSettings):
         if self.topic_prefix:
             for name in (
                 "requested_topic",
+                "requested_priority_topic",
                 "requested_dlq_topic",
                 "status_topic",
                 "user_changes_topic",
             ):
                 value = getattr(self, name)
-                if not value.startswith(self.topic_prefix):
+                if value and not value.startswith(self.topic_prefix):
                     object.__setattr__(self, name, self.topic_prefix + value)
         return self
 

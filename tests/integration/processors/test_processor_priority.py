@@ -1,0 +1,47 @@
+"""The request priority lane: an urgent request overtakes a backlog of ordinary ones."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from schemas import codec
+from tests.integration.processors.prockit import Harness, create_topics, make_harness, wait_for
+
+pytestmark = pytest.mark.integration
+
+BACKLOG = 3000
+
+
+@pytest.fixture
+def lanes() -> Iterator[tuple[Harness, str]]:
+    priority = f"test.processor.{uuid.uuid4().hex[:10]}.requested.priority"
+    create_topics([priority])
+    for h in make_harness({"HERALD_REQUESTED_PRIORITY_TOPIC": priority}):
+        yield h, priority
+
+
+def test_urgent_request_overtakes_a_backlog(lanes: tuple[Harness, str]) -> None:
+    h, priority = lanes
+    # One user's requests run strictly in order, so this backlog drains one at a time and
+    # fills every in-flight slot of the ordinary lane.
+    bulk = h.user()
+    backlog = [h.request(bulk, category="transactional", channels=["sms"]) for _ in range(BACKLOG)]
+    for r in backlog:
+        h.producer.produce(h.topic, codec.encode(codec.REQUEST, r), bulk.encode())
+    h.producer.flush(30)
+    h.start()
+    urgent_user = h.user()
+    urgent = h.request(urgent_user, category="security", priority="high", channels=["sms"])
+    h.producer.produce(priority, codec.encode(codec.REQUEST, urgent), urgent_user.encode())
+    h.producer.flush(10)
+
+    accepted = ("accepted", None, None)
+    wait_for(lambda: accepted in h.watcher.outcomes(urgent["notification_id"]), timeout=60)
+    done = sum(1 for r in backlog if accepted in h.watcher.outcomes(r["notification_id"]))
+    assert done < BACKLOG, "the backlog was gone before the urgent request: nothing to overtake"
+    [(topic, _d)] = h.watcher.delivered(urgent["notification_id"])
+    assert topic == "notifications.sms.priority"
+    print(f"\nurgent request accepted with {BACKLOG - done} of {BACKLOG} backlog requests waiting")
