@@ -4,8 +4,9 @@
 - DEFINITE: retriable, and the provider certainly did not accept the message (it answered
   429/5xx, or the connection was never made): failing over to another provider is safe.
 - AMBIGUOUS: retriable, but the request may have reached the provider (a read timeout
-  after sending, a dropped connection, an unknown exception): failing over could deliver
-  twice, so only the same provider may be tried again (where it collapses duplicates).
+  after sending, a dropped connection, an unknown exception): failing over or retrying
+  could deliver twice, so it is dead-lettered as uncertain, unless the channel's route
+  allows a retry on the same provider (`retry_ambiguous`).
 """
 
 from __future__ import annotations
