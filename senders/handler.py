@@ -383,6 +383,19 @@ class DeliveryHandler:
             # A retried LWT whose first try timed out yet was applied reads as not applied.
             now = await self._durable(lambda: self.ledger.read(did))
             applied = now is not None and now.owner == self.owner and now.state == outcome.state
+            # Our claim outlived `claim_stale_after_s` (a stalled process) and another
+            # sender dead-lettered it as uncertain, but we know the provider took it: say
+            # so, or a redrive of that dead letter would send it a second time.
+            if (
+                not applied
+                and outcome.state == State.SENT
+                and now is not None
+                and now.state == State.DEAD_LETTERED
+                and now.reason == UNCERTAIN_AFTER_CRASH
+            ):
+                applied = await self._durable(
+                    lambda: self.ledger.correct_uncertain(did, self.owner, outcome)
+                )
         self._called.discard(did)
         if not applied:
             # Another sender declared our claim stale and resolved it; its outcome stands.

@@ -101,6 +101,9 @@ class Ledger(Protocol):
     ) -> bool:
         """Take over the `sending` claim `expect` of a dead owner straight into `outcome`."""
 
+    async def correct_uncertain(self, delivery_id: str, owner: str, outcome: Outcome) -> bool:
+        """Replace an `uncertain_after_crash` verdict by what the owner knows happened."""
+
     async def mark_published(self, delivery_id: str) -> None:
         """The outcome's records are acknowledged by Kafka."""
 
@@ -143,6 +146,9 @@ class CassandraLedger:
         )
         self._finish = prep(finish_set + " IF state = 'sending' AND owner = ?")
         self._resolve = prep(finish_set + " IF state = 'sending' AND owner = ? AND attempt = ?")
+        self._correct = prep(
+            finish_set + " IF state = 'dead_lettered' AND reason = 'uncertain_after_crash'"
+        )
         self._published = prep(f"UPDATE {ks}.deliveries SET published = true WHERE delivery_id = ?")
         self._read = prep(f"SELECT * FROM {ks}.deliveries WHERE delivery_id = ?")
         self._read.consistency_level = ConsistencyLevel.SERIAL  # see in-progress LWTs
@@ -206,6 +212,10 @@ class CassandraLedger:
     ) -> bool:
         params = self._finish_params(delivery_id, owner, outcome)
         row = await self._lwt(self._resolve, (*params, expect.owner, expect.attempt))
+        return bool(row["[applied]"])
+
+    async def correct_uncertain(self, delivery_id: str, owner: str, outcome: Outcome) -> bool:
+        row = await self._lwt(self._correct, self._finish_params(delivery_id, owner, outcome))
         return bool(row["[applied]"])
 
     async def mark_published(self, delivery_id: str) -> None:

@@ -110,3 +110,17 @@ async def test_device_is_deleted_only_while_it_has_the_rejected_token(
         "SELECT * FROM devices_by_user WHERE user_id = %s AND device_id = %s", (user, device)
     ).one()
     assert left is None
+
+
+async def test_only_an_uncertain_verdict_can_be_corrected(ledger: CassandraLedger) -> None:
+    did = new_id()
+    await ledger.claim(did, "n", 1, "slow", "twilio")
+    stale = await ledger.read(did)
+    assert stale is not None
+    uncertain = Outcome(State.DEAD_LETTERED, reason="uncertain_after_crash")
+    assert await ledger.resolve_stale(did, "other", stale, uncertain)
+    sent = Outcome(State.SENT, provider="twilio", provider_message_id="SM9")
+    assert await ledger.correct_uncertain(did, "slow", sent)
+    row = await ledger.read(did)
+    assert row is not None and (row.state, row.provider_message_id) == ("sent", "SM9")
+    assert not await ledger.correct_uncertain(did, "slow", sent)  # only from uncertain

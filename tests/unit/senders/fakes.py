@@ -97,6 +97,13 @@ class MemoryLedger:
         self._apply(delivery_id, owner, outcome)
         return True
 
+    async def correct_uncertain(self, delivery_id: str, owner: str, outcome: Outcome) -> bool:
+        row = self.rows[delivery_id]
+        if row.state != State.DEAD_LETTERED or row.reason != "uncertain_after_crash":
+            return False
+        self._apply(delivery_id, owner, outcome)
+        return True
+
     async def mark_published(self, delivery_id: str) -> None:
         self.rows[delivery_id] = dataclasses.replace(self.rows[delivery_id], published=True)
 

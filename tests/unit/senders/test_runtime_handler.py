@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -398,3 +399,25 @@ async def test_a_timed_out_but_applied_outcome_write_is_recognised() -> None:
     assert await w.handle(delivery()) == State.SENT
     assert w.out.outcomes() == ["sent"]
     assert w.ledger.rows["d-1"].published
+
+
+async def test_a_stalled_owner_that_did_send_corrects_the_uncertain_verdict() -> None:
+    w = World()
+    other = w.make_handler("other")
+    w.twilio.gate = asyncio.Event()
+    sending = asyncio.create_task(w.handle(delivery()))
+    await asyncio.sleep(0.01)
+    # Meanwhile another sender finds the claim stale and dead-letters it as uncertain.
+    stale = dataclasses.replace(
+        w.ledger.rows["d-1"], updated_at=datetime.now(UTC) - timedelta(seconds=5)
+    )
+    w.ledger.rows["d-1"] = stale
+    assert await other.handle(delivery(), "notifications.sms") == State.DEAD_LETTERED
+    w.twilio.gate.set()  # the stalled owner's send completes after all
+    assert await sending == State.SENT
+    assert w.ledger.rows["d-1"].state == State.SENT
+    assert w.out.outcomes() == ["dead_lettered", "sent"]
+    # An operator's redrive of that dead letter now finds it sent.
+    redrive = w.make_handler("ops")
+    assert await redrive.handle(delivery(), "notifications.sms", redriven=True) == "duplicate"
+    assert w.twilio.calls == 1
