@@ -82,7 +82,16 @@ class Watcher:
         names = [self.status_topic, self.dlq_topic]
         for ch in Channel:
             names += [topics.channel_topic(ch), topics.channel_topic(ch, priority=True)]
-        meta = self._consumer.list_topics(timeout=10)
+        # Topics created a moment ago may not be in the metadata yet.
+        meta = wait_for(
+            lambda: (
+                (m := self._consumer.list_topics(timeout=10))
+                and all(n in m.topics and m.topics[n].partitions for n in names)
+                and m
+            ),
+            timeout=30,
+            what="new topics in the metadata",
+        )
         assignment = []
         for name in names:
             for p in meta.topics[name].partitions:
