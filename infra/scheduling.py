@@ -68,6 +68,8 @@ class ScheduleStore:
     def __init__(self, session: Session, scope: str) -> None:
         self._s = session
         self.scope = scope
+        self._floor: int | None = None  # the cursor is known to be at or below this
+        self._cursor_lock = asyncio.Lock()
         ks = session.keyspace or "herald"
         self._insert_state = session.prepare(
             f"INSERT INTO {ks}.scheduled_by_event (event_id, scope, bucket, due_at, state,"
@@ -118,11 +120,10 @@ class ScheduleStore:
 
         Returns False (and holds nothing) when the event id was canceled.
         """
-        bucket = bucket_of(due_at_ms)
         now = datetime.now(UTC)
-        init = await aexecute(self._s, self._init_cursor, (self.scope, bucket))
-        if not init[0]["[applied]"] and init[0]["bucket"] > bucket:
-            await aexecute(self._s, self._lower_cursor, (bucket, self.scope, bucket))
+        # A due time already past goes in the current bucket, which the releaser reads.
+        bucket = max(bucket_of(due_at_ms), bucket_of(int(now.timestamp() * 1000)))
+        await self._cursor_at_most(bucket)
         for _ in range(5):
             rows = await aexecute(
                 self._s,
@@ -149,6 +150,31 @@ class ScheduleStore:
             (self.scope, bucket, _ts(due_at_ms), event_id, user_id, reason, payload),
         )
         return True
+
+    async def _cursor_at_most(self, bucket: int) -> None:
+        """Make sure the releaser's cursor is at or below `bucket`.
+
+        The cursor is one row per scope, so a lightweight transaction on it for every
+        hold would serialize a burst of holds (Paxos contention). It is needed only when
+        the cursor is unset or ahead of `bucket`, and a floor once ensured stays valid:
+        the releaser never moves the cursor past the current minute, and holds are for
+        the current minute or later. So: remember the floor, check the row only when a
+        hold goes below it, and serialize those checks within this process.
+        """
+        if self._floor is not None and bucket >= self._floor:
+            return
+        async with self._cursor_lock:
+            if self._floor is not None and bucket >= self._floor:
+                return
+            rows = await aexecute(self._s, self._get_cursor, (self.scope,))
+            current = int(rows[0]["bucket"]) if rows else None
+            if current is None:
+                init = await aexecute(self._s, self._init_cursor, (self.scope, bucket))
+                if not init[0]["[applied]"]:
+                    current = int(init[0]["bucket"])
+            if current is not None and current > bucket:
+                await aexecute(self._s, self._lower_cursor, (bucket, self.scope, bucket))
+            self._floor = bucket if current is None or current > bucket else current
 
     async def acancel(self, event_id: str) -> bool:
         """Cancel a held request; False when unknown, already released or canceled."""
