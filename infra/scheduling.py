@@ -279,6 +279,6 @@ async def run_releaser(
         if active():
             try:
                 await store.release_due(publish)
-            except Exception:  # Cassandra or Kafka hiccup: the next pass retries
-                log.exception("release pass failed")
+            except Exception as exc:  # Cassandra or Kafka hiccup: the next pass retries
+                log.warning("release pass failed", extra={"error": type(exc).__name__})
         await asyncio.sleep(interval_s)
