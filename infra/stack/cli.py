@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from infra.settings import KafkaSettings
 from infra.stack.cassandra import Cassandra
 from infra.stack.component import Component, StackError
 from infra.stack.jars import JarResolutionError
@@ -114,19 +115,22 @@ def up(
 
 # herald's own services, as `python -m <module>`: what the demo and the tests start.
 SERVICE_MODULES = ("processors", "senders", "infra.emulators", "producers", "herald.ops.")
+DEFAULT_BOOTSTRAP = KafkaSettings().bootstrap_servers
 
 
-def stray_services(root: Path) -> list[psutil.Process]:
-    """herald processes started from this checkout that are still running: a demo or a
-    test run that was interrupted leaves them behind (they run in their own sessions)."""
+def stray_services(root: Path, bootstrap_servers: str) -> list[psutil.Process]:
+    """herald processes started from this checkout against this stack that are still
+    running: an interrupted demo or test run leaves them behind (they run in their own
+    sessions). Processes pointed at another Kafka are someone else's."""
     found = []
     for proc in psutil.process_iter(["cmdline", "cwd"]):
         with contextlib.suppress(psutil.Error):
             argv = proc.info["cmdline"] or []
-            if proc.info["cwd"] != str(root) or "-m" not in argv:
+            if proc.info["cwd"] != str(root) or "-m" not in argv or proc.pid == os.getpid():
                 continue
             module = argv[argv.index("-m") + 1] if argv.index("-m") + 1 < len(argv) else ""
-            if module.startswith(SERVICE_MODULES) and proc.pid != os.getpid():
+            kafka = proc.environ().get("HERALD_KAFKA__BOOTSTRAP_SERVERS", DEFAULT_BOOTSTRAP)
+            if module.startswith(SERVICE_MODULES) and kafka == bootstrap_servers:
                 found.append(proc)
     return found
 
@@ -136,7 +140,8 @@ def down(which: Which = typer.Argument(Which.ALL)) -> None:
     """Stop herald services left running from this checkout, then the servers (data is
     kept in the run directory)."""
     if which == Which.ALL:
-        strays = stray_services(Path.cwd().resolve())
+        settings = StackSettings()
+        strays = stray_services(Path.cwd().resolve(), settings.bootstrap_servers)
         for proc in strays:
             with contextlib.suppress(psutil.Error):
                 proc.terminate()
