@@ -13,6 +13,9 @@ from schemas.channels import Channel
 DAY_MS = 24 * 3600 * 1000
 
 REQUESTED = "notifications.requested"
+# Urgent requests (priority high, mandatory categories): a lane of their own, so a marketing
+# backlog on the request topic cannot delay a login code.
+REQUESTED_PRIORITY = "notifications.requested.priority"
 REQUESTED_DLQ = "notifications.requested.dlq"
 STATUS = "notifications.status"
 USER_CHANGES = "users.changes"
@@ -53,6 +56,7 @@ class TopicSpec:
 def all_topics(replication: int = 1) -> list[TopicSpec]:
     specs = [
         TopicSpec(REQUESTED, partitions=6, replication=replication),
+        TopicSpec(REQUESTED_PRIORITY, partitions=6, replication=replication),
         TopicSpec(REQUESTED_DLQ, partitions=1, replication=replication, retention_ms=30 * DAY_MS),
         TopicSpec(STATUS, partitions=3, replication=replication, retention_ms=30 * DAY_MS),
         TopicSpec(

@@ -43,9 +43,9 @@ class ProcessorSettings(BaseSettings):
     requested_topic: str = topics.REQUESTED
     # Must equal the request topic's partition count (the changelog is co-partitioned).
     requested_partitions: int = 6
-    # Optional lane for urgent requests (same partition count as the request topic),
-    # consumed by its own agent; unset, urgent requests share the request topic.
-    requested_priority_topic: str | None = None
+    # The lane for urgent requests (same partition count as the request topic), consumed by
+    # its own agent; set it empty to have urgent requests share the request topic.
+    requested_priority_topic: str | None = topics.REQUESTED_PRIORITY
     requested_dlq_topic: str = topics.REQUESTED_DLQ
     status_topic: str = topics.STATUS
     user_changes_topic: str = topics.USER_CHANGES

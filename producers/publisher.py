@@ -32,6 +32,7 @@ from infra import topics
 from infra.settings import KafkaSettings
 from producers.request import DEFAULT_MAX_PAYLOAD_BYTES, NotificationRequest, validate_request
 from schemas import codec as avro
+from schemas.channels import MANDATORY_CATEGORIES, Priority
 from schemas.validation import ValidationError
 
 Headers = list[tuple[str, str | bytes | None]]
@@ -75,6 +76,7 @@ class Prepared:
     notification_id: str
     key: bytes
     value: bytes
+    topic: str
 
 
 class _Base:
@@ -87,6 +89,7 @@ class _Base:
         *,
         client: str = "producer",
         topic: str = topics.REQUESTED,
+        priority_lane: bool = True,
         changes_topic: str = topics.USER_CHANGES,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         codec: avro.Codec | None = None,
@@ -94,17 +97,27 @@ class _Base:
     ) -> None:
         self.kafka = kafka or KafkaSettings()
         self.topic = topic
+        # `<request topic>.priority`: notifications.requested.priority, prefixed or not.
+        self.priority_topic = f"{topic}.priority" if priority_lane else None
         self.changes_topic = changes_topic
         self.max_payload_bytes = max_payload_bytes
         self.codec = codec or avro.codec_for(self.kafka.schema_registry_url)
         self.producer = producer or Producer(self.kafka.producer_config(client))
 
+    def topic_for(self, request: NotificationRequest) -> str:
+        """Urgent requests (high priority, or a category users cannot opt out of) take the
+        priority lane, so a marketing backlog on the main request topic cannot delay them."""
+        urgent = request.priority == Priority.HIGH or request.category in MANDATORY_CATEGORIES
+        return self.priority_topic if urgent and self.priority_topic else self.topic
+
     def prepare(self, request: NotificationRequest) -> Prepared:
         """Validate and encode; raises `ValidationError` naming the field."""
         data = validate_request(request, max_payload_bytes=self.max_payload_bytes)
+        topic = self.topic_for(request)
         if not isinstance(self.codec, avro.SingleObjectCodec):
-            data = self.codec.encode(avro.REQUEST, request.to_avro(), topic=self.topic)
-        return Prepared(request.event_id, request.notification_id, request.user_id.encode(), data)
+            data = self.codec.encode(avro.REQUEST, request.to_avro(), topic=topic)
+        key = request.user_id.encode()
+        return Prepared(request.event_id, request.notification_id, key, data, topic)
 
     def prepare_all(self, requests: Sequence[NotificationRequest]) -> list[Prepared]:
         """All or nothing: one invalid request rejects the batch (field `[i].<name>`)."""
@@ -182,17 +195,17 @@ class Publisher(_Base):
 
         def reporter(i: int) -> Any:
             def report(err: KafkaError | None, msg: Message) -> None:
-                results[i] = _result(prepared[i], err, msg, self.topic)
+                results[i] = _result(prepared[i], err, msg, prepared[i].topic)
 
             return report
 
         for i, p in enumerate(prepared):
-            self._produce(self.topic, p.key, p.value, headers, reporter(i))
+            self._produce(p.topic, p.key, p.value, headers, reporter(i))
         self._wait(lambda: all(r is not None for r in results), timeout)
         return [
             r
             or PublishResult(
-                p.event_id, p.notification_id, self.topic, error="timed out", retriable=True
+                p.event_id, p.notification_id, p.topic, error="timed out", retriable=True
             )
             for p, r in zip(prepared, results, strict=True)
         ]
@@ -256,8 +269,8 @@ class AsyncPublisher(_Base):
         self, request: NotificationRequest, *, headers: Headers | None = None
     ) -> PublishResult:
         p = self.prepare(request)
-        err, msg = await self._submit(self.topic, p.key, p.value, headers)
-        result = _result(p, err, msg, self.topic)
+        err, msg = await self._submit(p.topic, p.key, p.value, headers)
+        result = _result(p, err, msg, p.topic)
         if not result.ok:
             raise PublishError(
                 result.error or "not delivered", retriable=result.retriable, event_id=p.event_id
@@ -273,11 +286,10 @@ class AsyncPublisher(_Base):
         self, prepared: Sequence[Prepared], *, headers: Headers | None = None
     ) -> list[PublishResult]:
         """Produce requests already checked by `prepare` (callers that validate early)."""
-        futures = [self._submit(self.topic, p.key, p.value, headers) for p in prepared]
+        futures = [self._submit(p.topic, p.key, p.value, headers) for p in prepared]
         reports = await asyncio.gather(*futures)
         return [
-            _result(p, err, msg, self.topic)
-            for p, (err, msg) in zip(prepared, reports, strict=True)
+            _result(p, err, msg, p.topic) for p, (err, msg) in zip(prepared, reports, strict=True)
         ]
 
     async def publish_change(self, user_id: str, kind: str) -> None:

@@ -239,12 +239,13 @@ def make_harness(
     tag = uuid.uuid4().hex[:10]
     topic = f"test.processor.{tag}.requested"
     dlq, status = f"{topic}.dlq", f"test.processor.{tag}.status"
-    create_topics([topic])
+    create_topics([topic, f"{topic}.priority"])
     create_topics([dlq, status], partitions=1)
     metrics_port = free_port()
     env = {
         "HERALD_APP_ID": f"test-processor-{tag}",
         "HERALD_REQUESTED_TOPIC": topic,
+        "HERALD_REQUESTED_PRIORITY_TOPIC": f"{topic}.priority",
         "HERALD_REQUESTED_DLQ_TOPIC": dlq,
         "HERALD_STATUS_TOPIC": status,
         "HERALD_METRICS_PORT": str(metrics_port),
