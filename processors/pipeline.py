@@ -112,6 +112,9 @@ class Processor:
         self.dedup = dedup
         self.scheduler = scheduler
         self.tracking: TrackingSettings = settings.tracking
+        # Requests come from other teams' producers: with a registry configured they may be
+        # in the Confluent wire format (single-object encoding is read either way).
+        self.request_codec = codec.codec_for(settings.kafka.schema_registry_url)
 
     # -- output -------------------------------------------------------------------------
 
@@ -180,7 +183,7 @@ class Processor:
 
     async def _handle(self, raw: bytes, src: Source, rates: RateTable) -> None:
         try:
-            req = codec.decode(raw, codec.REQUEST)
+            req = self.request_codec.decode(raw, codec.REQUEST)
         except codec.DecodeError as exc:
             await self.dead_letter(raw, src, exc.reason)
             return
