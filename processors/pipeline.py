@@ -370,7 +370,16 @@ class Processor:
         did = ids.delivery_id(nid, t.channel, t.target_key)
         html = body.html
         if html is not None and t.channel is Channel.EMAIL:
-            html = rewrite_html(html, delivery_id=did, notification_id=nid, settings=self.tracking)
+            html = rewrite_html(
+                html,
+                delivery_id=did,
+                notification_id=nid,
+                settings=self.tracking,
+                # carried in the token, so open/click events need no lookup to be complete
+                user_id=req["user_id"],
+                category=req["category"],
+                event_id=req["event_id"],
+            )
         priority = req["priority"] == "high"
         record = {
             "delivery_id": did,
