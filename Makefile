@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 PYTEST_ARGS ?=
 
 .PHONY: help install stack-up stack-down stack-status down demo test test-unit test-integration \
-	test-faults bench api scheduler loadtest lint fmt typecheck check clean
+	test-faults bench bench-processor api scheduler loadtest lint fmt typecheck check clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "}; /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -50,6 +50,9 @@ test-faults: stack-up ## Fault-injection suite (kills, restarts, provider faults
 
 bench: stack-up ## Benchmarks: pipeline throughput/latency vs the raw Kafka passthrough
 	$(PY) -m herald.bench
+
+bench-processor: stack-up ## Processor alone: requests/s, deliveries/s, RSS (python -m processors.bench)
+	$(PY) -m processors.bench
 
 api: install ## Run the authenticated send API on :8080 (python -m producers api)
 	$(PY) -m producers api
