@@ -1,9 +1,12 @@
 """SIGKILL a sender with sends in flight, start another: nothing is sent twice, and every
 delivery ends in exactly one outcome. Deliveries caught in the window (claimed, maybe
-accepted, not recorded) end dead-lettered as `uncertain_after_crash`, never resent."""
+accepted, not recorded) end dead-lettered as `uncertain_after_crash`, never resent; the
+operator's documented step (check the provider's record, redrive what it never got) then
+leaves every delivery sent exactly once."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -15,7 +18,11 @@ import pytest
 from cassandra.cluster import Session
 
 from herald.bench.services import Ports, emulator_spec, provider_env
+from herald.ops import dlq
+from herald.ops.common import topic_ref
 from herald.services import Service, ServiceSpec, free_port, python_module, start
+from infra.settings import KafkaSettings
+from tests.conftest import KAFKA
 from tests.integration.senders.conftest import PREFIX, make_delivery, wait_for
 
 pytestmark = pytest.mark.integration
@@ -93,6 +100,16 @@ def test_sigkill_mid_batch_never_sends_twice(
         )
 
     wait_for(mid_batch, 30, "some sent, some in flight")
+    # From here the provider holds requests without accepting them: the sends in flight
+    # at the kill are a mix of accepted-but-unrecorded and never-accepted.
+    crash.control.post("/faults", json={"provider": "twilio", "mode": "ok"})
+    crash.control.post("/faults", json={"provider": "twilio", "mode": "timeout"})
+    time.sleep(2.5)  # the slow sends already in flight finish (2 s latency); the next are held
+    wait_for(
+        lambda: sum(r["state"] == "sending" for r in states(cassandra, ids).values()) >= 1,
+        30,
+        "sends held by the provider",
+    )
     first.kill()
     crash.control.post("/faults", json={"provider": "all", "mode": "ok"})
     second, _ = crash.sender("sender-b")
@@ -124,3 +141,28 @@ def test_sigkill_mid_batch_never_sends_twice(
     assert reasons["uncertain_after_crash"] >= 1
     assert outcome["sent"] > 0
     assert outcome["sent"] < N, "the kill came too late to test anything"
+
+    # The operator's step (docs/senders.md): the provider's own record (here the
+    # emulator's ledger) says which uncertain ones never arrived; only those are redriven.
+    lost = {i for i in ids if done[i]["state"] == "dead_lettered" and receipts[i] == 0}
+    assert lost, "the provider held sends at the kill: some never arrived"
+    print(
+        f"\n{reasons['uncertain_after_crash']} uncertain after the kill, {len(lost)} never arrived"
+    )
+    if lost:
+        ref = topic_ref("sms", dlq=True, prefix=PREFIX)
+        kafka = KafkaSettings(bootstrap_servers=KAFKA)
+        wait_for(lambda: lost <= {d.delivery_id for d in dlq.read(kafka, ref)}, 30, "DLQ")
+        result = dlq.redrive(kafka, cassandra, ref, dlq.Selection(delivery_ids=frozenset(lost)))
+        assert len(result.redriven) == len(lost)
+        third, _ = crash.sender("sender-c")
+        try:
+            wait_for(
+                lambda: all(states(cassandra, list(lost))[i]["state"] == "sent" for i in lost),
+                60,
+                "redriven deliveries sent",
+            )
+        finally:
+            third.stop()
+    receipts = Counter(e["delivery_id"] for e in crash.control.get("/ledger").json())
+    assert [receipts[i] for i in ids] == [1] * N, "each delivery must reach the provider once"
