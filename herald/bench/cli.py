@@ -187,6 +187,9 @@ def _pipeline_runs(
                 results.append({**asdict(res), "processes_usage": _usage_rows(sampler)})
                 if res.interrupted:
                     return results
+                if not res.complete:
+                    # A backlog is left in the topics: a paced phase would queue behind it.
+                    break
         finally:
             stack.stop()
     return results
@@ -239,7 +242,7 @@ def _render(doc: dict[str, Any]) -> None:
             _fmt(r["latency_ms"]["p95"]),
             _fmt(r["latency_ms"]["p99"]),
             _fmt(ratio, 3),
-            "yes" if r["complete"] else f"no: {r['decided']:,}/{r['requests']:,} decided",
+            "yes" if r["complete"] else "no",
         )
     console.print(table)
     runs = doc.get("pipeline", [])
