@@ -241,7 +241,7 @@ def _render(doc: dict[str, Any]) -> None:
             _fmt(r["latency_ms"]["p50"]),
             _fmt(r["latency_ms"]["p95"]),
             _fmt(r["latency_ms"]["p99"]),
-            _fmt(ratio, 3),
+            _fmt(ratio, 4),
             "yes" if r["complete"] else "no",
         )
     console.print(table)
