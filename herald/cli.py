@@ -17,6 +17,7 @@ GROUPS: dict[str, str] = {
     "stack": "infra.stack.cli:app",
     "senders": "senders.cli:app",
     "processor": "processors.cli:app",
+    "bench": "herald.bench.cli:app",
 }
 # Apps whose commands sit at the top level: `herald send`, `herald replay`, `herald dlq`, ...
 TOP_LEVEL: tuple[str, ...] = ("producers.cli:app", "herald.ops.cli:app", "herald.demo:app")
