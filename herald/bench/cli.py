@@ -261,6 +261,18 @@ def _render(doc: dict[str, Any]) -> None:
                     _fmt(u["rss_max_mib"], 1),
                 )
         console.print(usage)
+        per_channel = Table(title="Senders: deliveries/s per channel against the emulators")
+        channels = sorted({ch for r in runs for ch in r.get("senders_per_channel", {})})
+        per_channel.add_column("run")
+        per_channel.add_column("procs", justify="right")
+        for ch in channels:
+            per_channel.add_column(ch, justify="right")
+        for r in runs:
+            rates = r.get("senders_per_channel", {})
+            per_channel.add_row(
+                r["name"], str(r["processes"]), *(_fmt(rates.get(ch)) for ch in channels)
+            )
+        console.print(per_channel)
         outcome = Table(title="What happened to the requests")
         for col in ("run", "procs", "requests", "deliveries", "delivered", "dup. receipts"):
             outcome.add_column(col, justify="left" if col == "run" else "right")

@@ -54,6 +54,8 @@ class PhaseResult:
     outcomes: dict[str, int] = field(default_factory=dict)
     reasons: dict[str, int] = field(default_factory=dict)
     channels: dict[str, int] = field(default_factory=dict)
+    # Deliveries/s each channel's senders achieved against its emulator (first to last receipt).
+    senders_per_channel: dict[str, float] = field(default_factory=dict)
 
 
 def fetch_ledger(control_url: str) -> list[dict[str, Any]]:
@@ -144,6 +146,9 @@ def run_phase(
             receipts[did] = min(receipts[did], int(entry["received_at_ms"]))
         else:
             receipts[did] = int(entry["received_at_ms"])
+    by_channel: dict[str, list[int]] = {}
+    for entry in ledger:
+        by_channel.setdefault(entry.get("channel") or "?", []).append(int(entry["received_at_ms"]))
     latencies = [
         receipts[did] - created[s.fanned[did][0]] for did in receipts if s.fanned[did][0] in created
     ]
@@ -179,4 +184,7 @@ def run_phase(
         outcomes=dict(s.outcomes),
         reasons=dict(s.reasons),
         channels=dict(s.fanned_channel),
+        senders_per_channel={
+            ch: _rate(len(ts), min(ts), max(ts)) for ch, ts in sorted(by_channel.items())
+        },
     )
