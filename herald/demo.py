@@ -9,6 +9,8 @@ and what was dropped or deferred, and why.
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import time
 import uuid
 from collections import Counter
@@ -357,8 +359,16 @@ def demo(
     from infra.stack.cli import ensure_up
     from infra.stack.settings import StackSettings
 
-    ensure_up(StackSettings())  # reuses a healthy stack; creates topics and tables if missing
-    kafka, cassandra = KafkaSettings(), CassandraSettings()
+    stack = StackSettings()
+    ensure_up(stack)  # reuses a healthy stack; creates topics and tables if missing
+    # The processes the demo starts read these; explicit settings in the environment win.
+    for key, value in stack.client_env().items():
+        os.environ.setdefault(key, value)
+    kafka = KafkaSettings(bootstrap_servers=os.environ["HERALD_KAFKA__BOOTSTRAP_SERVERS"])
+    cassandra = CassandraSettings(
+        hosts=json.loads(os.environ["HERALD_CASSANDRA__HOSTS"]),
+        port=int(os.environ["HERALD_CASSANDRA__PORT"]),
+    )
     run = datetime.now(UTC).strftime("demo%H%M%S")
     users = demo_users(run)
     batch = demo_requests(users, run)

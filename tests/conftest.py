@@ -7,8 +7,13 @@ import socket
 
 import pytest
 
+from infra.settings import CassandraSettings, KafkaSettings
+
 KAFKA = os.environ.get("HERALD_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:9092")
 CASSANDRA_PORT = int(os.environ.get("HERALD_CASSANDRA__PORT", "9042"))
+# What tests pass to clients they build themselves (services read the same variables).
+KAFKA_SETTINGS = KafkaSettings(bootstrap_servers=KAFKA)
+CASSANDRA_SETTINGS = CassandraSettings(port=CASSANDRA_PORT)
 
 
 def _reachable(host: str, port: int) -> bool:

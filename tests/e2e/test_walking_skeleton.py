@@ -16,11 +16,11 @@ from herald.bench.scenario import start_pipeline
 from herald.bench.services import Pipeline
 from herald.demo import status_reader
 from infra.cassandra import connect
-from infra.settings import CassandraSettings, KafkaSettings
 from producers.contacts import SyncDirectory
 from producers.publisher import AsyncPublisher, Publisher
 from producers.request import Content, NotificationRequest
 from schemas import codec, ids
+from tests.conftest import CASSANDRA_SETTINGS, KAFKA_SETTINGS
 
 pytestmark = pytest.mark.e2e
 
@@ -31,14 +31,14 @@ EMAIL = "skeleton@example.com"
 
 @pytest.fixture(scope="module")
 def pipeline() -> Iterator[Pipeline]:
-    pipe = start_pipeline(KafkaSettings(), "e2e-skeleton")
+    pipe = start_pipeline(KAFKA_SETTINGS, "e2e-skeleton")
     yield pipe
     pipe.stop()
 
 
 @pytest.fixture(scope="module")
 def session() -> Iterator[Session]:
-    s = connect(CassandraSettings())
+    s = connect(CASSANDRA_SETTINGS)
     yield s
     s.cluster.shutdown()
 
@@ -46,7 +46,7 @@ def session() -> Iterator[Session]:
 def _user(session: Session, *, opt_out: tuple[str, str] | None) -> tuple[str, str]:
     """A user with an iPhone, a phone number and an email; returns (user id, device id)."""
     user_id = f"e2e-{uuid.uuid4().hex[:10]}"
-    directory = SyncDirectory(session, AsyncPublisher(KafkaSettings()), hmac_key=b"e2e")
+    directory = SyncDirectory(session, AsyncPublisher(KAFKA_SETTINGS), hmac_key=b"e2e")
     try:
         directory.set_user(user_id, email=EMAIL, phone=PHONE, locale="en", timezone="UTC")
         device_id = directory.register_device(
@@ -106,8 +106,8 @@ def test_one_request_reaches_push_sms_and_email(pipeline: Pipeline, session: Ses
         },
     )
     pipeline.reset()
-    with status_reader(KafkaSettings()) as consumer:
-        publisher = Publisher(KafkaSettings(), client="e2e")
+    with status_reader(KAFKA_SETTINGS) as consumer:
+        publisher = Publisher(KAFKA_SETTINGS, client="e2e")
         try:
             publisher.publish(request)
         finally:
@@ -145,8 +145,8 @@ def test_opted_out_channel_is_dropped_with_its_reason(pipeline: Pipeline, sessio
         },
     )
     pipeline.reset()
-    with status_reader(KafkaSettings()) as consumer:
-        publisher = Publisher(KafkaSettings(), client="e2e")
+    with status_reader(KAFKA_SETTINGS) as consumer:
+        publisher = Publisher(KAFKA_SETTINGS, client="e2e")
         try:
             publisher.publish(request)
         finally:

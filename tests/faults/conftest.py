@@ -18,7 +18,8 @@ from herald.bench.scenario import FAULTS_TOPIC_PREFIX, Publisher, oracle_for, st
 from herald.bench.services import Pipeline
 from infra import topics
 from infra.cassandra import connect
-from infra.settings import CassandraSettings, KafkaSettings
+from infra.settings import KafkaSettings
+from tests.conftest import CASSANDRA_SETTINGS, KAFKA_SETTINGS
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -30,12 +31,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def kafka() -> KafkaSettings:
-    return KafkaSettings()
+    return KAFKA_SETTINGS
 
 
 @pytest.fixture(scope="session")
 def session() -> Iterator[Session]:
-    s = connect(CassandraSettings())
+    s = connect(CASSANDRA_SETTINGS)
     yield s
     s.cluster.shutdown()
 

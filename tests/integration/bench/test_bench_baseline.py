@@ -8,8 +8,8 @@ import pytest
 
 from herald.bench import load, passthrough
 from infra.cassandra import connect
-from infra.settings import CassandraSettings, KafkaSettings
 from schemas import codec
+from tests.conftest import CASSANDRA_SETTINGS, KAFKA_SETTINGS
 
 pytestmark = pytest.mark.integration
 
@@ -20,13 +20,13 @@ def test_passthrough_copies_every_record_once() -> None:
     for r in load.RequestMix(users).requests(500, run_id=f"pt-{uuid.uuid4().hex[:8]}"):
         r["created_at"] = 1
         payloads.append((r["user_id"].encode(), codec.encode(codec.REQUEST, r)))
-    result = passthrough.run(KafkaSettings(), payloads)
+    result = passthrough.run(KAFKA_SETTINGS, payloads)
     assert result.records == 500
     assert result.records_per_s > 0
 
 
 def test_seeded_users_devices_and_templates_are_readable() -> None:
-    session = connect(CassandraSettings())
+    session = connect(CASSANDRA_SETTINGS)
     try:
         users = load.make_users(10, prefix=f"seed-{uuid.uuid4().hex[:8]}", devices_per_user=(2, 2))
         counts = load.seed_cassandra(session, users)

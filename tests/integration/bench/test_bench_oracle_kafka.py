@@ -11,9 +11,9 @@ from confluent_kafka import Producer
 from herald.bench.oracle import Oracle
 from herald.bench.scenario import make_request, wait_until
 from infra import topics
-from infra.settings import KafkaSettings
 from schemas import codec
 from schemas.events import status_event
+from tests.conftest import KAFKA_SETTINGS
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +26,7 @@ class LedgerStub(Oracle):
 
 
 def test_oracle_reads_status_channel_and_dlq_topics() -> None:
-    kafka = KafkaSettings()
+    kafka = KAFKA_SETTINGS
     oracle = LedgerStub(kafka, "http://unused")
     oracle.receipts = Counter()
     producer = Producer(kafka.producer_config("oracle-test"))

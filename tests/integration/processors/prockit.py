@@ -23,12 +23,11 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from herald.services import Service, ServiceSpec, free_port, python_module, start
 from infra import topics
 from infra.cassandra import connect
-from infra.settings import CassandraSettings
 from schemas import codec, ids
 from schemas.channels import Channel
 from schemas.events import now_ms
+from tests.conftest import CASSANDRA_SETTINGS, KAFKA
 
-KAFKA = "127.0.0.1:9092"
 PARTITIONS = 6
 LOG_DIR = Path(".run") / "test-logs" / "processors"
 
@@ -254,7 +253,7 @@ def make_harness(
         "HERALD_SESSION_TIMEOUT_S": "6",
         **(extra_env or {}),
     }
-    session = connect(CassandraSettings())
+    session = connect(CASSANDRA_SETTINGS)
     watcher = Watcher(status, dlq)
     producer = Producer({"bootstrap.servers": KAFKA, "enable.idempotence": True, "linger.ms": 2})
     harness = Harness(session, producer, watcher, topic, env, metrics_port)

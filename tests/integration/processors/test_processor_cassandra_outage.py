@@ -17,6 +17,7 @@ from collections.abc import Iterator
 import pytest
 
 from herald.services import free_port
+from tests.conftest import CASSANDRA_PORT
 from tests.integration.processors.prockit import Harness, make_harness, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
@@ -25,7 +26,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.faults]
 class Proxy:
     """Forwards 127.0.0.1:<port> to Cassandra; `cut()` drops everything until `restore()`."""
 
-    def __init__(self, target: int = 9042) -> None:
+    def __init__(self, target: int = CASSANDRA_PORT) -> None:
         self.port = free_port()
         self.target = target
         self.up = threading.Event()

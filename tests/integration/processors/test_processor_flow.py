@@ -12,9 +12,9 @@ import pytest
 
 from infra.cassandra import connect
 from infra.scheduling import ScheduleStore
-from infra.settings import CassandraSettings
 from schemas import codec, ids
 from schemas.events import now_ms
+from tests.conftest import CASSANDRA_SETTINGS
 from tests.integration.processors.prockit import Harness, wait_for
 
 pytestmark = pytest.mark.integration
@@ -161,7 +161,7 @@ def test_scheduled_request_is_released_when_due_and_cancel_wins(proc: Harness) -
     for r in (kept, canceled):
         nid = r["notification_id"]
         wait_for(lambda nid=nid: ("deferred", "scheduled", None) in proc.watcher.outcomes(nid))
-    session = connect(CassandraSettings())
+    session = connect(CASSANDRA_SETTINGS)
     try:
         store = ScheduleStore(session, scope=proc.topic)
         assert store.cancel(canceled["event_id"]) is True
@@ -344,7 +344,7 @@ def test_dedup_holds_and_rate_limits_survive_a_restart(proc: Harness) -> None:
 
 def test_cancel_api_is_async_too() -> None:
     async def run() -> bool:
-        session = connect(CassandraSettings())
+        session = connect(CASSANDRA_SETTINGS)
         try:
             return await ScheduleStore(session, "test.none").acancel(f"x-{uuid.uuid4().hex}")
         finally:

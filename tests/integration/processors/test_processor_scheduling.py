@@ -10,13 +10,13 @@ import pytest
 
 from infra.cassandra import connect
 from infra.scheduling import ScheduleStore
-from infra.settings import CassandraSettings
+from tests.conftest import CASSANDRA_SETTINGS
 
 pytestmark = pytest.mark.integration
 
 
 async def test_burst_of_holds_then_release_in_due_order_per_user() -> None:
-    session = connect(CassandraSettings())
+    session = connect(CASSANDRA_SETTINGS)
     try:
         store = ScheduleStore(session, f"test.sched.{uuid.uuid4().hex[:10]}")
         now = int(time.time() * 1000)

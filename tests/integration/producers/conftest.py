@@ -8,15 +8,15 @@ import pytest
 from cassandra.cluster import Session
 
 from infra.cassandra import connect
-from infra.settings import CassandraSettings
 from producers.contacts import Directory
 from producers.publisher import AsyncPublisher
+from tests.conftest import CASSANDRA_SETTINGS
 from tests.integration.producers.intakekit import KAFKA
 
 
 @pytest.fixture(scope="session")
 def session() -> Iterator[Session]:
-    s = connect(CassandraSettings())
+    s = connect(CASSANDRA_SETTINGS)
     yield s
     s.cluster.shutdown()
 

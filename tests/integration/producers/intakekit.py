@@ -9,10 +9,10 @@ from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
-from infra.settings import KafkaSettings
 from schemas import codec
+from tests.conftest import KAFKA_SETTINGS
 
-KAFKA = KafkaSettings()
+KAFKA = KAFKA_SETTINGS
 
 
 def uid(prefix: str = "u") -> str:
