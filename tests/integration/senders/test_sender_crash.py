@@ -17,11 +17,18 @@ import httpx
 import pytest
 from cassandra.cluster import Session
 
-from herald.bench.services import Ports, emulator_spec, provider_env
+from herald.bench.services import (
+    Ports,
+    emulator_spec,
+    provider_env,
+    sender_topics,
+    start_groups_at_end,
+)
 from herald.ops import dlq
 from herald.ops.common import topic_ref
 from herald.services import Service, ServiceSpec, free_port, python_module, start
 from infra.settings import KafkaSettings
+from schemas.channels import Channel
 from tests.conftest import KAFKA
 from tests.integration.senders.conftest import PREFIX, make_delivery, wait_for
 
@@ -41,6 +48,11 @@ class Crash:
         self.ports = Ports.pick()
         self.group = f"test-sender-crash-{uuid.uuid4().hex[:8]}"
         self.control = httpx.Client(base_url=self.ports.control_url, timeout=10)
+        self.started: list[Service] = []
+        # A new group starting at "latest" resolves that position at its first fetch, which
+        # can come after the test's first records: commit the topics' end offsets up front.
+        lanes = sender_topics(Channel.SMS, PREFIX)
+        start_groups_at_end(KafkaSettings(bootstrap_servers=KAFKA), {f"{self.group}-sms": lanes})
 
     def sender(self, name: str) -> tuple[Service, int]:
         metrics = free_port()
@@ -62,6 +74,7 @@ class Crash:
             },
         )
         svc = start(spec, self.log_dir)
+        self.started.append(svc)
         wait_for(lambda: metric(metrics, "herald_sender_assigned_partitions") == 15, 60, name)
         return svc, metrics
 
@@ -73,6 +86,8 @@ def crash(tmp_path: Path) -> Iterator[Crash]:
     try:
         yield c
     finally:
+        for svc in c.started:  # a failed wait must not leave a sender taking later tests' records
+            svc.stop()
         emulators.stop()
 
 
