@@ -42,6 +42,8 @@ def test_urgent_request_overtakes_a_backlog(lanes: tuple[Harness, str]) -> None:
     wait_for(lambda: accepted in h.watcher.outcomes(urgent["notification_id"]), timeout=60)
     done = sum(1 for r in backlog if accepted in h.watcher.outcomes(r["notification_id"]))
     assert done < BACKLOG, "the backlog was gone before the urgent request: nothing to overtake"
-    [(topic, _d)] = h.watcher.delivered(urgent["notification_id"])
+    # `accepted` follows the deliveries' acks, but the watcher reads the two topics apart.
+    delivered = wait_for(lambda: h.watcher.delivered(urgent["notification_id"]), 10, "delivery")
+    [(topic, _d)] = delivered
     assert topic == "notifications.sms.priority"
     print(f"\nurgent request accepted with {BACKLOG - done} of {BACKLOG} backlog requests waiting")
