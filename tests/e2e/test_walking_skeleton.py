@@ -93,6 +93,17 @@ def _wait(
     return events, mine
 
 
+def _send(
+    pipeline: Pipeline, request: NotificationRequest, want: set[str], settle: float = 0.0
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Publish `request` on a clean emulator ledger and wait for `want` (see `_wait`)."""
+    pipeline.reset()
+    with status_reader(KAFKA_SETTINGS) as consumer:
+        with Publisher(KAFKA_SETTINGS, client="e2e") as publisher:
+            publisher.publish(request)
+        return _wait(pipeline, consumer, request.notification_id, want, settle)
+
+
 def test_one_request_reaches_push_sms_and_email(pipeline: Pipeline, session: Session) -> None:
     user_id, device_id = _user(session, opt_out=None)
     request = NotificationRequest(
@@ -105,17 +116,8 @@ def test_one_request_reaches_push_sms_and_email(pipeline: Pipeline, session: Ses
             "email": Content(subject="Your parcel", body="It arrives today", html="<p>Today</p>"),
         },
     )
-    pipeline.reset()
-    with status_reader(KAFKA_SETTINGS) as consumer:
-        publisher = Publisher(KAFKA_SETTINGS, client="e2e")
-        try:
-            publisher.publish(request)
-        finally:
-            publisher.close()
-        expected = _expected_ids(request.notification_id, device_id)
-        events, received = _wait(
-            pipeline, consumer, request.notification_id, set(expected.values())
-        )
+    expected = _expected_ids(request.notification_id, device_id)
+    events, received = _send(pipeline, request, set(expected.values()))
 
     assert set(received) == set(expected.values()), events
     by_provider = {e["provider"]: e for e in received.values()}
@@ -144,17 +146,10 @@ def test_opted_out_channel_is_dropped_with_its_reason(pipeline: Pipeline, sessio
             "email": Content(subject="Sale", body="20% off today"),
         },
     )
-    pipeline.reset()
-    with status_reader(KAFKA_SETTINGS) as consumer:
-        publisher = Publisher(KAFKA_SETTINGS, client="e2e")
-        try:
-            publisher.publish(request)
-        finally:
-            publisher.close()
-        expected = _expected_ids(request.notification_id, device_id)
-        wanted = {expected["push.ios"], expected["email"]}
-        # A wrongly fanned-out SMS would reach the emulator within the settle margin.
-        events, received = _wait(pipeline, consumer, request.notification_id, wanted, settle=3)
+    expected = _expected_ids(request.notification_id, device_id)
+    wanted = {expected["push.ios"], expected["email"]}
+    # A wrongly fanned-out SMS would reach the emulator within the settle margin.
+    events, received = _send(pipeline, request, wanted, settle=3)
 
     assert set(received) == wanted, events
     assert sorted(e["provider"] for e in received.values()) == ["apns", "smtp"]
