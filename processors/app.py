@@ -10,8 +10,8 @@ in between replays the request, which produces the same records with the same id
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
@@ -19,22 +19,19 @@ import faust
 from cassandra import OperationTimedOut, RequestExecutionException
 from cassandra.cluster import NoHostAvailable
 from confluent_kafka import KafkaException
+from faust import streams as faust_streams
 from faust.types import TP
 from prometheus_client import start_http_server
 
 from infra.scheduling import ScheduleStore, run_releaser
 from processors import metrics
 from processors.invalidation import ChangeListener
-from processors.pipeline import Processor, Source
+from processors.pipeline import Incoming, Processor, Source
 from processors.settings import ProcessorSettings
 
 log = logging.getLogger(__name__)
 
 _OUTAGES = (KafkaException, NoHostAvailable, OperationTimedOut, RequestExecutionException)
-
-# A request that keeps failing for a reason we did not foresee (a bug, a poison value)
-# is dead-lettered after this many attempts instead of blocking its partition forever.
-_MAX_ATTEMPTS = 5
 
 
 def _headers(raw: Any) -> dict[str, bytes]:
@@ -42,6 +39,12 @@ def _headers(raw: Any) -> dict[str, bytes]:
         return {}
     items = raw.items() if isinstance(raw, Mapping) else raw
     return {str(k): bytes(v) if v is not None else b"" for k, v in items}
+
+
+def _incoming(event: faust.types.EventT) -> Incoming:
+    msg = event.message
+    src = Source(msg.topic, msg.partition, msg.offset, msg.key, _headers(msg.headers))
+    return Incoming(msg.value if isinstance(msg.value, bytes) else b"", src, event)
 
 
 def _logging_config(level: str) -> dict[str, Any]:
@@ -102,64 +105,58 @@ def create_app(
         schema=faust.Schema(key_serializer="json", value_serializer="json"),
     )
 
-    async def handle(event: faust.types.EventT) -> None:
-        msg = event.message
-        src = Source(msg.topic, msg.partition, msg.offset, msg.key, _headers(msg.headers))
-        raw = msg.value if isinstance(msg.value, bytes) else b""
-        attempt = 0
+    def enter(inc: Incoming) -> None:
+        # The rate table writes to the changelog partition of the record being decided.
+        faust_streams._current_event.set(weakref.ref(inc.event))
+
+    async def decide(batch: list[Incoming]) -> None:
+        """Decide a batch until it is done: an outage is waited out (fail closed; the
+        request is fine, and a dead letter would need the same Kafka), and a retry
+        produces the same records with the same ids."""
         while True:
             try:
-                await processor.handle(raw, src, rates)
+                await processor.handle_batch(batch, rates, enter)
+                # The rate table's changelog is as durable as the outputs before any ack.
+                await app.producer.flush()
                 return
             except _OUTAGES as exc:
-                # Kafka or Cassandra unreachable beyond their clients' own retries: wait
-                # (fail closed). Dead-lettering would need them too, and the request is fine.
+                metrics.BATCH_RETRIES.inc()
                 log.warning(
-                    "infrastructure unavailable, retrying",
-                    extra={"error": type(exc).__name__, "offset": msg.offset},
+                    "infrastructure unavailable, retrying the batch",
+                    extra={"error": type(exc).__name__, "records": len(batch)},
                 )
                 await asyncio.sleep(1.0)
-            except Exception as exc:
-                attempt += 1
-                log.exception("request failed", extra={"attempt": attempt, "offset": msg.offset})
-                if attempt >= _MAX_ATTEMPTS:
-                    reason = f"processing_error:{type(exc).__name__}"
-                    await processor.dead_letter(raw, src, reason)
-                    return
-                await asyncio.sleep(0.2 * attempt)
 
     async def process(stream: faust.StreamT[bytes]) -> None:
-        """Requests of different users run concurrently, one user's strictly in order.
+        """Requests are decided in batches, one batch at a time, in the order consumed.
 
-        Events are acked by hand when done, in any order: Faust commits an offset only
-        once every earlier offset of the partition is acked, so a crash replays exactly
-        the unfinished ones.
+        herald owns the commit decision: events are acked to Faust only once their whole
+        batch is done, in consumption order, so Faust's acked offsets per partition are
+        always a gap-free prefix and its commit (the end of that prefix) never passes an
+        unfinished record. Faust's own gap check is not relied on: it is skipped for a new
+        group and off by one otherwise (faust-streaming 0.15).
         """
         manual = cast("faust.Stream[bytes]", stream).noack()
-        slots = asyncio.Semaphore(settings.max_in_flight)
-        last_of_user: dict[bytes | None, asyncio.Task[None]] = {}
+        queue: asyncio.Queue[faust.types.EventT] = asyncio.Queue(settings.batch_size * 2)
 
-        async def run(event: faust.types.EventT, before: asyncio.Task[None] | None) -> None:
-            if before is not None:
-                await asyncio.wait([before])
-            await handle(event)
-            await manual.ack(event)
+        async def work() -> None:
+            while True:
+                # Whatever has arrived, up to a batch: no waiting for a batch to fill.
+                batch = [await queue.get()]
+                while len(batch) < settings.batch_size and not queue.empty():
+                    batch.append(queue.get_nowait())
+                await decide([_incoming(e) for e in batch])
+                for event in batch:
+                    await manual.ack(event)
 
-        def done(key: bytes | None, task: asyncio.Task[None]) -> None:
-            slots.release()
-            if last_of_user.get(key) is task:
-                del last_of_user[key]
-            if not task.cancelled() and task.exception() is not None:
-                # Left un-acked: the record is processed again after the next restart.
-                log.error("request task failed", exc_info=task.exception())
-
-        async for event in manual.events():
-            await slots.acquire()
-            key = event.message.key
-            # The task copies this context, so the table sees it as the current event.
-            task = asyncio.create_task(run(event, last_of_user.get(key)))
-            last_of_user[key] = task
-            task.add_done_callback(functools.partial(done, key))
+        worker = asyncio.create_task(work())
+        try:
+            async for event in manual.events():
+                if worker.done():
+                    worker.result()  # a crashed worker stops the agent, nothing is acked
+                await queue.put(event)
+        finally:
+            worker.cancel()
 
     app.agent(requests, name="requests")(process)
     if settings.requested_priority_topic:

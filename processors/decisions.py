@@ -33,6 +33,9 @@ class Reason:
     NO_CONTENT = "no_content"
     NO_TEMPLATE = "no_template"
     NO_CHANNEL = "no_channel"
+    INVALID_SEND_AT = "invalid_send_at"
+    # The request or its fan-out is over Kafka's record size limit: dead-lettered.
+    TOO_LARGE = "too_large"
 
 
 def is_mandatory(category: str) -> bool:
@@ -46,6 +49,11 @@ def is_urgent(priority: str, category: str) -> bool:
 
 def expired(expires_at_ms: int | None, now_ms: int) -> bool:
     return expires_at_ms is not None and expires_at_ms <= now_ms
+
+
+def invalid_send_at(send_at_ms: int | None) -> bool:
+    """A send time at or before the Unix epoch (-1, year 0001) is a bug, never "now"."""
+    return send_at_ms is not None and send_at_ms <= 0
 
 
 def scheduled_for_later(send_at_ms: int | None, now_ms: int) -> bool:

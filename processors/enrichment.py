@@ -1,9 +1,10 @@
 """What the processor knows about a user and a template: Cassandra reads behind a cache.
 
-Reads use prepared statements and run concurrently through the driver's async API, so the
-event loop never blocks on a query. Cassandra failures fail closed: the query is retried
-with backoff until it answers, because sending without the opt-out check is worse than
-sending late. `users.changes` events drop a user's cached rows (see `invalidate_user`).
+A batch of requests costs one round of IN queries for its cache misses, through the
+driver's async API, so the event loop never blocks on a query. Cassandra failures fail
+closed: the query is retried with backoff until it answers, because sending without the
+opt-out check is worse than sending late. `users.changes` events drop a user's cached
+rows (see `invalidate_user`).
 """
 
 from __future__ import annotations
@@ -84,7 +85,19 @@ async def retrying(
             delay = min(delay * 2, max_backoff_s)
 
 
+# Keys per IN query or unlogged batch: one request to the coordinator covers many
+# partitions, yet no coordinator gathers a huge result.
+CHUNK = 100
+
+
+def chunks(keys: list[Any], n: int = CHUNK) -> list[list[Any]]:
+    return [keys[i : i + n] for i in range(0, len(keys), n)]
+
+
 class Enricher:
+    """Users and templates for a whole batch: cache hits first, then every miss in one
+    round of IN queries (one per table and chunk of keys), never one query per request."""
+
     def __init__(
         self, session: Session, *, ttl_s: float, max_entries: int, max_backoff_s: float
     ) -> None:
@@ -94,77 +107,88 @@ class Enricher:
         self._templates: TTLCache[tuple[TemplateRow, ...]] = TTLCache(max_entries // 10, ttl_s)
         self._user = session.prepare(
             "SELECT user_id, email, phone, locale, timezone, quiet_start, quiet_end,"
-            " unsubscribed_all FROM users WHERE user_id = ?"
+            " unsubscribed_all FROM users WHERE user_id IN ?"
         )
         self._devices = session.prepare(
-            "SELECT device_id, platform, device_token FROM devices_by_user WHERE user_id = ?"
+            "SELECT user_id, device_id, platform, device_token FROM devices_by_user"
+            " WHERE user_id IN ?"
         )
         self._prefs = session.prepare(
-            "SELECT channel, category, opt_in FROM preferences WHERE user_id = ?"
+            "SELECT user_id, channel, category, opt_in FROM preferences WHERE user_id IN ?"
         )
         self._template = session.prepare(
-            "SELECT locale, channel, title, subject, body, html FROM templates"
-            " WHERE template_id = ?"
+            "SELECT template_id, locale, channel, title, subject, body, html FROM templates"
+            " WHERE template_id IN ?"
         )
 
-    async def _q(self, stmt: Any, params: Any) -> list[dict[str, Any]]:
-        return await retrying(self._session, stmt, params, max_backoff_s=self._backoff)
+    async def _q(self, stmt: Any, keys: list[str]) -> list[dict[str, Any]]:
+        parts = await asyncio.gather(
+            *(
+                retrying(self._session, stmt, (chunk,), max_backoff_s=self._backoff)
+                for chunk in chunks(keys)
+            )
+        )
+        return [row for part in parts for row in part]
 
-    async def user(self, user_id: str) -> UserView | None:
-        cached = self._users.get(user_id)
-        metrics.CACHE_LOOKUPS.labels("user", "hit" if cached is not None else "miss").inc()
-        if cached is not None:
-            return None if cached == _UNKNOWN else cached  # type: ignore[return-value]
+    async def users(self, user_ids: set[str]) -> dict[str, UserView | None]:
+        """Every user of `user_ids`: its view, or None when no such user exists."""
+        out: dict[str, UserView | None] = {}
+        missing: list[str] = []
+        for uid in user_ids:
+            cached = self._users.get(uid)
+            if cached is None:
+                missing.append(uid)
+            else:
+                out[uid] = None if cached == _UNKNOWN else cached  # type: ignore[assignment]
+        metrics.CACHE_LOOKUPS.labels("user", "hit").inc(len(out))
+        if not missing:
+            return out
+        metrics.CACHE_LOOKUPS.labels("user", "miss").inc(len(missing))
         users, devices, prefs = await asyncio.gather(
-            self._q(self._user, (user_id,)),
-            self._q(self._devices, (user_id,)),
-            self._q(self._prefs, (user_id,)),
+            self._q(self._user, missing),
+            self._q(self._devices, missing),
+            self._q(self._prefs, missing),
         )
-        if not users:
-            self._users.put(user_id, _UNKNOWN)
-            return None
-        u = users[0]
-        email, bad_email = _valid(validate_email, u["email"])
-        phone, bad_phone = _valid(normalize_phone, u["phone"])
-        good: list[Device] = []
+        devices_of: dict[str, list[dict[str, Any]]] = {}
         for d in devices:
-            platform = d["platform"] or ""
-            token, _bad = _valid(functools.partial(validate_token, platform), d["device_token"])
-            if token is not None:
-                good.append(Device(d["device_id"], platform, token))
-        view = UserView(
-            user_id=user_id,
-            email=email,
-            phone=phone,
-            locale=u["locale"],
-            timezone=u["timezone"],
-            quiet_start=u["quiet_start"],
-            quiet_end=u["quiet_end"],
-            unsubscribed_all=bool(u["unsubscribed_all"]),
-            devices=tuple(good),
-            bad_email=bad_email,
-            bad_phone=bad_phone,
-            bad_devices=len(devices) - len(good),
-            preferences={
-                (p["channel"], p["category"]): bool(p["opt_in"])
-                for p in prefs
-                if p["opt_in"] is not None
-            },
-        )
-        self._users.put(user_id, view)
-        return view
+            devices_of.setdefault(d["user_id"], []).append(d)
+        prefs_of: dict[str, list[dict[str, Any]]] = {}
+        for p in prefs:
+            prefs_of.setdefault(p["user_id"], []).append(p)
+        for u in users:
+            uid = u["user_id"]
+            view = _view(u, devices_of.get(uid, []), prefs_of.get(uid, []))
+            self._users.put(uid, view)
+            out[uid] = view
+        for uid in missing:
+            if uid not in out:
+                self._users.put(uid, _UNKNOWN)
+                out[uid] = None
+        return out
 
-    async def template(self, template_id: str) -> tuple[TemplateRow, ...]:
-        cached = self._templates.get(template_id)
-        metrics.CACHE_LOOKUPS.labels("template", "hit" if cached is not None else "miss").inc()
-        if cached is not None:
-            return cached
-        rows = await self._q(self._template, (template_id,))
-        out = tuple(
-            TemplateRow(r["locale"], r["channel"], r["title"], r["subject"], r["body"], r["html"])
-            for r in rows
-        )
-        self._templates.put(template_id, out)
+    async def templates(self, template_ids: set[str]) -> dict[str, tuple[TemplateRow, ...]]:
+        out: dict[str, tuple[TemplateRow, ...]] = {}
+        missing: list[str] = []
+        for tid in template_ids:
+            cached = self._templates.get(tid)
+            if cached is None:
+                missing.append(tid)
+            else:
+                out[tid] = cached
+        metrics.CACHE_LOOKUPS.labels("template", "hit").inc(len(out))
+        if not missing:
+            return out
+        metrics.CACHE_LOOKUPS.labels("template", "miss").inc(len(missing))
+        rows: dict[str, list[TemplateRow]] = {tid: [] for tid in missing}
+        for r in await self._q(self._template, missing):
+            rows[r["template_id"]].append(
+                TemplateRow(
+                    r["locale"], r["channel"], r["title"], r["subject"], r["body"], r["html"]
+                )
+            )
+        for tid, found in rows.items():
+            out[tid] = tuple(found)
+            self._templates.put(tid, out[tid])
         return out
 
     def invalidate_user(self, user_id: str) -> None:
@@ -175,6 +199,39 @@ class Enricher:
         hits = self._users.hits + self._templates.hits
         total = hits + self._users.misses + self._templates.misses
         return hits / total if total else 0.0
+
+
+def _view(
+    u: dict[str, Any], devices: list[dict[str, Any]], prefs: list[dict[str, Any]]
+) -> UserView:
+    """A user's rows as the decisions need them: contacts validated and normalized once."""
+    email, bad_email = _valid(validate_email, u["email"])
+    phone, bad_phone = _valid(normalize_phone, u["phone"])
+    good: list[Device] = []
+    for d in devices:
+        platform = d["platform"] or ""
+        token, _bad = _valid(functools.partial(validate_token, platform), d["device_token"])
+        if token is not None:
+            good.append(Device(d["device_id"], platform, token))
+    return UserView(
+        user_id=u["user_id"],
+        email=email,
+        phone=phone,
+        locale=u["locale"],
+        timezone=u["timezone"],
+        quiet_start=u["quiet_start"],
+        quiet_end=u["quiet_end"],
+        unsubscribed_all=bool(u["unsubscribed_all"]),
+        devices=tuple(good),
+        bad_email=bad_email,
+        bad_phone=bad_phone,
+        bad_devices=len(devices) - len(good),
+        preferences={
+            (p["channel"], p["category"]): bool(p["opt_in"])
+            for p in prefs
+            if p["opt_in"] is not None
+        },
+    )
 
 
 def _valid(check: Callable[[str], str], value: str | None) -> tuple[str | None, bool]:

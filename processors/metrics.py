@@ -19,9 +19,12 @@ CACHE_HIT_RATE = Gauge("herald_processor_cache_hit_rate", "Cache hits / lookups 
 CASSANDRA_RETRIES = Counter(
     "herald_processor_cassandra_retries_total", "Cassandra queries retried (fail closed)"
 )
+BATCH_RETRIES = Counter(
+    "herald_processor_batch_retries_total", "Batches retried whole after an outage"
+)
 RELEASED = Counter("herald_processor_released_total", "Held requests released by the scheduler")
 LATENCY = Histogram(
     "herald_processor_latency_seconds",
-    "Time to process one request record",
+    "Time to decide one batch of request records",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )

@@ -66,8 +66,13 @@ class ProcessorSettings(BaseSettings):
     scheduler_interval_s: float = 1.0
     cassandra_retry_max_s: float = 5.0
     session_timeout_s: float = 10.0
-    # Requests processed at once (different users; one user's stay in order).
-    max_in_flight: int = 256
+    # Requests decided as one batch: one dedup read, one round of cache-miss reads, one
+    # produce flush and one dedup write per batch. A batch is whatever has arrived (up to
+    # this many) when the previous one is done, so a quiet topic still gets batches of one.
+    batch_size: int = 500
+    # Records larger than this are refused before Kafka would refuse them (its default
+    # limit is 1,000,000 bytes per record, headers and framing included).
+    max_record_bytes: int = 990_000
 
     @model_validator(mode="after")
     def _prefix_topics(self) -> ProcessorSettings:

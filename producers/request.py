@@ -145,6 +145,9 @@ def validate_request(
         raise ValidationError("template_id", "must not be empty")
     if req.locale is not None and not _LOCALE.match(req.locale):
         raise ValidationError("locale", "a BCP 47 tag such as en or ko-KR")
+    if req.send_at is not None and (to_millis(req.send_at) or 0) <= 0:
+        # Year 0001 or -1 ms is a caller's bug, not "send now": the processor refuses it too.
+        raise ValidationError("send_at", "must be after 1970-01-01T00:00:00Z")
     if req.expires_at is not None:
         expires = to_millis(req.expires_at) or 0
         if expires <= (to_millis(req.send_at) or to_millis(req.created_at) or 0):

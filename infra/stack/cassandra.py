@@ -72,6 +72,13 @@ disk_failure_policy: stop
 commit_failure_policy: stop
 write_request_timeout: 5000ms
 read_request_timeout: 5000ms
+# herald writes per batch (dedup marks, ledger outcomes): unlogged batches of up to 100
+# partitions are its normal shape, not a mistake worth a warning per query.
+batch_size_warn_threshold: 64KiB
+batch_size_fail_threshold: 640KiB
+unlogged_batch_across_partitions_warn_threshold: 100
+# Paxos v2: two round trips per uncontended lightweight transaction instead of four.
+paxos_variant: v2
 """
 
 LOGBACK = """\

@@ -7,6 +7,9 @@ channel topics are the shared ones: the watcher keeps only records of users it m
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import socket
 import threading
 import time
 import uuid
@@ -17,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from cassandra.cluster import Session
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from herald.services import Service, ServiceSpec, free_port, python_module, start
@@ -26,7 +29,7 @@ from infra.cassandra import connect
 from schemas import codec, ids
 from schemas.channels import Channel
 from schemas.events import now_ms
-from tests.conftest import CASSANDRA_SETTINGS, KAFKA
+from tests.conftest import CASSANDRA_PORT, CASSANDRA_SETTINGS, KAFKA
 
 PARTITIONS = 6
 LOG_DIR = Path(".run") / "test-logs" / "processors"
@@ -40,6 +43,24 @@ def wait_for(pred: Callable[[], Any], timeout: float = 20.0, what: str = "condit
             return value
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def census(
+    h: Harness, nids: list[str], *, expect: tuple[str, str | None, str | None], deliveries: int
+) -> tuple[list[str], list[str]]:
+    """(lost, doubled): requests with no outcome; requests whose outcomes are anything but
+    `expect` or whose distinct delivery ids are not `deliveries` (a replay that writes the
+    same ids again is one outcome, not two)."""
+    lost, doubled = [], []
+    for nid in nids:
+        outcomes = set(h.watcher.outcomes(nid))
+        if not outcomes:
+            lost.append(nid)
+        elif outcomes != {expect} or (
+            len({d["delivery_id"] for _t, d in h.watcher.delivered(nid)}) != deliveries
+        ):
+            doubled.append(nid)
+    return lost, doubled
 
 
 def create_topics(names: list[str], partitions: int = PARTITIONS) -> None:
@@ -94,13 +115,25 @@ class Watcher:
         assignment = []
         for name in names:
             for p in meta.topics[name].partitions:
-                _low, high = self._consumer.get_watermark_offsets(
-                    TopicPartition(name, p), timeout=10
+                high = wait_for(
+                    functools.partial(self._end_offset, TopicPartition(name, p)),
+                    timeout=30,
+                    what=f"a leader for {name}:{p}",
                 )
-                assignment.append(TopicPartition(name, p, high))
+                assignment.append(TopicPartition(name, p, high - 1))
         self._consumer.assign(assignment)
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
+
+    def _end_offset(self, tp: TopicPartition) -> int | None:
+        """The partition's end (+1, so 0 is truthy), or None while it has no leader yet."""
+        try:
+            _low, high = self._consumer.get_watermark_offsets(tp, timeout=10)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.NOT_LEADER_FOR_PARTITION:
+                raise
+            return None
+        return int(high) + 1
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -264,3 +297,61 @@ def make_harness(
         watcher.close()
         producer.flush(5)
         session.cluster.shutdown()
+
+
+class Proxy:
+    """Forwards 127.0.0.1:<port> to Cassandra; `cut()` drops everything until `restore()`."""
+
+    def __init__(self, target: int = CASSANDRA_PORT) -> None:
+        self.port = free_port()
+        self.target = target
+        self.up = threading.Event()
+        self.up.set()
+        self._conns: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._server = socket.create_server(("127.0.0.1", self.port))
+        self._server.settimeout(0.2)
+        self._stop = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                client, _ = self._server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if not self.up.is_set():
+                client.close()
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            with self._lock:
+                self._conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        self.up.clear()
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for s in conns:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+    def restore(self) -> None:
+        self.up.set()
+
+    def close(self) -> None:
+        self._stop.set()
+        self.cut()
+        self._server.close()

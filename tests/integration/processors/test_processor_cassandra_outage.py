@@ -8,77 +8,14 @@ shared Cassandra.
 
 from __future__ import annotations
 
-import contextlib
-import socket
-import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 
-from herald.services import free_port
-from tests.conftest import CASSANDRA_PORT
-from tests.integration.processors.prockit import Harness, make_harness, wait_for
+from tests.integration.processors.prockit import Harness, Proxy, make_harness, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
-
-
-class Proxy:
-    """Forwards 127.0.0.1:<port> to Cassandra; `cut()` drops everything until `restore()`."""
-
-    def __init__(self, target: int = CASSANDRA_PORT) -> None:
-        self.port = free_port()
-        self.target = target
-        self.up = threading.Event()
-        self.up.set()
-        self._conns: list[socket.socket] = []
-        self._lock = threading.Lock()
-        self._server = socket.create_server(("127.0.0.1", self.port))
-        self._server.settimeout(0.2)
-        self._stop = threading.Event()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                client, _ = self._server.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            if not self.up.is_set():
-                client.close()
-                continue
-            upstream = socket.create_connection(("127.0.0.1", self.target))
-            with self._lock:
-                self._conns += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while data := src.recv(65536):
-                dst.sendall(data)
-        for s in (src, dst):
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-
-    def cut(self) -> None:
-        self.up.clear()
-        with self._lock:
-            conns, self._conns = self._conns, []
-        for s in conns:
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-            s.close()
-
-    def restore(self) -> None:
-        self.up.set()
-
-    def close(self) -> None:
-        self._stop.set()
-        self.cut()
-        self._server.close()
 
 
 @pytest.fixture

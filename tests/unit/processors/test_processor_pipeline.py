@@ -3,15 +3,15 @@ replays, releases, redelivered records, holds and the order of outputs."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from confluent_kafka import KafkaError, KafkaException
 
 from processors.decisions import Device
 from processors.enrichment import TemplateRow, UserView
-from processors.pipeline import DEFERRED, DONE, Processor, Source
+from processors.pipeline import DEFERRED, DONE, Incoming, Processor, Source
 from processors.settings import ProcessorSettings, RateCap
 from schemas import codec, ids
 from schemas.events import now_ms
@@ -19,22 +19,31 @@ from schemas.events import now_ms
 IOS_TOKEN = "ab" * 32
 
 
+class FakeBatch:
+    """Acks everything at once, like a broker that is up; refuses what is over `limit`."""
+
+    def __init__(self, producer: FakeProducer) -> None:
+        self.producer = producer
+        self.failed: list[tuple[Any, KafkaError]] = []
+
+    def send(
+        self, topic: str, value: bytes, *, key: bytes | None, headers: Any = (), tag: Any = None
+    ) -> None:
+        if len(value) > self.producer.limit:
+            raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
+        self.producer.records.append((topic, key, value, list(headers)))
+
+    async def wait(self) -> None:
+        return None
+
+
 class FakeProducer:
     def __init__(self) -> None:
         self.records: list[tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]] = []
+        self.limit = 1_000_000
 
-    async def send(
-        self, topic: str, value: bytes, *, key: bytes | None, headers: Any = ()
-    ) -> asyncio.Future[None]:
-        self.records.append((topic, key, value, list(headers)))
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        fut.set_result(None)
-        return fut
-
-    async def send_and_wait(
-        self, topic: str, value: bytes, *, key: bytes | None, headers: Any = ()
-    ) -> None:
-        await (await self.send(topic, value, key=key, headers=headers))
+    def batch(self) -> FakeBatch:
+        return FakeBatch(self)
 
     def statuses(self) -> list[tuple[str, str | None, str | None]]:
         out = []
@@ -57,26 +66,30 @@ class FakeEnricher:
     def __init__(
         self, users: dict[str, UserView], templates: dict[str, tuple[TemplateRow, ...]]
     ) -> None:
-        self.users = users
-        self.templates = templates
+        self.known_users = users
+        self.known_templates = templates
         self.hit_rate = 0.0
 
-    async def user(self, user_id: str) -> UserView | None:
-        return self.users.get(user_id)
+    async def users(self, user_ids: set[str]) -> dict[str, UserView | None]:
+        return {uid: self.known_users.get(uid) for uid in user_ids}
 
-    async def template(self, template_id: str) -> tuple[TemplateRow, ...]:
-        return self.templates.get(template_id, ())
+    async def templates(self, template_ids: set[str]) -> dict[str, tuple[TemplateRow, ...]]:
+        return {tid: self.known_templates.get(tid, ()) for tid in template_ids}
 
 
 class FakeDedup:
     def __init__(self) -> None:
         self.rows: dict[str, tuple[str, str]] = {}
 
-    async def state(self, event_id: str) -> tuple[str, str | None] | None:
-        return self.rows.get(event_id)
+        self.reads = 0
 
-    async def mark(self, event_id: str, _nid: str, state: str, source: str) -> None:
-        self.rows[event_id] = (state, source)
+    async def states(self, event_ids: set[str]) -> dict[str, tuple[str, str]]:
+        self.reads += 1
+        return {e: self.rows[e] for e in event_ids if e in self.rows}
+
+    async def mark(self, rows: list[tuple[str, str, str, str]]) -> None:
+        for event_id, _nid, state, source in rows:
+            self.rows[event_id] = (state, source)
 
 
 class FakeScheduler:
@@ -144,6 +157,10 @@ def request(event_id: str = "e1", **kw: Any) -> bytes:
     return codec.encode(codec.REQUEST, req)
 
 
+async def handle(proc: Processor, raw: bytes, source: Source, rates: dict[str, Any]) -> None:
+    await proc.handle_batch([Incoming(raw, source)], rates)
+
+
 def src(offset: int = 0, **headers: bytes) -> Source:
     return Source(
         "notifications.requested",
@@ -156,27 +173,27 @@ def src(offset: int = 0, **headers: bytes) -> Source:
 
 async def test_fan_out_then_duplicate(world: Any) -> None:
     proc, producer, dedup, _s, _u = world
-    await proc.handle(request(channels=["push", "sms"]), src(0), {})
+    await handle(proc, request(channels=["push", "sms"]), src(0), {})
     assert sorted(d["channel"] for d in producer.deliveries()) == ["push.ios", "push.ios", "sms"]
     assert producer.statuses() == [("accepted", None, None)]
     assert dedup.rows["e1"] == (DONE, "notifications.requested:0:0")
-    await proc.handle(request(channels=["push", "sms"]), src(5), {})
+    await handle(proc, request(channels=["push", "sms"]), src(5), {})
     assert producer.statuses()[-1] == ("dropped", "duplicate", None)
     assert len(producer.deliveries()) == 3
 
 
 async def test_redelivered_record_is_silent(world: Any) -> None:
     proc, producer, _d, _s, _u = world
-    await proc.handle(request(channels=["sms"]), src(7), {})
+    await handle(proc, request(channels=["sms"]), src(7), {})
     before = len(producer.records)
-    await proc.handle(request(channels=["sms"]), src(7), {})
+    await handle(proc, request(channels=["sms"]), src(7), {})
     assert len(producer.records) == before
 
 
 async def test_replay_skips_dedup_with_the_same_ids(world: Any) -> None:
     proc, producer, _d, _s, _u = world
-    await proc.handle(request(channels=["sms"]), src(0), {})
-    await proc.handle(request(channels=["sms"]), src(9, herald_replay=b"1"), {})
+    await handle(proc, request(channels=["sms"]), src(0), {})
+    await handle(proc, request(channels=["sms"]), src(9, herald_replay=b"1"), {})
     ids_seen = [d["delivery_id"] for d in producer.deliveries()]
     assert len(ids_seen) == 2 and ids_seen[0] == ids_seen[1]
 
@@ -184,14 +201,14 @@ async def test_replay_skips_dedup_with_the_same_ids(world: Any) -> None:
 async def test_scheduled_then_released_once(world: Any) -> None:
     proc, producer, dedup, scheduler, _u = world
     raw = request(channels=["sms"], send_at=now_ms() + 60_000)
-    await proc.handle(raw, src(0), {})
+    await handle(proc, raw, src(0), {})
     assert producer.statuses() == [("deferred", "scheduled", None)]
     assert "e1" in scheduler.held and dedup.rows["e1"][0] == DEFERRED
-    await proc.handle(raw, src(1), {})  # the original published again: a duplicate
+    await handle(proc, raw, src(1), {})  # the original published again: a duplicate
     assert producer.statuses()[-1] == ("dropped", "duplicate", None)
-    await proc.handle(raw, src(2, herald_released=b"1"), {})
+    await handle(proc, raw, src(2, herald_released=b"1"), {})
     assert producer.statuses()[-1] == ("accepted", None, None)
-    await proc.handle(raw, src(3, herald_released=b"1"), {})  # released twice: ignored
+    await handle(proc, raw, src(3, herald_released=b"1"), {})  # released twice: ignored
     assert len(producer.deliveries()) == 1
     assert producer.statuses().count(("accepted", None, None)) == 1
 
@@ -199,27 +216,27 @@ async def test_scheduled_then_released_once(world: Any) -> None:
 async def test_hold_after_cancel_drops(world: Any) -> None:
     proc, producer, _d, scheduler, _u = world
     scheduler.canceled.add("e1")
-    await proc.handle(request(send_at=now_ms() + 60_000), src(0), {})
+    await handle(proc, request(send_at=now_ms() + 60_000), src(0), {})
     assert producer.statuses() == [("dropped", "canceled", None)]
 
 
 async def test_rate_table_counts_notifications(world: Any) -> None:
     proc, producer, _d, _s, _u = world
     table: dict[str, Any] = {}
-    await proc.handle(request("m1", category="marketing", channels=["sms"]), src(0), table)
-    await proc.handle(request("m2", category="marketing", channels=["sms"]), src(1), table)
+    await handle(proc, request("m1", category="marketing", channels=["sms"]), src(0), table)
+    await handle(proc, request("m2", category="marketing", channels=["sms"]), src(1), table)
     assert producer.statuses()[-1] == ("dropped", "rate_limited", "sms")
     assert list(table) == ["u1|marketing|sms"]
 
 
 async def test_template_in_user_language_and_missing_param(world: Any) -> None:
     proc, producer, dedup, _s, _u = world
-    await proc.handle(
-        request(template_id="t", params={"name": "Kim"}, channels=["sms"]), src(0), {}
+    await handle(
+        proc, request(template_id="t", params={"name": "Kim"}, channels=["sms"]), src(0), {}
     )
     [d] = producer.deliveries()
     assert (d["body"], d["locale"]) == ("Kim님", "ko")
-    await proc.handle(request("e2", template_id="t", params={}, channels=["sms"]), src(1), {})
+    await handle(proc, request("e2", template_id="t", params={}, channels=["sms"]), src(1), {})
     dlq = [h for t, _k, _v, h in producer.records if t == "notifications.requested.dlq"]
     assert dict(dlq[0])["herald.reason"] == b"missing_param:name"
     assert producer.statuses()[-1] == ("dropped", "missing_param:name", None)
@@ -231,19 +248,86 @@ async def test_quiet_hours_hold_until_window_end(world: Any) -> None:
     now = datetime.now(UTC)
     minute = now.hour * 60 + now.minute
     users["u1"] = user(quiet_start=(minute - 60) % 1440, quiet_end=(minute + 60) % 1440)
-    await proc.handle(request(channels=["sms"]), src(0), {})
+    await handle(proc, request(channels=["sms"]), src(0), {})
     assert producer.statuses() == [("deferred", "quiet_hours", None)]
     assert 3_500_000 < scheduler.held["e1"] - now_ms() <= 3_600_000
-    await proc.handle(request("e2", channels=["sms"], priority="high"), src(1), {})
+    await handle(proc, request("e2", channels=["sms"], priority="high"), src(1), {})
     assert producer.statuses()[-1] == ("accepted", None, None)
 
 
 async def test_undecodable_goes_to_dlq(world: Any) -> None:
     proc, producer, _d, _s, _u = world
-    await proc.handle(b"junk", src(3, trace=b"x"), {})
+    await handle(proc, b"junk", src(3, trace=b"x"), {})
     [(topic, key, value, headers)] = producer.records
     h = dict(headers)
     assert (topic, key, value) == ("notifications.requested.dlq", b"u1", b"junk")
     assert h["herald.reason"] == b"bad_magic"
     assert h["herald.original_offset"] == b"3"
     assert h["trace"] == b"x"
+
+
+async def test_a_batch_reads_dedup_once_and_sees_its_own_duplicates(world: Any) -> None:
+    proc, producer, dedup, _s, _u = world
+    raw = request(channels=["sms"])
+    await proc.handle_batch([Incoming(raw, src(0)), Incoming(raw, src(1))], {})
+    assert dedup.reads == 1
+    assert producer.statuses() == [("accepted", None, None), ("dropped", "duplicate", None)]
+    assert len(producer.deliveries()) == 1
+
+
+async def test_too_large_fan_out_is_dead_lettered_and_the_user_moves_on(world: Any) -> None:
+    proc, producer, dedup, _s, _u = world
+    proc.settings.max_record_bytes = 2_000
+    big = request("big", channels=["sms"], content={"sms": {"body": "x" * 3_000}})
+    await proc.handle_batch(
+        [Incoming(big, src(0)), Incoming(request("next", channels=["sms"]), src(1))], {}
+    )
+    assert producer.statuses() == [("dropped", "too_large", None), ("accepted", None, None)]
+    [(topic, _k, value, headers)] = [r for r in producer.records if r[0].endswith(".dlq")]
+    assert dict(headers)["herald.reason"] == b"too_large"
+    assert value == big  # under the limit itself: copied whole
+    assert dedup.rows["big"][0] == DONE
+
+
+async def test_a_record_librdkafka_refuses_is_dead_lettered_not_retried(world: Any) -> None:
+    proc, producer, _d, _s, _u = world
+    producer.limit = 80_000  # the broker's limit is below herald's own check
+    big = request("big", channels=["sms"], content={"sms": {"body": "x" * 100_000}})
+    await proc.handle_batch([Incoming(big, src(0))], {})
+    assert producer.statuses() == [("dropped", "too_large", None)]
+    [(_t, _k, value, headers)] = [r for r in producer.records if r[0].endswith(".dlq")]
+    assert dict(headers)["herald.truncated_from"] == str(len(big)).encode()
+    assert len(value) < len(big)
+
+
+@pytest.mark.parametrize("send_at", [-1, -62135596800000])
+async def test_send_at_before_the_epoch_is_refused(world: Any, send_at: int) -> None:
+    proc, producer, _d, scheduler, _u = world
+    await handle(proc, request(channels=["sms"], send_at=send_at), src(0), {})
+    assert producer.statuses() == [("dropped", "invalid_send_at", None)]
+    assert producer.deliveries() == [] and scheduler.held == {}
+
+
+async def test_a_poison_request_is_dead_lettered_and_the_batch_goes_on(
+    world: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proc, producer, _d, _s, users = world
+    users["poison"] = user("poison")
+    real = proc._channels
+
+    def channels(req: dict[str, Any], u: UserView) -> Any:
+        if u.user_id == "poison":
+            raise ZeroDivisionError("a bug")
+        return real(req, u)
+
+    monkeypatch.setattr(proc, "_channels", channels)
+    await proc.handle_batch(
+        [
+            Incoming(request("p", user_id="poison", channels=["sms"]), src(0)),
+            Incoming(request("ok", channels=["sms"]), src(1)),
+        ],
+        {},
+    )
+    dlq = [dict(h) for t, _k, _v, h in producer.records if t.endswith(".dlq")]
+    assert [h["herald.reason"] for h in dlq] == [b"processing_error:ZeroDivisionError"]
+    assert producer.statuses() == [("accepted", None, None)]
