@@ -193,9 +193,10 @@ class RegistryCodec:
 
     @classmethod
     def from_url(cls, url: str) -> RegistryCodec:
+        """`mock://<scope>` gives confluent-kafka's in-process mock registry, for tests."""
         from confluent_kafka.schema_registry import SchemaRegistryClient
 
-        return cls(SchemaRegistryClient({"url": url}))
+        return cls(SchemaRegistryClient.new_client({"url": url}))
 
     def schema_id(self, sv: SchemaVersion, topic: str) -> int:
         subject = f"{topic}-value"  # Confluent's default TopicNameStrategy
@@ -241,8 +242,13 @@ class RegistryCodec:
         return _read(data[CONFLUENT_HEADER_LEN:], writer, reader)
 
 
+@cache
 def codec_for(schema_registry_url: str | None) -> Codec:
-    """The codec a service uses: the registry's wire format only when a URL is configured."""
+    """The one codec every encode and decode of a process goes through, chosen by
+    `KafkaSettings.schema_registry_url`: the registry's wire format only when it is set.
+
+    Cached, so the components of a process share one registry client and its schema ids.
+    """
     if schema_registry_url:
         return RegistryCodec.from_url(schema_registry_url)
     return SingleObjectCodec()
