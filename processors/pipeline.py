@@ -114,7 +114,7 @@ class Processor:
         self.tracking: TrackingSettings = settings.tracking
         # Requests come from other teams' producers: with a registry configured they may be
         # in the Confluent wire format (single-object encoding is read either way).
-        self.request_codec = codec.codec_for(settings.kafka.schema_registry_url)
+        self.codec = codec.codec_for(settings.kafka.schema_registry_url)
 
     # -- output -------------------------------------------------------------------------
 
@@ -142,7 +142,7 @@ class Processor:
         )
         return await self.producer.send(
             self.settings.status_topic,
-            codec.encode(codec.STATUS, ev),
+            self.codec.encode(codec.STATUS, ev, topic=self.settings.status_topic),
             key=req["notification_id"].encode(),
         )
 
@@ -183,7 +183,7 @@ class Processor:
 
     async def _handle(self, raw: bytes, src: Source, rates: RateTable) -> None:
         try:
-            req = self.request_codec.decode(raw, codec.REQUEST)
+            req = self.codec.decode(raw, codec.REQUEST)
         except codec.DecodeError as exc:
             await self.dead_letter(raw, src, exc.reason)
             return
@@ -407,8 +407,9 @@ class Processor:
             "created_at": created,
         }
         metrics.DELIVERIES.labels(t.channel.value, "priority" if priority else "normal").inc()
+        topic = self.settings.channel_topic(t.channel, priority=priority)
         return await self.producer.send(
-            self.settings.channel_topic(t.channel, priority=priority),
-            codec.encode(codec.DELIVERY, record),
+            topic,
+            self.codec.encode(codec.DELIVERY, record, topic=topic),
             key=req["user_id"].encode(),
         )
