@@ -2,7 +2,7 @@
 
 Wire format (Avro spec, "Single-object encoding"): 0xC3 0x01, the 8-byte little-endian
 CRC-64-AVRO fingerprint of the writer schema's canonical form, then the Avro binary body.
-Records written byte-reversed by herald 0.1 are still read until herald 0.3 (`LEGACY`).
+Records herald 0.1 wrote with the fingerprint byte-reversed are read until 2027-01-31 (LEGACY).
 A reader resolves the writer schema by fingerprint among every version shipped in
 `schemas/avro` and reads into the newest version of the same record (schema resolution),
 so old and new producers and consumers interoperate.
