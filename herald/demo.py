@@ -267,7 +267,9 @@ def status_reader(kafka: KafkaSettings) -> Iterator[Consumer]:
         consumer.close()
 
 
-def collect(consumer: Consumer, expected: set[str], timeout: float) -> list[dict[str, Any]]:
+def collect(
+    consumer: Consumer, values: codec.Codec, expected: set[str], timeout: float
+) -> list[dict[str, Any]]:
     """Status events of the expected notifications until every one has settled."""
     events: list[dict[str, Any]] = []
     seen_ids: set[str] = set()
@@ -277,7 +279,7 @@ def collect(consumer: Consumer, expected: set[str], timeout: float) -> list[dict
         while time.monotonic() < deadline:
             msg = consumer.poll(0.5)
             if msg is not None and msg.error() is None and msg.value() is not None:
-                event = codec.decode(msg.value() or b"", codec.STATUS)
+                event = values.decode(msg.value() or b"", codec.STATUS)
                 # status ids are deterministic: a repeat is the same event seen again
                 if event["notification_id"] in expected and event["status_id"] not in seen_ids:
                     seen_ids.add(event["status_id"])
@@ -364,7 +366,10 @@ def demo(
     # The processes the demo starts read these; explicit settings in the environment win.
     for key, value in stack.client_env().items():
         os.environ.setdefault(key, value)
-    kafka = KafkaSettings(bootstrap_servers=os.environ["HERALD_KAFKA__BOOTSTRAP_SERVERS"])
+    kafka = KafkaSettings(
+        bootstrap_servers=os.environ["HERALD_KAFKA__BOOTSTRAP_SERVERS"],
+        schema_registry_url=os.environ.get("HERALD_KAFKA__SCHEMA_REGISTRY_URL"),
+    )
     cassandra = CassandraSettings(
         hosts=json.loads(os.environ["HERALD_CASSANDRA__HOSTS"]),
         port=int(os.environ["HERALD_CASSANDRA__PORT"]),
@@ -394,7 +399,9 @@ def demo(
                 publisher.close()
             console.print(f"published {sum(r.ok for r in results)}/{len(batch)} requests")
             expected = {req.notification_id for _, req in batch}
-            events = collect(consumer, expected, timeout)
+            events = collect(
+                consumer, codec.codec_for(kafka.schema_registry_url), expected, timeout
+            )
         ledger = httpx.get(f"{pipeline.control_url}/ledger", timeout=5).json()
         print_report(batch, users, events, ledger)
         _check_alive(pipeline.services)

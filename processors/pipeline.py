@@ -175,7 +175,7 @@ class Processor:
         self.tracking: TrackingSettings = settings.tracking
         # Requests come from other teams' producers: with a registry configured they may be
         # in the Confluent wire format (single-object encoding is read either way).
-        self.request_codec = codec.codec_for(settings.kafka.schema_registry_url)
+        self.codec = codec.codec_for(settings.kafka.schema_registry_url)
 
     # -- the batch ----------------------------------------------------------------------
 
@@ -198,7 +198,7 @@ class Processor:
         undecodable: list[tuple[Incoming, str]] = []
         for inc in batch:
             try:
-                req = self.request_codec.decode(inc.raw, codec.REQUEST)
+                req = self.codec.decode(inc.raw, codec.REQUEST)
             except codec.DecodeError as exc:
                 undecodable.append((inc, exc.reason))
                 continue
@@ -337,8 +337,12 @@ class Processor:
             trace_id=req.get("trace_id"),
             requested_at=req.get("created_at"),
         )
-        key = req["notification_id"].encode()
-        return self.settings.status_topic, key, codec.encode(codec.STATUS, ev)
+        topic = self.settings.status_topic
+        return (
+            topic,
+            req["notification_id"].encode(),
+            self.codec.encode(codec.STATUS, ev, topic=topic),
+        )
 
     def _dead_letter(self, out: Batch, inc: Incoming, reason: str) -> None:
         src = inc.src
@@ -581,15 +585,12 @@ class Processor:
             "requested_at": req["created_at"],
             "created_at": created,
         }
-        value = codec.encode(codec.DELIVERY, record)
+        topic = self.settings.channel_topic(t.channel, priority=priority)
+        value = self.codec.encode(codec.DELIVERY, record, topic=topic)
         if len(value) > self.settings.max_record_bytes:
             raise TooLarge(did)
         metrics.DELIVERIES.labels(t.channel.value, "priority" if priority else "normal").inc()
-        return (
-            self.settings.channel_topic(t.channel, priority=priority),
-            req["user_id"].encode(),
-            value,
-        )
+        return topic, req["user_id"].encode(), value
 
 
 def _refused_by_broker(out: Batch) -> set[int]:

@@ -2,6 +2,7 @@
 
 Wire format (Avro spec, "Single-object encoding"): 0xC3 0x01, the 8-byte little-endian
 CRC-64-AVRO fingerprint of the writer schema's canonical form, then the Avro binary body.
+Records herald 0.1 wrote with the fingerprint byte-reversed are read until 2027-01-31 (LEGACY).
 A reader resolves the writer schema by fingerprint among every version shipped in
 `schemas/avro` and reads into the newest version of the same record (schema resolution),
 so old and new producers and consumers interoperate.
@@ -62,9 +63,8 @@ class SchemaVersion:
 
 
 def crc64_fingerprint(parsed: Any) -> bytes:
-    hex_fp = fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO")
-    # fastavro renders the fingerprint big-endian; the wire carries it little-endian.
-    return int(hex_fp, 16).to_bytes(8, "little")
+    # fastavro's hex string already lists the fingerprint's bytes in wire order.
+    return bytes.fromhex(fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO"))
 
 
 def load_schema_file(text: str, fullname_hint: str, version: int) -> SchemaVersion:
@@ -76,7 +76,10 @@ class Registry:
     """Every schema version shipped with herald, by fingerprint and by name."""
 
     def __init__(self, versions: list[SchemaVersion]) -> None:
-        self.by_fingerprint = {v.fingerprint: v for v in versions}
+        # LEGACY: herald 0.1 wrote the fingerprint byte-reversed and such records stay on
+        # topics for up to 30 days; read until 2027-01-31, delete in herald 0.3 (contract.md).
+        legacy = {v.fingerprint[::-1]: v for v in versions}
+        self.by_fingerprint = legacy | {v.fingerprint: v for v in versions}
         self.by_name: dict[str, list[SchemaVersion]] = {}
         for v in sorted(versions, key=lambda v: v.version):
             self.by_name.setdefault(v.fullname, []).append(v)
@@ -190,9 +193,10 @@ class RegistryCodec:
 
     @classmethod
     def from_url(cls, url: str) -> RegistryCodec:
+        """`mock://<scope>` gives confluent-kafka's in-process mock registry, for tests."""
         from confluent_kafka.schema_registry import SchemaRegistryClient
 
-        return cls(SchemaRegistryClient({"url": url}))
+        return cls(SchemaRegistryClient.new_client({"url": url}))
 
     def schema_id(self, sv: SchemaVersion, topic: str) -> int:
         subject = f"{topic}-value"  # Confluent's default TopicNameStrategy
@@ -238,8 +242,13 @@ class RegistryCodec:
         return _read(data[CONFLUENT_HEADER_LEN:], writer, reader)
 
 
+@cache
 def codec_for(schema_registry_url: str | None) -> Codec:
-    """The codec a service uses: the registry's wire format only when a URL is configured."""
+    """The one codec every encode and decode of a process goes through, chosen by
+    `KafkaSettings.schema_registry_url`: the registry's wire format only when it is set.
+
+    Cached, so the components of a process share one registry client and its schema ids.
+    """
     if schema_registry_url:
         return RegistryCodec.from_url(schema_registry_url)
     return SingleObjectCodec()

@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
+from schemas import codec
 from schemas.channels import Outcome as StatusOutcome
 from schemas.events import now_ms
 from senders import metrics, status
@@ -103,6 +104,7 @@ class DeliveryHandler:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
+        self.codec = codec.codec_for(settings.kafka.schema_registry_url)
         self.ledger = ledger
         self.publisher = publisher
         self.providers = providers
@@ -420,7 +422,9 @@ class DeliveryHandler:
                 await self.ledger.delete_device(d["user_id"], d["device_id"], d["address"])
             await asyncio.gather(
                 *(
-                    self.publisher.produce(r.topic, r.value, key=r.key, headers=r.headers)
+                    self.publisher.produce(
+                        r.topic, r.encode(self.codec), key=r.key, headers=r.headers
+                    )
                     for r in records
                 ),
                 self.ledger.log(d, row),

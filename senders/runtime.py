@@ -121,6 +121,7 @@ class Lane:
     ) -> None:
         self.spec = spec
         self.settings = settings
+        self.codec = codec.codec_for(settings.kafka.schema_registry_url)
         self.handler = handler
         self.publisher = publisher
         self.slots = slots
@@ -290,7 +291,7 @@ class Lane:
             return  # a held partition is fetched again from the held record once it is due
         value = msg.value() or b""
         try:
-            delivery: dict[str, Any] | None = codec.decode(value, expect=codec.DELIVERY)
+            delivery: dict[str, Any] | None = self.codec.decode(value, expect=codec.DELIVERY)
         except codec.DecodeError as exc:
             delivery, reason = None, f"{UNDECODABLE}:{exc.reason}"
         if delivery is not None and delivery.get("channel") != self.spec.channel:

@@ -17,8 +17,14 @@ SOURCE = "senders"
 class Record:
     topic: str
     key: bytes
-    value: bytes
+    schema: str
+    value: dict[str, Any]
     headers: tuple[tuple[str, bytes], ...] = ()
+
+    def encode(self, values: codec.Codec) -> bytes:
+        """Encoded when produced, inside the handler's retry loop, so an unreachable
+        schema registry is waited out like an unreachable broker."""
+        return values.encode(self.schema, self.value, topic=self.topic)
 
 
 def status(
@@ -50,7 +56,8 @@ def status(
     return Record(
         prefix + topics.STATUS,
         delivery["notification_id"].encode(),
-        codec.encode(codec.STATUS, event),
+        codec.STATUS,
+        event,
     )
 
 
@@ -75,7 +82,8 @@ def retry(
     return Record(
         prefix + topics.retry_topic(delivery["channel"], tier),
         delivery["user_id"].encode(),
-        codec.encode(codec.DELIVERY, value),
+        codec.DELIVERY,
+        value,
     )
 
 
@@ -99,7 +107,8 @@ def dead_letter(
     return Record(
         prefix + topics.dlq_topic(delivery["channel"]),
         delivery["user_id"].encode(),
-        codec.encode(codec.DELIVERY, value),
+        codec.DELIVERY,
+        value,
         headers,
     )
 

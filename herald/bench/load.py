@@ -256,6 +256,7 @@ def publish(
     topic: str,
     records: Iterator[dict[str, Any]],
     *,
+    values: codec.Codec,
     rate: float,
     on_published: Callable[[dict[str, Any]], None] = lambda _r: None,
 ) -> int:
@@ -269,7 +270,7 @@ def publish(
     for record in records:
         pacer.wait()
         record["created_at"] = now_ms()
-        value = codec.encode(codec.REQUEST, record)
+        value = values.encode(codec.REQUEST, record, topic=topic)
         while True:
             try:
                 producer.produce(topic, value=value, key=record["user_id"].encode())

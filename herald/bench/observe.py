@@ -68,6 +68,7 @@ class Observer(threading.Thread):
     ) -> None:
         super().__init__(name="bench-observer", daemon=True)
         self.state = RunState()
+        self._values = codec.codec_for(kafka.schema_registry_url)
         self._ids = {n.encode() for n in notification_ids}
         self._prefix = user_prefix.encode()
         self._halt = threading.Event()
@@ -108,7 +109,7 @@ class Observer(threading.Thread):
         if key not in self._ids:
             return
         try:
-            ev = codec.decode(value, codec.STATUS)
+            ev = self._values.decode(value, codec.STATUS)
         except codec.DecodeError:
             return
         occurred = to_ms(ev["occurred_at"]) or 0  # decoded as a datetime
@@ -136,7 +137,7 @@ class Observer(threading.Thread):
         if key is None or not key.startswith(self._prefix):
             return
         try:
-            d = codec.decode(value, codec.DELIVERY)
+            d = self._values.decode(value, codec.DELIVERY)
         except codec.DecodeError:
             return
         s = self.state

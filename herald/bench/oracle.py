@@ -127,6 +127,7 @@ class Oracle:
         ledger: claimed by a sender outside the run (another herald on the same broker), it
         counts as delivered elsewhere instead of lost."""
         self.kafka = kafka
+        self.values = codec.codec_for(kafka.schema_registry_url)
         self.control_url = control_url
         self.topic_prefix = topic_prefix
         self.session = session
@@ -188,7 +189,7 @@ class Oracle:
             if key is not None:
                 s.rejected[key].append(headers.get(REASON_HEADER, ""))
             try:
-                req = codec.decode(value, codec.REQUEST)
+                req = self.values.decode(value, codec.REQUEST)
             except codec.DecodeError:
                 return
             s.statuses[req["notification_id"]].append(
@@ -201,7 +202,7 @@ class Oracle:
             )
             return
         try:
-            record = codec.decode(value)
+            record = self.values.decode(value)
         except codec.DecodeError:
             return
         if topic == topics.STATUS:

@@ -20,6 +20,7 @@ from herald.bench.load import publish
 from herald.bench.observe import Observer
 from infra import topics
 from infra.settings import KafkaSettings
+from schemas import codec
 from schemas.channels import Outcome
 
 
@@ -103,7 +104,8 @@ def run_phase(
 
     t0 = time.perf_counter()
     topic = topic_prefix + topics.REQUESTED
-    publish(producer, topic, iter(requests), rate=rate, on_published=published)
+    values = codec.codec_for(kafka.schema_registry_url)
+    publish(producer, topic, iter(requests), values=values, rate=rate, on_published=published)
     publish_seconds = time.perf_counter() - t0
 
     total = len(requests)

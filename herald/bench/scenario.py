@@ -114,13 +114,14 @@ def mixed_requests(users: Sequence[load.User], n: int) -> list[dict[str, Any]]:
 class Publisher:
     def __init__(self, kafka: KafkaSettings, topic: str = topics.REQUESTED) -> None:
         self.producer = Producer(kafka.producer_config("faults"))
+        self.values = codec.codec_for(kafka.schema_registry_url)
         self.topic = topic
 
     def send(self, records: Sequence[dict[str, Any]], *, rate: float = 0.0) -> None:
         interval = 1.0 / rate if rate else 0.0
         for r in records:
             r["created_at"] = now_ms()
-            self.raw(r["user_id"].encode(), codec.encode(codec.REQUEST, r))
+            self.raw(r["user_id"].encode(), self.values.encode(codec.REQUEST, r, topic=self.topic))
             if interval:
                 self.producer.poll(0)
                 time.sleep(interval)

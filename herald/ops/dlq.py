@@ -114,6 +114,7 @@ def read(kafka: KafkaSettings, ref: TopicRef) -> list[DeadLetter]:
     """Every record currently in the dead-letter topic, oldest first."""
     consumer = kafkaio.ops_consumer(kafka, "ops-dlq")
     expect = codec.REQUEST if ref.is_request else codec.DELIVERY
+    values = codec.codec_for(kafka.schema_registry_url)
     out: list[DeadLetter] = []
     try:
         ranges = kafkaio.whole_topic(consumer, ref.name)
@@ -122,7 +123,7 @@ def read(kafka: KafkaSettings, ref: TopicRef) -> list[DeadLetter]:
                 value = msg.value() or b""
                 record, error = None, None
                 try:
-                    record = codec.decode(value, expect)
+                    record = values.decode(value, expect)
                 except codec.DecodeError as exc:
                     error = exc.reason
                 out.append(
@@ -183,12 +184,12 @@ def target_topic(ref: TopicRef, d: DeadLetter) -> str:
     return ref.main
 
 
-def _fresh_value(ref: TopicRef, d: DeadLetter) -> bytes:
+def _fresh_value(ref: TopicRef, d: DeadLetter, values: codec.Codec, target: str) -> bytes:
     """A delivery starts its retries over; a request goes back byte for byte."""
     if ref.is_request or d.record is None:
         return d.value
     record = {**d.record, "attempt": 1, "not_before": None, "last_error": None}
-    return codec.encode(codec.DELIVERY, record)
+    return values.encode(codec.DELIVERY, record, topic=target)
 
 
 def redrive(
@@ -236,6 +237,7 @@ def redrive(
     release = session.prepare(
         f"DELETE FROM {ks}.dlq_redrives WHERE topic = ? AND partition = ? AND offset = ? IF EXISTS"
     )
+    values = codec.codec_for(kafka.schema_registry_url)
     out = Republisher(kafka, "ops-dlq", outcome)
     for d in chosen:
         if on_progress:
@@ -267,7 +269,7 @@ def redrive(
         out.send(
             target,
             d.key,
-            _fresh_value(ref, d),
+            _fresh_value(ref, d, values, target),
             hdrs,
             on_failed=failed,
             ident=d.delivery_id or d.ref,

@@ -61,6 +61,7 @@ def replay(
     if not req.topic.is_request and session is None:
         raise ValueError("replaying a channel topic needs the Cassandra ledger")
     outcome = Outcome(dry_run=req.dry_run)
+    values = codec.codec_for(kafka.schema_registry_url)
     out = Republisher(kafka, "ops-replay", outcome)
     consumer = kafkaio.ops_consumer(kafka, "replay", req.run_id)
     seen: set[str] = set()
@@ -70,10 +71,10 @@ def replay(
         for batch in kafkaio.read_ranges(consumer, req.topic.name, ranges):
             outcome.scanned += len(batch)
             if req.topic.is_request:
-                _requests(batch, req, out)
+                _requests(batch, req, out, values)
             else:
                 assert session is not None
-                _deliveries(batch, req, out, session, seen)
+                _deliveries(batch, req, out, values, session, seen)
             if on_progress is not None:
                 on_progress(len(batch))
     finally:
@@ -82,10 +83,12 @@ def replay(
     return outcome
 
 
-def _requests(batch: list[Message], req: ReplayRequest, out: Republisher) -> None:
+def _requests(
+    batch: list[Message], req: ReplayRequest, out: Republisher, values: codec.Codec
+) -> None:
     for msg in batch:
         try:
-            request = codec.decode(msg.value() or b"", codec.REQUEST)
+            request = values.decode(msg.value() or b"", codec.REQUEST)
         except codec.DecodeError:
             out.outcome.skipped["undecodable"] += 1
             continue
@@ -104,12 +107,17 @@ def _requests(batch: list[Message], req: ReplayRequest, out: Republisher) -> Non
 
 
 def _deliveries(
-    batch: list[Message], req: ReplayRequest, out: Republisher, session: Session, seen: set[str]
+    batch: list[Message],
+    req: ReplayRequest,
+    out: Republisher,
+    values: codec.Codec,
+    session: Session,
+    seen: set[str],
 ) -> None:
     candidates: list[tuple[Message, str]] = []
     for msg in batch:
         try:
-            delivery = codec.decode(msg.value() or b"", codec.DELIVERY)
+            delivery = values.decode(msg.value() or b"", codec.DELIVERY)
         except codec.DecodeError:
             out.outcome.skipped["undecodable"] += 1
             continue

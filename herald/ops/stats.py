@@ -120,6 +120,7 @@ def read_status(
     topic_prefix: str = "",
 ) -> Iterable[dict[str, Any]]:
     """Decoded status events produced in [start_ms, end_ms + LATE_MS); undecodable skipped."""
+    values = codec.codec_for(kafka.schema_registry_url)
     consumer = kafkaio.ops_consumer(kafka, "ops-stats")
     try:
         topic = topic_prefix + topics.STATUS
@@ -129,7 +130,7 @@ def read_status(
         for batch in kafkaio.read_ranges(consumer, topic, ranges):
             for msg in batch:
                 try:
-                    yield codec.decode(msg.value() or b"", codec.STATUS)
+                    yield values.decode(msg.value() or b"", codec.STATUS)
                 except codec.DecodeError:
                     continue
             if on_progress is not None:

@@ -52,9 +52,10 @@ REJECTED = Counter("herald_tracking_rejected_total", "Requests refused", ["reaso
 class StatusSink:
     """Produces status events; a daemon thread serves the producer's callbacks."""
 
-    def __init__(self, producer: Producer, topic: str = topics.STATUS) -> None:
+    def __init__(self, producer: Producer, topic: str, values: codec.Codec) -> None:
         self.producer = producer
         self.topic = topic
+        self.values = values
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="status-sink", daemon=True)
         self._thread.start()
@@ -73,7 +74,7 @@ class StatusSink:
 
         self.producer.produce(
             self.topic,
-            codec.encode(codec.STATUS, event),
+            self.values.encode(codec.STATUS, event, topic=self.topic),
             event["notification_id"].encode(),
             on_delivery=acked,
         )
@@ -130,7 +131,11 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         nonlocal sink
-        sink = StatusSink(producer, settings.topic_prefix + topics.STATUS)
+        sink = StatusSink(
+            producer,
+            settings.topic_prefix + topics.STATUS,
+            codec.codec_for(settings.kafka.schema_registry_url),
+        )
         try:
             yield
         finally:

@@ -16,6 +16,7 @@ class FakeOracle(Oracle):
 
     def __init__(self) -> None:  # no consumer, no thread
         self.seen = Seen()
+        self.values = codec.codec_for(None)
         self.topic_prefix = ""
         self.session = None
         self.instance_prefix = None

@@ -283,7 +283,7 @@ async def test_too_large_fan_out_is_dead_lettered_and_the_user_moves_on(world: A
         [Incoming(big, src(0)), Incoming(request("next", channels=["sms"]), src(1))], {}
     )
     assert producer.statuses() == [("dropped", "too_large", None), ("accepted", None, None)]
-    [(topic, _k, value, headers)] = [r for r in producer.records if r[0].endswith(".dlq")]
+    [(_topic, _k, value, headers)] = [r for r in producer.records if r[0].endswith(".dlq")]
     assert dict(headers)["herald.reason"] == b"too_large"
     assert value == big  # under the limit itself: copied whole
     assert dedup.rows["big"][0] == DONE

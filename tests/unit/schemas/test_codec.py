@@ -1,8 +1,7 @@
 import json
-import struct
+import uuid
 from datetime import UTC, datetime
 
-import fastavro
 import pytest
 
 from schemas import codec, events, ids
@@ -19,16 +18,6 @@ def _request(**over: object) -> dict[str, object]:
     }
     base.update(over)
     return base
-
-
-def test_single_object_header_is_magic_plus_little_endian_crc64() -> None:
-    data = codec.encode(codec.REQUEST, _request())
-    assert data[:2] == b"\xc3\x01"
-    sv = codec.registry().latest(codec.REQUEST)
-    hex_fp = fastavro.schema.fingerprint(
-        fastavro.schema.to_parsing_canonical_form(sv.parsed), "CRC-64-AVRO"
-    )
-    assert struct.unpack("<Q", data[2:10])[0] == int(hex_fp, 16)
 
 
 def test_round_trip_fills_defaults() -> None:
@@ -100,3 +89,10 @@ def test_ids_are_deterministic_and_distinct() -> None:
         channel="sms",
     )
     assert a["status_id"] == b["status_id"]
+
+
+def test_notification_id_is_the_documented_uuid5() -> None:
+    # docs/contract.md gives outside producers this namespace and example.
+    ns = uuid.UUID("6f1c1d0e-7c57-4b8e-9a55-2f6a8e3b9d10")
+    assert ids.notification_id("evt-1") == str(uuid.uuid5(ns, "notification:evt-1"))
+    assert ids.notification_id("evt-1") == "5e1fd203-b225-5b6d-9198-cb6b283df9f8"
