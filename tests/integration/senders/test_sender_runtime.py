@@ -290,6 +290,31 @@ async def test_unprocessable_records_are_dead_lettered_as_they_are(
     assert harness.p["twilio"].calls[stray["delivery_id"]] == 0
 
 
+async def test_a_dead_letter_kafka_refuses_goes_truncated_with_the_reason(
+    harness: Harness, tap: TopicTap, kafka_producer: Any
+) -> None:
+    # Just under the producer's message.max.bytes (1,000,000) as it came: with the
+    # dead-letter headers it is over, and Kafka refuses it (MSG_SIZE_TOO_LARGE).
+    value = b"not avro " + b"x" * 999_891
+    user = f"user-{uuid.uuid4()}"
+    kafka_producer.produce(PREFIX + "notifications.sms", value, user.encode())
+    kafka_producer.flush(10)
+
+    def truncated() -> list[Any]:
+        size = str(len(value)).encode()
+        return [
+            m
+            for m in tap.messages
+            if m[0] == "notifications.sms.dlq" and m[2].get("herald.truncated_from") == size
+        ]
+
+    [(_, key, headers, _)] = await until(truncated, "truncated dead letter", 30)
+    assert key == user.encode()
+    assert headers["herald.reason"] == b"too_large"
+    assert headers["herald.first_error"] == b"undecodable:bad_magic"
+    assert headers["herald.last_error"] == b"MSG_SIZE_TOO_LARGE"
+
+
 async def test_one_users_deliveries_go_out_in_order(harness: Harness, produce: Any) -> None:
     user = f"user-{uuid.uuid4()}"
     batch = [make_delivery("sms", user_id=user) for _ in range(5)]
