@@ -472,6 +472,9 @@ class DeliveryHandler:
             out = [event(StatusOutcome.FAILED, row.reason)]
             if row.reason == TOKEN_INVALIDATED:
                 out.append(event(StatusOutcome.TOKEN_INVALIDATED, row.last_error))
+                # Produced after the device row is deleted, so a processor that drops its
+                # cached copy of the user reads the devices without it.
+                out.append(status.device_removed(d["user_id"], prefix))
             return out
         if state == State.DROPPED:
             return [event(StatusOutcome.DROPPED, row.reason)]

@@ -115,6 +115,7 @@ def tap() -> Any:
             "notifications.sms.retry.2",
             "notifications.sms.dlq",
             "notifications.push.ios.dlq",
+            "users.changes",
         ]
     )
     yield t
@@ -229,7 +230,7 @@ async def test_exhausted_retries_go_to_the_dlq_with_reason_headers(
     await until(lambda: outcomes(tap, did) == ["retried", "retried", "dead_lettered"], "statuses")
 
 
-async def test_unregistered_token_removes_the_device(
+async def test_unregistered_token_removes_the_device_and_says_so_on_users_changes(
     harness: Harness, tap: TopicTap, produce: Any, cassandra: Session
 ) -> None:
     d = make_delivery("push.ios", device_id=f"dev-{uuid.uuid4().hex[:6]}")
@@ -257,6 +258,13 @@ async def test_unregistered_token_removes_the_device(
     ).one()
     assert device is None
     assert "failed" in outcomes(tap, d["delivery_id"])
+    # The processors cache the user's devices: the change makes them read it again.
+    [(_, key, _, change)] = await until(
+        lambda: [m for m in tap.where(user_id=d["user_id"]) if m[0] == "users.changes"],
+        "user change",
+    )
+    assert key == d["user_id"].encode()
+    assert change["kind"] == "device"
 
 
 async def test_failing_primary_sms_uses_the_fallback_once(
