@@ -23,12 +23,17 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
+from cassandra import OperationTimedOut, RequestExecutionException
+from cassandra.cluster import NoHostAvailable
+from confluent_kafka import KafkaException
+
 from schemas import codec
 from schemas.channels import Outcome as StatusOutcome
 from schemas.events import now_ms
 from senders import metrics, status
 from senders.breaker import CircuitBreaker
 from senders.decisions import Kind, classify, reason_of
+from senders.kafka import refusal
 from senders.ledger import FINAL, Ledger, LedgerRow, Outcome, State
 from senders.providers.base import DeliveryError, Message, Provider
 from senders.ratelimit import TokenBucket
@@ -44,6 +49,16 @@ EXPIRED = "expired"
 TOKEN_INVALIDATED = "token_invalidated"
 DUPLICATE = "duplicate"
 LOST = "claim_lost"
+
+# A step that keeps failing for a reason nobody foresaw (a bug, a poison value) is given up
+# after this many attempts, instead of stalling its partition forever.
+MAX_ATTEMPTS = 5
+_OUTAGES = (KafkaException, NoHostAvailable, OperationTimedOut, RequestExecutionException, OSError)
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Kafka or Cassandra not answering: waited out however long it lasts (fail closed)."""
+    return isinstance(exc, _OUTAGES) and refusal(exc) is None
 
 
 class Publisher(Protocol):
@@ -461,6 +476,9 @@ class DeliveryHandler:
             out = [event(StatusOutcome.FAILED, row.reason)]
             if row.reason == TOKEN_INVALIDATED:
                 out.append(event(StatusOutcome.TOKEN_INVALIDATED, row.last_error))
+                # Produced after the device row is deleted, so a processor that drops its
+                # cached copy of the user reads the devices without it.
+                out.append(status.device_removed(d["user_id"], prefix))
             return out
         if state == State.DROPPED:
             return [event(StatusOutcome.DROPPED, row.reason)]
@@ -520,13 +538,19 @@ class DeliveryHandler:
         raise Stopping
 
     async def _durable(self, op: Callable[[], Awaitable[T]]) -> T:
-        """Retry a step whose failure would leave the outcome unrecorded (Cassandra or Kafka
-        unavailable): fail closed and wait, never skip it. Gives up only at shutdown."""
+        """Retry a step whose failure would leave the outcome unrecorded. An outage (Cassandra
+        or Kafka unavailable) is waited out: fail closed, never skip the step. Any other
+        failure is raised after `MAX_ATTEMPTS`, and at shutdown `Stopping`."""
         delay = 0.2
+        failures = 0
         while True:
             try:
                 return await op()
-            except Exception:
+            except Exception as exc:
+                if not is_outage(exc):
+                    failures += 1
+                    if failures >= MAX_ATTEMPTS:
+                        raise
                 log.exception("ledger/outcome write failed; retrying")
                 await self._sleep(delay)
                 delay = min(delay * 2, 5.0)

@@ -32,7 +32,8 @@ from schemas import codec
 from schemas.channels import Channel
 from schemas.events import now_ms
 from senders import metrics, status
-from senders.handler import DeliveryHandler, Publisher, Stopping
+from senders.handler import MAX_ATTEMPTS, DeliveryHandler, Publisher, Stopping, is_outage
+from senders.kafka import refusal
 from senders.offsets import OffsetTracker
 from senders.settings import SenderSettings
 
@@ -42,6 +43,9 @@ TP = tuple[str, int]
 UNDECODABLE = "undecodable"
 # Set by `herald dlq redrive` on a dead letter sent back by an operator.
 REDRIVEN_HEADER = "herald.redriven_from"
+# What is kept of a dead letter Kafka refused (too large): enough to review it, and well
+# under any topic's size limit; a topic stricter still gets half as much, and so on.
+TRUNCATED_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -319,7 +323,7 @@ class Lane:
             user = msg.key()
             before = self._last_of_user.get(user) if user else None
             self.slots.take()
-            work = self._process(delivery, topic, redriven, before)
+            work = self._process(delivery, msg, redriven, before)
         else:
             user, work = None, self._poison(msg, reason)
         task = asyncio.create_task(self._track(key, offset, work))
@@ -340,7 +344,7 @@ class Lane:
     async def _process(
         self,
         delivery: dict[str, Any],
-        topic: str,
+        msg: KafkaMessage,
         redriven: bool,
         before: asyncio.Task[None] | None,
     ) -> bool:
@@ -351,21 +355,34 @@ class Lane:
             if before is not None:
                 await asyncio.wait([before])
             async with self.slots.sending:
-                return await self._handle(delivery, topic, redriven)
+                return await self._handle(delivery, msg, redriven)
         finally:
             self.slots.give()
 
-    async def _handle(self, delivery: dict[str, Any], topic: str, redriven: bool) -> bool:
+    async def _handle(self, delivery: dict[str, Any], msg: KafkaMessage, redriven: bool) -> bool:
+        topic = msg.topic() or ""
         delay = 0.2
+        failures = 0
         while True:
             try:
                 await self.handler.handle(delivery, topic, redriven=redriven)
                 return True
             except Stopping:
                 return False
-            except Exception:
-                # Cassandra or Kafka not answering before the provider call: the
-                # ledger makes a second try harmless. Fail closed: wait, never skip.
+            except Exception as exc:
+                # The ledger makes a second try harmless. Cassandra or Kafka not answering:
+                # fail closed, wait however long. Anything else that repeats is a bug or a
+                # poison value: dead-lettered rather than stalling the partition.
+                if not is_outage(exc):
+                    failures += 1
+                    if failures >= MAX_ATTEMPTS:
+                        log.exception(
+                            "delivery failed repeatedly; dead-lettered",
+                            extra={"delivery_id": delivery.get("delivery_id")},
+                        )
+                        reason = f"processing_error:{type(exc).__name__}"
+                        origin = status.origin_topic(delivery, topic, self.settings.topic_prefix)
+                        return await self._poison(msg, reason, origin)
                 log.exception(
                     "delivery not processed; retrying",
                     extra={"delivery_id": delivery.get("delivery_id")},
@@ -375,22 +392,48 @@ class Lane:
                 await asyncio.sleep(delay)
                 delay = min(2 * delay, 5.0)
 
-    async def _poison(self, msg: KafkaMessage, reason: str) -> bool:
-        """A record that is not a delivery of this channel: to the DLQ as is, for review."""
+    async def _poison(self, msg: KafkaMessage, reason: str, original_topic: str = "") -> bool:
+        """A record that cannot be processed: to the DLQ as is, for review."""
         topic = msg.topic() or ""
-        headers = status.dead_letter_headers(reason=reason, attempts=0, original_topic=topic)
+        original = msg.value() or b""
+        value = original
+        headers = status.dead_letter_headers(
+            reason=reason, attempts=0, original_topic=original_topic or topic
+        )
         log.error("unprocessable record dead-lettered", extra={"topic": topic, "reason": reason})
         delay = 0.2
         while True:
             try:
                 await self.publisher.produce(
                     self.settings.topic_prefix + topics.dlq_topic(self.spec.channel),
-                    msg.value() or b"",
+                    value,
                     key=msg.key(),
                     headers=headers,
                 )
                 return True
-            except Exception:
+            except Exception as exc:
+                refused = refusal(exc)
+                if refused is not None:
+                    if not value:
+                        # Refused with nothing left to cut: it stays only in its own topic.
+                        log.error(
+                            "dead letter refused by Kafka; given up",
+                            extra={"topic": topic, "reason": refused},
+                        )
+                        return True
+                    # Sending it again can never succeed: a truncated copy that says why.
+                    value = original[: min(TRUNCATED_BYTES, len(value) // 2)]
+                    headers = (
+                        *status.dead_letter_headers(
+                            reason=refused,
+                            attempts=0,
+                            original_topic=original_topic or topic,
+                            first_error=reason,
+                            last_error=exc.args[0].name(),
+                        ),
+                        ("herald.truncated_from", str(len(original)).encode()),
+                    )
+                    continue
                 log.exception("dead letter not produced; retrying", extra={"topic": topic})
                 if self.stopping.is_set():
                     return False

@@ -1,4 +1,5 @@
-"""The Kafka records that make an outcome visible: status events, retries, dead letters."""
+"""The Kafka records that make an outcome visible: status events, retries, dead letters,
+user changes."""
 
 from __future__ import annotations
 
@@ -59,6 +60,12 @@ def status(
         codec.STATUS,
         event,
     )
+
+
+def device_removed(user_id: str, prefix: str = "") -> Record:
+    """The user's devices changed: processors drop their cached copy of the user."""
+    change = {"user_id": user_id, "kind": "device", "changed_at": now_ms()}
+    return Record(prefix + topics.USER_CHANGES, user_id.encode(), codec.USER_CHANGE, change)
 
 
 def origin_topic(delivery: dict[str, Any], consumed_from: str, prefix: str = "") -> str:

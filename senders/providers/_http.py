@@ -3,6 +3,9 @@ provider uses the same way (429 and 5xx are worth retrying, other 4xx are not)."
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 import httpx
 
 from senders.providers.base import DeliveryError, PermanentError, RetriableError, parse_retry_after
@@ -32,6 +35,35 @@ def transport_error(provider: str, exc: httpx.TransportError) -> RetriableError:
         provider=provider,
         ambiguous=not isinstance(exc, NOT_SENT),
     )
+
+
+# A CR or LF would end the header field (HTTP/2 servers drop the whole connection for it).
+_BREAKS_HEADER = re.compile(rb"[\r\n\x00]")
+
+
+async def post(client: httpx.AsyncClient, provider: str, url: str, **kwargs: Any) -> httpx.Response:
+    """POST one request and map a failure to a `DeliveryError`.
+
+    A request that cannot be built (a line break in a header, a malformed URL, a value
+    that does not encode) is refused before anything goes on the wire: certainly not sent,
+    and permanent, since the same message would fail again."""
+    try:
+        request = client.build_request("POST", url, **kwargs)
+    except (httpx.InvalidURL, ValueError) as exc:
+        raise PermanentError(
+            f"{provider}:unsendable request", provider=provider, ambiguous=False
+        ) from exc
+    for name, value in request.headers.raw:
+        if _BREAKS_HEADER.search(value):
+            raise PermanentError(
+                f"{provider}:line break in header {name.decode()}",
+                provider=provider,
+                ambiguous=False,
+            )
+    try:
+        return await client.send(request)
+    except httpx.TransportError as exc:
+        raise transport_error(provider, exc) from exc
 
 
 def status_error(

@@ -162,14 +162,13 @@ class ApnsProvider(Provider):
         headers, payload = build_request(message, self.settings.topic)
         token = self._token.get()
         headers["authorization"] = f"bearer {token}"
-        try:
-            resp = await self._client.post(
-                f"/3/device/{message.address}",
-                headers=headers,
-                content=json.dumps(payload, separators=(",", ":")).encode(),
-            )
-        except httpx.TransportError as exc:
-            raise _http.transport_error(self.name, exc) from exc
+        resp = await _http.post(
+            self._client,
+            self.name,
+            f"/3/device/{message.address}",
+            headers=headers,
+            content=json.dumps(payload, separators=(",", ":")).encode(),
+        )
         if resp.status_code == 200:
             return SendResult(self.name, resp.headers.get("apns-id", message.delivery_id))
         raise self._error(resp, token)

@@ -82,14 +82,13 @@ class SendgridProvider(Provider):
 
     async def send(self, message: Message) -> SendResult:
         assert self._client is not None, "start() first"
-        try:
-            resp = await self._client.post(
-                "/v3/mail/send",
-                json=build_body(message, self.settings),
-                headers={"X-Herald-Delivery-Id": message.delivery_id},
-            )
-        except httpx.TransportError as exc:
-            raise _http.transport_error(self.name, exc) from exc
+        resp = await _http.post(
+            self._client,
+            self.name,
+            "/v3/mail/send",
+            json=build_body(message, self.settings),
+            headers={"X-Herald-Delivery-Id": message.delivery_id},
+        )
         if resp.status_code in (200, 202):
             return SendResult(self.name, resp.headers.get("x-message-id"))
         reset_in: float | None = None

@@ -98,7 +98,12 @@ class SmtpProvider(Provider):
             await self._quit(client)
 
     async def send(self, message: Message) -> SendResult:
-        email = build_email(message, self.settings)
+        try:
+            email = build_email(message, self.settings)
+        except ValueError as exc:  # e.g. a line break in the subject: nothing was sent
+            raise PermanentError(
+                "smtp:unsendable message", provider=self.name, ambiguous=False
+            ) from exc
         async with self._slots:
             try:
                 client = await self._checkout()

@@ -52,14 +52,13 @@ class TwilioProvider(Provider):
             form["MessagingServiceSid"] = s.messaging_service_sid
         else:
             form["From"] = s.from_number or ""
-        try:
-            resp = await self._client.post(
-                f"/2010-04-01/Accounts/{s.account_sid}/Messages.json",
-                data=form,
-                headers={"X-Herald-Delivery-Id": message.delivery_id},
-            )
-        except httpx.TransportError as exc:
-            raise _http.transport_error(self.name, exc) from exc
+        resp = await _http.post(
+            self._client,
+            self.name,
+            f"/2010-04-01/Accounts/{s.account_sid}/Messages.json",
+            data=form,
+            headers={"X-Herald-Delivery-Id": message.delivery_id},
+        )
         if resp.status_code in (200, 201):
             # Accepted: an unreadable body must not turn into a retry (a second SMS).
             try:

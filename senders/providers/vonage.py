@@ -54,12 +54,13 @@ class VonageProvider(Provider):
         }
         if not message.body.isascii():
             form["type"] = "unicode"
-        try:
-            resp = await self._client.post(
-                "/sms/json", data=form, headers={"X-Herald-Delivery-Id": message.delivery_id}
-            )
-        except httpx.TransportError as exc:
-            raise _http.transport_error(self.name, exc) from exc
+        resp = await _http.post(
+            self._client,
+            self.name,
+            "/sms/json",
+            data=form,
+            headers={"X-Herald-Delivery-Id": message.delivery_id},
+        )
         if resp.status_code != 200:
             raise _http.status_error(self.name, resp)
         try:

@@ -197,10 +197,7 @@ class WebpushProvider(Provider):
         if message.collapse_key:
             headers["Topic"] = b64url(message.collapse_key.encode())[:32]
         body = encrypt(json.dumps(payload, separators=(",", ":")).encode(), p256dh, auth)
-        try:
-            resp = await self._client.post(url, content=body, headers=headers)
-        except httpx.TransportError as exc:
-            raise _http.transport_error(self.name, exc) from exc
+        resp = await _http.post(self._client, self.name, url, content=body, headers=headers)
         if resp.status_code in (200, 201, 202):
             return SendResult(self.name, resp.headers.get("location"))
         raise _http.status_error(self.name, resp, invalid_address=resp.status_code in (404, 410))

@@ -10,6 +10,7 @@ over); sends may run concurrently.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -177,3 +178,22 @@ async def test_concurrent_sends_each_land_once(
     assert len({r.message_id for r in results}) == len(msgs)
     for m in msgs:
         assert len(await ledger(control, m.delivery_id)) == 1
+
+
+@pytest.mark.parametrize("newline", ["\r\n", "\n", "\r", "\u2028"], ids=repr)
+async def test_line_break_in_a_field_is_sent_or_refused_before_the_wire(
+    case: ProviderCase, make_provider: Callable[..., Any], control: httpx.AsyncClient, newline: str
+) -> None:
+    provider = await make_provider(case.provider)
+    text = f"Your parcel{newline}Bcc: someone@example.com"
+    msg = message(case, collapse_key=f"parcel{newline}1")
+    msg = dataclasses.replace(msg, title=text, subject=text, data={"order": text})
+
+    try:
+        await provider.send(msg)
+    except PermanentError as err:
+        # Refused while building the request: certainly not sent, so never "uncertain".
+        assert classify(err) is Kind.PERMANENT
+        assert await ledger(control, msg.delivery_id) == []
+    else:
+        assert len(await ledger(control, msg.delivery_id)) == 1

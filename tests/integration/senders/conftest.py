@@ -123,7 +123,7 @@ def sender_topics() -> None:
     wanted = [
         spec
         for spec in topics.all_topics()
-        if spec.name == topics.STATUS
+        if spec.name in (topics.STATUS, topics.USER_CHANGES)
         or any(f"notifications.{c}." in spec.name + "." for c in CHANNELS)
     ]
     admin = AdminClient({"bootstrap.servers": KAFKA})

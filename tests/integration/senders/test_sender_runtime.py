@@ -115,6 +115,7 @@ def tap() -> Any:
             "notifications.sms.retry.2",
             "notifications.sms.dlq",
             "notifications.push.ios.dlq",
+            "users.changes",
         ]
     )
     yield t
@@ -229,7 +230,7 @@ async def test_exhausted_retries_go_to_the_dlq_with_reason_headers(
     await until(lambda: outcomes(tap, did) == ["retried", "retried", "dead_lettered"], "statuses")
 
 
-async def test_unregistered_token_removes_the_device(
+async def test_unregistered_token_removes_the_device_and_says_so_on_users_changes(
     harness: Harness, tap: TopicTap, produce: Any, cassandra: Session
 ) -> None:
     d = make_delivery("push.ios", device_id=f"dev-{uuid.uuid4().hex[:6]}")
@@ -257,6 +258,13 @@ async def test_unregistered_token_removes_the_device(
     ).one()
     assert device is None
     assert "failed" in outcomes(tap, d["delivery_id"])
+    # The processors cache the user's devices: the change makes them read it again.
+    [(_, key, _, change)] = await until(
+        lambda: [m for m in tap.where(user_id=d["user_id"]) if m[0] == "users.changes"],
+        "user change",
+    )
+    assert key == d["user_id"].encode()
+    assert change["kind"] == "device"
 
 
 async def test_failing_primary_sms_uses_the_fallback_once(
@@ -288,6 +296,31 @@ async def test_unprocessable_records_are_dead_lettered_as_they_are(
     reasons = {m[2]["herald.reason"] for m in letters()}
     assert {b"undecodable:bad_magic", b"wrong_channel"} <= reasons
     assert harness.p["twilio"].calls[stray["delivery_id"]] == 0
+
+
+async def test_a_dead_letter_kafka_refuses_goes_truncated_with_the_reason(
+    harness: Harness, tap: TopicTap, kafka_producer: Any
+) -> None:
+    # Just under the producer's message.max.bytes (1,000,000) as it came: with the
+    # dead-letter headers it is over, and Kafka refuses it (MSG_SIZE_TOO_LARGE).
+    value = b"not avro " + b"x" * 999_891
+    user = f"user-{uuid.uuid4()}"
+    kafka_producer.produce(PREFIX + "notifications.sms", value, user.encode())
+    kafka_producer.flush(10)
+
+    def truncated() -> list[Any]:
+        size = str(len(value)).encode()
+        return [
+            m
+            for m in tap.messages
+            if m[0] == "notifications.sms.dlq" and m[2].get("herald.truncated_from") == size
+        ]
+
+    [(_, key, headers, _)] = await until(truncated, "truncated dead letter", 30)
+    assert key == user.encode()
+    assert headers["herald.reason"] == b"too_large"
+    assert headers["herald.first_error"] == b"undecodable:bad_magic"
+    assert headers["herald.last_error"] == b"MSG_SIZE_TOO_LARGE"
 
 
 async def test_one_users_deliveries_go_out_in_order(harness: Harness, produce: Any) -> None:

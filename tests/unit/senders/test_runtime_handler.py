@@ -326,6 +326,36 @@ async def test_cassandra_down_after_the_call_waits_instead_of_resending() -> Non
     assert w.twilio.calls == 1
 
 
+@pytest.mark.parametrize(
+    ("error", "fails", "raised"),
+    [(ConnectionError("down"), 8, False), (ValueError("poison value"), 8, True)],
+    ids=["outage-waited-out", "bug-given-up"],
+)
+async def test_a_failing_step_after_the_call_waits_out_an_outage_and_gives_up_on_a_bug(
+    error: Exception, fails: int, raised: bool
+) -> None:
+    w = World()
+    w.handler._sleep = lambda _: asyncio.sleep(0)  # type: ignore[method-assign]
+    orig = w.ledger.log
+    calls = {"n": 0}
+
+    async def failing(*a: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] <= fails:
+            raise error
+        await orig(*a)
+
+    w.ledger.log = failing  # type: ignore[method-assign]
+    async with asyncio.timeout(5):
+        if raised:
+            with pytest.raises(ValueError):
+                await w.handle(delivery())
+        else:
+            assert await w.handle(delivery()) == State.SENT
+    assert calls["n"] == (5 if raised else fails + 1)
+    assert w.twilio.calls == 1
+
+
 async def test_only_a_redrive_brings_a_dead_letter_back() -> None:
     w = World()
     w.ledger.rows["d-1"] = LedgerRow(
