@@ -51,8 +51,8 @@ test-faults: stack-up ## Fault-injection suite (kills, restarts, provider faults
 bench: stack-up ## Benchmarks: pipeline throughput/latency vs the raw Kafka passthrough
 	$(PY) -m herald.bench
 
-bench-processor: stack-up ## Processor alone: requests/s, deliveries/s, RSS (python -m processors.bench)
-	$(PY) -m processors.bench
+bench-processor: stack-up ## Processor alone: cold/warm requests/s and CPU µs per request, Faust vs a plain loop
+	$(PY) -m herald.bench.processor
 
 api: install ## Run the authenticated send API on :8080 (python -m producers api)
 	$(PY) -m producers api

@@ -1,9 +1,6 @@
-"""`herald processor ...`: run the processor, time it, inspect or cancel held requests."""
+"""`herald processor ...`: run the processor, inspect or cancel held requests."""
 
 from __future__ import annotations
-
-import json
-from dataclasses import asdict
 
 import typer
 from cassandra.cluster import Session
@@ -11,7 +8,7 @@ from cassandra.cluster import Session
 from infra.scheduling import ScheduleStore
 
 app = typer.Typer(
-    help="The stream processor: run it, time it, inspect or cancel held requests.",
+    help="The stream processor: run it, inspect or cancel held requests.",
     no_args_is_help=True,
 )
 
@@ -22,23 +19,6 @@ def run() -> None:
     from processors.__main__ import main
 
     main()
-
-
-@app.command()
-def bench(
-    requests: int = typer.Option(10_000, help="Requests to publish before the processor starts"),
-    users: int = typer.Option(2_000, help="Distinct users they go to"),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object"),
-) -> None:
-    """Processor throughput: requests/s, deliveries/s, peak RSS (prints, never asserts)."""
-    from processors import bench as bench_mod
-
-    result = bench_mod.run(requests, users)
-    if as_json:
-        typer.echo(json.dumps(asdict(result)))
-        return
-    for name, value in asdict(result).items():
-        typer.echo(f"{name:>18}: {value}")
 
 
 def _store(topic: str | None) -> tuple[Session, ScheduleStore]:
