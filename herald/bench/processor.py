@@ -234,8 +234,9 @@ def run(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log:
         proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+    worker = psutil.Process(proc.pid)
     watched = {
-        "processor": psutil.Process(proc.pid),
+        "processor": worker,
         "cassandra": _process(listener_pid(cassandra_port)),
         "kafka": _process(listener_pid(kafka_port)),
     }
@@ -272,7 +273,7 @@ def run(
                 if done[phase] == want[phase]:
                     mark(f"{phase}-end")
             with contextlib.suppress(psutil.Error):
-                peak_rss = max(peak_rss, watched["processor"].memory_info().rss)
+                peak_rss = max(peak_rss, worker.memory_info().rss)
         figures = _scrape(metrics_port)
     finally:
         proc.terminate()
