@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 import uuid
@@ -487,3 +488,29 @@ async def test_contacts_need_the_contacts_scopes(
         r = await api.request(method, path, json=payload, headers=h)
         assert r.status_code == 403, f"{method} {path}: {r.text}"
         assert "contacts:write" in r.json()["message"]
+
+
+async def test_racing_bodies_under_one_key_accept_exactly_one(
+    api: httpx.AsyncClient, billing: NewClient, user: str
+) -> None:
+    headers = {**auth(billing), "Idempotency-Key": f"race-{uuid.uuid4()}"}
+    texts = [f"Your code is {n}" for n in range(4)]
+    answers = await asyncio.gather(
+        *(
+            api.post(
+                "/v1/notifications", json=body(user, content={"sms": {"body": t}}), headers=headers
+            )
+            for t in texts
+        )
+    )
+    assert sorted(r.status_code for r in answers) == [202, 409, 409, 409]
+
+
+async def test_contacts_write_does_not_grant_read(
+    api: httpx.AsyncClient, session: Session, user: str
+) -> None:
+    signup = ClientStore(session).create("signup-" + uid(), scopes={"contacts:write"})
+    r = await api.put(f"/v1/users/{user}", json={"locale": "en"}, headers=auth(signup))
+    assert r.status_code == 200, r.text
+    r = await api.get(f"/v1/users/{user}", headers=auth(signup))
+    assert r.status_code == 403 and "contacts:read" in r.json()["message"]
