@@ -6,13 +6,18 @@ as `X-Herald-App-Key` + `X-Herald-App-Secret` headers or HTTP Basic. Errors are 
 
 - 400 `invalid`: the input; `field` names it (`[2].user_id` inside a batch).
 - 401 `unauthenticated`: missing or wrong key/secret. 403 `forbidden`: this client may not
-  send as that source or that category.
+  send as that source or that category, or lacks the `contacts:read`/`contacts:write` scope.
+- 404 `not_found`: also for another client's notification, so none learns of another's.
+- 409 `idempotency_key_reused`: this client already used the `Idempotency-Key` with another
+  body (within 7 days).
 - 413 `too_large`: the body. 429 `rate_limited` with `Retry-After` (seconds).
 - 503 `unavailable` with `Retry-After`: Kafka or Cassandra did not answer; retry the same
   request (same `Idempotency-Key`), nothing is sent twice.
 
 `POST /v1/notifications` answers 202 once the request is durably on Kafka (acks=all):
-accepted for processing, not yet delivered.
+accepted for processing, not yet delivered. Event ids are `<client_id>:<Idempotency-Key>`
+(or `<client_id>:<uuid>`), so keys are per client and the processor's dedup by event id
+never lets one client's request suppress another's.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import json
 import logging
 import math
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -38,8 +44,9 @@ from starlette.routing import Route
 
 from infra import topics
 from infra.cassandra import aexecute, connect
-from producers.clients import ApiClient, ClientStore
+from producers.clients import CONTACTS_READ, CONTACTS_WRITE, ApiClient, ClientStore
 from producers.contacts import UNSET, Directory
+from producers.idempotency import Claim, IdempotencyKeys, fingerprint
 from producers.openapi import openapi_document
 from producers.publisher import AsyncPublisher, Prepared, PublishError
 from producers.request import NotificationRequest, parse_request
@@ -119,6 +126,7 @@ class Intake:
             phone_region=s.contacts.phone_region,
         )
         self.schedules = RecurringStore(session)
+        self.idempotency = IdempotencyKeys(session)
         self.known_users = _TtlSet(s.api.cache_ttl_s)
         self.known_templates = _TtlSet(s.api.cache_ttl_s)
         self._user = session.prepare("SELECT user_id FROM users WHERE user_id = ?")
@@ -317,14 +325,15 @@ async def send_notifications(request: Request) -> Response:
     prepared: list[Prepared] = []
     for i, item in enumerate(items):
         prefix = f"notifications[{i}]." if batch else ""
-        defaults: dict[str, Any] = {"source": client.name}
-        if key is not None:
-            event_id = f"{key}:{i}" if batch else key
-            if isinstance(item, dict) and item.get("event_id") not in (None, event_id):
-                raise ApiError(
-                    400, "invalid", "differs from the Idempotency-Key", field=f"{prefix}event_id"
-                )
-            defaults["event_id"] = event_id
+        if isinstance(item, dict) and "event_id" in item:
+            raise ApiError(
+                400,
+                "invalid",
+                "set by the API: send your idempotency key as the Idempotency-Key header",
+                field=f"{prefix}event_id",
+            )
+        local = (f"{key}:{i}" if batch else key) if key is not None else str(uuid.uuid4())
+        defaults = {"source": client.name, "event_id": f"{client.client_id}:{local}"}
         req = parse_request(item, prefix, **defaults)
         if not client.may_send_as(req.source):
             raise ApiError(
@@ -348,6 +357,19 @@ async def send_notifications(request: Request) -> Response:
         requests.append(req)
     await _check_references(intake, requests, batch)
 
+    claim = Claim.NEW
+    if key is not None:
+        claim = await intake.idempotency.claim(client.client_id, key, fingerprint(body))
+        if claim is Claim.CONFLICT:
+            raise ApiError(
+                409,
+                "idempotency_key_reused",
+                "this Idempotency-Key was already used with a different body; "
+                "use a new key for a new request",
+                field="Idempotency-Key",
+            )
+    # A replay is published again: after a 503 the first attempt may never have reached
+    # Kafka, and if it did the processor drops the repeated event id.
     assert intake.publisher is not None
     results = await intake.publisher.publish_prepared(prepared)
     failed = [r for r in results if not r.ok]
@@ -361,7 +383,20 @@ async def send_notifications(request: Request) -> Response:
         }
         for r, q in zip(results, requests, strict=True)
     ]
-    return JSONResponse({"notifications": accepted} if batch else accepted[0], 202)
+    headers = {"Idempotent-Replayed": "true"} if claim is Claim.REPLAY else None
+    return JSONResponse({"notifications": accepted} if batch else accepted[0], 202, headers)
+
+
+def _own_event_id(request: Request) -> str:
+    """The path's event id, if it is one of this client's requests. Another client's is
+    404 like an unknown one: the event id prefix alone decides, no lookup reveals anything."""
+    client: ApiClient = request.state.client
+    event_id: str = request.path_params["event_id"]
+    if not event_id.startswith(f"{client.client_id}:"):
+        raise ApiError(
+            404, "not_found", "no notification with this event id for this client", field="event_id"
+        )
+    return event_id
 
 
 @endpoint
@@ -370,7 +405,7 @@ async def get_notification(request: Request) -> Response:
     latest state from the notification log. Empty deliveries: not fanned out yet."""
     _charge(request, request.state.client)
     intake: Intake = request.app.state.intake
-    event_id = request.path_params["event_id"]
+    event_id = _own_event_id(request)
     nid = notification_id(event_id)
     rows = await intake.deliveries(nid)
     held = await intake.held.state(event_id) if intake.held is not None else None
@@ -396,7 +431,7 @@ async def cancel_notification(request: Request) -> Response:
     """Cancel a scheduled request (send_at in the future) before it is released."""
     _charge(request, request.state.client)
     intake: Intake = request.app.state.intake
-    event_id = request.path_params["event_id"]
+    event_id = _own_event_id(request)
     if intake.held is None:
         raise ApiError(501, "not_implemented", "scheduled sends are not enabled")
     if await intake.held.acancel(event_id):
@@ -415,8 +450,13 @@ async def cancel_notification(request: Request) -> Response:
 # --- contacts ---------------------------------------------------------------------
 
 
-def _directory(request: Request) -> Directory:
-    _charge(request, request.state.client)
+def _directory(request: Request, scope: str) -> Directory:
+    client: ApiClient = request.state.client
+    _charge(request, client)
+    if scope not in client.scopes:
+        raise ApiError(
+            403, "forbidden", f"client {client.name} lacks the {scope} scope for users' contacts"
+        )
     intake: Intake = request.app.state.intake
     return intake.directory
 
@@ -424,7 +464,7 @@ def _directory(request: Request) -> Directory:
 @endpoint
 async def get_user(request: Request) -> Response:
     """A user's contacts, devices (without tokens) and preferences."""
-    user = await _directory(request).get_user(request.path_params["user_id"])
+    user = await _directory(request, CONTACTS_READ).get_user(request.path_params["user_id"])
     if user is None:
         raise ApiError(404, "not_found", "unknown user", field="user_id")
     return JSONResponse(user)
@@ -433,7 +473,7 @@ async def get_user(request: Request) -> Response:
 @endpoint
 async def put_user(request: Request) -> Response:
     """Create or update a user; fields left out are unchanged, null clears one."""
-    directory = _directory(request)
+    directory = _directory(request, CONTACTS_WRITE)
     body = await _json(request)
     if not isinstance(body, dict):
         raise ApiError(400, "invalid", "must be a JSON object", field="body")
@@ -450,7 +490,7 @@ async def put_user(request: Request) -> Response:
 @endpoint
 async def delete_user(request: Request) -> Response:
     """Forget a user: contacts, devices and preferences."""
-    if not await _directory(request).delete_user(request.path_params["user_id"]):
+    if not await _directory(request, CONTACTS_WRITE).delete_user(request.path_params["user_id"]):
         raise ApiError(404, "not_found", "unknown user", field="user_id")
     return Response(status_code=204)
 
@@ -458,7 +498,7 @@ async def delete_user(request: Request) -> Response:
 @endpoint
 async def delete_user_field(request: Request) -> Response:
     """Clear one of email, phone, locale, timezone, quiet_hours."""
-    directory = _directory(request)
+    directory = _directory(request, CONTACTS_WRITE)
     name = request.path_params["field"]
     if name not in USER_FIELDS:
         raise ApiError(404, "not_found", f"no user field {name!r}", field="field")
@@ -470,7 +510,7 @@ async def delete_user_field(request: Request) -> Response:
 @endpoint
 async def register_device(request: Request) -> Response:
     """Register a device (ios, android, web) with its token and app id."""
-    directory = _directory(request)
+    directory = _directory(request, CONTACTS_WRITE)
     body = await _json(request)
     if not isinstance(body, dict):
         raise ApiError(400, "invalid", "must be a JSON object", field="body")
@@ -486,8 +526,8 @@ async def register_device(request: Request) -> Response:
 @endpoint
 async def unregister_device(request: Request) -> Response:
     """Remove a device: it receives no more pushes."""
-    p = request.path_params
-    if not await _directory(request).unregister_device(p["user_id"], p["device_id"]):
+    p, directory = request.path_params, _directory(request, CONTACTS_WRITE)
+    if not await directory.unregister_device(p["user_id"], p["device_id"]):
         raise ApiError(404, "not_found", "unknown device", field="device_id")
     return Response(status_code=204)
 
@@ -495,7 +535,7 @@ async def unregister_device(request: Request) -> Response:
 @endpoint
 async def put_preferences(request: Request) -> Response:
     """Opt in or out per channel (push, sms, email) and category ('*' = every category)."""
-    directory = _directory(request)
+    directory = _directory(request, CONTACTS_WRITE)
     body = await _json(request)
     prefs = body.get("preferences") if isinstance(body, dict) else None
     if not isinstance(prefs, list):

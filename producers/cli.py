@@ -286,6 +286,16 @@ def schedules_delete(schedule_id: str, owner: str = typer.Option(...)) -> None:
 # --- api clients ------------------------------------------------------------------
 
 
+def _scopes(values: list[str]) -> list[str]:
+    from producers.clients import check_scopes
+
+    try:
+        check_scopes(set(values))
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from None
+    return values
+
+
 @clients_app.command("create")
 def clients_create(
     name: str,
@@ -293,6 +303,9 @@ def clients_create(
     category: list[str] = typer.Option([], help="Categories it may send (default: all)."),
     rate: float | None = typer.Option(None, help="Quota, requests/s."),
     burst: int | None = typer.Option(None, help="Quota burst."),
+    scope: list[str] = typer.Option(
+        [], help="contacts:read, contacts:write (default: none, send only).", callback=_scopes
+    ),
 ) -> None:
     """Create a send API client; prints its key and secret (the secret only this once)."""
     from infra.cassandra import connect
@@ -307,6 +320,7 @@ def clients_create(
             categories=set(category),
             rate_per_s=rate if rate is not None else settings.api.default_rate_per_s,
             burst=burst if burst is not None else settings.api.default_burst,
+            scopes=set(scope),
         )
     finally:
         session.cluster.shutdown()
@@ -325,6 +339,25 @@ def clients_disable(app_key: str) -> None:
         ClientStore(session).disable(app_key)
     finally:
         session.cluster.shutdown()
+
+
+@clients_app.command("grant")
+def clients_grant(
+    app_key: str,
+    scope: list[str] = typer.Argument(..., help="contacts:read, contacts:write.", callback=_scopes),
+) -> None:
+    """Add scopes (contacts:read, contacts:write) to an existing client."""
+    from infra.cassandra import connect
+    from producers.clients import ClientStore
+
+    session = connect(IntakeSettings().cassandra)
+    try:
+        found = ClientStore(session).grant(app_key, set(scope))
+    finally:
+        session.cluster.shutdown()
+    if not found:
+        typer.echo("unknown app key", err=True)
+        raise typer.Exit(1)
 
 
 # --- services ---------------------------------------------------------------------

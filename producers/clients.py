@@ -5,6 +5,14 @@ tens of milliseconds on purpose, so a verified (key, secret) pair is remembered 
 process for `cache_ttl_s` as an HMAC under a per-process random key: a request with a
 known-good secret costs one hash, and a revoked client is refused within the TTL.
 
+Scopes grant access beyond sending: `contacts:read` (a user's contacts, devices and
+preferences) and `contacts:write` (changing them). A client without them may send, but may
+not read or change anyone's email, phone or devices; none are granted by default.
+
+A client's `client_id` (derived from its app key) scopes what it creates: the event ids of
+its requests start with it, so two clients' idempotency keys never collide and a client
+sees and cancels only its own notifications.
+
 Quotas are token buckets held in each API process (rate per second, burst). With N API
 replicas behind a balancer a client gets up to N times its quota; that is the documented
 trade-off for not paying a Cassandra round trip per request.
@@ -28,6 +36,8 @@ from cassandra.cluster import Session
 from infra.cassandra import aexecute
 
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
+CONTACTS_READ, CONTACTS_WRITE = "contacts:read", "contacts:write"
+SCOPES = frozenset({CONTACTS_READ, CONTACTS_WRITE})
 
 
 def hash_secret(secret: str, *, salt: bytes | None = None) -> str:
@@ -61,6 +71,13 @@ class ApiClient:
     rate_per_s: float
     burst: int
     disabled: bool = False
+    scopes: frozenset[str] = frozenset()
+
+    @property
+    def client_id(self) -> str:
+        """Stable, public id of this client: 48 bits of SHA-256 of the app key, short enough
+        that `<client_id>:<180-char key>:<batch index>` fits an event id (200 chars)."""
+        return hashlib.sha256(self.app_key.encode()).hexdigest()[:12]
 
     def may_send_as(self, source: str) -> bool:
         return source in (self.sources or {self.name})
@@ -106,9 +123,14 @@ class ClientStore:
         self._get = session.prepare("SELECT * FROM api_clients WHERE app_key = ?")
         self._put = session.prepare(
             "INSERT INTO api_clients (app_key, name, secret_hash, sources, categories,"
-            " rate_per_s, burst, disabled, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " rate_per_s, burst, disabled, created_at, scopes)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         )
         self._disable = session.prepare("UPDATE api_clients SET disabled = true WHERE app_key = ?")
+        # IF EXISTS: an UPDATE alone would create a client row for a mistyped key.
+        self._grant = session.prepare(
+            "UPDATE api_clients SET scopes = scopes + ? WHERE app_key = ? IF EXISTS"
+        )
         self._cache_key = secrets.token_bytes(32)
         self._verified: dict[str, tuple[float, bytes, ApiClient]] = {}
         self._buckets: dict[str, TokenBucket] = {}
@@ -121,11 +143,19 @@ class ClientStore:
         categories: set[str] | None = None,
         rate_per_s: float = 100.0,
         burst: int = 200,
+        scopes: set[str] | None = None,
     ) -> NewClient:
+        check_scopes(scopes or set())
         app_key = f"hk_{secrets.token_hex(12)}"
         secret = secrets.token_urlsafe(32)
         client = ApiClient(
-            app_key, name, frozenset(sources or ()), frozenset(categories or ()), rate_per_s, burst
+            app_key,
+            name,
+            frozenset(sources or ()),
+            frozenset(categories or ()),
+            rate_per_s,
+            burst,
+            scopes=frozenset(scopes or ()),
         )
         self.session.execute(
             self._put,
@@ -139,12 +169,18 @@ class ClientStore:
                 burst,
                 False,
                 datetime.now(UTC),
+                set(client.scopes),
             ),
         )
         return NewClient(client, secret)
 
     def disable(self, app_key: str) -> None:
         self.session.execute(self._disable, (app_key,))
+
+    def grant(self, app_key: str, scopes: set[str]) -> bool:
+        """Add scopes to a client (effective within the API's cache TTL); False: no such key."""
+        check_scopes(scopes)
+        return bool(self.session.execute(self._grant, (scopes, app_key)).was_applied)
 
     async def authenticate(self, app_key: str, secret: str) -> ApiClient | None:
         """The client for a valid, enabled key + secret; None otherwise."""
@@ -171,6 +207,12 @@ class ClientStore:
         return bucket.take(n)
 
 
+def check_scopes(scopes: set[str]) -> None:
+    unknown = scopes - SCOPES
+    if unknown:
+        raise ValueError(f"unknown scope(s) {sorted(unknown)}; known: {sorted(SCOPES)}")
+
+
 def _client(row: dict[str, Any]) -> ApiClient:
     return ApiClient(
         app_key=row["app_key"],
@@ -180,4 +222,5 @@ def _client(row: dict[str, Any]) -> ApiClient:
         rate_per_s=float(row.get("rate_per_s") or 0.0),
         burst=int(row.get("burst") or 0),
         disabled=bool(row.get("disabled")),
+        scopes=frozenset(row.get("scopes") or ()),
     )

@@ -26,9 +26,11 @@ def _errors(*codes: int) -> dict[str, Any]:
     text = {
         400: "Invalid input; `field` names it.",
         401: "Missing or wrong app key / secret.",
-        403: "This client may not use that source, category or owner.",
-        404: "Not found.",
-        409: "Conflict with the current state.",
+        403: "This client may not use that source, category or owner, or lacks the "
+        "contacts:read / contacts:write scope.",
+        404: "Not found (also another client's notification).",
+        409: "Conflict with the current state; on POST /v1/notifications "
+        "`idempotency_key_reused`: the Idempotency-Key was used with another body.",
         413: "Body too large.",
         429: "Quota exceeded; see Retry-After.",
         503: "Kafka or Cassandra unavailable; retry (same Idempotency-Key).",
@@ -64,6 +66,7 @@ def _path(name: str) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
 
 
+CONTACTS_ERRORS = (400, 401, 403, 429, 503)
 OWNER = {"name": "owner", "in": "query", "required": False, "schema": {"type": "string"}}
 
 
@@ -187,8 +190,10 @@ def openapi_document(settings: IntakeSettings | None = None) -> dict[str, Any]:
         "name": "Idempotency-Key",
         "in": "header",
         "required": False,
-        "description": "Becomes the event id (`<key>:<index>` in a batch); resubmitting "
-        "it returns the same ids and is never delivered twice.",
+        "description": "Scoped to this client: the event id is `<client_id>:<key>` "
+        "(`<client_id>:<key>:<index>` in a batch). The same key and body again (7 days) "
+        "returns the same ids with `Idempotent-Replayed: true` and is never delivered "
+        "twice; the same key with another body is 409.",
         "schema": {"type": "string", "maxLength": 180},
     }
     uid = _path("user_id")
@@ -202,65 +207,77 @@ def openapi_document(settings: IntakeSettings | None = None) -> dict[str, Any]:
                 "Publish one notification request or a batch.",
                 (202, "Durably queued.", {"oneOf": [_ref("Accepted"), _ref("AcceptedBatch")]}),
                 body={"oneOf": [_ref("NotificationRequest"), _ref("NotificationBatch")]},
-                errors=(400, 401, 403, 413, 429, 503),
+                errors=(400, 401, 403, 409, 413, 429, 503),
                 params=[idem],
             )
         },
         "/v1/notifications/{event_id}": {
             "get": _op(
-                "A request's hold state and each delivery's latest state.",
+                "A request's hold state and each delivery's latest state (own requests only).",
                 (200, "Status (empty deliveries: not fanned out yet).", _ref("NotificationStatus")),
-                errors=(401, 429, 503),
+                errors=(401, 404, 429, 503),
                 params=[_path("event_id")],
             ),
             "delete": _op(
-                "Cancel a scheduled request before it is released.",
+                "Cancel one of this client's scheduled requests before it is released.",
                 (200, "Canceled.", None),
                 errors=(401, 404, 409, 429, 503),
                 params=[_path("event_id")],
             ),
         },
         "/v1/users/{user_id}": {
-            "get": _op("Read a user.", (200, "The user.", _ref("User")), params=[uid]),
+            "get": _op(
+                "Read a user (scope contacts:read).",
+                (200, "The user.", _ref("User")),
+                errors=(401, 403, 404, 429, 503),
+                params=[uid],
+            ),
             "put": _op(
-                "Create or update a user's contacts, locale, time zone, quiet hours.",
+                "Create or update a user's contacts, locale, time zone, quiet hours "
+                "(scope contacts:write).",
                 (200, "Stored (normalized) values.", _ref("User")),
                 body=_ref("UserUpdate"),
+                errors=CONTACTS_ERRORS,
                 params=[uid],
             ),
             "delete": _op(
-                "Delete a user.", (204, "Deleted.", None), errors=(401, 404, 429), params=[uid]
+                "Delete a user (scope contacts:write).",
+                (204, "Deleted.", None),
+                errors=(401, 403, 404, 429),
+                params=[uid],
             ),
         },
         "/v1/users/{user_id}/{field}": {
             "delete": _op(
-                "Clear one of email, phone, locale, timezone, quiet_hours.",
+                "Clear one of email, phone, locale, timezone, quiet_hours (scope contacts:write).",
                 (204, "Cleared.", None),
-                errors=(401, 404, 429),
+                errors=(401, 403, 404, 429),
                 params=[uid, _path("field")],
             )
         },
         "/v1/users/{user_id}/devices": {
             "post": _op(
-                "Register a device.",
+                "Register a device (scope contacts:write).",
                 (201, "Registered.", {"type": "object"}),
                 body=_ref("Device"),
+                errors=CONTACTS_ERRORS,
                 params=[uid],
             )
         },
         "/v1/users/{user_id}/devices/{device_id}": {
             "delete": _op(
-                "Unregister a device.",
+                "Unregister a device (scope contacts:write).",
                 (204, "Removed.", None),
-                errors=(401, 404, 429),
+                errors=(401, 403, 404, 429),
                 params=[uid, _path("device_id")],
             )
         },
         "/v1/users/{user_id}/preferences": {
             "put": _op(
-                "Opt in or out per channel and category.",
+                "Opt in or out per channel and category (scope contacts:write).",
                 (200, "Stored.", {"type": "object"}),
                 body=_ref("Preferences"),
+                errors=CONTACTS_ERRORS,
                 params=[uid],
             )
         },

@@ -2,9 +2,10 @@
 
 A schedule is a five-field cron expression read in an IANA time zone plus the request to
 publish at each firing. Each firing publishes a normal request whose event id is
-`cron:<schedule_id>:<fire time, UTC ISO 8601>`: the same firing always has the same id, so
-publishing it twice (a crash between publishing and recording, two scheduler replicas)
-is dropped by the processor's request dedup.
+`cron:<owner>:<schedule_id>:<fire time, UTC ISO 8601>`: the same firing always has the same
+id, so publishing it twice (a crash between publishing and recording, two scheduler
+replicas) is dropped by the processor's request dedup, while two owners' schedules of the
+same name never are.
 
 Progress is `last_fired_at` on the schedule's row, written after the publish succeeded.
 Misfire policy after downtime: only the latest missed firing is sent, and only if it is
@@ -41,8 +42,10 @@ _ID = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 _PER_FIRING = ("event_id", "created_at", "send_at")
 
 
-def event_id_for(schedule_id: str, fire_time: datetime) -> str:
-    return f"cron:{schedule_id}:{fire_time.astimezone(UTC).isoformat()}"
+def event_id_for(owner: str, schedule_id: str, fire_time: datetime) -> str:
+    # Unambiguous although an owner may contain ':': schedule ids cannot (`_ID`), and the
+    # fire time is a fixed-width suffix.
+    return f"cron:{owner}:{schedule_id}:{fire_time.astimezone(UTC).isoformat()}"
 
 
 def _utc(value: datetime) -> datetime:
@@ -82,7 +85,7 @@ class RecurringSchedule:
         data = {
             **self.request,
             "source": self.owner,
-            "event_id": event_id_for(self.schedule_id, fire_time),
+            "event_id": event_id_for(self.owner, self.schedule_id, fire_time),
             "created_at": now,
         }
         req = parse_request(data, "request.")

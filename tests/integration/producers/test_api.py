@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 import uuid
@@ -47,7 +48,11 @@ async def api(intake: Intake) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture(scope="module")
 def billing(session: Session) -> NewClient:
     return ClientStore(session).create(
-        f"billing-{uuid.uuid4().hex[:8]}", sources=set(), rate_per_s=1000, burst=1000
+        f"billing-{uuid.uuid4().hex[:8]}",
+        sources=set(),
+        rate_per_s=1000,
+        burst=1000,
+        scopes={"contacts:read", "contacts:write"},
     )
 
 
@@ -96,7 +101,7 @@ async def test_send_one_lands_on_the_request_topic(
     assert record["content"]["sms"]["body"] == "Your code is 1234"
 
 
-async def test_idempotency_key_is_the_event_id_and_resubmission_keeps_ids(
+async def test_idempotency_key_scoped_to_the_client_is_the_event_id_and_replay_keeps_ids(
     api: httpx.AsyncClient, billing: NewClient, template: str
 ) -> None:
     target = uid()
@@ -109,9 +114,12 @@ async def test_idempotency_key_is_the_event_id_and_resubmission_keeps_ids(
     again = await api.post("/v1/notifications", json=req, headers=headers)
     assert first.status_code == again.status_code == 202
     assert first.json() == again.json()
-    assert first.json()["event_id"] == key
+    assert "Idempotent-Replayed" not in first.headers
+    assert again.headers["Idempotent-Replayed"] == "true"
+    event_id = f"{billing.client.client_id}:{key}"
+    assert first.json()["event_id"] == event_id
     records = records_for(topics.REQUESTED, target, since_ms=since, count=2)
-    assert [r["event_id"] for r in records] == [key, key]
+    assert [r["event_id"] for r in records] == [event_id, event_id]
 
 
 async def test_batch_and_basic_auth(api: httpx.AsyncClient, billing: NewClient, user: str) -> None:
@@ -336,7 +344,7 @@ async def test_cancel_a_held_request(
     assert intake.held is not None, "infra.scheduling is part of the tree"
     r = await api.delete(f"/v1/notifications/unknown-{uuid.uuid4()}", headers=h)
     assert (r.status_code, r.json()["field"]) == (404, "event_id")
-    event_id = str(uuid.uuid4())
+    event_id = f"{billing.client.client_id}:{uuid.uuid4()}"
     due = datetime.now(UTC) + timedelta(hours=1)
     assert await intake.held.hold(
         event_id=event_id,
@@ -371,3 +379,138 @@ async def test_kafka_unreachable_is_503_with_retry_after(
     assert r.status_code == 503, r.text
     assert r.headers["Retry-After"] == "1"
     assert r.json()["error"] == "unavailable"
+
+
+# --- tenants: one client never sees, suppresses or cancels another's work -----------
+
+
+@pytest.fixture(scope="module")
+def marketing(session: Session) -> NewClient:
+    return ClientStore(session).create(
+        f"marketing-{uuid.uuid4().hex[:8]}", categories={"marketing"}, rate_per_s=1000, burst=1000
+    )
+
+
+async def test_idempotency_keys_are_scoped_per_client(
+    api: httpx.AsyncClient, billing: NewClient, session: Session, user: str
+) -> None:
+    other = ClientStore(session).create("other-" + uid(), rate_per_s=1000, burst=1000)
+    since = int(time.time() * 1000) - 1000
+    key = f"order-{uuid.uuid4()}"
+    first = await api.post(
+        "/v1/notifications", json=body(user), headers={**auth(billing), "Idempotency-Key": key}
+    )
+    second = await api.post(
+        "/v1/notifications", json=body(user), headers={**auth(other), "Idempotency-Key": key}
+    )
+    assert first.status_code == second.status_code == 202, second.text
+    assert first.json()["event_id"] != second.json()["event_id"]
+    assert first.json()["notification_id"] != second.json()["notification_id"]
+    records = records_for(
+        topics.REQUESTED,
+        user,
+        since_ms=since,
+        count=2,
+        until=lambda r: r["event_id"] == second.json()["event_id"],
+    )
+    assert {first.json()["event_id"], second.json()["event_id"]} <= {r["event_id"] for r in records}
+
+
+async def test_same_key_with_another_body_is_409_in_either_lane(
+    api: httpx.AsyncClient, billing: NewClient, user: str
+) -> None:
+    headers = {**auth(billing), "Idempotency-Key": f"k-{uuid.uuid4()}"}
+    r = await api.post("/v1/notifications", json=body(user), headers=headers)
+    assert r.status_code == 202, r.text
+    for changed in (
+        body(user, content={"sms": {"body": "Your code is 9999"}}),
+        body(user, priority="high"),  # the priority lane: it must not win either
+        {"notifications": [body(user)]},
+    ):
+        r = await api.post("/v1/notifications", json=changed, headers=headers)
+        assert r.status_code == 409, r.text
+        assert r.json()["error"] == "idempotency_key_reused"
+        assert r.json()["field"] == "Idempotency-Key"
+
+
+async def test_event_id_in_the_body_is_400(
+    api: httpx.AsyncClient, billing: NewClient, user: str
+) -> None:
+    r = await api.post("/v1/notifications", json=body(user, event_id="x"), headers=auth(billing))
+    assert (r.status_code, r.json()["field"]) == (400, "event_id")
+    batch = {"notifications": [body(user), body(user, event_id="y")]}
+    r = await api.post("/v1/notifications", json=batch, headers=auth(billing))
+    assert (r.status_code, r.json()["field"]) == (400, "notifications[1].event_id")
+
+
+async def test_a_client_sees_and_cancels_only_its_own_notifications(
+    api: httpx.AsyncClient, billing: NewClient, marketing: NewClient, user: str, intake: Intake
+) -> None:
+    assert intake.held is not None
+    due = datetime.now(UTC) + timedelta(hours=1)
+    r = await api.post(
+        "/v1/notifications", json=body(user, send_at=due.isoformat()), headers=auth(billing)
+    )
+    event_id = r.json()["event_id"]
+    # What the processor does with a future send_at; not waited for here.
+    await intake.held.hold(
+        event_id=event_id,
+        user_id=user,
+        payload=b"x",
+        due_at_ms=int(due.timestamp() * 1000),
+        reason="scheduled",
+    )
+    for call in (api.get, api.delete):
+        r = await call(f"/v1/notifications/{event_id}", headers=auth(marketing))
+        assert (r.status_code, r.json()["field"]) == (404, "event_id"), r.text
+    assert await intake.held.state(event_id) == "held"
+    r = await api.get(f"/v1/notifications/{event_id}", headers=auth(billing))
+    assert (r.status_code, r.json()["scheduled"]) == (200, "held")
+    r = await api.delete(f"/v1/notifications/{event_id}", headers=auth(billing))
+    assert r.status_code == 200, r.text
+
+
+async def test_contacts_need_the_contacts_scopes(
+    api: httpx.AsyncClient, marketing: NewClient, user: str
+) -> None:
+    h = auth(marketing)
+    r = await api.get(f"/v1/users/{user}", headers=h)
+    assert (r.status_code, r.json()["error"]) == (403, "forbidden"), r.text
+    assert "contacts:read" in r.json()["message"]
+    for method, path, payload in [
+        ("PUT", f"/v1/users/{user}", {"email": "evil@example.com"}),
+        ("DELETE", f"/v1/users/{user}/email", None),
+        ("POST", f"/v1/users/{user}/devices", {"platform": "ios", "token": APNS, "app_id": "a"}),
+        ("DELETE", f"/v1/users/{user}/devices/d-1", None),
+        ("PUT", f"/v1/users/{user}/preferences", {"preferences": []}),
+        ("DELETE", f"/v1/users/{user}", None),
+    ]:
+        r = await api.request(method, path, json=payload, headers=h)
+        assert r.status_code == 403, f"{method} {path}: {r.text}"
+        assert "contacts:write" in r.json()["message"]
+
+
+async def test_racing_bodies_under_one_key_accept_exactly_one(
+    api: httpx.AsyncClient, billing: NewClient, user: str
+) -> None:
+    headers = {**auth(billing), "Idempotency-Key": f"race-{uuid.uuid4()}"}
+    texts = [f"Your code is {n}" for n in range(4)]
+    answers = await asyncio.gather(
+        *(
+            api.post(
+                "/v1/notifications", json=body(user, content={"sms": {"body": t}}), headers=headers
+            )
+            for t in texts
+        )
+    )
+    assert sorted(r.status_code for r in answers) == [202, 409, 409, 409]
+
+
+async def test_contacts_write_does_not_grant_read(
+    api: httpx.AsyncClient, session: Session, user: str
+) -> None:
+    signup = ClientStore(session).create("signup-" + uid(), scopes={"contacts:write"})
+    r = await api.put(f"/v1/users/{user}", json={"locale": "en"}, headers=auth(signup))
+    assert r.status_code == 200, r.text
+    r = await api.get(f"/v1/users/{user}", headers=auth(signup))
+    assert r.status_code == 403 and "contacts:read" in r.json()["message"]

@@ -54,7 +54,9 @@ def _sms_ledger(pipeline: Pipeline, delivery_ids: set[str]) -> list[dict[str, An
 async def test_scheduled_canceled_and_resubmitted_sends(
     pipeline: Pipeline, api: httpx.AsyncClient, session: Session
 ) -> None:
-    client: NewClient = ClientStore(session).create("e2e-intake-" + uid())
+    client: NewClient = ClientStore(session).create(
+        "e2e-intake-" + uid(), scopes={"contacts:write"}
+    )
     h = {"X-Herald-App-Key": client.client.app_key, "X-Herald-App-Secret": client.secret}
     user = uid()
     r = await api.put(f"/v1/users/{user}", json={"phone": PHONE, "locale": "en"}, headers=h)
@@ -77,22 +79,24 @@ async def test_scheduled_canceled_and_resubmitted_sends(
             "/v1/notifications", json=req("kept"), headers={**h, "Idempotency-Key": kept_key}
         )
         assert r.status_code == 202, r.text
+    kept_id = r.json()["event_id"]
     r = await api.post(
         "/v1/notifications", json=req("canceled"), headers={**h, "Idempotency-Key": canceled_key}
     )
     assert r.status_code == 202, r.text
+    canceled_id = r.json()["event_id"]
 
     # The processor holds it once it has read it; until then there is nothing to cancel.
     deadline = time.monotonic() + 20
     while True:
-        r = await api.delete(f"/v1/notifications/{canceled_key}", headers=h)
+        r = await api.delete(f"/v1/notifications/{canceled_id}", headers=h)
         if r.status_code == 200:
             break
         assert r.status_code == 404 and time.monotonic() < deadline, r.text
         await asyncio.sleep(0.2)
 
-    kept = ids.delivery_id(ids.notification_id(kept_key), "sms", "sms")
-    canceled = ids.delivery_id(ids.notification_id(canceled_key), "sms", "sms")
+    kept = ids.delivery_id(ids.notification_id(kept_id), "sms", "sms")
+    canceled = ids.delivery_id(ids.notification_id(canceled_id), "sms", "sms")
     deadline = time.monotonic() + 60
     while not _sms_ledger(pipeline, {kept}):
         assert time.monotonic() < deadline, "the scheduled SMS never arrived"
@@ -109,12 +113,12 @@ async def test_scheduled_canceled_and_resubmitted_sends(
     # The status endpoint tells the caller what happened to each.
     deadline = time.monotonic() + 20
     while True:
-        status = (await api.get(f"/v1/notifications/{kept_key}", headers=h)).json()
+        status = (await api.get(f"/v1/notifications/{kept_id}", headers=h)).json()
         if [d["state"] for d in status["deliveries"]] == ["sent"]:
             break
         assert time.monotonic() < deadline, status
         await asyncio.sleep(0.3)
     assert status["scheduled"] == "released"
     assert status["deliveries"][0]["channel"] == "sms"
-    status = (await api.get(f"/v1/notifications/{canceled_key}", headers=h)).json()
+    status = (await api.get(f"/v1/notifications/{canceled_id}", headers=h)).json()
     assert status["scheduled"] == "canceled" and status["deliveries"] == []

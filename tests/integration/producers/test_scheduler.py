@@ -44,15 +44,15 @@ async def test_firings_are_deterministic_and_survive_restart(
 
     # Ten minutes were missed: only the latest firing is sent.
     [fired] = await first.tick(now=t0)
-    assert fired.event_id == event_id_for(s.schedule_id, t0.replace(second=0))
-    assert fired.event_id == "cron:every-min:2026-03-02T09:00:00+00:00"
+    assert fired.event_id == event_id_for(owner, s.schedule_id, t0.replace(second=0))
+    assert fired.event_id == f"cron:{owner}:every-min:2026-03-02T09:00:00+00:00"
     assert await first.tick(now=t0 + timedelta(seconds=5)) == []
 
     # A restarted scheduler (new objects, state from Cassandra) does not fire it again.
     restarted = RecurringScheduler(RecurringStore(session), apublisher, owners=[owner])
     assert await restarted.tick(now=t0 + timedelta(seconds=10)) == []
     [next_one] = await restarted.tick(now=t0 + timedelta(seconds=45))
-    assert next_one.event_id == "cron:every-min:2026-03-02T09:01:00+00:00"
+    assert next_one.event_id == f"cron:{owner}:every-min:2026-03-02T09:01:00+00:00"
 
     # Down for an hour: the latest missed firing is older than the grace, so it is skipped.
     late = t0 + timedelta(hours=1, minutes=20)
@@ -123,7 +123,7 @@ async def test_scheduler_process_killed_and_restarted_fires_once(
         got = records_for(topics.REQUESTED, user, since_ms=since, count=1, timeout=30)
         assert got, svc.log_tail()
         first = got[0]
-        assert first["event_id"].startswith("cron:a:")
+        assert first["event_id"].startswith(f"cron:{owner}:a:")
         deadline = time.monotonic() + 20
         while (await store.get(owner, "a")).last_fired_at is None:  # type: ignore[union-attr]
             assert time.monotonic() < deadline, svc.log_tail()
@@ -141,12 +141,12 @@ async def test_scheduler_process_killed_and_restarted_fires_once(
             since_ms=since,
             count=100,
             timeout=30,
-            until=lambda r: r["event_id"].startswith("cron:b:"),
+            until=lambda r: r["event_id"].startswith(f"cron:{owner}:b:"),
         )
     finally:
         svc.stop()
     ids = [r["event_id"] for r in records]
-    assert any(i.startswith("cron:b:") for i in ids), svc.log_tail()
+    assert any(i.startswith(f"cron:{owner}:b:") for i in ids), svc.log_tail()
     # A firing of a later minute is fine; the same firing twice is not.
     assert len(ids) == len(set(ids)), ids
     await store.delete(owner, a.schedule_id)

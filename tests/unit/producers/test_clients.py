@@ -33,3 +33,15 @@ def test_client_permissions() -> None:
     multi = ApiClient("k", "jobs", frozenset({"a", "b"}), frozenset(), 1.0, 1)
     assert multi.may_send_as("a") and not multi.may_send_as("jobs")
     assert multi.may_send("anything")
+
+
+def test_client_id_is_stable_public_and_per_key() -> None:
+    a = ApiClient("hk_a", "billing", frozenset(), frozenset(), 1.0, 1)
+    same_name = ApiClient("hk_b", "billing", frozenset(), frozenset(), 1.0, 1)
+    assert a.client_id == ApiClient("hk_a", "other", frozenset(), frozenset(), 1.0, 1).client_id
+    assert a.client_id != same_name.client_id
+    assert len(a.client_id) == 12 and "hk_a" not in a.client_id
+
+
+def test_no_contact_scope_by_default() -> None:
+    assert ApiClient("k", "jobs", frozenset(), frozenset(), 1.0, 1).scopes == frozenset()

@@ -34,7 +34,7 @@ def test_document_is_openapi_31_with_security_and_schemas() -> None:
     assert "user_id" in schemas["NotificationRequest"]["properties"]
     assert "Content" in schemas
     post = doc["paths"]["/v1/notifications"]["post"]
-    assert {"202", "400", "401", "403", "429"} <= set(post["responses"])
+    assert {"202", "400", "401", "403", "409", "429"} <= set(post["responses"])
     assert any(p["name"] == "Idempotency-Key" for p in post["parameters"])
     # Every $ref resolves.
     text = str(doc)
@@ -52,3 +52,13 @@ async def test_served_without_credentials() -> None:
         r = await client.get("/openapi.json")
     assert r.status_code == 200
     assert r.json()["info"]["title"] == "herald send API"
+
+
+def test_tenant_isolation_codes_are_documented() -> None:
+    paths = openapi_document()["paths"]
+    for method in ("get", "delete"):
+        assert "404" in paths["/v1/notifications/{event_id}"][method]["responses"]
+    contacts = [
+        op for path, ops in paths.items() if path.startswith("/v1/users") for op in ops.values()
+    ]
+    assert contacts and all("403" in op["responses"] for op in contacts)

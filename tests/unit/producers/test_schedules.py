@@ -53,8 +53,8 @@ def test_built_requests_have_deterministic_event_ids() -> None:
     s = sched("0 9 * * *", at(0, 0, day=1))
     a = s.build(at(9, 0), at(9, 0, 1))
     b = s.build(at(9, 0), at(9, 0, 40))
-    assert a.event_id == b.event_id == event_id_for("s1", at(9, 0))
-    assert a.event_id == "cron:s1:2026-03-02T09:00:00+00:00"
+    assert a.event_id == b.event_id == event_id_for("jobs", "s1", at(9, 0))
+    assert a.event_id == "cron:jobs:s1:2026-03-02T09:00:00+00:00"
     assert a.notification_id == b.notification_id
     assert a.source == "jobs" and a.metadata["herald.schedule_id"] == "s1"
 
@@ -64,3 +64,10 @@ def test_bad_template_names_the_request_field() -> None:
     with pytest.raises(ValidationError) as err:
         s.build(at(1, 0), at(1, 0))
     assert err.value.field == "request.user_id"
+
+
+def test_owners_reusing_a_schedule_id_get_distinct_event_ids() -> None:
+    mine = sched("0 9 * * *", at(0, 0, day=1))
+    theirs = RecurringSchedule("shop", "s1", mine.cron, "UTC", mine.request, mine.created_at)
+    # One event id would let the processor's dedup drop the other owner's firing.
+    assert mine.build(at(9, 0), at(9, 0)).event_id != theirs.build(at(9, 0), at(9, 0)).event_id
