@@ -324,7 +324,7 @@ class Processor:
         channel: str | None = None,
     ) -> tuple[str, bytes, bytes]:
         # The label keeps the reason's kind only (missing_param, not missing_param:code).
-        metrics.DECISIONS.labels(outcome, (reason or "").split(":", 1)[0]).inc()
+        metrics.decision(outcome, (reason or "").split(":", 1)[0]).inc()
         ev = status_event(
             notification_id=req["notification_id"],
             event_id=req["event_id"],
@@ -589,7 +589,7 @@ class Processor:
         value = self.codec.encode(codec.DELIVERY, record, topic=topic)
         if len(value) > self.settings.max_record_bytes:
             raise TooLarge(did)
-        metrics.DELIVERIES.labels(t.channel.value, "priority" if priority else "normal").inc()
+        metrics.delivery(t.channel.value, "priority" if priority else "normal").inc()
         return topic, req["user_id"].encode(), value
 
 

@@ -226,6 +226,8 @@ def run(
         "HERALD_METRICS_PORT": str(metrics_port),
         "HERALD_DATADIR": str(Path(".run") / "bench-processor" / tag),
         "HERALD_LOG_LEVEL": "WARNING",
+        # Warm means warm: no entry may expire mid-phase (users.changes keeps caches fresh).
+        "HERALD_CACHE_TTL_S": "3600",
     }
     argv = [sys.executable, "-m", "processors"]
     if engine == "plain":

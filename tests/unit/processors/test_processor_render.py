@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from jinja2 import StrictUndefined
+from jinja2.sandbox import SandboxedEnvironment
 
 from processors.cache import TTLCache
 from processors.enrichment import TemplateRow, pick_template
@@ -69,3 +73,20 @@ def test_cache_ttl_and_bound() -> None:
     cache.put("d", 4)
     cache.invalidate("d")
     assert cache.get("d") is None
+
+
+_PIECES = st.one_of(
+    st.text(alphabet=st.characters(blacklist_characters="{}%#"), max_size=12),
+    st.sampled_from(["{{ name }}", "{{ref}}", "{{  name  }}", "\n", "\r\n", "<b>&</b>"]),
+)
+_VALUES = st.text(max_size=8)
+
+
+@given(st.lists(_PIECES, max_size=8), _VALUES, _VALUES, st.booleans())
+def test_plain_substitution_renders_exactly_like_jinja(
+    pieces: list[str], name: str, ref: str, html: bool
+) -> None:
+    source = "{{ name }}" + "".join(pieces)  # (text without "{" is returned as it is)
+    params = {"name": name, "ref": ref}
+    env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=html)
+    assert render_text(source, params, html=html) == env.from_string(source).render(params)
