@@ -11,7 +11,6 @@ with exactly its delivery ids: none lost, none doubled.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -98,52 +97,3 @@ def test_three_sigkills_during_outages_on_a_fresh_group(
         h.start()
     _assert_each_once(h, nids)
     print(f"\nthree kills during outages: {len(nids)} requests, 0 lost, 0 doubled")
-
-
-@pytest.fixture
-def harness() -> Iterator[Harness]:
-    yield from make_harness()
-
-
-@pytest.mark.parametrize("group", ["new", "existing"])
-def test_sigkill_behind_a_stuck_request_loses_nothing(harness: Harness, group: str) -> None:
-    """A request that cannot finish (its fan-out is over Kafka's record limit) holds its
-    user's next request; later offsets of other users finish. A SIGKILL then must not
-    leave either request of that user below the committed offset."""
-    h = harness
-    h.start()
-    others = [h.user() for _ in range(USERS)]
-    warm: list[str] = []
-    if group == "existing":
-        warm = [h.publish(h.request(u, channels=["sms"])) for u in others]
-        wait_for(lambda: all(h.watcher.outcomes(n) for n in warm), timeout=60, what="warm-up")
-        time.sleep(2)  # committed offsets exist in every partition
-    template = f"big-{uuid.uuid4().hex[:8]}"
-    h.session.execute(
-        "INSERT INTO templates (template_id, locale, channel, subject, body, html)"
-        " VALUES (%s, 'en', 'email', '{{ p }}', '{{ p }}', '<p>{{ p }}</p>')",
-        (template,),
-    )
-    stuck_user = h.user()
-    # 400 KB of parameter, three times in the email: a 1.2 MB delivery record.
-    big = h.publish(
-        h.request(stuck_user, channels=["email"], template_id=template, params={"p": "x" * 400_000})
-    )
-    queued = h.publish(h.request(stuck_user, channels=["sms"]))
-    later = [h.publish(h.request(u, channels=["sms"])) for u in others]
-    wait_for(lambda: all(h.watcher.outcomes(n) for n in later), timeout=60, what="later offsets")
-    time.sleep(2)  # two commit intervals
-    h.kill()
-    h.start()
-    wait_for(lambda: h.watcher.outcomes(queued), timeout=60, what="the queued request decided")
-    everyone = [queued, *later, *warm]
-    lost, doubled = census(h, everyone, expect=("accepted", None, None), deliveries=1)
-    assert (lost, doubled) == ([], [])
-    wait_for(
-        lambda: h.watcher.dead_letters(stuck_user.encode()),
-        timeout=30,
-        what="the oversized request dead-lettered",
-    )
-    (headers,) = h.watcher.dead_letters(stuck_user.encode())
-    assert headers["herald.reason"] == b"too_large"
-    assert h.watcher.outcomes(big) == [("dropped", "too_large", None)]

@@ -106,3 +106,13 @@ def test_parse_request_prefix_and_defaults() -> None:
     with pytest.raises(ValidationError) as err:
         parse_request({"category": "c"}, "notifications[3].", source="svc")
     assert err.value.field == "notifications[3].user_id"
+
+
+@pytest.mark.parametrize(
+    "send_at",
+    [datetime(1, 1, 1, tzinfo=UTC), datetime(1969, 12, 31, 23, 59, 59, 999000, tzinfo=UTC)],
+)
+def test_send_at_before_the_epoch_is_refused(send_at: datetime) -> None:
+    with pytest.raises(ValidationError) as err:
+        validate_request(make(send_at=send_at))
+    assert err.value.field == "send_at"
