@@ -19,6 +19,7 @@ import io
 import json
 import re
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 from functools import cache
@@ -27,6 +28,8 @@ from typing import Any, Protocol
 
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
+
+from schemas.avro_writer import compile_writer
 
 MAGIC = b"\xc3\x01"
 HEADER_LEN = 10
@@ -56,6 +59,17 @@ class SchemaVersion:
     parsed: Any
     fingerprint: bytes  # 8 bytes, little-endian as on the wire
     source: str = dc_field(default="", compare=False, repr=False)  # the .avsc text
+    # The compiled writer of the body (schemas.avro_writer), None: fastavro writes it.
+    compiled: Callable[[dict[str, Any]], bytes] | None = dc_field(
+        default=None, compare=False, repr=False
+    )
+
+    def body(self, record: dict[str, Any]) -> bytes:
+        if self.compiled is not None:
+            return self.compiled(record)
+        buf = io.BytesIO()
+        fastavro.schemaless_writer(buf, self.parsed, record)
+        return buf.getvalue()
 
     @property
     def header(self) -> bytes:
@@ -68,8 +82,11 @@ def crc64_fingerprint(parsed: Any) -> bytes:
 
 
 def load_schema_file(text: str, fullname_hint: str, version: int) -> SchemaVersion:
-    parsed = fastavro.parse_schema(json.loads(text), _write_hint=True, _force=True)
-    return SchemaVersion(fullname_hint, version, parsed, crc64_fingerprint(parsed), text)
+    schema = json.loads(text)
+    parsed = fastavro.parse_schema(schema, _write_hint=True, _force=True)
+    return SchemaVersion(
+        fullname_hint, version, parsed, crc64_fingerprint(parsed), text, compile_writer(schema)
+    )
 
 
 class Registry:
@@ -114,10 +131,7 @@ def encode(fullname: str, record: dict[str, Any], *, version: int | None = None)
     """Encode with the newest (or the given) version of a schema."""
     reg = registry()
     sv = reg.latest(fullname) if version is None else reg.version(fullname, version)
-    buf = io.BytesIO()
-    buf.write(sv.header)
-    fastavro.schemaless_writer(buf, sv.parsed, record)
-    return buf.getvalue()
+    return sv.header + sv.body(record)
 
 
 def peek_schema(data: bytes) -> SchemaVersion:
@@ -212,10 +226,7 @@ class RegistryCodec:
     ) -> bytes:
         reg = registry()
         sv = reg.latest(fullname) if version is None else reg.version(fullname, version)
-        buf = io.BytesIO()
-        buf.write(CONFLUENT_MAGIC + self.schema_id(sv, topic).to_bytes(4, "big"))
-        fastavro.schemaless_writer(buf, sv.parsed, record)
-        return buf.getvalue()
+        return CONFLUENT_MAGIC + self.schema_id(sv, topic).to_bytes(4, "big") + sv.body(record)
 
     def _writer(self, schema_id: int) -> tuple[str, Any]:
         if schema_id not in self._writers:
