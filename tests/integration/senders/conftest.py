@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
@@ -106,15 +107,15 @@ def make_delivery(channel: str, **over: Any) -> dict[str, Any]:
     return d
 
 
-# Every sender test runs on its own copy of the topics (the sender's `topic_prefix`), so a
-# demo or an end-to-end run consuming the real topics on the same broker never steals its
-# records, and it never steals theirs. Created once, kept (topics are never deleted).
-PREFIX = "test-senders."
+# Every test session runs the senders on its own copy of the topics (the sender's
+# `topic_prefix`), so a demo, an end-to-end run or another checkout's test run on the same
+# broker never steals its records, and it never steals theirs. Deleted at the end.
+PREFIX = f"test-senders.{uuid.uuid4().hex[:8]}."
 CHANNELS = ("sms", "push.ios", "email")
 
 
 @pytest.fixture(scope="session", autouse=True)
-def sender_topics() -> None:
+def sender_topics() -> Iterator[None]:
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -147,6 +148,10 @@ def sender_topics() -> None:
             30,
             "test topics",
         )
+    yield
+    for fut in admin.delete_topics([PREFIX + s.name for s in wanted]).values():
+        with contextlib.suppress(KafkaException):
+            fut.result(timeout=30)
 
 
 @pytest.fixture(scope="session")
