@@ -1,4 +1,6 @@
-"""CPU and RSS per process, sampled with psutil while a run is under way."""
+"""CPU and RSS per process tree, sampled with psutil while a run is under way: percent
+samples for the profile over time, and CPU seconds (user + system) over the whole window
+for the cost per delivery."""
 
 from __future__ import annotations
 
@@ -17,6 +19,14 @@ class ProcessUsage:
     cpu_sum: float = 0.0  # percent of one core, summed over samples
     cpu_max: float = 0.0
     rss_max: int = 0
+    # CPU seconds per pid of the tree: the first reading and the latest one. A process that
+    # exits between samples loses its last interval; the services of a run do not.
+    cpu_first: dict[int, float] = field(default_factory=dict)
+    cpu_last: dict[int, float] = field(default_factory=dict)
+
+    @property
+    def cpu_seconds(self) -> float:
+        return sum(last - self.cpu_first.get(pid, 0.0) for pid, last in self.cpu_last.items())
 
     @property
     def cpu_avg(self) -> float:
@@ -47,9 +57,18 @@ class Sampler:
         except psutil.Error:
             return []
 
+    def _cpu_times(self, name: str, tree: list[psutil.Process]) -> None:
+        u = self.usage.setdefault(name, ProcessUsage(name, self.pids[name]))
+        for p in tree:
+            with contextlib.suppress(psutil.Error):
+                t = p.cpu_times()
+                u.cpu_last[p.pid] = t.user + t.system
+                u.cpu_first.setdefault(p.pid, u.cpu_last[p.pid])
+
     def _loop(self) -> None:
         procs = {name: self._tree(pid) for name, pid in self.pids.items()}
-        for tree in procs.values():
+        for name, tree in procs.items():
+            self._cpu_times(name, tree)
             for p in tree:
                 with contextlib.suppress(psutil.Error):
                     p.cpu_percent(None)  # the first call only sets the baseline
@@ -60,11 +79,14 @@ class Sampler:
                     with contextlib.suppress(psutil.Error):
                         cpu += p.cpu_percent(None)
                         rss += p.memory_info().rss
-                u = self.usage.setdefault(name, ProcessUsage(name, self.pids[name]))
+                u = self.usage[name]
                 u.samples += 1
                 u.cpu_sum += cpu
                 u.cpu_max = max(u.cpu_max, cpu)
                 u.rss_max = max(u.rss_max, rss)
+                self._cpu_times(name, tree)
+        for name, tree in procs.items():
+            self._cpu_times(name, tree)  # the window ends now, not at the last sample
 
     def __enter__(self) -> Sampler:
         self._thread = threading.Thread(target=self._loop, name="bench-sampler", daemon=True)
