@@ -49,6 +49,7 @@ class Sampler:
     usage: dict[str, ProcessUsage] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
+    _procs: dict[str, list[psutil.Process]] = field(default_factory=dict)
 
     def _tree(self, pid: int) -> list[psutil.Process]:
         try:
@@ -65,13 +66,16 @@ class Sampler:
                 u.cpu_last[p.pid] = t.user + t.system
                 u.cpu_first.setdefault(p.pid, u.cpu_last[p.pid])
 
-    def _loop(self) -> None:
-        procs = {name: self._tree(pid) for name, pid in self.pids.items()}
-        for name, tree in procs.items():
+    def _baseline(self) -> None:
+        self._procs = {name: self._tree(pid) for name, pid in self.pids.items()}
+        for name, tree in self._procs.items():
             self._cpu_times(name, tree)
             for p in tree:
                 with contextlib.suppress(psutil.Error):
                     p.cpu_percent(None)  # the first call only sets the baseline
+
+    def _loop(self) -> None:
+        procs = self._procs
         while not self._stop.wait(self.interval):
             for name, tree in procs.items():
                 cpu, rss = 0.0, 0
@@ -89,6 +93,8 @@ class Sampler:
             self._cpu_times(name, tree)  # the window ends now, not at the last sample
 
     def __enter__(self) -> Sampler:
+        # Here, not in the thread: the window opens now, whatever keeps the thread waiting.
+        self._baseline()
         self._thread = threading.Thread(target=self._loop, name="bench-sampler", daemon=True)
         self._thread.start()
         return self
