@@ -86,12 +86,14 @@ def run_phase(
     topic_prefix: str = "",
     on_progress: Callable[[int, int], None] = lambda _done, _total: None,
     check: Callable[[], None] = lambda: None,
+    on_settled: Callable[[], None] = lambda: None,
 ) -> PhaseResult:
     """Publish `requests`, wait until all are accounted for (or nothing moves for
     `settle_timeout` seconds, or `max_wait` seconds have passed), and measure: an
     incomplete phase reports what got through in its time. `check` raises if a process of
     the run died: figures of a run with a dead stage mean nothing. Without `control_url`
-    (the null provider, no emulators) a delivery's receipt is its `sent` event."""
+    (the null provider, no emulators) a delivery's receipt is its `sent` event.
+    `on_settled` is called once the pipeline's work is over, before the ledger is read."""
     nids = {r["notification_id"] for r in requests}
     observer = Observer(kafka, nids, user_prefix, topic_prefix)
     observer.start()
@@ -134,6 +136,7 @@ def run_phase(
             observer.stop()
             raise
     observer.stop()
+    on_settled()
     on_progress(total, total)
 
     s = observer.state

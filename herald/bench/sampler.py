@@ -99,7 +99,11 @@ class Sampler:
         self._thread.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def stop(self) -> None:
+        """Close the window (before the bench's own reading of the results, for example)."""
         self._stop.set()
         if self._thread:
             self._thread.join(timeout=5)
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

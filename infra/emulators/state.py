@@ -37,6 +37,7 @@ from starlette.routing import Route
 PROVIDERS = ("apns", "fcm", "webpush", "twilio", "vonage", "smtp", "sendgrid")
 # What a `timeout` fault holds a request for: longer than any client waits.
 HOLD_S = 3600.0
+LEDGER_CHUNK = 1000  # entries per chunk of a streamed `GET /ledger`
 
 Mode = Literal["ok", "error", "throttle", "timeout", "slow", "unregistered"]
 
@@ -170,15 +171,22 @@ def control_app(state: EmulatorState, *, faults: bool = True) -> Starlette:
         delivery_id = request.query_params.get("delivery_id")
 
         def body() -> Iterator[bytes]:
-            # Streamed: the ledger of a long run is far larger than what a response may hold.
-            sep = b"["
+            # Streamed, in chunks: the ledger of a long run is far larger than a response
+            # should hold, and a chunk per entry costs more than the entry.
+            chunk: list[str] = []
+            first = True
             for e in state.entries():
                 if (provider is None or e["provider"] == provider) and (
                     delivery_id is None or e["delivery_id"] == delivery_id
                 ):
-                    yield sep + json.dumps(e).encode()
-                    sep = b","
-            yield b"[]" if sep == b"[" else b"]"
+                    chunk.append(json.dumps(e))
+                    if len(chunk) == LEDGER_CHUNK:
+                        yield ("[" if first else ",").encode() + ",".join(chunk).encode()
+                        chunk, first = [], False
+            if first:
+                yield ("[" + ",".join(chunk) + "]").encode()
+            else:
+                yield ("," + ",".join(chunk) + "]" if chunk else "]").encode()
 
         return StreamingResponse(body(), media_type="application/json")
 
