@@ -223,6 +223,7 @@ END_STREAM, ACK, END_HEADERS, PADDED, PRIORITY = 0x1, 0x1, 0x4, 0x8, 0x20
 # What APNs allows per connection; the window lets a client send without waiting on us.
 MAX_STREAMS = 1000
 WINDOW = 1 << 24
+MAX_FRAME = 16_384  # the default SETTINGS_MAX_FRAME_SIZE, which every peer accepts
 
 
 def h2_headers_block(status: int, headers: list[tuple[bytes, bytes]]) -> bytes:
@@ -306,9 +307,14 @@ class _Http2:
         block = h2_headers_block(status, extra)
         if not payload:
             return _frame(HEADERS, END_HEADERS | END_STREAM, stream, block)
-        return _frame(HEADERS, END_HEADERS, stream, block) + _frame(
-            DATA, END_STREAM, stream, payload
-        )
+        # Answers are far below the client's flow-control window, but may exceed a frame.
+        frames = [_frame(HEADERS, END_HEADERS, stream, block)]
+        for at in range(0, len(payload), MAX_FRAME):
+            last = at + MAX_FRAME >= len(payload)
+            frames.append(
+                _frame(DATA, END_STREAM if last else 0, stream, payload[at : at + MAX_FRAME])
+            )
+        return b"".join(frames)
 
 
 class HttpProtocol(asyncio.Protocol):
