@@ -1,10 +1,11 @@
 """`python -m herald.bench` (`make bench`): herald against the raw Kafka limit.
 
 One run: seed a user base, time the bare consume → produce passthrough of the request
-records, then run the real pipeline (emulators, processors, senders as OS processes) with
-1 and 2 processes per stage: a saturating phase for sustained throughput and a paced
-phase for latency at a fixed offered rate. Prints one table, writes the JSON file.
-Figures are reported, never asserted.
+records, then run the real pipeline (lean emulators, processors, senders as OS processes)
+with 1 and 2 processes per stage: a saturating phase for sustained throughput and a paced
+phase for latency at a fixed offered rate; then the senders with the null provider.
+Prints the tables, CPU µs per delivery per component beside the budget, and writes the
+JSON file. Figures are reported, never asserted.
 """
 
 from __future__ import annotations

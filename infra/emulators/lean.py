@@ -52,6 +52,11 @@ def _json(status: int, body: dict[str, Any], *headers: tuple[bytes, bytes]) -> A
     return status, [JSON, *headers], json.dumps(body).encode()
 
 
+def _authority(headers: Headers) -> str:
+    """host[:port] the client addressed: `Host` in HTTP/1.1, `:authority` in HTTP/2."""
+    return (headers.get(b"host") or headers.get(b":authority") or b"").decode()
+
+
 def _ids(prefix: str) -> Callable[[], str]:
     """Unique message ids, cheaper than uuid4 per request."""
     counter = itertools.count(1)
@@ -118,12 +123,12 @@ class LeanProviders:
         if send is None:
             if path == b"/token":
                 form = dict(parse_qsl(body.decode()))
-                port = headers.get(b"host", b"").rpartition(b":")[2]
+                port = _authority(headers).rpartition(":")[2]
                 status, answer = self._fcm.grant(form, "/token", int(port) if port else None)
                 return _json(status, answer)
             if path == b"/subscriptions":
                 key = json.loads(body).get("applicationServerKey") if body else None
-                origin = f"http://{headers.get(b'host', b'').decode()}"
+                origin = f"http://{_authority(headers)}"
                 return 201, [JSON], self._push.subscribe(origin, key).encode()
             return _json(404, {"error": "not found"})
         project = send.group(1).decode()
@@ -147,7 +152,7 @@ class LeanProviders:
             return _json(404, {"reason": "no such subscription"})
         auth = headers.get(b"authorization", b"")
         if self._vapid_ok.get((auth, sid), 0.0) < time.time():
-            origin = f"http://{headers.get(b'host', b'').decode()}"
+            origin = f"http://{_authority(headers)}"
             refused = webpush.check_vapid(auth.decode(), origin, sub)
             if refused is not None:
                 return _json(refused[0], {"reason": refused[1]})
@@ -162,7 +167,7 @@ class LeanProviders:
         message_id = self._webpush_ids()
         delivery = headers.get(b"x-herald-delivery-id", b"").decode() or None
         self._receipt("webpush", "push.web", delivery, sub.json, message_id)
-        location = f"http://{headers.get(b'host', b'').decode()}{path.decode()}/m/{message_id}"
+        location = f"http://{_authority(headers)}{path.decode()}/m/{message_id}"
         return 201, [(b"location", location.encode())], b""
 
     def twilio(self, method: bytes, path: bytes, headers: Headers, body: bytes) -> Answer:
