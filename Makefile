@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 PYTEST_ARGS ?=
 
 .PHONY: help install stack-up stack-down stack-status down demo test test-unit test-integration \
-	test-faults bench bench-processor api scheduler loadtest lint fmt typecheck check clean
+	test-faults bench bench-processor bench-emulators api scheduler loadtest lint fmt typecheck check clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "}; /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -53,6 +53,9 @@ bench: stack-up ## Benchmarks: pipeline throughput/latency vs the raw Kafka pass
 
 bench-processor: stack-up ## Processor alone: cold/warm requests/s and CPU µs per request, Faust vs a plain loop
 	$(PY) -m herald.bench.processor
+
+bench-emulators: install ## Each lean provider emulator alone: requests/s, CPU µs per request, RSS
+	$(PY) -m herald.bench.emulators
 
 api: install ## Run the authenticated send API on :8080 (python -m producers api)
 	$(PY) -m producers api

@@ -1,10 +1,11 @@
 """`python -m herald.bench` (`make bench`): herald against the raw Kafka limit.
 
 One run: seed a user base, time the bare consume → produce passthrough of the request
-records, then run the real pipeline (emulators, processors, senders as OS processes) with
-1 and 2 processes per stage: a saturating phase for sustained throughput and a paced
-phase for latency at a fixed offered rate. Prints one table, writes the JSON file.
-Figures are reported, never asserted.
+records, then run the real pipeline (lean emulators, processors, senders as OS processes)
+with 1 and 2 processes per stage: a saturating phase for sustained throughput and a paced
+phase for latency at a fixed offered rate; then the senders with the null provider.
+Prints the tables, CPU µs per delivery per component beside the budget, and writes the
+JSON file. Figures are reported, never asserted.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from herald.bench import load, passthrough, pipeline
+from herald.bench import costs, load, passthrough, pipeline
 from herald.bench import services as bench_services
 from herald.bench.sampler import Sampler, listener_pid
 from herald.services import ServiceError
@@ -59,6 +60,11 @@ BENCH_SENDER_ENV = {
 # The bench runs on its own copy of herald's topics, so no other herald on the broker (a
 # demo, a test run) takes part in its deliveries; its consumer groups start at their end.
 TOPIC_PREFIX = "herald-bench."
+# The null-provider run: every channel routed to the in-process provider, no emulators.
+NULL_ROUTES = {
+    f"HERALD_ROUTING__{route}__PROVIDERS": '["null"]'
+    for route in ("PUSH_IOS", "PUSH_ANDROID", "PUSH_WEB", "SMS", "EMAIL")
+}
 PACED_SECONDS = 20
 PASSTHROUGH_MIN = 20_000
 
@@ -99,6 +105,7 @@ def _usage_rows(sampler: Sampler) -> list[dict[str, Any]]:
             "cpu_avg_pct": round(u.cpu_avg, 1),
             "cpu_max_pct": round(u.cpu_max, 1),
             "rss_max_mib": round(u.rss_max / 2**20, 1),
+            "cpu_seconds": round(u.cpu_seconds, 3),
         }
         for u in sampler.usage.values()
     ]
@@ -117,7 +124,10 @@ def _pipeline_runs(
     settle_timeout: float,
     max_wait: float,
     progress: Progress,
+    null_provider: bool,
 ) -> list[dict[str, Any]]:
+    """One run per entry of `scales` against the lean emulators, then (`null_provider`)
+    one saturating run with one process per stage and the null provider."""
     mix = load.RequestMix(users)
     infra_pids = {
         name: pid
@@ -128,17 +138,21 @@ def _pipeline_runs(
         if pid
     }
     results: list[dict[str, Any]] = []
-    for n in scales:
-        run_id = f"{prefix}-x{n}"
+    runs = [(n, False) for n in scales] + ([(1, True)] if null_provider else [])
+    for n, null in runs:
+        run_id = f"{prefix}-x{n}" + ("-null" if null else "")
         stack = bench_services.Pipeline(
             run_id, settings.kafka, log_dir / run_id, topic_prefix=TOPIC_PREFIX
         )
+        sender_env = {**BENCH_SENDER_ENV, **(NULL_ROUTES if null else {})}
+        control_url = None if null else stack.control_url
         try:
-            task = progress.add_task(f"x{n} start {2 * n + 1} processes", total=1)
-            stack.start_emulators()
+            task = progress.add_task(f"x{n} start {2 * n + (not null)} processes", total=1)
+            if not null:
+                stack.start_emulators(lean=True)
             for i in range(1, n + 1):
                 stack.start_processor(i)
-                stack.start_sender(i, env=BENCH_SENDER_ENV)
+                stack.start_sender(i, env=sender_env)
             stack.wait_ready(processors=n, senders=n, timeout=120)
             progress.update(task, completed=1)
             pids = {**infra_pids, **{name: svc.pid for name, svc in stack.services.items()}}
@@ -151,40 +165,51 @@ def _pipeline_runs(
                 requests=list(mix.requests(50, run_id=f"{run_id}-w")),
                 user_prefix=prefix,
                 rate=0,
-                control_url=stack.control_url,
+                control_url=control_url,
                 settle_timeout=60,
                 topic_prefix=TOPIC_PREFIX,
                 on_progress=_updater(progress, task),
                 check=stack.check_alive,
             )
             saturated = 0.0
-            for phase in ("saturate", "paced"):
+            for phase in ("saturate",) if null else ("saturate", "paced"):
                 if phase == "saturate":
                     count, offered = requests, 0.0
                 else:
                     # Latency is only meaningful below capacity: by default, half of it.
                     offered = rate or max(1.0, round(saturated / 2))
                     count = latency_requests or max(1, int(offered * PACED_SECONDS))
-                stack.reset()
+                if not null:
+                    stack.reset()
                 label = "max" if not offered else f"{offered:g}/s"
                 task = progress.add_task(f"x{n} {phase} ({label})", total=count)
                 with Sampler(pids) as sampler:
                     res = pipeline.run_phase(
-                        name=phase,
+                        name=f"{phase} (null provider)" if null else phase,
                         processes=n,
                         kafka=settings.kafka,
                         requests=list(mix.requests(count, run_id=f"{run_id}-{phase}")),
                         user_prefix=prefix,
                         rate=offered,
-                        control_url=stack.control_url,
+                        control_url=control_url,
                         settle_timeout=settle_timeout,
                         max_wait=max_wait,
                         topic_prefix=TOPIC_PREFIX,
                         on_progress=_updater(progress, task),
                         check=stack.check_alive,
+                        # Reading the emulator ledger is the bench's work, not herald's.
+                        on_settled=sampler.stop,
                     )
                 saturated = saturated or res.requests_per_s
-                results.append({**asdict(res), "processes_usage": _usage_rows(sampler)})
+                cpu = {u.name: u.cpu_seconds for u in sampler.usage.values()}
+                results.append(
+                    {
+                        **asdict(res),
+                        "provider": "null" if null else "emulators",
+                        "processes_usage": _usage_rows(sampler),
+                        "cpu_us_per_delivery": costs.cpu_us_per_delivery(cpu, res.delivered),
+                    }
+                )
                 if res.interrupted:
                     return results
                 if not res.complete:
@@ -289,7 +314,8 @@ def _render(doc: dict[str, Any]) -> None:
                 reasons or "-",
             )
         console.print(outcome)
-        sat = [r for r in runs if r["name"] == "saturate"]
+        console.print(cost_table(runs))
+        sat = [r for r in runs if r["name"] == "saturate" and r.get("provider") != "null"]
         if len(sat) > 1 and sat[0]["requests_per_s"]:
             base = sat[0]
             for r in sat[1:]:
@@ -299,6 +325,27 @@ def _render(doc: dict[str, Any]) -> None:
                     f"{base['requests_per_s']:,.0f} → {r['requests_per_s']:,.0f} requests/s "
                     f"(x{change:.2f})"
                 )
+
+
+def cost_table(runs: list[dict[str, Any]]) -> Table:
+    """CPU µs per delivery per component in the saturating phases, the budget beneath."""
+    table = Table(title="CPU µs per delivery (CPU seconds ÷ deliveries, saturating phase)")
+    table.add_column("run")
+    table.add_column("procs", justify="right")
+    for c in costs.COMPONENTS:
+        table.add_column(c, justify="right")
+    for r in runs:
+        if not r["name"].startswith("saturate"):
+            continue
+        us = r.get("cpu_us_per_delivery", {})
+        label = "null provider" if r.get("provider") == "null" else "emulators"
+        table.add_row(label, str(r["processes"]), *(_fmt(us.get(c)) for c in costs.COMPONENTS))
+    table.add_row(
+        "budget",
+        "",
+        *(f"≤ {costs.BUDGET_US[c]:,.0f}" if c in costs.BUDGET_US else "" for c in costs.COMPONENTS),
+    )
+    return table
 
 
 @app.command()
@@ -313,6 +360,9 @@ def run(
     ),
     scale: str = typer.Option("1,2", help="Processes per stage to compare, comma-separated."),
     pipeline_runs: bool = typer.Option(True, "--pipeline/--no-pipeline"),
+    null_provider: bool = typer.Option(
+        True, "--null/--no-null", help="Also run the senders with the null provider."
+    ),
     output: Path = typer.Option(Path("bench-results.json"), help="Where to write the figures."),
     log_dir: Path = typer.Option(Path(".run/bench"), help="Logs of the processes started."),
     settle_timeout: float = typer.Option(
@@ -339,6 +389,7 @@ def run(
             "users": users,
             "scale": scale,
         },
+        "cpu_budget_us_per_delivery": costs.BUDGET_US,
     }
     population = load.make_users(users, prefix=prefix)
     with _progress() as progress:
@@ -384,6 +435,7 @@ def run(
                     settle_timeout=settle_timeout,
                     max_wait=max_wait,
                     progress=progress,
+                    null_provider=null_provider,
                 )
             except (ServiceError, TimeoutError) as exc:
                 doc["pipeline_error"] = str(exc).splitlines()[0]

@@ -1,4 +1,6 @@
-"""CPU and RSS per process, sampled with psutil while a run is under way."""
+"""CPU and RSS per process tree, sampled with psutil while a run is under way: percent
+samples for the profile over time, and CPU seconds (user + system) over the whole window
+for the cost per delivery."""
 
 from __future__ import annotations
 
@@ -17,6 +19,14 @@ class ProcessUsage:
     cpu_sum: float = 0.0  # percent of one core, summed over samples
     cpu_max: float = 0.0
     rss_max: int = 0
+    # CPU seconds per pid of the tree: the first reading and the latest one. A process that
+    # exits between samples loses its last interval; the services of a run do not.
+    cpu_first: dict[int, float] = field(default_factory=dict)
+    cpu_last: dict[int, float] = field(default_factory=dict)
+
+    @property
+    def cpu_seconds(self) -> float:
+        return sum(last - self.cpu_first.get(pid, 0.0) for pid, last in self.cpu_last.items())
 
     @property
     def cpu_avg(self) -> float:
@@ -39,6 +49,7 @@ class Sampler:
     usage: dict[str, ProcessUsage] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
+    _procs: dict[str, list[psutil.Process]] = field(default_factory=dict)
 
     def _tree(self, pid: int) -> list[psutil.Process]:
         try:
@@ -47,12 +58,24 @@ class Sampler:
         except psutil.Error:
             return []
 
-    def _loop(self) -> None:
-        procs = {name: self._tree(pid) for name, pid in self.pids.items()}
-        for tree in procs.values():
+    def _cpu_times(self, name: str, tree: list[psutil.Process]) -> None:
+        u = self.usage.setdefault(name, ProcessUsage(name, self.pids[name]))
+        for p in tree:
+            with contextlib.suppress(psutil.Error):
+                t = p.cpu_times()
+                u.cpu_last[p.pid] = t.user + t.system
+                u.cpu_first.setdefault(p.pid, u.cpu_last[p.pid])
+
+    def _baseline(self) -> None:
+        self._procs = {name: self._tree(pid) for name, pid in self.pids.items()}
+        for name, tree in self._procs.items():
+            self._cpu_times(name, tree)
             for p in tree:
                 with contextlib.suppress(psutil.Error):
                     p.cpu_percent(None)  # the first call only sets the baseline
+
+    def _loop(self) -> None:
+        procs = self._procs
         while not self._stop.wait(self.interval):
             for name, tree in procs.items():
                 cpu, rss = 0.0, 0
@@ -60,18 +83,27 @@ class Sampler:
                     with contextlib.suppress(psutil.Error):
                         cpu += p.cpu_percent(None)
                         rss += p.memory_info().rss
-                u = self.usage.setdefault(name, ProcessUsage(name, self.pids[name]))
+                u = self.usage[name]
                 u.samples += 1
                 u.cpu_sum += cpu
                 u.cpu_max = max(u.cpu_max, cpu)
                 u.rss_max = max(u.rss_max, rss)
+                self._cpu_times(name, tree)
+        for name, tree in procs.items():
+            self._cpu_times(name, tree)  # the window ends now, not at the last sample
 
     def __enter__(self) -> Sampler:
+        # Here, not in the thread: the window opens now, whatever keeps the thread waiting.
+        self._baseline()
         self._thread = threading.Thread(target=self._loop, name="bench-sampler", daemon=True)
         self._thread.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def stop(self) -> None:
+        """Close the window (before the bench's own reading of the results, for example)."""
         self._stop.set()
         if self._thread:
             self._thread.join(timeout=5)
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -43,7 +43,12 @@ class Ports:
         return f"http://127.0.0.1:{self.control}"
 
 
-def emulator_spec(ports: Ports) -> ServiceSpec:
+def emulator_spec(ports: Ports, *, lean: bool = False, receipts: Path | None = None) -> ServiceSpec:
+    """`lean`: the benchmark emulators (no faults); `receipts`: the ledger goes to that file,
+    so the emulators' memory stays flat however long the run."""
+    extra = {"HERALD_EMULATORS__LEAN": "true"} if lean else {}
+    if receipts is not None:
+        extra["HERALD_EMULATORS__RECEIPTS_FILE"] = str(receipts)
     return ServiceSpec(
         name="emulators",
         argv=python_module("infra.emulators"),
@@ -56,6 +61,7 @@ def emulator_spec(ports: Ports) -> ServiceSpec:
             "HERALD_EMULATORS__SMTP_PORT": str(ports.smtp),
             "HERALD_EMULATORS__SENDGRID_PORT": str(ports.sendgrid),
             "HERALD_EMULATORS__CONTROL_PORT": str(ports.control),
+            **extra,
         },
     )
 
@@ -244,8 +250,9 @@ class Pipeline:
         self.services[spec.name] = svc
         return svc
 
-    def start_emulators(self) -> Service:
-        return self._start(emulator_spec(self.ports))
+    def start_emulators(self, *, lean: bool = False) -> Service:
+        receipts = self.log_dir / "emulator-receipts.jsonl"
+        return self._start(emulator_spec(self.ports, lean=lean, receipts=receipts))
 
     def start_processor(self, index: int = 1, env: dict[str, str] | None = None) -> Service:
         return self._start(

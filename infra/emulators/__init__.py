@@ -3,6 +3,6 @@
 APNs (HTTP/2 over TLS, ES256 JWT), FCM HTTP v1 (with its OAuth2 token endpoint), a
 Twilio-compatible and a Vonage-compatible SMS API, SMTP, and a SendGrid-compatible email
 API, plus a control API: the ledger of accepted messages and fault switches. For the demo,
-the tests and the benchmarks; see docs/providers.md. Credentials under `dev-credentials/`
-are emulator-only.
+the tests and the benchmarks (which use the lean variants of `lean.py`); see
+docs/providers.md. Credentials under `dev-credentials/` are emulator-only.
 """

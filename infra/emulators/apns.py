@@ -86,23 +86,23 @@ class TokenVerifier:
         self._keys = {k.key_id: k for k in keys}
         self._verified: dict[str, tuple[SigningKey, float]] = {}  # token → key, iat
 
-    def check(self, request: Request) -> tuple[SigningKey | None, Response | None]:
-        auth = request.headers.get("authorization", "")
-        if not auth.lower().startswith("bearer "):
-            return None, _reason(403, "MissingProviderToken")
-        token = auth[7:].strip()
+    def check(self, authorization: str) -> tuple[SigningKey | None, str | None]:
+        """The key that signed the `authorization` header's token, or APNs' 403 reason."""
+        if not authorization.lower().startswith("bearer "):
+            return None, "MissingProviderToken"
+        token = authorization[7:].strip()
         known = self._verified.get(token)
         if known is None:
             try:
                 known = self._verify(token)
             except jwt.PyJWTError:
-                return None, _reason(403, "InvalidProviderToken")
+                return None, "InvalidProviderToken"
             if len(self._verified) >= self.MAX_CACHED:
                 self._verified.clear()
             self._verified[token] = known
         key, iat = known
         if time.time() - iat > TOKEN_MAX_AGE_S:
-            return None, _reason(403, "ExpiredProviderToken")
+            return None, "ExpiredProviderToken"
         return key, None
 
     def _verify(self, token: str) -> tuple[SigningKey, float]:
@@ -130,9 +130,9 @@ def app(state: EmulatorState, keys: list[SigningKey]) -> Starlette:
         raw = await request.body()
         if request.scope.get("http_version") != "2":
             return _reason(505, "HTTP/2 required")
-        key, refused = tokens.check(request)
+        key, refused = tokens.check(request.headers.get("authorization", ""))
         if refused is not None:
-            return refused
+            return _reason(403, refused)
         assert key is not None
         h = request.headers
         device = request.path_params["token"]

@@ -101,17 +101,22 @@ def _shape_error(message: dict[str, Any]) -> str | None:
     return None
 
 
-def app(state: EmulatorState, accounts: list[ServiceAccount]) -> Starlette:
-    by_key = {a.key_id: a for a in accounts}
-    access_tokens: dict[str, tuple[str, float]] = {}  # token → (project, expires at)
+class TokenIssuer:
+    """The OAuth2 token endpoint's side: grants access tokens, tells whose a token is."""
 
-    async def token(request: Request) -> Response:
-        form = await read_form(request)
+    def __init__(self, accounts: list[ServiceAccount]) -> None:
+        self._by_key = {a.key_id: a for a in accounts}
+        self._access: dict[str, tuple[str, float]] = {}  # token → (project, expires at)
+
+    def grant(
+        self, form: dict[str, str], path: str, port: int | None
+    ) -> tuple[int, dict[str, Any]]:
+        """Answer (status, JSON body) to a token request posted to `path` on `port`."""
         if form.get("grant_type") != "urn:ietf:params:oauth:grant-type:jwt-bearer":
-            return JSONResponse({"error": "unsupported_grant_type"}, status_code=400)
+            return 400, {"error": "unsupported_grant_type"}
         assertion = str(form.get("assertion", ""))
         try:
-            account = by_key.get(str(jwt.get_unverified_header(assertion).get("kid")))
+            account = self._by_key.get(str(jwt.get_unverified_header(assertion).get("kid")))
             if account is None:
                 raise jwt.InvalidSignatureError("unknown key")
             claims = jwt.decode(
@@ -124,32 +129,44 @@ def app(state: EmulatorState, accounts: list[ServiceAccount]) -> Starlette:
                 leeway=60,
             )
             aud = urlsplit(str(claims["aud"]))
-            if claims["aud"] != GOOGLE_TOKEN_AUDIENCE and (aud.path, aud.port) != (
-                request.url.path,
-                request.url.port,
-            ):
+            if claims["aud"] != GOOGLE_TOKEN_AUDIENCE and (aud.path, aud.port) != (path, port):
                 raise jwt.InvalidAudienceError(f"audience {claims['aud']} is not this endpoint")
         except jwt.PyJWTError as exc:
-            return JSONResponse(
-                {"error": "invalid_grant", "error_description": f"Invalid JWT: {exc}"},
-                status_code=400,
-            )
+            return 400, {"error": "invalid_grant", "error_description": f"Invalid JWT: {exc}"}
         if not SCOPES & set(str(claims.get("scope", "")).split()):
-            return JSONResponse({"error": "invalid_scope"}, status_code=400)
+            return 400, {"error": "invalid_scope"}
         access = f"ya29.emulator-{secrets.token_urlsafe(24)}"
-        access_tokens[access] = (account.project_id, time.time() + ACCESS_TOKEN_TTL_S)
-        return JSONResponse(
-            {"access_token": access, "expires_in": ACCESS_TOKEN_TTL_S, "token_type": "Bearer"}
-        )
+        self._access[access] = (account.project_id, time.time() + ACCESS_TOKEN_TTL_S)
+        return 200, {
+            "access_token": access,
+            "expires_in": ACCESS_TOKEN_TTL_S,
+            "token_type": "Bearer",
+        }
+
+    def project(self, authorization: str) -> str | None:
+        """The project a valid, unexpired `Bearer` access token was granted for."""
+        if not authorization.lower().startswith("bearer "):
+            return None
+        granted = self._access.get(authorization[7:])
+        if granted is None or granted[1] < time.time():
+            return None
+        return granted[0]
+
+
+def app(state: EmulatorState, accounts: list[ServiceAccount]) -> Starlette:
+    issuer = TokenIssuer(accounts)
+
+    async def token(request: Request) -> Response:
+        status, answer = issuer.grant(await read_form(request), request.url.path, request.url.port)
+        return JSONResponse(answer, status_code=status)
 
     async def send(request: Request) -> Response:
         await request.body()  # consumed before any answer, so the connection stays usable
         project = request.path_params["project"]
-        auth = request.headers.get("authorization", "")
-        granted = access_tokens.get(auth[7:]) if auth.lower().startswith("bearer ") else None
-        if granted is None or granted[1] < time.time():
+        granted = issuer.project(request.headers.get("authorization", ""))
+        if granted is None:
             return fcm_error(401, "Request had invalid authentication credentials.")
-        if granted[0] != project:
+        if granted != project:
             return fcm_error(
                 403, "Permission denied for this project.", fcm_code="SENDER_ID_MISMATCH"
             )

@@ -4,7 +4,9 @@
 read back from `ports`), so clients may connect as soon as it returns; then it serves:
 APNs with hypercorn over TLS with HTTP/2 (ALPN h2), the HTTP APIs with hypercorn
 (HTTP/1.1, h2c accepted), SMTP with aiosmtpd. Used by `python -m infra.emulators` and,
-in-process, by the contract tests.
+in-process, by the contract tests. With `lean`, the providers are served by the raw
+asyncio protocols of `infra.emulators.lean` instead (benchmarks); the control API is the
+same either way.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from pydantic import BaseModel, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.applications import Starlette
 
-from infra.emulators import apns, fcm, sendgrid, smtp, twilio, vonage, webpush
+from infra.emulators import apns, fcm, lean, sendgrid, smtp, twilio, vonage, webpush
 from infra.emulators.state import EmulatorState, control_app
 
 log = logging.getLogger(__name__)
@@ -70,6 +72,10 @@ class EmulatorSettings(BaseSettings):
     smtp_auth_required: bool = False
     smtp_starttls: bool = True  # offer STARTTLS (with the TLS certificate above)
     seed: int | None = None  # fault coin flips, for reproducible runs
+    # The benchmarks' emulators: O(1) checks, no faults (see infra.emulators.lean).
+    lean: bool = False
+    # Append receipts to this file instead of keeping them in memory (long runs).
+    receipts_file: Path | None = None
 
 
 class Ports(BaseModel):
@@ -121,10 +127,11 @@ def _fcm_accounts(s: EmulatorSettings) -> list[fcm.ServiceAccount]:
 class Emulators:
     def __init__(self, settings: EmulatorSettings, state: EmulatorState | None = None) -> None:
         self.settings = settings
-        self.state = state or EmulatorState(settings.seed)
+        self.state = state or EmulatorState(settings.seed, settings.receipts_file)
         self.ports: Ports | None = None
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._servers: list[asyncio.Server] = []
         self._smtp: Any = None
         self.push_service = webpush.PushService()
 
@@ -140,6 +147,10 @@ class Emulators:
             for name in ("apns", "fcm", "twilio", "vonage", "smtp", "sendgrid", "control")
         }
         self.ports = Ports(**{name: sock.getsockname()[1] for name, sock in socks.items()})
+        if s.lean:
+            await self._start_lean(socks)
+            log.info("lean emulators listening", extra={"ports": self.ports.model_dump()})
+            return self.ports
         servers = [
             _HttpServer("apns", apns.app(self.state, _apns_keys(s)), socks["apns"], not s.apns_h2c),
             # Chrome's Web Push endpoints live on FCM's host: so do the emulators'.
@@ -184,6 +195,43 @@ class Emulators:
         log.info("emulators listening", extra={"ports": self.ports.model_dump()})
         return self.ports
 
+    async def _start_lean(self, socks: dict[str, socket.socket]) -> None:
+        s = self.settings
+        providers = lean.LeanProviders(
+            self.state,
+            apns_keys=_apns_keys(s),
+            fcm_accounts=_fcm_accounts(s),
+            push_service=self.push_service,
+            twilio_accounts={s.twilio_account_sid: s.twilio_auth_token.get_secret_value()},
+            vonage_keys={s.vonage_api_key: s.vonage_api_secret.get_secret_value()},
+            sendgrid_keys={s.sendgrid_api_key.get_secret_value()},
+        )
+        loop = asyncio.get_running_loop()
+        apns_tls = None
+        if not s.apns_h2c:
+            apns_tls = self.tls_server_context()
+            apns_tls.set_alpn_protocols(["h2"])
+        handlers: dict[str, tuple[lean.Handler, ssl.SSLContext | None]] = {
+            "apns": (providers.apns, apns_tls),
+            "fcm": (providers.fcm, None),
+            "twilio": (providers.twilio, None),
+            "vonage": (providers.vonage, None),
+            "sendgrid": (providers.sendgrid, None),
+        }
+        for name, (handler, tls) in handlers.items():
+            self._servers.append(
+                await loop.create_server(
+                    lambda h=handler: lean.HttpProtocol(h),
+                    sock=socks[name],
+                    ssl=tls,
+                )
+            )
+        self._servers.append(
+            await loop.create_server(lambda: lean.SmtpProtocol(self.state), sock=socks["smtp"])
+        )
+        control = _HttpServer("control", control_app(self.state, faults=False), socks["control"])
+        self._tasks.append(asyncio.create_task(self._serve_http(control), name="control"))
+
     async def _serve_http(self, server: _HttpServer) -> None:
         config = HypercornConfig()
         # hypercorn takes over the already bound socket: ports are known before serving.
@@ -205,6 +253,9 @@ class Emulators:
         self._stop.set()
         if self._smtp is not None:
             self._smtp.close()
+        for lean_server in self._servers:
+            lean_server.close()
+        self._servers.clear()
         for task in self._tasks:
             try:
                 await asyncio.wait_for(task, 5)
@@ -216,6 +267,7 @@ class Emulators:
         await self.start()
         await self._stop.wait()
         await self.stop()
+        self.state.close()
 
     def request_stop(self) -> None:
         self._stop.set()

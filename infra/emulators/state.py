@@ -18,21 +18,26 @@ given, and at most `count` times when given.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qsl
 
 from pydantic import BaseModel, Field
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 PROVIDERS = ("apns", "fcm", "webpush", "twilio", "vonage", "smtp", "sendgrid")
 # What a `timeout` fault holds a request for: longer than any client waits.
 HOLD_S = 3600.0
+LEDGER_CHUNK = 1000  # entries per chunk of a streamed `GET /ledger`
 
 Mode = Literal["ok", "error", "throttle", "timeout", "slow", "unregistered"]
 
@@ -73,16 +78,46 @@ async def read_form(request: Request) -> dict[str, str]:
     return dict(parse_qsl((await request.body()).decode(), keep_blank_values=True))
 
 
-class EmulatorState:
-    """Ledger + faults, shared by the emulators of one process (one event loop)."""
+_FIELDS = tuple(f.name for f in fields(Accepted))
 
-    def __init__(self, seed: int | None = None) -> None:
+
+class EmulatorState:
+    """Ledger + faults, shared by the emulators of one process (one event loop).
+
+    With `receipts`, accepted messages are appended to that file (one JSON array per
+    line, in `Accepted` field order) instead of kept in `ledger`: a long benchmark then
+    costs disk, not memory. `received` counts them per provider either way.
+    """
+
+    def __init__(self, seed: int | None = None, receipts: Path | None = None) -> None:
         self.ledger: list[Accepted] = []
         self.faults: list[Fault] = []
+        self.received: Counter[str] = Counter()
         self._rng = random.Random(seed)
+        self._receipts = receipts
+        self._file = receipts.open("wb") if receipts else None
 
-    def record(self, entry: Accepted) -> None:
-        self.ledger.append(entry)
+    def record(self, e: Accepted) -> None:
+        self.received[e.provider] += 1
+        if self._file is None:
+            self.ledger.append(e)
+        else:
+            self._file.write(json.dumps([getattr(e, n) for n in _FIELDS]).encode() + b"\n")
+
+    def entries(self) -> Iterator[dict[str, Any]]:
+        """Every accepted message, oldest first, as `GET /ledger` returns them."""
+        if self._file is None or self._receipts is None:
+            yield from (asdict(e) for e in list(self.ledger))
+            return
+        self._file.flush()
+        # Only what is complete now: the loop keeps appending while a reader streams.
+        end = self._file.tell()
+        with self._receipts.open("rb") as lines:
+            for line in lines:
+                end -= len(line)
+                if end < 0:
+                    break
+                yield dict(zip(_FIELDS, json.loads(line), strict=True))
 
     def fault_for(self, provider: str, address: str) -> Fault | None:
         """The fault rule that decides this request, if any (and use up one of its `count`)."""
@@ -117,23 +152,52 @@ class EmulatorState:
     def reset(self) -> None:
         self.ledger.clear()
         self.faults.clear()
+        self.received.clear()
+        if self._file is not None:
+            self._file.seek(0)
+            self._file.truncate()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
 
 
-def control_app(state: EmulatorState) -> Starlette:
+def control_app(state: EmulatorState, *, faults: bool = True) -> Starlette:
+    """The control API; `faults=False` (lean emulators, which cannot inject them) refuses
+    new fault rules instead of silently ignoring them."""
+
     async def ledger(request: Request) -> Response:
         provider = request.query_params.get("provider")
         delivery_id = request.query_params.get("delivery_id")
-        entries: list[dict[str, Any]] = [
-            asdict(e)
-            for e in state.ledger
-            if (provider is None or e.provider == provider)
-            and (delivery_id is None or e.delivery_id == delivery_id)
-        ]
-        return JSONResponse(entries)
 
-    async def faults(request: Request) -> Response:
+        def body() -> Iterator[bytes]:
+            # Streamed, in chunks: the ledger of a long run is far larger than a response
+            # should hold, and a chunk per entry costs more than the entry.
+            chunk: list[str] = []
+            first = True
+            for e in state.entries():
+                if (provider is None or e["provider"] == provider) and (
+                    delivery_id is None or e["delivery_id"] == delivery_id
+                ):
+                    chunk.append(json.dumps(e))
+                    if len(chunk) == LEDGER_CHUNK:
+                        yield ("[" if first else ",").encode() + ",".join(chunk).encode()
+                        chunk, first = [], False
+            if first:
+                yield ("[" + ",".join(chunk) + "]").encode()
+            else:
+                yield ("," + ",".join(chunk) + "]" if chunk else "]").encode()
+
+        return StreamingResponse(body(), media_type="application/json")
+
+    async def fault_rules(request: Request) -> Response:
         if request.method == "GET":
             return JSONResponse([f.model_dump() for f in state.faults])
+        if not faults:
+            return JSONResponse(
+                {"error": "the lean emulators take no faults; run the strict ones"},
+                status_code=409,
+            )
         try:
             fault = Fault.model_validate(await request.json())
         except ValueError as exc:
@@ -148,12 +212,14 @@ def control_app(state: EmulatorState) -> Starlette:
         return JSONResponse({"ok": True})
 
     async def health(request: Request) -> Response:
-        return JSONResponse({"ok": True, "ledger": len(state.ledger), "faults": len(state.faults)})
+        return JSONResponse(
+            {"ok": True, "ledger": state.received.total(), "faults": len(state.faults)}
+        )
 
     return Starlette(
         routes=[
             Route("/ledger", ledger, methods=["GET"]),
-            Route("/faults", faults, methods=["GET", "POST"]),
+            Route("/faults", fault_rules, methods=["GET", "POST"]),
             Route("/reset", reset, methods=["POST"]),
             Route("/health", health, methods=["GET"]),
         ]

@@ -101,14 +101,14 @@ def _refusal(status: int, reason: str, **headers: str) -> Response:
     return JSONResponse({"reason": reason}, status_code=status, headers=headers)
 
 
-def _check_vapid(request: Request, sub: Subscription) -> Response | None:
-    match = _VAPID.match(request.headers.get("authorization", "").strip())
+def check_vapid(authorization: str, origin: str, sub: Subscription) -> tuple[int, str] | None:
+    """Why the push service refuses this `Authorization` header (status, reason), or None."""
+    match = _VAPID.match(authorization.strip())
     if match is None:
-        return _refusal(401, "missing VAPID authorization")
+        return 401, "missing VAPID authorization"
     token, key = match.groups()
     if sub.application_server_key is not None and key != sub.application_server_key:
-        return _refusal(403, "VAPID key differs from the subscription's applicationServerKey")
-    origin = f"{request.url.scheme}://{request.url.netloc}"
+        return 403, "VAPID key differs from the subscription's applicationServerKey"
     try:
         public = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), b64url_decode(key))
         claims = jwt.decode(
@@ -119,9 +119,9 @@ def _check_vapid(request: Request, sub: Subscription) -> Response | None:
             options={"require": ["aud", "exp", "sub"]},
         )
     except (ValueError, jwt.PyJWTError):
-        return _refusal(403, "VAPID JWT rejected")
+        return 403, "VAPID JWT rejected"
     if float(claims["exp"]) - time.time() > 24 * 3600 + 60:
-        return _refusal(403, "VAPID JWT expires more than 24 h ahead")
+        return 403, "VAPID JWT expires more than 24 h ahead"
     return None
 
 
@@ -139,9 +139,10 @@ def app(state: EmulatorState, service: PushService) -> Starlette:
         sub = service.subscriptions.get(request.path_params["sid"])
         if sub is None:
             return _refusal(404, "no such subscription")
-        refused = _check_vapid(request, sub)
+        origin = f"{request.url.scheme}://{request.url.netloc}"
+        refused = check_vapid(request.headers.get("authorization", ""), origin, sub)
         if refused is not None:
-            return refused
+            return _refusal(*refused)
         if request.headers.get("content-encoding") != "aes128gcm":
             return _refusal(415, "Content-Encoding must be aes128gcm")
         if "ttl" not in request.headers:

@@ -20,6 +20,7 @@ PROVIDERS: dict[str, str] = {
     "vonage": "senders.providers.vonage:VonageProvider",
     "smtp": "senders.providers.smtp:SmtpProvider",
     "sendgrid": "senders.providers.sendgrid:SendgridProvider",
+    "null": "senders.providers.null:NullProvider",
 }
 
 

@@ -122,6 +122,10 @@ class SendgridSettings(BaseModel):
     max_connections: int = 50
 
 
+class NullSettings(BaseModel):
+    """The null provider (benchmarks only) has nothing to configure."""
+
+
 class ProvidersSettings(BaseModel):
     apns: ApnsSettings = Field(default_factory=ApnsSettings)
     fcm: FcmSettings = Field(default_factory=FcmSettings)
@@ -130,3 +134,4 @@ class ProvidersSettings(BaseModel):
     vonage: VonageSettings = Field(default_factory=VonageSettings)
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)
     sendgrid: SendgridSettings = Field(default_factory=SendgridSettings)
+    null: NullSettings = Field(default_factory=NullSettings)

@@ -197,3 +197,21 @@ async def test_line_break_in_a_field_is_sent_or_refused_before_the_wire(
         assert await ledger(control, msg.delivery_id) == []
     else:
         assert len(await ledger(control, msg.delivery_id)) == 1
+
+
+@pytest.mark.parametrize("channel", ["push.ios", "push.android", "push.web", "sms", "email"])
+async def test_null_provider_accepts_at_once_with_a_message_id_per_delivery(
+    channel: str, make_provider: Callable[..., Any]
+) -> None:
+    # The benchmarks' in-process provider: the contract's "accepted" and "concurrent" parts
+    # apply; it has no ledger, errors or network to test.
+    provider = await make_provider("null")
+    assert channel in provider.channels
+    msgs = [
+        Message(str(uuid.uuid4()), str(uuid.uuid4()), channel, "anyone", "body") for _ in range(20)
+    ]
+
+    results = await asyncio.gather(*(provider.send(m) for m in msgs))
+
+    assert {r.provider for r in results} == {"null"}
+    assert [r.message_id for r in results] == [m.delivery_id for m in msgs]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import pytest
 
-from infra.emulators.state import Accepted, EmulatorState, Fault, control_app
+from infra.emulators.state import LEDGER_CHUNK, Accepted, EmulatorState, Fault, control_app
 
 
 def test_rules_match_provider_address_and_count() -> None:
@@ -104,3 +106,30 @@ async def test_control_api_rejects_bad_faults(
     body: dict[str, object], client: httpx.AsyncClient
 ) -> None:
     assert (await client.post("/faults", json=body)).status_code == 400
+
+
+@pytest.mark.parametrize("count", [0, 1, LEDGER_CHUNK, 2 * LEDGER_CHUNK + 1])
+async def test_receipts_file_keeps_nothing_in_memory_and_streams_the_ledger(
+    tmp_path: Path, count: int
+) -> None:
+    state = EmulatorState(receipts=tmp_path / "receipts.jsonl")
+    client = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=control_app(state)), base_url="http://c"
+    )
+    for i in range(count):
+        state.record(Accepted("apns", "push.ios", f"d{i}", "tok", body="b"))
+    state.record(Accepted("twilio", "sms", "dup", "+1555"))
+    state.record(Accepted("twilio", "sms", "dup", "+1555"))
+
+    assert state.ledger == []
+    entries = (await client.get("/ledger")).json()
+    assert [e["delivery_id"] for e in entries] == [f"d{i}" for i in range(count)] + ["dup"] * 2
+    assert entries[-1]["address"] == "+1555"
+    assert len((await client.get("/ledger?delivery_id=dup")).json()) == 2  # duplicates count
+    assert (await client.get("/health")).json()["ledger"] == count + 2
+
+    await client.post("/reset")
+    assert (await client.get("/ledger")).json() == []
+    state.record(Accepted("apns", "push.ios", "after", "tok"))
+    assert [e["delivery_id"] for e in (await client.get("/ledger")).json()] == ["after"]
+    state.close()

@@ -1,0 +1,115 @@
+"""CPU µs per delivery per component: the arithmetic, the sampler's CPU seconds, the table."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+from rich.console import Console
+
+from herald.bench import costs
+from herald.bench.cli import cost_table
+from herald.bench.emulators import EmulatorFigures
+from herald.bench.sampler import ProcessUsage, Sampler
+
+
+@pytest.mark.parametrize(
+    ("process", "component"),
+    [
+        ("processor-1", "processor"),
+        ("senders-12", "senders"),
+        ("kafka", "kafka"),
+        ("emulators", "emulators"),
+        ("cassandra", "cassandra"),
+    ],
+)
+def test_process_names_group_into_components(process: str, component: str) -> None:
+    assert costs.component_of(process) == component
+
+
+def test_cpu_seconds_divided_by_deliveries_per_component() -> None:
+    cpu = {
+        "processor-1": 0.5,
+        "processor-2": 0.25,
+        "senders-1": 1.0,
+        "kafka": 0.2,
+        "cassandra": 3.0,
+        "emulators": 0.1,
+    }
+
+    us = costs.cpu_us_per_delivery(cpu, deliveries=10_000)
+
+    assert us == {
+        "processor": 75.0,
+        "senders": 100.0,
+        "herald": 175.0,
+        "kafka": 20.0,
+        "cassandra": 300.0,
+        "emulators": 10.0,
+    }
+
+
+def test_no_deliveries_no_figures_and_missing_components_left_out() -> None:
+    assert costs.cpu_us_per_delivery({"senders-1": 1.0}, deliveries=0) == {}
+    assert costs.cpu_us_per_delivery({"kafka": 1.0}, deliveries=1000) == {"kafka": 1000.0}
+
+
+def test_cpu_seconds_sum_every_pid_of_the_tree_over_the_window() -> None:
+    u = ProcessUsage("senders-1", 1)
+    u.cpu_first = {1: 10.0, 2: 1.0}
+    u.cpu_last = {1: 12.5, 2: 1.5, 3: 0.25}  # pid 3 started during the window
+
+    assert u.cpu_seconds == pytest.approx(3.25)
+
+
+def test_sampler_records_cpu_seconds_of_a_busy_process() -> None:
+    start = time.process_time()
+    with Sampler({"me": os.getpid()}, interval=0.05) as sampler:
+        while time.process_time() < start + 0.3:
+            pass
+    spent = time.process_time() - start
+
+    assert sampler.usage["me"].cpu_seconds == pytest.approx(spent, abs=0.1)
+
+
+def test_cost_table_prints_the_budget_beside_the_figures() -> None:
+    runs = [
+        {
+            "name": "saturate",
+            "processes": 1,
+            "provider": "emulators",
+            "cpu_us_per_delivery": {"senders": 1234.5, "emulators": 80.0},
+        },
+        {"name": "paced", "processes": 1, "provider": "emulators", "cpu_us_per_delivery": {}},
+        {
+            "name": "saturate",
+            "processes": 1,
+            "provider": "null",
+            "cpu_us_per_delivery": {"senders": 900.0},
+        },
+    ]
+    console = Console(width=200, record=True)
+
+    console.print(cost_table(runs))
+
+    text = console.export_text()
+    assert "1,234" in text and "null provider" in text
+    assert "≤ 300" in text and "≤ 100" in text and "≤ 50" in text
+    assert text.count("emulators ") >= 1 and "paced" not in text
+
+
+def test_emulator_figures_per_request_and_one_core_capacity() -> None:
+    f = EmulatorFigures(
+        "twilio",
+        answered=20_000,
+        ok=20_000,
+        receipts=20_000,
+        seconds=2.0,
+        cpu_seconds=1.0,
+        rss_mib=60.0,
+    )
+
+    assert f.requests_per_s == 10_000
+    assert f.cpu_us_per_request == 50.0
+    assert f.one_core_per_s == 20_000
