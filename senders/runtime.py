@@ -360,12 +360,12 @@ class Lane:
             self.slots.give()
 
     async def _handle(self, delivery: dict[str, Any], msg: KafkaMessage, redriven: bool) -> bool:
-        topic = msg.topic() or ""
+        topic, partition = msg.topic() or "", msg.partition() or 0
         delay = 0.2
         failures = 0
         while True:
             try:
-                await self.handler.handle(delivery, topic, redriven=redriven)
+                await self.handler.handle(delivery, topic, partition=partition, redriven=redriven)
                 return True
             except Stopping:
                 return False
