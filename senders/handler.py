@@ -466,10 +466,9 @@ class DeliveryHandler:
                         r.topic, r.encode(self.codec), key=r.key, headers=r.headers
                     )
                     for r in records
-                ),
-                self.ledger.recorded(ref, d, row),
+                )
             )
-            await self.ledger.published(ref)
+            await self.ledger.published(ref, d, row)
 
         await self._durable(run)
 

@@ -10,12 +10,13 @@ transaction for the lot), one batch in flight per partition and process; what qu
 meanwhile goes in the next one. A batch applies all or nothing, so when it is refused
 (another sender holds some of the rows) the rows are read once, the writes whose
 condition no longer holds are answered `False`, and the rest go again. Plain writes
-(`published`, the `deliveries` view, the notification log) share one unlogged batch.
+(`published`, the `deliveries` view, the notification log) share unlogged batches.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import logging
 from collections.abc import Callable
@@ -184,11 +185,9 @@ class Ledger(Protocol):
     async def correct_uncertain(self, ref: Ref, owner: str, outcome: Outcome) -> bool:
         """Replace an `uncertain_after_crash` verdict by what the owner knows happened."""
 
-    async def recorded(self, ref: Ref, delivery: dict[str, Any], row: LedgerRow) -> None:
-        """Show the outcome in the `deliveries` view and the notification log."""
-
-    async def published(self, ref: Ref) -> None:
-        """The outcome's records are acknowledged by Kafka."""
+    async def published(self, ref: Ref, delivery: dict[str, Any], row: LedgerRow) -> None:
+        """The outcome's records are acknowledged by Kafka: flag the row, show the outcome
+        in the `deliveries` view and the notification log."""
 
     async def read(self, ref: Ref) -> LedgerRow | None: ...
 
@@ -370,9 +369,6 @@ class CassandraLedger:
             finish_set + f" IF state = 'dead_lettered' AND reason = '{UNCERTAIN_AFTER_CRASH}'"
         )
         self._published = prep(f"UPDATE {ks}.delivery_ledger SET published = true {where}")
-        self._view_published = prep(
-            f"UPDATE {ks}.deliveries SET published = true WHERE delivery_id = ?"
-        )
         self._read = prep(f"SELECT * FROM {ks}.delivery_ledger {where}")
         self._read.consistency_level = ConsistencyLevel.SERIAL  # see in-progress LWTs
         self._read_many = prep(
@@ -394,7 +390,6 @@ class CassandraLedger:
         )
         self._conditional = ConditionalBatches(session, self._read_many)
         self._plain = PlainBatches(session)
-        self._views: set[asyncio.Task[None]] = set()
 
     @staticmethod
     def _key(ref: Ref) -> tuple[int, int, str]:
@@ -404,23 +399,6 @@ class CassandraLedger:
         self, ref: Ref, stmt: PreparedStatement, params: tuple[Any, ...], condition: Condition
     ) -> bool:
         return await self._conditional.write(ref, stmt, params, condition) is True
-
-    def _show_claim(
-        self, ref: Ref, notification_id: str, attempt: int, owner: str, provider: str
-    ) -> None:
-        """The `deliveries` view says `sending`, off the send's path: nobody waits on it,
-        and the outcome's own view write, later from this client, supersedes it."""
-        row = LedgerRow(State.SENDING, attempt, owner=owner, provider=provider)
-        task = asyncio.create_task(
-            self._plain.write((self._view, self._view_params(ref, notification_id, row)))
-        )
-        self._views.add(task)
-        task.add_done_callback(self._view_written)
-
-    def _view_written(self, task: asyncio.Task[None]) -> None:
-        self._views.discard(task)
-        if not task.cancelled() and (exc := task.exception()) is not None:
-            log.warning("deliveries view not updated", extra={"error": repr(exc)})
 
     def _view_params(
         self, ref: Ref, notification_id: str | None, row: LedgerRow
@@ -447,7 +425,6 @@ class CassandraLedger:
         params = (*self._key(ref), notification_id, attempt, owner, provider, _now())
         result = await self._conditional.write(ref, self._claim, params, absent())
         if result is True:
-            self._show_claim(ref, notification_id, attempt, owner, provider)
             return None
         assert isinstance(result, LedgerRow)  # `absent` fails only on a row
         return result
@@ -462,10 +439,7 @@ class CassandraLedger:
         expect: LedgerRow,
     ) -> bool:
         params = (attempt, owner, provider, _now(), *self._key(ref), expect.state, expect.attempt)
-        if await self._write(ref, self._reclaim, params, is_state(expect.state, expect.attempt)):
-            self._show_claim(ref, notification_id, attempt, owner, provider)
-            return True
-        return False
+        return await self._write(ref, self._reclaim, params, is_state(expect.state, expect.attempt))
 
     async def set_provider(self, ref: Ref, owner: str, provider: str) -> bool:
         params = (provider, _now(), *self._key(ref), owner)
@@ -499,9 +473,14 @@ class CassandraLedger:
         params = self._finish_params(ref, owner, outcome)
         return await self._write(ref, self._correct, params, uncertain())
 
-    async def recorded(self, ref: Ref, delivery: dict[str, Any], row: LedgerRow) -> None:
+    async def published(self, ref: Ref, delivery: dict[str, Any], row: LedgerRow) -> None:
+        # Plain writes, not conditional: the flag follows our own transition from the same
+        # client, and any later transition sets it back to false; at worst a lost flag
+        # means one more idempotent re-publish.
+        shown = dataclasses.replace(row, published=True)
         await self._plain.write(
-            (self._view, self._view_params(ref, delivery["notification_id"], row)),
+            (self._published, self._key(ref)),
+            (self._view, self._view_params(ref, delivery["notification_id"], shown)),
             (
                 self._log,
                 (
@@ -518,14 +497,6 @@ class CassandraLedger:
                     _now(),
                 ),
             ),
-        )
-
-    async def published(self, ref: Ref) -> None:
-        # Plain writes, not conditional: they touch only `published`, follow our own
-        # transition from the same client, and any later transition sets it back to
-        # false; at worst a lost flag means one more idempotent re-publish.
-        await self._plain.write(
-            (self._published, self._key(ref)), (self._view_published, (ref.delivery_id,))
         )
 
     async def read(self, ref: Ref) -> LedgerRow | None:

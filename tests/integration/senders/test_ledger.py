@@ -67,8 +67,7 @@ async def test_only_the_owner_finishes_and_the_row_records_it(ledger: CassandraL
         "channel": "sms",
         "category": "transactional",
     }
-    await ledger.recorded(did, delivery, row)
-    await ledger.published(did)
+    await ledger.published(did, delivery, row)
     row = await ledger.read(did)
     assert row is not None and row.published
     again = await ledger.claim(did, "n", 1, "other", "twilio")

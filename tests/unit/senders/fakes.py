@@ -35,7 +35,6 @@ class MemoryLedger:
         self.rows: dict[str, LedgerRow] = {}
         self.refs: dict[str, Ref] = {}
         self.logs: list[tuple[str, str]] = []
-        self.view: dict[str, LedgerRow] = {}
         self.devices: dict[tuple[str, str], str] = {}
         self.fail_next: int = 0  # raise on the next n calls (Cassandra unavailable)
 
@@ -72,7 +71,6 @@ class MemoryLedger:
             provider=provider,
             published=False,
         ):
-            self.view[ref.delivery_id] = self.rows[ref.delivery_id]
             return None
         return self.rows[ref.delivery_id]
 
@@ -126,15 +124,10 @@ class MemoryLedger:
     async def correct_uncertain(self, ref: Ref, owner: str, outcome: Outcome) -> bool:
         return self._outcome(ref, uncertain(), owner, outcome)
 
-    async def recorded(self, ref: Ref, delivery: dict[str, Any], row: LedgerRow) -> None:
-        self._row(ref)
-        self.view[ref.delivery_id] = row
-        self.logs.append((delivery["delivery_id"], row.state))
-
-    async def published(self, ref: Ref) -> None:
+    async def published(self, ref: Ref, delivery: dict[str, Any], row: LedgerRow) -> None:
         self._row(ref)
         self.rows[ref.delivery_id] = dataclasses.replace(self.rows[ref.delivery_id], published=True)
-        self.view[ref.delivery_id] = dataclasses.replace(self.view[ref.delivery_id], published=True)
+        self.logs.append((delivery["delivery_id"], row.state))
 
     async def read(self, ref: Ref) -> LedgerRow | None:
         return self._row(ref)

@@ -338,7 +338,7 @@ async def test_a_failing_step_after_the_call_waits_out_an_outage_and_gives_up_on
 ) -> None:
     w = World()
     w.handler._sleep = lambda _: asyncio.sleep(0)  # type: ignore[method-assign]
-    orig = w.ledger.recorded
+    orig = w.ledger.published
     calls = {"n": 0}
 
     async def failing(*a: Any) -> None:
@@ -347,7 +347,7 @@ async def test_a_failing_step_after_the_call_waits_out_an_outage_and_gives_up_on
             raise error
         await orig(*a)
 
-    w.ledger.recorded = failing  # type: ignore[method-assign]
+    w.ledger.published = failing  # type: ignore[method-assign]
     async with asyncio.timeout(5):
         if raised:
             with pytest.raises(ValueError):
