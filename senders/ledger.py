@@ -34,11 +34,10 @@ log = logging.getLogger(__name__)
 
 HOUR_MS = 3600 * 1000
 UNCERTAIN_AFTER_CRASH = "uncertain_after_crash"
-# Rows per conditional batch: far under `batch_size_fail_threshold`, and a refused batch
-# re-reads no more than this.
-MAX_CONDITIONAL = 200
-# Statements per unlogged batch (Cassandra warns past 100 partitions in one).
-MAX_PLAIN = 100
+# Rows per conditional batch and statements per unlogged batch: a ledger row is ~300 bytes,
+# so a batch stays well under Cassandra's default `batch_size_fail_threshold` (50 KiB).
+MAX_CONDITIONAL = 100
+MAX_PLAIN = 60
 
 
 class State(enum.StrEnum):

@@ -246,7 +246,7 @@ class Lane:
                     ):
                         await self._pause_all(True)
                     continue
-                batch = max(1, min(500, self.slots.free(self.spec.reserve)))
+                batch = max(1, self.slots.free(self.spec.reserve))
                 messages = await self._call(self._fetch, batch)
                 for msg in messages:
                     await self._dispatch(msg)
