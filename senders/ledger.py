@@ -209,6 +209,16 @@ class _Write:
     )
 
 
+def _settle(fut: asyncio.Future[Any], result: object) -> None:
+    """Answer a waiter, unless it gave up (cancelled at shutdown)."""
+    if fut.done():
+        return
+    if isinstance(result, BaseException):
+        fut.set_exception(result)
+    else:
+        fut.set_result(result)
+
+
 class ConditionalBatches:
     """Conditional writes grouped per ledger partition: one batch in flight per partition."""
 
@@ -252,8 +262,7 @@ class ConditionalBatches:
                 await self._apply(key, batch)
             except Exception as exc:  # a timeout may or may not have applied: callers check
                 for w in batch:
-                    if not w.done.done():
-                        w.done.set_exception(exc)
+                    _settle(w.done, exc)
             if not self._queued.get(key):
                 del self._queued[key]
 
@@ -268,7 +277,7 @@ class ConditionalBatches:
             rows = await aexecute(self._session, query)
             if rows[0]["[applied]"]:
                 for w in writes:
-                    w.done.set_result(True)
+                    _settle(w.done, True)
                 return
             # Refused: somebody else holds some of these rows. Those whose condition still
             # holds go again; the others are answered with the row that refused them.
@@ -282,7 +291,7 @@ class ConditionalBatches:
                 if w.condition(row):
                     again.append(w)
                 else:
-                    w.done.set_result(row)
+                    _settle(w.done, row)
             writes = again
 
 
@@ -325,10 +334,10 @@ class PlainBatches:
             await aexecute(self._session, batch)
         except Exception as exc:
             for *_, fut in chunk:
-                fut.set_exception(exc)
+                _settle(fut, exc)
         else:
             for *_, fut in chunk:
-                fut.set_result(None)
+                _settle(fut, None)
 
 
 _FIELDS = (

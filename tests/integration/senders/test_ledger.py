@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 from cassandra.cluster import Session
+from cassandra.query import BatchStatement
 
 from infra.cassandra import connect
 from infra.settings import CassandraSettings
@@ -134,7 +135,7 @@ async def test_only_an_uncertain_verdict_can_be_corrected(ledger: CassandraLedge
 
 
 async def test_a_batch_of_claims_is_one_transaction_and_a_conflict_is_sorted_out(
-    ledger: CassandraLedger,
+    ledger: CassandraLedger, session: Session, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Claims made together go as one conditional batch; when another sender already holds
     some of the rows, exactly those are refused (with the holder's row), the rest claimed."""
@@ -142,6 +143,7 @@ async def test_a_batch_of_claims_is_one_transaction_and_a_conflict_is_sorted_out
     free = [Ref(str(uuid.uuid4()), 1, taken[0].hour) for _ in range(20)]
     for ref in taken:
         assert await ledger.claim(ref, "n", 1, "other", "twilio") is None
+    trips = count_round_trips(session, monkeypatch)
     results = await asyncio.gather(
         *(ledger.claim(ref, "n", 1, "me", "twilio") for ref in [*free, *taken])
     )
@@ -153,3 +155,18 @@ async def test_a_batch_of_claims_is_one_transaction_and_a_conflict_is_sorted_out
         *(ledger.finish(ref, "me", Outcome(State.SENT, provider="twilio")) for ref in taken),
     )
     assert finished == [True] * len(free) + [False] * len(taken)
+    # Per step: the batch, refused; one read of its rows; the batch again without the taken.
+    assert trips == ["batch", "read", "batch"] * 2
+
+
+def count_round_trips(session: Session, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """What the session sends from now on: a `batch`, or a `read` (any other request)."""
+    trips: list[str] = []
+    real = session.execute_async
+
+    def counted(query: object, *args: object, **kw: object) -> object:
+        trips.append("batch" if isinstance(query, BatchStatement) else "read")
+        return real(query, *args, **kw)
+
+    monkeypatch.setattr(session, "execute_async", counted)
+    return trips
