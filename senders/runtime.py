@@ -8,9 +8,12 @@ Per channel, three consumers in the channel's group (`herald-sender-<channel>`):
 - `retry`: the retry tiers. A record not yet due pauses its partition (and is re-fetched
   from there on resume): nothing sleeps and nothing is buffered while waiting.
 
-Records of one partition are handled concurrently; the stored offset is the lowest one
-whose outcome is not durable yet (`OffsetTracker`). When the process-wide in-flight limit
-is reached, a lane pauses its partitions rather than fetching more.
+A lane fetches a batch (up to its free in-flight slots) and gives each record a task:
+the batch's provider calls run concurrently, and its ledger writes and Kafka acks are
+shared round trips (`senders.ledger`, `senders.kafka`). The stored offset, once per
+batch, is the lowest one whose outcome is not durable yet (`OffsetTracker`). When the
+process-wide in-flight limit is reached, a lane pauses its partitions rather than
+fetching more.
 """
 
 from __future__ import annotations
