@@ -2,11 +2,15 @@
 
 The order of writes is what makes a redelivered record harmless:
 
-1. claim the delivery in the ledger (LWT) — only one sender can hold it;
+1. claim the delivery in the ledger (conditional write) — only one sender can hold it;
 2. call the provider (failing over only where the primary certainly did not accept);
-3. move the ledger out of `sending` (LWT, `published = false`);
+3. move the ledger out of `sending` (conditional write, `published = false`);
 4. produce the outcome's records (status event, retry or dead letter) and await acks;
 5. mark the row published; the caller then stores the Kafka offset.
+
+Each step awaits only its own record, but the ledger and the producer serve the records
+that reach a step together with one round trip (see `senders.ledger`): deliveries handled
+concurrently cost one conditional batch per step, not one transaction each.
 
 A crash after 3 and before 5 is repaired by the redelivered record (it re-publishes an
 unpublished outcome; status ids are deterministic, so consumers drop the repeat).
@@ -34,7 +38,7 @@ from senders import metrics, status
 from senders.breaker import CircuitBreaker
 from senders.decisions import Kind, classify, reason_of
 from senders.kafka import refusal
-from senders.ledger import FINAL, Ledger, LedgerRow, Outcome, State
+from senders.ledger import FINAL, UNCERTAIN_AFTER_CRASH, Ledger, LedgerRow, Outcome, Ref, State
 from senders.providers.base import DeliveryError, Message, Provider
 from senders.ratelimit import TokenBucket
 from senders.settings import SenderSettings
@@ -42,7 +46,6 @@ from senders.settings import SenderSettings
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-UNCERTAIN_AFTER_CRASH = "uncertain_after_crash"
 UNCERTAIN_TIMEOUT = "uncertain_timeout"
 RETRIES_EXHAUSTED = "retries_exhausted"
 EXPIRED = "expired"
@@ -151,12 +154,19 @@ class DeliveryHandler:
     # -- entry ---------------------------------------------------------------------------
 
     async def handle(
-        self, delivery: dict[str, Any], consumed_from: str, *, redriven: bool = False
+        self,
+        delivery: dict[str, Any],
+        consumed_from: str,
+        *,
+        partition: int,
+        redriven: bool = False,
     ) -> str:
         """Process one record to a durable outcome; returns it (state, or `duplicate`).
 
-        `redriven`: an operator sent this dead letter back (`herald dlq redrive`), which
-        is the one way out of `dead_lettered`; every other final state is final."""
+        `partition`: the Kafka partition index it came from, which locates its ledger row
+        (`senders.ledger.Ref`). `redriven`: an operator sent this dead letter back
+        (`herald dlq redrive`), which is the one way out of `dead_lettered`; every other
+        final state is final."""
         did = delivery["delivery_id"]
         # The same delivery twice in this process (duplicate record): the second waits
         # for the first, then finds its outcome in the ledger.
@@ -164,13 +174,14 @@ class DeliveryHandler:
             await busy.wait()
         done = self._local[did] = asyncio.Event()
         try:
-            return await self._handle(delivery, consumed_from, redriven)
+            ref = Ref.of(delivery, partition)
+            return await self._handle(delivery, ref, consumed_from, redriven)
         finally:
             del self._local[did]
             done.set()
 
-    async def _handle(self, d: dict[str, Any], consumed_from: str, redriven: bool) -> str:
-        did, attempt = d["delivery_id"], int(d.get("attempt") or 1)
+    async def _handle(self, d: dict[str, Any], ref: Ref, consumed_from: str, redriven: bool) -> str:
+        did, nid, attempt = ref.delivery_id, d["notification_id"], int(d.get("attempt") or 1)
         route = self.settings.routing.route(d["channel"])
         first = route.providers[0]
         pinned: str | None = None
@@ -179,44 +190,47 @@ class DeliveryHandler:
         # short a time as possible, since a crash while it is held makes it uncertain.
         await self.buckets[first].acquire()
         while True:
-            row = await self.ledger.claim(did, d["notification_id"], attempt, self.owner, first)
+            row = await self.ledger.claim(ref, nid, attempt, self.owner, first)
             if row is None:
                 break
             if redriven and row.state == State.DEAD_LETTERED:
-                if await self.ledger.reclaim(did, attempt, self.owner, first, row):
+                if await self.ledger.reclaim(ref, nid, attempt, self.owner, first, row):
                     pinned = row.pinned_provider
                     break
                 continue
             if row.state in FINAL:
                 if not row.published:
-                    await self._publish(d, row, consumed_from)
+                    await self._publish(d, ref, row, consumed_from)
                 return self._count(d, row.provider, DUPLICATE)
             if row.state == State.RETRYING:
                 if row.attempt < attempt:
-                    if await self.ledger.reclaim(did, attempt, self.owner, first, row):
+                    if await self.ledger.reclaim(ref, nid, attempt, self.owner, first, row):
                         pinned, first_error = row.pinned_provider, row.first_error
                         break
                     continue
                 if row.attempt == attempt and not row.published:
-                    await self._publish(d, row, consumed_from)
+                    await self._publish(d, ref, row, consumed_from)
                 return self._count(d, row.provider, DUPLICATE)
             # `sending`
             if row.attempt > attempt:
                 return self._count(d, row.provider, DUPLICATE)
             if row.owner == self.owner and did not in self._called:
                 # Our own claim from an earlier try that failed before any provider call.
-                if await self.ledger.reclaim(did, attempt, self.owner, first, row):
+                if await self.ledger.reclaim(ref, nid, attempt, self.owner, first, row):
                     pinned, first_error = row.pinned_provider, row.first_error
                     break
                 continue
-            resolved = await self._resolve_stale(d, row, consumed_from)
+            resolved = await self._resolve_stale(d, ref, row, consumed_from)
             if resolved is not None:
                 return resolved
 
         if (expires := _ms(d.get("expires_at"))) is not None and expires <= now_ms():
-            return await self._finish(d, attempt, Outcome(State.DROPPED, reason=EXPIRED), first)
+            return await self._finish(
+                d, ref, attempt, Outcome(State.DROPPED, reason=EXPIRED), first
+            )
         return await self._send(
             d,
+            ref,
             attempt,
             route.providers,
             route.retry_ambiguous,
@@ -227,7 +241,7 @@ class DeliveryHandler:
         )
 
     async def _resolve_stale(
-        self, d: dict[str, Any], row: LedgerRow, consumed_from: str
+        self, d: dict[str, Any], ref: Ref, row: LedgerRow, consumed_from: str
     ) -> str | None:
         """Another sender holds the claim. Wait while it may be alive; once the claim is
         older than any send could take, its owner died somewhere between claiming and
@@ -248,14 +262,14 @@ class DeliveryHandler:
             last_error=UNCERTAIN_AFTER_CRASH,
             pinned_provider=row.pinned_provider,
         )
-        if not await self.ledger.resolve_stale(d["delivery_id"], self.owner, row, outcome):
+        if not await self.ledger.resolve_stale(ref, self.owner, row, outcome):
             return None  # somebody else moved it; look again
         log.warning(
             "stale claim dead-lettered",
             extra={"delivery_id": d["delivery_id"], "stale_owner": row.owner},
         )
-        final = _row(outcome, row.attempt)
-        await self._publish(d, final, consumed_from)
+        final = _row(outcome, row.attempt, self.owner)
+        await self._publish(d, ref, final, consumed_from)
         return self._count(d, row.provider, final.state, final.reason)
 
     # -- sending -------------------------------------------------------------------------
@@ -263,6 +277,7 @@ class DeliveryHandler:
     async def _send(
         self,
         d: dict[str, Any],
+        ref: Ref,
         attempt: int,
         providers: list[str],
         retry_ambiguous: bool,
@@ -289,7 +304,7 @@ class DeliveryHandler:
                 continue
             if name != current:
                 # Recorded before the call, so a crash leaves the right provider in the row.
-                record = functools.partial(self.ledger.set_provider, did, self.owner, name)
+                record = functools.partial(self.ledger.set_provider, ref, self.owner, name)
                 if not await self._durable(record):
                     breaker.release()
                     self._called.discard(did)
@@ -320,7 +335,7 @@ class DeliveryHandler:
                     provider=result.provider or name,
                     provider_message_id=result.message_id,
                 )
-                return await self._finish(d, attempt, outcome, name)
+                return await self._finish(d, ref, attempt, outcome, name)
 
             reason = reason_of(exc)
             if kind is Kind.PERMANENT:
@@ -335,7 +350,7 @@ class DeliveryHandler:
                     last_error=reason,
                     pinned_provider=pinned,
                 )
-                return await self._finish(d, attempt, outcome, name)
+                return await self._finish(d, ref, attempt, outcome, name)
             breaker.record_failure()
             errors.append(reason)
             if isinstance(exc, DeliveryError) and exc.retry_after:
@@ -363,15 +378,21 @@ class DeliveryHandler:
             )
 
         if ambiguous and not retry_ambiguous:
-            return await self._finish(d, attempt, dead(UNCERTAIN_TIMEOUT), current, consumed_from)
+            return await self._finish(
+                d, ref, attempt, dead(UNCERTAIN_TIMEOUT), current, consumed_from
+            )
         delays = self.settings.retry.delays_s
         if attempt > len(delays):
-            return await self._finish(d, attempt, dead(RETRIES_EXHAUSTED), current, consumed_from)
+            return await self._finish(
+                d, ref, attempt, dead(RETRIES_EXHAUSTED), current, consumed_from
+            )
         tier = retry_tier(delays, attempt, retry_after)
         not_before = now_ms() + int(1000 * max(delays[tier - 1], retry_after))
         expires = _ms(d.get("expires_at"))
         if expires is not None and not_before > expires:
-            return await self._finish(d, attempt, Outcome(State.DROPPED, reason=EXPIRED), current)
+            return await self._finish(
+                d, ref, attempt, Outcome(State.DROPPED, reason=EXPIRED), current
+            )
         outcome = Outcome(
             State.RETRYING,
             reason=last_error,
@@ -381,24 +402,27 @@ class DeliveryHandler:
             pinned_provider=pinned,
         )
         metrics.RETRIES.labels(channel, str(tier)).inc()
-        return await self._finish(d, attempt, outcome, current, consumed_from, (tier, not_before))
+        return await self._finish(
+            d, ref, attempt, outcome, current, consumed_from, (tier, not_before)
+        )
 
     # -- outcome -------------------------------------------------------------------------
 
     async def _finish(
         self,
         d: dict[str, Any],
+        ref: Ref,
         attempt: int,
         outcome: Outcome,
         provider: str,
         consumed_from: str = "",
         retry_at: tuple[int, int] | None = None,
     ) -> str:
-        did = d["delivery_id"]
-        applied = await self._durable(lambda: self.ledger.finish(did, self.owner, outcome))
+        did = ref.delivery_id
+        applied = await self._durable(lambda: self.ledger.finish(ref, self.owner, outcome))
         if not applied:
             # A retried LWT whose first try timed out yet was applied reads as not applied.
-            now = await self._durable(lambda: self.ledger.read(did))
+            now = await self._durable(lambda: self.ledger.read(ref))
             applied = now is not None and now.owner == self.owner and now.state == outcome.state
             # Our claim outlived `claim_stale_after_s` (a stalled process) and another
             # sender dead-lettered it as uncertain, but we know the provider took it: say
@@ -411,20 +435,21 @@ class DeliveryHandler:
                 and now.reason == UNCERTAIN_AFTER_CRASH
             ):
                 applied = await self._durable(
-                    lambda: self.ledger.correct_uncertain(did, self.owner, outcome)
+                    lambda: self.ledger.correct_uncertain(ref, self.owner, outcome)
                 )
         self._called.discard(did)
         if not applied:
             # Another sender declared our claim stale and resolved it; its outcome stands.
             log.warning("claim lost before the outcome was recorded", extra={"delivery_id": did})
             return self._count(d, provider, LOST)
-        row = _row(outcome, attempt)
-        await self._publish(d, row, consumed_from, retry_at)
+        row = _row(outcome, attempt, self.owner)
+        await self._publish(d, ref, row, consumed_from, retry_at)
         return self._count(d, outcome.provider or provider, outcome.state, outcome.reason)
 
     async def _publish(
         self,
         d: dict[str, Any],
+        ref: Ref,
         row: LedgerRow,
         consumed_from: str,
         retry_at: tuple[int, int] | None = None,
@@ -441,10 +466,9 @@ class DeliveryHandler:
                         r.topic, r.encode(self.codec), key=r.key, headers=r.headers
                     )
                     for r in records
-                ),
-                self.ledger.log(d, row),
+                )
             )
-            await self.ledger.mark_published(d["delivery_id"])
+            await self.ledger.published(ref, d, row)
 
         await self._durable(run)
 
@@ -567,10 +591,11 @@ def retry_tier(delays: list[float], attempt: int, retry_after: float) -> int:
     return tier
 
 
-def _row(outcome: Outcome, attempt: int) -> LedgerRow:
+def _row(outcome: Outcome, attempt: int, owner: str) -> LedgerRow:
     return LedgerRow(
         state=outcome.state,
         attempt=attempt,
+        owner=owner,
         provider=outcome.provider,
         provider_message_id=outcome.provider_message_id,
         reason=outcome.reason,

@@ -1,22 +1,43 @@
-"""The delivery ledger (`herald.deliveries`) and the notification log, in Cassandra.
+"""The delivery ledger (`herald.delivery_ledger`) and what the senders write beside it.
 
-Every state change of a delivery is a lightweight transaction conditioned on the state
-(and owner) the writer expects, so two senders holding the same Kafka record (rebalance,
-replay, retry race) can never both call a provider: exactly one claim wins.
+Every state change of a delivery is conditioned on the state (and owner) the writer
+expects, so two senders holding the same Kafka record (rebalance, replay, retry race) can
+never both call a provider: exactly one claim wins.
+
+Nothing here costs a round trip per delivery. Conditional writes wait in a queue per
+ledger partition and go out as one conditional batch on that partition (Paxos v2: one
+transaction for the lot), one batch in flight per partition and process; what queued up
+meanwhile goes in the next one. A batch applies all or nothing, so when it is refused
+(another sender holds some of the rows) the rows are read once, the writes whose
+condition no longer holds are answered `False`, and the rest go again. Plain writes
+(`published`, the `deliveries` view, the notification log) share unlogged batches.
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import enum
-from dataclasses import dataclass
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from cassandra import ConsistencyLevel
 from cassandra.cluster import Session
-from cassandra.query import PreparedStatement
+from cassandra.query import BatchStatement, BatchType, PreparedStatement
 
 from infra.cassandra import aexecute
+
+log = logging.getLogger(__name__)
+
+HOUR_MS = 3600 * 1000
+UNCERTAIN_AFTER_CRASH = "uncertain_after_crash"
+# Rows per conditional batch and statements per unlogged batch: a ledger row is ~300 bytes,
+# so a batch stays well under Cassandra's default `batch_size_fail_threshold` (50 KiB).
+MAX_CONDITIONAL = 100
+MAX_PLAIN = 60
 
 
 class State(enum.StrEnum):
@@ -30,6 +51,25 @@ class State(enum.StrEnum):
 
 # A delivery in one of these states is never sent again.
 FINAL = frozenset({State.SENT, State.FAILED, State.DEAD_LETTERED, State.DROPPED})
+
+
+@dataclass(frozen=True)
+class Ref:
+    """Where a delivery's row lives: every copy of a delivery has the same `Ref`."""
+
+    delivery_id: str
+    slot: int  # Kafka partition index of the record
+    hour: int  # requested_at, hours since the epoch
+
+    @classmethod
+    def of(cls, delivery: dict[str, Any], partition: int) -> Ref:
+        requested = delivery["requested_at"]
+        ms = requested if isinstance(requested, int) else int(requested.timestamp() * 1000)
+        return cls(delivery["delivery_id"], partition, ms // HOUR_MS)
+
+    @property
+    def partition(self) -> tuple[int, int]:
+        return (self.slot, self.hour)
 
 
 @dataclass(frozen=True)
@@ -79,38 +119,76 @@ class Outcome:
     pinned_provider: str | None = None
 
 
+Condition = Callable[[LedgerRow | None], bool]
+
+# The condition of each transition, on the row as it is now (None: no row). The CQL below
+# states the same in its IF clauses; a refused batch is sorted out with these, and the
+# unit tests' in-memory ledger applies them as they are.
+
+
+def absent() -> Condition:
+    return lambda row: row is None
+
+
+def is_state(state: str, attempt: int) -> Condition:
+    return lambda row: row is not None and row.state == state and row.attempt == attempt
+
+
+def held_by(owner: str) -> Condition:
+    return lambda row: row is not None and row.state == State.SENDING and row.owner == owner
+
+
+def held_as(expect: LedgerRow) -> Condition:
+    return lambda row: (
+        row is not None
+        and row.state == State.SENDING
+        and row.owner == expect.owner
+        and row.attempt == expect.attempt
+    )
+
+
+def uncertain() -> Condition:
+    return lambda row: (
+        row is not None and row.state == State.DEAD_LETTERED and row.reason == UNCERTAIN_AFTER_CRASH
+    )
+
+
 class Ledger(Protocol):
     async def claim(
-        self, delivery_id: str, notification_id: str, attempt: int, owner: str, provider: str
+        self, ref: Ref, notification_id: str, attempt: int, owner: str, provider: str
     ) -> LedgerRow | None:
         """Create the row in `sending`. None when claimed; else the row that exists."""
 
     async def reclaim(
-        self, delivery_id: str, attempt: int, owner: str, provider: str, expect: LedgerRow
+        self,
+        ref: Ref,
+        notification_id: str,
+        attempt: int,
+        owner: str,
+        provider: str,
+        expect: LedgerRow,
     ) -> bool:
         """Move an existing row back to `sending` for `attempt`, if it is still `expect`."""
 
-    async def set_provider(self, delivery_id: str, owner: str, provider: str) -> bool:
+    async def set_provider(self, ref: Ref, owner: str, provider: str) -> bool:
         """Record the provider about to be called (failover), if `owner` still holds it."""
 
-    async def finish(self, delivery_id: str, owner: str, outcome: Outcome) -> bool:
+    async def finish(self, ref: Ref, owner: str, outcome: Outcome) -> bool:
         """Leave `sending` held by `owner`; False if the claim was lost meanwhile."""
 
     async def resolve_stale(
-        self, delivery_id: str, owner: str, expect: LedgerRow, outcome: Outcome
+        self, ref: Ref, owner: str, expect: LedgerRow, outcome: Outcome
     ) -> bool:
         """Take over the `sending` claim `expect` of a dead owner straight into `outcome`."""
 
-    async def correct_uncertain(self, delivery_id: str, owner: str, outcome: Outcome) -> bool:
+    async def correct_uncertain(self, ref: Ref, owner: str, outcome: Outcome) -> bool:
         """Replace an `uncertain_after_crash` verdict by what the owner knows happened."""
 
-    async def mark_published(self, delivery_id: str) -> None:
-        """The outcome's records are acknowledged by Kafka."""
+    async def published(self, ref: Ref, delivery: dict[str, Any], row: LedgerRow) -> None:
+        """The outcome's records are acknowledged by Kafka: flag the row, show the outcome
+        in the `deliveries` view and the notification log."""
 
-    async def read(self, delivery_id: str) -> LedgerRow | None: ...
-
-    async def log(self, delivery: dict[str, Any], row: LedgerRow) -> None:
-        """Upsert the delivery's line in the notification log."""
+    async def read(self, ref: Ref) -> LedgerRow | None: ...
 
     async def delete_device(self, user_id: str, device_id: str, token: str) -> bool:
         """Remove a device whose token the provider rejected; only if the token is unchanged."""
@@ -120,38 +198,195 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclass
+class _Write:
+    ref: Ref
+    stmt: PreparedStatement
+    params: tuple[Any, ...]
+    condition: Condition
+    done: asyncio.Future[LedgerRow | bool | None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+def _settle(fut: asyncio.Future[Any], result: object) -> None:
+    """Answer a waiter, unless it gave up (cancelled at shutdown)."""
+    if fut.done():
+        return
+    if isinstance(result, BaseException):
+        fut.set_exception(result)
+    else:
+        fut.set_result(result)
+
+
+class ConditionalBatches:
+    """Conditional writes grouped per ledger partition: one batch in flight per partition."""
+
+    def __init__(self, session: Session, read: PreparedStatement) -> None:
+        self._session = session
+        self._read = read
+        self._queued: dict[tuple[int, int], list[_Write]] = {}
+        self._drains: set[asyncio.Task[None]] = set()  # referenced until done
+
+    async def write(
+        self, ref: Ref, stmt: PreparedStatement, params: tuple[Any, ...], condition: Condition
+    ) -> LedgerRow | bool | None:
+        """True once applied; else the row as it is (None: no row) that fails `condition`."""
+        w = _Write(ref, stmt, params, condition)
+        queued = self._queued.get(ref.partition)
+        if queued is None:
+            self._queued[ref.partition] = [w]
+            task = asyncio.create_task(self._drain(ref.partition))
+            self._drains.add(task)
+            task.add_done_callback(self._drains.discard)
+        else:
+            queued.append(w)
+        return await w.done
+
+    async def _drain(self, key: tuple[int, int]) -> None:
+        await asyncio.sleep(0)  # the writes of records dispatched together go together
+        while queued := self._queued.get(key):
+            # One write per row and batch: two conditions on one row would both be judged
+            # against the row before the batch.
+            batch: list[_Write] = []
+            later: list[_Write] = []
+            ids: set[str] = set()
+            for w in queued:
+                if len(batch) < MAX_CONDITIONAL and w.ref.delivery_id not in ids:
+                    ids.add(w.ref.delivery_id)
+                    batch.append(w)
+                else:
+                    later.append(w)
+            self._queued[key] = later
+            try:
+                await self._apply(key, batch)
+            except Exception as exc:  # a timeout may or may not have applied: callers check
+                for w in batch:
+                    _settle(w.done, exc)
+            if not self._queued.get(key):
+                del self._queued[key]
+
+    async def _apply(self, key: tuple[int, int], writes: list[_Write]) -> None:
+        while writes:
+            if len(writes) == 1:
+                query: Any = writes[0].stmt.bind(writes[0].params)
+            else:
+                query = BatchStatement(batch_type=BatchType.UNLOGGED)
+                for w in writes:
+                    query.add(w.stmt, w.params)
+            rows = await aexecute(self._session, query)
+            if rows[0]["[applied]"]:
+                for w in writes:
+                    _settle(w.done, True)
+                return
+            # Refused: somebody else holds some of these rows. Those whose condition still
+            # holds go again; the others are answered with the row that refused them.
+            found = await aexecute(
+                self._session, self._read, (*key, [w.ref.delivery_id for w in writes])
+            )
+            now = {r["delivery_id"]: LedgerRow.from_row(r) for r in found}
+            again = []
+            for w in writes:
+                row = now.get(w.ref.delivery_id)
+                if w.condition(row):
+                    again.append(w)
+                else:
+                    _settle(w.done, row)
+            writes = again
+
+
+class PlainBatches:
+    """Unconditional writes, queued and sent as unlogged batches (one flush in flight)."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        self._queued: list[tuple[PreparedStatement, tuple[Any, ...], asyncio.Future[None]]] = []
+        self._drain_task: asyncio.Task[None] | None = None  # referenced until done
+
+    async def write(self, *statements: tuple[PreparedStatement, tuple[Any, ...]]) -> None:
+        loop = asyncio.get_running_loop()
+        futures = []
+        for stmt, params in statements:
+            fut: asyncio.Future[None] = loop.create_future()
+            self._queued.append((stmt, params, fut))
+            futures.append(fut)
+        if self._drain_task is None:
+            self._drain_task = asyncio.create_task(self._drain())
+        await asyncio.gather(*futures)
+
+    async def _drain(self) -> None:
+        try:
+            await asyncio.sleep(0)
+            while self._queued:
+                queued, self._queued = self._queued, []
+                chunks = [queued[i : i + MAX_PLAIN] for i in range(0, len(queued), MAX_PLAIN)]
+                await asyncio.gather(*(self._flush(c) for c in chunks))
+        finally:
+            self._drain_task = None
+
+    async def _flush(
+        self, chunk: list[tuple[PreparedStatement, tuple[Any, ...], asyncio.Future[None]]]
+    ) -> None:
+        batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+        for stmt, params, _ in chunk:
+            batch.add(stmt, params)
+        try:
+            await aexecute(self._session, batch)
+        except Exception as exc:
+            for *_, fut in chunk:
+                _settle(fut, exc)
+        else:
+            for *_, fut in chunk:
+                _settle(fut, None)
+
+
+_FIELDS = (
+    "state, reason, provider, provider_message_id, first_error, last_error, pinned_provider,"
+    " owner, published, updated_at"
+)
+
+
 class CassandraLedger:
     def __init__(self, session: Session) -> None:
         self._session = session
         ks = session.keyspace or "herald"
         prep = session.prepare
+        where = "WHERE slot = ? AND hour = ? AND delivery_id = ?"
         self._claim = prep(
-            f"INSERT INTO {ks}.deliveries (delivery_id, notification_id, state, attempt, owner,"
-            " provider, published, updated_at) VALUES (?, ?, 'sending', ?, ?, ?, false, ?)"
-            " IF NOT EXISTS"
+            f"INSERT INTO {ks}.delivery_ledger (slot, hour, delivery_id, notification_id, state,"
+            " attempt, owner, provider, published, updated_at)"
+            " VALUES (?, ?, ?, ?, 'sending', ?, ?, ?, false, ?) IF NOT EXISTS"
         )
         self._reclaim = prep(
-            f"UPDATE {ks}.deliveries SET state = 'sending', attempt = ?, owner = ?, provider = ?,"
-            " published = false, updated_at = ? WHERE delivery_id = ?"
+            f"UPDATE {ks}.delivery_ledger SET state = 'sending', attempt = ?, owner = ?,"
+            f" provider = ?, published = false, updated_at = ? {where}"
             " IF state = ? AND attempt = ?"
         )
         self._set_provider = prep(
-            f"UPDATE {ks}.deliveries SET provider = ?, updated_at = ? WHERE delivery_id = ?"
+            f"UPDATE {ks}.delivery_ledger SET provider = ?, updated_at = ? {where}"
             " IF state = 'sending' AND owner = ?"
         )
         finish_set = (
-            f"UPDATE {ks}.deliveries SET state = ?, reason = ?, provider = ?,"
+            f"UPDATE {ks}.delivery_ledger SET state = ?, reason = ?, provider = ?,"
             " provider_message_id = ?, first_error = ?, last_error = ?, pinned_provider = ?,"
-            " owner = ?, published = false, updated_at = ? WHERE delivery_id = ?"
+            f" owner = ?, published = false, updated_at = ? {where}"
         )
         self._finish = prep(finish_set + " IF state = 'sending' AND owner = ?")
         self._resolve = prep(finish_set + " IF state = 'sending' AND owner = ? AND attempt = ?")
         self._correct = prep(
-            finish_set + " IF state = 'dead_lettered' AND reason = 'uncertain_after_crash'"
+            finish_set + f" IF state = 'dead_lettered' AND reason = '{UNCERTAIN_AFTER_CRASH}'"
         )
-        self._published = prep(f"UPDATE {ks}.deliveries SET published = true WHERE delivery_id = ?")
-        self._read = prep(f"SELECT * FROM {ks}.deliveries WHERE delivery_id = ?")
+        self._published = prep(f"UPDATE {ks}.delivery_ledger SET published = true {where}")
+        self._read = prep(f"SELECT * FROM {ks}.delivery_ledger {where}")
         self._read.consistency_level = ConsistencyLevel.SERIAL  # see in-progress LWTs
+        self._read_many = prep(
+            f"SELECT * FROM {ks}.delivery_ledger WHERE slot = ? AND hour = ? AND delivery_id IN ?"
+        )
+        self._read_many.consistency_level = ConsistencyLevel.SERIAL
+        self._view = prep(
+            f"INSERT INTO {ks}.deliveries (delivery_id, notification_id, attempt, {_FIELDS})"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        )
         self._log = prep(
             f"INSERT INTO {ks}.notification_log (notification_id, delivery_id, user_id, channel,"
             " category, state, reason, attempt, provider, provider_message_id, updated_at)"
@@ -161,33 +396,64 @@ class CassandraLedger:
             f"DELETE FROM {ks}.devices_by_user WHERE user_id = ? AND device_id = ?"
             " IF device_token = ?"
         )
+        self._conditional = ConditionalBatches(session, self._read_many)
+        self._plain = PlainBatches(session)
 
-    async def _lwt(self, stmt: PreparedStatement, params: tuple[Any, ...]) -> dict[str, Any]:
-        rows = await aexecute(self._session, stmt, params)
-        return rows[0]
+    @staticmethod
+    def _key(ref: Ref) -> tuple[int, int, str]:
+        return (ref.slot, ref.hour, ref.delivery_id)
+
+    async def _write(
+        self, ref: Ref, stmt: PreparedStatement, params: tuple[Any, ...], condition: Condition
+    ) -> bool:
+        return await self._conditional.write(ref, stmt, params, condition) is True
+
+    def _view_params(
+        self, ref: Ref, notification_id: str | None, row: LedgerRow
+    ) -> tuple[Any, ...]:
+        return (
+            ref.delivery_id,
+            notification_id,
+            row.attempt,
+            row.state,
+            row.reason,
+            row.provider,
+            row.provider_message_id,
+            row.first_error,
+            row.last_error,
+            row.pinned_provider,
+            row.owner,
+            row.published,
+            _now(),
+        )
 
     async def claim(
-        self, delivery_id: str, notification_id: str, attempt: int, owner: str, provider: str
+        self, ref: Ref, notification_id: str, attempt: int, owner: str, provider: str
     ) -> LedgerRow | None:
-        row = await self._lwt(
-            self._claim, (delivery_id, notification_id, attempt, owner, provider, _now())
-        )
-        return None if row["[applied]"] else LedgerRow.from_row(row)
+        params = (*self._key(ref), notification_id, attempt, owner, provider, _now())
+        result = await self._conditional.write(ref, self._claim, params, absent())
+        if result is True:
+            return None
+        assert isinstance(result, LedgerRow)  # `absent` fails only on a row
+        return result
 
     async def reclaim(
-        self, delivery_id: str, attempt: int, owner: str, provider: str, expect: LedgerRow
+        self,
+        ref: Ref,
+        notification_id: str,
+        attempt: int,
+        owner: str,
+        provider: str,
+        expect: LedgerRow,
     ) -> bool:
-        row = await self._lwt(
-            self._reclaim,
-            (attempt, owner, provider, _now(), delivery_id, expect.state, expect.attempt),
-        )
-        return bool(row["[applied]"])
+        params = (attempt, owner, provider, _now(), *self._key(ref), expect.state, expect.attempt)
+        return await self._write(ref, self._reclaim, params, is_state(expect.state, expect.attempt))
 
-    async def set_provider(self, delivery_id: str, owner: str, provider: str) -> bool:
-        row = await self._lwt(self._set_provider, (provider, _now(), delivery_id, owner))
-        return bool(row["[applied]"])
+    async def set_provider(self, ref: Ref, owner: str, provider: str) -> bool:
+        params = (provider, _now(), *self._key(ref), owner)
+        return await self._write(ref, self._set_provider, params, held_by(owner))
 
-    def _finish_params(self, delivery_id: str, owner: str, o: Outcome) -> tuple[Any, ...]:
+    def _finish_params(self, ref: Ref, owner: str, o: Outcome) -> tuple[Any, ...]:
         return (
             o.state.value,
             o.reason,
@@ -198,56 +464,53 @@ class CassandraLedger:
             o.pinned_provider,
             owner,
             _now(),
-            delivery_id,
+            *self._key(ref),
         )
 
-    async def finish(self, delivery_id: str, owner: str, outcome: Outcome) -> bool:
-        row = await self._lwt(
-            self._finish, (*self._finish_params(delivery_id, owner, outcome), owner)
-        )
-        return bool(row["[applied]"])
+    async def finish(self, ref: Ref, owner: str, outcome: Outcome) -> bool:
+        params = (*self._finish_params(ref, owner, outcome), owner)
+        return await self._write(ref, self._finish, params, held_by(owner))
 
     async def resolve_stale(
-        self, delivery_id: str, owner: str, expect: LedgerRow, outcome: Outcome
+        self, ref: Ref, owner: str, expect: LedgerRow, outcome: Outcome
     ) -> bool:
-        params = self._finish_params(delivery_id, owner, outcome)
-        row = await self._lwt(self._resolve, (*params, expect.owner, expect.attempt))
-        return bool(row["[applied]"])
+        params = (*self._finish_params(ref, owner, outcome), expect.owner, expect.attempt)
+        return await self._write(ref, self._resolve, params, held_as(expect))
 
-    async def correct_uncertain(self, delivery_id: str, owner: str, outcome: Outcome) -> bool:
-        row = await self._lwt(self._correct, self._finish_params(delivery_id, owner, outcome))
-        return bool(row["[applied]"])
+    async def correct_uncertain(self, ref: Ref, owner: str, outcome: Outcome) -> bool:
+        params = self._finish_params(ref, owner, outcome)
+        return await self._write(ref, self._correct, params, uncertain())
 
-    async def mark_published(self, delivery_id: str) -> None:
-        # A plain write, not an LWT: LWTs are the ledger's bottleneck (Paxos round trips).
-        # It touches only `published`, follows our own transition from the same client, and
-        # any later transition (an LWT) sets it back to false, so ordering is not at risk;
-        # at worst a lost flag means one more idempotent re-publish.
-        await aexecute(self._session, self._published, (delivery_id,))
-
-    async def read(self, delivery_id: str) -> LedgerRow | None:
-        rows = await aexecute(self._session, self._read, (delivery_id,))
-        return LedgerRow.from_row(rows[0]) if rows else None
-
-    async def log(self, delivery: dict[str, Any], row: LedgerRow) -> None:
-        await aexecute(
-            self._session,
-            self._log,
+    async def published(self, ref: Ref, delivery: dict[str, Any], row: LedgerRow) -> None:
+        # Plain writes, not conditional: the flag follows our own transition from the same
+        # client, and any later transition sets it back to false; at worst a lost flag
+        # means one more idempotent re-publish.
+        shown = dataclasses.replace(row, published=True)
+        await self._plain.write(
+            (self._published, self._key(ref)),
+            (self._view, self._view_params(ref, delivery["notification_id"], shown)),
             (
-                delivery["notification_id"],
-                delivery["delivery_id"],
-                delivery["user_id"],
-                delivery["channel"],
-                delivery["category"],
-                row.state,
-                row.reason,
-                row.attempt,
-                row.provider,
-                row.provider_message_id,
-                _now(),
+                self._log,
+                (
+                    delivery["notification_id"],
+                    delivery["delivery_id"],
+                    delivery["user_id"],
+                    delivery["channel"],
+                    delivery["category"],
+                    row.state,
+                    row.reason,
+                    row.attempt,
+                    row.provider,
+                    row.provider_message_id,
+                    _now(),
+                ),
             ),
         )
 
+    async def read(self, ref: Ref) -> LedgerRow | None:
+        rows = await aexecute(self._session, self._read, self._key(ref))
+        return LedgerRow.from_row(rows[0]) if rows else None
+
     async def delete_device(self, user_id: str, device_id: str, token: str) -> bool:
-        row = await self._lwt(self._delete_device, (user_id, device_id, token))
-        return bool(row["[applied]"])
+        rows = await aexecute(self._session, self._delete_device, (user_id, device_id, token))
+        return bool(rows[0]["[applied]"])

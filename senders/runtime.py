@@ -8,9 +8,12 @@ Per channel, three consumers in the channel's group (`herald-sender-<channel>`):
 - `retry`: the retry tiers. A record not yet due pauses its partition (and is re-fetched
   from there on resume): nothing sleeps and nothing is buffered while waiting.
 
-Records of one partition are handled concurrently; the stored offset is the lowest one
-whose outcome is not durable yet (`OffsetTracker`). When the process-wide in-flight limit
-is reached, a lane pauses its partitions rather than fetching more.
+A lane fetches a batch (up to its free in-flight slots) and gives each record a task:
+the batch's provider calls run concurrently, and its ledger writes and Kafka acks are
+shared round trips (`senders.ledger`, `senders.kafka`). The stored offset, once per
+batch, is the lowest one whose outcome is not durable yet (`OffsetTracker`). When the
+process-wide in-flight limit is reached, a lane pauses its partitions rather than
+fetching more.
 """
 
 from __future__ import annotations
@@ -246,7 +249,7 @@ class Lane:
                     ):
                         await self._pause_all(True)
                     continue
-                batch = max(1, min(500, self.slots.free(self.spec.reserve)))
+                batch = max(1, self.slots.free(self.spec.reserve))
                 messages = await self._call(self._fetch, batch)
                 for msg in messages:
                     await self._dispatch(msg)
@@ -360,12 +363,12 @@ class Lane:
             self.slots.give()
 
     async def _handle(self, delivery: dict[str, Any], msg: KafkaMessage, redriven: bool) -> bool:
-        topic = msg.topic() or ""
+        topic, partition = msg.topic() or "", msg.partition() or 0
         delay = 0.2
         failures = 0
         while True:
             try:
-                await self.handler.handle(delivery, topic, redriven=redriven)
+                await self.handler.handle(delivery, topic, partition=partition, redriven=redriven)
                 return True
             except Stopping:
                 return False

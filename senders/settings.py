@@ -139,7 +139,9 @@ class SenderSettings(BaseSettings):
     start_at: Literal["earliest", "latest"] = "earliest"
     # How fast the group notices a dead sender and hands its partitions to the others.
     session_timeout_ms: int = 10000
-    max_in_flight: int = 64  # concurrent sends per process, over all channels
+    # Deliveries in flight per process, over all channels: also the largest batch a lane
+    # fetches, and so the most a SIGKILL can leave `uncertain_after_crash`.
+    max_in_flight: int = 512
     # In-flight limit reached for longer than this: pause the partitions (backpressure to
     # Kafka); shorter: just stop fetching and keep librdkafka's prefetched records.
     pause_after_s: float = 1.0

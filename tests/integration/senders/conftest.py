@@ -172,6 +172,20 @@ def produce(kafka_producer: Producer) -> Callable[[str, dict[str, Any]], None]:
     return _produce
 
 
+def ledger_row(session: Session, delivery: dict[str, Any]) -> dict[str, Any] | None:
+    """The delivery's row in the senders' ledger (`herald.delivery_ledger`), wherever its
+    Kafka partition put it."""
+    from infra import topics
+    from senders.ledger import HOUR_MS
+
+    slots = ", ".join(str(i) for i in range(max(s.partitions for s in topics.all_topics())))
+    row: dict[str, Any] | None = session.execute(
+        f"SELECT * FROM delivery_ledger WHERE slot IN ({slots}) AND hour = %s AND delivery_id = %s",
+        (delivery["requested_at"] // HOUR_MS, delivery["delivery_id"]),
+    ).one()
+    return row
+
+
 @pytest.fixture(scope="session")
 def cassandra() -> Iterator[Session]:
     session = connect(CassandraSettings(port=CASSANDRA_PORT))

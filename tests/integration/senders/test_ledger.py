@@ -1,4 +1,4 @@
-"""The ledger's lightweight transactions on the real Cassandra."""
+"""The ledger's conditional writes on the real Cassandra, one at a time and batched."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from collections.abc import Iterator
 
 import pytest
 from cassandra.cluster import Session
+from cassandra.query import BatchStatement
 
 from infra.cassandra import connect
 from infra.settings import CassandraSettings
-from senders.ledger import CassandraLedger, Outcome, State
+from senders.ledger import CassandraLedger, Outcome, Ref, State
 from tests.conftest import CASSANDRA_PORT
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
@@ -29,8 +30,8 @@ def ledger(session: Session) -> CassandraLedger:
     return CassandraLedger(session)
 
 
-def new_id() -> str:
-    return str(uuid.uuid4())
+def new_id(slot: int = 0) -> Ref:
+    return Ref(str(uuid.uuid4()), slot, 490_000)
 
 
 async def test_exactly_one_of_many_concurrent_claims_wins(ledger: CassandraLedger) -> None:
@@ -60,7 +61,14 @@ async def test_only_the_owner_finishes_and_the_row_records_it(ledger: CassandraL
         "SM1",
         False,
     )
-    await ledger.mark_published(did)
+    delivery = {
+        "notification_id": "n",
+        "delivery_id": did.delivery_id,
+        "user_id": "u",
+        "channel": "sms",
+        "category": "transactional",
+    }
+    await ledger.published(did, delivery, row)
     row = await ledger.read(did)
     assert row is not None and row.published
     again = await ledger.claim(did, "n", 1, "other", "twilio")
@@ -75,8 +83,8 @@ async def test_next_attempt_claims_a_retrying_row_once(ledger: CassandraLedger) 
     )
     row = await ledger.claim(did, "n", 2, "b", "smtp")
     assert row is not None and row.state == "retrying" and row.pinned_provider == "smtp"
-    assert await ledger.reclaim(did, 2, "b", "smtp", row)
-    assert not await ledger.reclaim(did, 2, "c", "smtp", row)  # the row moved on
+    assert await ledger.reclaim(did, "n", 2, "b", "smtp", row)
+    assert not await ledger.reclaim(did, "n", 2, "c", "smtp", row)  # the row moved on
     now = await ledger.read(did)
     assert now is not None and (now.state, now.attempt, now.owner) == ("sending", 2, "b")
 
@@ -124,3 +132,41 @@ async def test_only_an_uncertain_verdict_can_be_corrected(ledger: CassandraLedge
     row = await ledger.read(did)
     assert row is not None and (row.state, row.provider_message_id) == ("sent", "SM9")
     assert not await ledger.correct_uncertain(did, "slow", sent)  # only from uncertain
+
+
+async def test_a_batch_of_claims_is_one_transaction_and_a_conflict_is_sorted_out(
+    ledger: CassandraLedger, session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Claims made together go as one conditional batch; when another sender already holds
+    some of the rows, exactly those are refused (with the holder's row), the rest claimed."""
+    taken = [new_id(slot=1) for _ in range(3)]
+    free = [Ref(str(uuid.uuid4()), 1, taken[0].hour) for _ in range(20)]
+    for ref in taken:
+        assert await ledger.claim(ref, "n", 1, "other", "twilio") is None
+    trips = count_round_trips(session, monkeypatch)
+    results = await asyncio.gather(
+        *(ledger.claim(ref, "n", 1, "me", "twilio") for ref in [*free, *taken])
+    )
+    assert results[: len(free)] == [None] * len(free)
+    held = results[len(free) :]
+    assert all(r is not None and r.owner == "other" for r in held)
+    finished = await asyncio.gather(
+        *(ledger.finish(ref, "me", Outcome(State.SENT, provider="twilio")) for ref in free),
+        *(ledger.finish(ref, "me", Outcome(State.SENT, provider="twilio")) for ref in taken),
+    )
+    assert finished == [True] * len(free) + [False] * len(taken)
+    # Per step: the batch, refused; one read of its rows; the batch again without the taken.
+    assert trips == ["batch", "read", "batch"] * 2
+
+
+def count_round_trips(session: Session, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """What the session sends from now on: a `batch`, or a `read` (any other request)."""
+    trips: list[str] = []
+    real = session.execute_async
+
+    def counted(query: object, *args: object, **kw: object) -> object:
+        trips.append("batch" if isinstance(query, BatchStatement) else "read")
+        return real(query, *args, **kw)
+
+    monkeypatch.setattr(session, "execute_async", counted)
+    return trips

@@ -30,7 +30,7 @@ from herald.services import Service, ServiceSpec, free_port, python_module, star
 from infra.settings import KafkaSettings
 from schemas.channels import Channel
 from tests.conftest import KAFKA
-from tests.integration.senders.conftest import PREFIX, make_delivery, wait_for
+from tests.integration.senders.conftest import PREFIX, ledger_row, make_delivery, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -91,10 +91,9 @@ def crash(tmp_path: Path) -> Iterator[Crash]:
         emulators.stop()
 
 
-def states(session: Session, ids: list[str]) -> dict[str, dict[str, Any]]:
-    marks = ", ".join(["%s"] * len(ids))
-    rows = session.execute(f"SELECT * FROM deliveries WHERE delivery_id IN ({marks})", ids)
-    return {r["delivery_id"]: r for r in rows}
+def states(session: Session, deliveries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    rows = (ledger_row(session, d) for d in deliveries)
+    return {r["delivery_id"]: r for r in rows if r is not None}
 
 
 def test_sigkill_mid_batch_never_sends_twice(
@@ -109,7 +108,7 @@ def test_sigkill_mid_batch_never_sends_twice(
         produce("notifications.sms", d)
 
     def mid_batch() -> bool:
-        rows = states(cassandra, ids).values()
+        rows = states(cassandra, batch).values()
         return any(r["state"] == "sending" for r in rows) and any(
             r["state"] == "sent" for r in rows
         )
@@ -121,7 +120,7 @@ def test_sigkill_mid_batch_never_sends_twice(
     crash.control.post("/faults", json={"provider": "twilio", "mode": "timeout"})
     time.sleep(2.5)  # the slow sends already in flight finish (2 s latency); the next are held
     wait_for(
-        lambda: sum(r["state"] == "sending" for r in states(cassandra, ids).values()) >= 1,
+        lambda: sum(r["state"] == "sending" for r in states(cassandra, batch).values()) >= 1,
         30,
         "sends held by the provider",
     )
@@ -132,7 +131,7 @@ def test_sigkill_mid_batch_never_sends_twice(
         final = {"sent", "dead_lettered"}
         done = wait_for(
             lambda: (
-                (s := states(cassandra, ids))
+                (s := states(cassandra, batch))
                 and all(s.get(i, {}).get("state") in final and s[i]["published"] for i in ids)
                 and s
             ),
@@ -170,10 +169,11 @@ def test_sigkill_mid_batch_never_sends_twice(
         wait_for(lambda: lost <= {d.delivery_id for d in dlq.read(kafka, ref)}, 30, "DLQ")
         result = dlq.redrive(kafka, cassandra, ref, dlq.Selection(delivery_ids=frozenset(lost)))
         assert len(result.redriven) == len(lost)
+        redriven = [d for d in batch if d["delivery_id"] in lost]
         third, _ = crash.sender("sender-c")
         try:
             wait_for(
-                lambda: all(states(cassandra, list(lost))[i]["state"] == "sent" for i in lost),
+                lambda: all(r["state"] == "sent" for r in states(cassandra, redriven).values()),
                 60,
                 "redriven deliveries sent",
             )

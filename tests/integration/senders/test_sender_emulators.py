@@ -19,7 +19,13 @@ from cassandra.cluster import Session
 
 from herald.bench.services import Ports, emulator_spec, provider_env
 from herald.services import Service, ServiceSpec, free_port, python_module, start
-from tests.integration.senders.conftest import PREFIX, TopicTap, make_delivery, wait_for
+from tests.integration.senders.conftest import (
+    PREFIX,
+    TopicTap,
+    ledger_row,
+    make_delivery,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -207,7 +213,7 @@ def test_unregistered_token_removes_the_device(
         (d["user_id"], d["device_id"]),
     ).one()
     assert device is None
-    assert row(cassandra, d["delivery_id"])["state"] == "failed"  # type: ignore[index]
+    assert ledger_row(cassandra, d)["state"] == "failed"  # type: ignore[index]
 
 
 def test_failing_primary_sms_uses_the_fallback_once(

@@ -25,7 +25,13 @@ from senders.runtime import SenderRuntime
 from senders.service import sender
 from senders.settings import BreakerSettings, RetrySettings, SenderSettings
 from tests.conftest import CASSANDRA_PORT, KAFKA
-from tests.integration.senders.conftest import PREFIX, TopicTap, make_delivery, wait_for
+from tests.integration.senders.conftest import (
+    PREFIX,
+    TopicTap,
+    ledger_row,
+    make_delivery,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
@@ -122,13 +128,6 @@ def tap() -> Any:
     t.close()
 
 
-def ledger(cassandra: Session, delivery_id: str) -> dict[str, Any] | None:
-    row: dict[str, Any] | None = cassandra.execute(
-        "SELECT * FROM deliveries WHERE delivery_id = %s", (delivery_id,)
-    ).one()
-    return row
-
-
 async def until(check: Callable[[], Any], what: str, within: float = 20) -> Any:
     return await asyncio.to_thread(wait_for, check, within, what)
 
@@ -142,9 +141,7 @@ async def test_delivery_is_sent_once_and_the_ledger_says_sent(
 ) -> None:
     d = make_delivery("sms")
     produce("notifications.sms", d)
-    row = await until(
-        lambda: (r := ledger(cassandra, d["delivery_id"])) and r["published"] and r, "published"
-    )
+    row = await until(lambda: (r := ledger_row(cassandra, d)) and r["published"] and r, "published")
     assert row["state"] == "sent"
     assert row["provider"] == "twilio" and row["provider_message_id"].startswith("twilio-")
     events = await until(lambda: tap.where(delivery_id=d["delivery_id"], outcome="sent"), "status")
@@ -179,8 +176,8 @@ async def test_throttled_goes_to_a_retry_tier_then_succeeds(
     harness.p["twilio"].script[did] = [err("twilio", 429, retry_after=1.0)]
     harness.p["vonage"].script[did] = [err("vonage", 503)]
     produce("notifications.sms", d)
-    await until(lambda: (r := ledger(cassandra, did)) and r["state"] == "sent", "sent", 30)
-    row = ledger(cassandra, did)
+    await until(lambda: (r := ledger_row(cassandra, d)) and r["state"] == "sent", "sent", 30)
+    row = ledger_row(cassandra, d)
     assert row is not None and row["attempt"] == 2 and row["provider"] == "twilio"
     [(_, _, _, retry)] = tap.where(delivery_id=did, attempt=2, last_error="vonage:503")
     assert retry["not_before"] is not None
@@ -225,7 +222,7 @@ async def test_exhausted_retries_go_to_the_dlq_with_reason_headers(
     assert int(headers["herald.failed_at"]) > 0
     assert value["attempt"] == 3
     assert harness.p["apns"].calls[did] == 3
-    row = ledger(cassandra, did)
+    row = ledger_row(cassandra, d)
     assert row is not None and row["state"] == "dead_lettered"
     await until(lambda: outcomes(tap, did) == ["retried", "retried", "dead_lettered"], "statuses")
 
@@ -274,8 +271,8 @@ async def test_failing_primary_sms_uses_the_fallback_once(
     did = d["delivery_id"]
     harness.p["twilio"].script[did] = [err("twilio", 500)]
     produce("notifications.sms", d)
-    await until(lambda: (r := ledger(cassandra, did)) and r["state"] == "sent", "sent")
-    row = ledger(cassandra, did)
+    await until(lambda: (r := ledger_row(cassandra, d)) and r["state"] == "sent", "sent")
+    row = ledger_row(cassandra, d)
     assert row is not None and row["provider"] == "vonage" and row["attempt"] == 1
     assert (harness.p["twilio"].calls[did], harness.p["vonage"].calls[did]) == (1, 1)
 
@@ -344,7 +341,9 @@ async def test_a_redriven_dead_letter_is_sent_and_a_plain_copy_is_not(
         PREFIX + "notifications.push.ios", codec.encode(codec.DELIVERY, d), d["user_id"].encode()
     )
     kafka_producer.flush(10)
-    await until(lambda: (r := ledger(cassandra, did)) and r["state"] == "dead_lettered", "dlq", 30)
+    await until(
+        lambda: (r := ledger_row(cassandra, d)) and r["state"] == "dead_lettered", "dlq", 30
+    )
     await until(lambda: len(harness.results[did]) == 3, "three attempts")
     assert harness.p["apns"].calls[did] == 3
 
@@ -367,5 +366,5 @@ async def test_a_redriven_dead_letter_is_sent_and_a_plain_copy_is_not(
         headers=[("herald.replay", b"1"), ("herald.redriven_from", b"dlq:0:1")],
     )
     kafka_producer.flush(10)
-    await until(lambda: (r := ledger(cassandra, did)) and r["state"] == "sent", "sent", 20)
+    await until(lambda: (r := ledger_row(cassandra, d)) and r["state"] == "sent", "sent", 20)
     assert harness.p["apns"].calls[did] == 4

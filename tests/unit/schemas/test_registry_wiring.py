@@ -94,7 +94,7 @@ async def test_senders_read_and_write_through_the_registry(kafka: KafkaSettings)
         providers={"twilio": FakeProvider("twilio", ["sms"])},
         owner="me",
     )
-    await handler.handle(delivery(), "notifications.sms")
+    await handler.handle(delivery(), "notifications.sms", partition=0)
     [status] = published.records
     assert registry_encoded(kafka, status.value, codec.STATUS)["outcome"] == "sent"
     runtime = SenderRuntime(settings, [Channel.SMS], handler=handler, publisher=published)

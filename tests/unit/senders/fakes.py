@@ -10,15 +10,30 @@ from typing import Any
 
 from schemas import codec
 from schemas.events import now_ms
-from senders.ledger import LedgerRow, Outcome, State
+from senders.ledger import (
+    Condition,
+    LedgerRow,
+    Outcome,
+    Ref,
+    State,
+    absent,
+    held_as,
+    held_by,
+    is_state,
+    uncertain,
+)
 from senders.providers.base import DeliveryError, Message, Provider, SendResult
 
 
 class MemoryLedger:
-    """Same conditions as the CQL lightweight transactions, on a dict."""
+    """The CQL ledger's conditions (`senders.ledger`'s, the same functions) on a dict.
+
+    Rows are keyed by delivery id; a delivery seen under two ledger partitions would be two
+    rows in Cassandra (two claims, maybe two sends), so it fails the test instead."""
 
     def __init__(self) -> None:
         self.rows: dict[str, LedgerRow] = {}
+        self.refs: dict[str, Ref] = {}
         self.logs: list[tuple[str, str]] = []
         self.devices: dict[tuple[str, str], str] = {}
         self.fail_next: int = 0  # raise on the next n calls (Cassandra unavailable)
@@ -28,46 +43,64 @@ class MemoryLedger:
             self.fail_next -= 1
             raise ConnectionError("cassandra unavailable")
 
+    def _row(self, ref: Ref) -> LedgerRow | None:
+        known = self.refs.setdefault(ref.delivery_id, ref)
+        assert known == ref, f"{ref.delivery_id} under two ledger partitions: {known}, {ref}"
+        return self.rows.get(ref.delivery_id)
+
+    def _write(self, ref: Ref, condition: Condition, **values: Any) -> bool:
+        row = self._row(ref)
+        if not condition(row):
+            return False
+        base = row or LedgerRow(State.SENDING, 0)
+        self.rows[ref.delivery_id] = dataclasses.replace(
+            base, **values, updated_at=datetime.now(UTC)
+        )
+        return True
+
     async def claim(
-        self, delivery_id: str, notification_id: str, attempt: int, owner: str, provider: str
+        self, ref: Ref, notification_id: str, attempt: int, owner: str, provider: str
     ) -> LedgerRow | None:
         self._maybe_fail()
-        if delivery_id in self.rows:
-            return self.rows[delivery_id]
-        self.rows[delivery_id] = LedgerRow(
-            State.SENDING, attempt, owner=owner, provider=provider, updated_at=datetime.now(UTC)
-        )
-        return None
-
-    async def reclaim(
-        self, delivery_id: str, attempt: int, owner: str, provider: str, expect: LedgerRow
-    ) -> bool:
-        self._maybe_fail()
-        row = self.rows[delivery_id]
-        if row.state != expect.state or row.attempt != expect.attempt:
-            return False
-        self.rows[delivery_id] = dataclasses.replace(
-            row,
+        if self._write(
+            ref,
+            absent(),
             state=State.SENDING,
             attempt=attempt,
             owner=owner,
             provider=provider,
             published=False,
-            updated_at=datetime.now(UTC),
+        ):
+            return None
+        return self.rows[ref.delivery_id]
+
+    async def reclaim(
+        self,
+        ref: Ref,
+        notification_id: str,
+        attempt: int,
+        owner: str,
+        provider: str,
+        expect: LedgerRow,
+    ) -> bool:
+        self._maybe_fail()
+        return self._write(
+            ref,
+            is_state(expect.state, expect.attempt),
+            state=State.SENDING,
+            attempt=attempt,
+            owner=owner,
+            provider=provider,
+            published=False,
         )
-        return True
 
-    async def set_provider(self, delivery_id: str, owner: str, provider: str) -> bool:
-        row = self.rows[delivery_id]
-        if row.state != State.SENDING or row.owner != owner:
-            return False
-        self.rows[delivery_id] = dataclasses.replace(row, provider=provider)
-        return True
+    async def set_provider(self, ref: Ref, owner: str, provider: str) -> bool:
+        return self._write(ref, held_by(owner), provider=provider)
 
-    def _apply(self, delivery_id: str, owner: str, o: Outcome) -> None:
-        row = self.rows[delivery_id]
-        self.rows[delivery_id] = dataclasses.replace(
-            row,
+    def _outcome(self, ref: Ref, condition: Condition, owner: str, o: Outcome) -> bool:
+        return self._write(
+            ref,
+            condition,
             state=o.state,
             reason=o.reason,
             provider=o.provider,
@@ -77,41 +110,27 @@ class MemoryLedger:
             pinned_provider=o.pinned_provider,
             owner=owner,
             published=False,
-            updated_at=datetime.now(UTC),
         )
 
-    async def finish(self, delivery_id: str, owner: str, outcome: Outcome) -> bool:
+    async def finish(self, ref: Ref, owner: str, outcome: Outcome) -> bool:
         self._maybe_fail()
-        row = self.rows[delivery_id]
-        if row.state != State.SENDING or row.owner != owner:
-            return False
-        self._apply(delivery_id, owner, outcome)
-        return True
+        return self._outcome(ref, held_by(owner), owner, outcome)
 
     async def resolve_stale(
-        self, delivery_id: str, owner: str, expect: LedgerRow, outcome: Outcome
+        self, ref: Ref, owner: str, expect: LedgerRow, outcome: Outcome
     ) -> bool:
-        row = self.rows[delivery_id]
-        if row.state != State.SENDING or row.owner != expect.owner or row.attempt != expect.attempt:
-            return False
-        self._apply(delivery_id, owner, outcome)
-        return True
+        return self._outcome(ref, held_as(expect), owner, outcome)
 
-    async def correct_uncertain(self, delivery_id: str, owner: str, outcome: Outcome) -> bool:
-        row = self.rows[delivery_id]
-        if row.state != State.DEAD_LETTERED or row.reason != "uncertain_after_crash":
-            return False
-        self._apply(delivery_id, owner, outcome)
-        return True
+    async def correct_uncertain(self, ref: Ref, owner: str, outcome: Outcome) -> bool:
+        return self._outcome(ref, uncertain(), owner, outcome)
 
-    async def mark_published(self, delivery_id: str) -> None:
-        self.rows[delivery_id] = dataclasses.replace(self.rows[delivery_id], published=True)
-
-    async def read(self, delivery_id: str) -> LedgerRow | None:
-        return self.rows.get(delivery_id)
-
-    async def log(self, delivery: dict[str, Any], row: LedgerRow) -> None:
+    async def published(self, ref: Ref, delivery: dict[str, Any], row: LedgerRow) -> None:
+        self._row(ref)
+        self.rows[ref.delivery_id] = dataclasses.replace(self.rows[ref.delivery_id], published=True)
         self.logs.append((delivery["delivery_id"], row.state))
+
+    async def read(self, ref: Ref) -> LedgerRow | None:
+        return self._row(ref)
 
     async def delete_device(self, user_id: str, device_id: str, token: str) -> bool:
         if self.devices.get((user_id, device_id)) == token:
@@ -175,6 +194,10 @@ class FakeProvider(Provider):
         return SendResult(self.name, step if isinstance(step, str) else f"{self.name}-{self.calls}")
 
 
+# One request time for every test delivery: copies of a delivery share its ledger partition.
+REQUESTED_AT = now_ms()
+
+
 def delivery(**over: Any) -> dict[str, Any]:
     base: dict[str, Any] = {
         "delivery_id": "d-1",
@@ -198,7 +221,7 @@ def delivery(**over: Any) -> dict[str, Any]:
         "not_before": None,
         "last_error": None,
         "trace_id": None,
-        "requested_at": now_ms(),
+        "requested_at": REQUESTED_AT,
         "created_at": now_ms(),
     }
     base.update(over)

@@ -58,8 +58,10 @@ class World:
             owner=owner,
         )
 
-    async def handle(self, d: dict[str, Any], topic: str = "notifications.sms") -> str:
-        return await self.handler.handle(d, topic)
+    async def handle(
+        self, d: dict[str, Any], topic: str = "notifications.sms", *, redriven: bool = False
+    ) -> str:
+        return await self.handler.handle(d, topic, partition=0, redriven=redriven)
 
 
 async def test_sent_once_and_recorded() -> None:
@@ -99,7 +101,7 @@ async def test_another_processes_duplicate_waits_for_its_outcome() -> None:
     w = World()
     other = w.make_handler("other")
     w.twilio.gate = asyncio.Event()
-    first = asyncio.create_task(other.handle(delivery(), "notifications.sms"))
+    first = asyncio.create_task(other.handle(delivery(), "notifications.sms", partition=0))
     await asyncio.sleep(0.01)
     second = asyncio.create_task(w.handle(delivery()))
     await asyncio.sleep(0.1)
@@ -336,7 +338,7 @@ async def test_a_failing_step_after_the_call_waits_out_an_outage_and_gives_up_on
 ) -> None:
     w = World()
     w.handler._sleep = lambda _: asyncio.sleep(0)  # type: ignore[method-assign]
-    orig = w.ledger.log
+    orig = w.ledger.published
     calls = {"n": 0}
 
     async def failing(*a: Any) -> None:
@@ -345,7 +347,7 @@ async def test_a_failing_step_after_the_call_waits_out_an_outage_and_gives_up_on
             raise error
         await orig(*a)
 
-    w.ledger.log = failing  # type: ignore[method-assign]
+    w.ledger.published = failing  # type: ignore[method-assign]
     async with asyncio.timeout(5):
         if raised:
             with pytest.raises(ValueError):
@@ -364,17 +366,17 @@ async def test_only_a_redrive_brings_a_dead_letter_back() -> None:
     assert await w.handle(delivery()) == "duplicate"  # a replay or a stray copy
     assert w.twilio.calls == 0
     redriven = delivery(attempt=1)
-    assert await w.handler.handle(redriven, "notifications.sms", redriven=True) == State.SENT
+    assert await w.handle(redriven, redriven=True) == State.SENT
     assert w.twilio.calls == 1
     # A second copy of the redrive finds it sent.
-    assert await w.handler.handle(redriven, "notifications.sms", redriven=True) == "duplicate"
+    assert await w.handle(redriven, redriven=True) == "duplicate"
     assert w.twilio.calls == 1
 
 
 async def test_redrive_never_resends_a_sent_delivery() -> None:
     w = World()
     w.ledger.rows["d-1"] = LedgerRow(State.SENT, 1, published=True)
-    assert await w.handler.handle(delivery(), "notifications.sms", redriven=True) == "duplicate"
+    assert await w.handle(delivery(), redriven=True) == "duplicate"
     assert w.twilio.calls == 0
 
 
@@ -442,12 +444,12 @@ async def test_a_stalled_owner_that_did_send_corrects_the_uncertain_verdict() ->
         w.ledger.rows["d-1"], updated_at=datetime.now(UTC) - timedelta(seconds=5)
     )
     w.ledger.rows["d-1"] = stale
-    assert await other.handle(delivery(), "notifications.sms") == State.DEAD_LETTERED
+    assert await other.handle(delivery(), "notifications.sms", partition=0) == State.DEAD_LETTERED
     w.twilio.gate.set()  # the stalled owner's send completes after all
     assert await sending == State.SENT
     assert w.ledger.rows["d-1"].state == State.SENT
     assert w.out.outcomes() == ["dead_lettered", "sent"]
     # An operator's redrive of that dead letter now finds it sent.
     redrive = w.make_handler("ops")
-    assert await redrive.handle(delivery(), "notifications.sms", redriven=True) == "duplicate"
+    assert await redrive.handle(delivery(), "x", partition=0, redriven=True) == "duplicate"
     assert w.twilio.calls == 1

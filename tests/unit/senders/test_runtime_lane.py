@@ -53,7 +53,9 @@ class ScriptedHandler:
         self.calls = 0
         self.stopping = asyncio.Event()
 
-    async def handle(self, d: dict[str, Any], consumed_from: str, *, redriven: bool) -> str:
+    async def handle(
+        self, d: dict[str, Any], consumed_from: str, *, partition: int, redriven: bool
+    ) -> str:
         self.calls += 1
         if self.failures:
             raise self.failures.pop(0)
