@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import json
 import time
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
 from typing import Any
 
 import aiosmtplib
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from senders.providers.base import DeliveryError, Message
 from senders.providers.sendgrid import SendgridProvider, build_body
@@ -29,19 +34,59 @@ def msg(**kw: Any) -> Message:
     return Message(**{**base, **kw})
 
 
+def parsed(message: Message, settings: SmtpSettings | None = None) -> EmailMessage:
+    message_id, raw = build_email(message, settings or SmtpSettings())
+    email = BytesParser(policy=policy.default).parsebytes(raw)
+    assert isinstance(email, EmailMessage)
+    assert email["Message-ID"] == message_id
+    assert not email.defects
+    return email
+
+
 def test_email_is_multipart_with_delivery_headers() -> None:
-    email = build_email(msg(), SmtpSettings(message_id_domain="mail.test"))
+    email = parsed(msg(), SmtpSettings(message_id_domain="mail.test"))
     assert email["Message-ID"] == "<d-1@mail.test>"
     assert email["X-Herald-Delivery-Id"] == "d-1"
     assert email["Subject"] == "Receipt"
+    assert email["From"] == "herald <notifications@herald.example>"
+    assert email["MIME-Version"] == "1.0"
     assert email.get_content_type() == "multipart/alternative"
-    parts = [p.get_content_type() for p in email.iter_parts()]
-    assert parts == ["text/plain", "text/html"]
+    parts = [(p.get_content_type(), p.get_content()) for p in email.iter_parts()]
+    assert parts == [("text/plain", "plain"), ("text/html", "<p>rich</p>")]
 
 
 def test_text_only_email_has_one_part() -> None:
-    email = build_email(msg(html=None), SmtpSettings())
+    email = parsed(msg(html=None))
     assert email.get_content_type() == "text/plain"
+    assert email.get_content() == "plain"
+
+
+def _lines(text: str) -> list[str]:
+    return text.replace("\r\n", "\n").split("\n")
+
+
+@given(
+    subject=st.text(alphabet=st.characters(exclude_categories=("Cc", "Zl", "Zp", "Cs"))),
+    body=st.text(),
+    html=st.one_of(st.none(), st.text(min_size=1)),
+)
+def test_any_text_arrives_intact(subject: str, body: str, html: str | None) -> None:
+    email = parsed(msg(subject=subject, body=body, html=html))
+    assert email["Subject"] == subject
+    plain = email.get_body(preferencelist=("plain",))
+    assert plain is not None
+    # Line ends are the transport's business: SMTP carries CRLF.
+    assert _lines(plain.get_content()) == _lines(body)
+    if html:
+        rich = email.get_body(preferencelist=("html",))
+        assert rich is not None
+        assert _lines(rich.get_content()) == _lines(html)
+
+
+@pytest.mark.parametrize("subject", ["a\r\nBcc: x@y.z", "a\nb", "a\u2028b", "a\x1eb", "a\x00"])
+def test_a_line_break_in_a_header_raises_before_sending(subject: str) -> None:
+    with pytest.raises(ValueError):
+        build_email(msg(subject=subject), SmtpSettings())
 
 
 def refused(code: int, text: str = "") -> aiosmtplib.SMTPRecipientsRefused:
@@ -131,3 +176,9 @@ def test_smtp_failure_without_a_reply_is_ambiguous_only_once_sending() -> None:
     assert map_error(lost).ambiguous is True
     assert map_error(lost, sending=False).ambiguous is False
     assert map_error(aiosmtplib.SMTPDataError(451, "later")).ambiguous is None
+
+
+def test_an_internationalised_address_is_written_as_utf8() -> None:
+    email = parsed(msg(address="josé@bücher.example", subject="Grüße"))
+    assert email["To"] == "josé@bücher.example"
+    assert email["Subject"] == "Grüße"
