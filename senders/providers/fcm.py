@@ -2,14 +2,14 @@
 
 firebase-admin authenticates with a service account (an OAuth2 JWT-bearer assertion
 exchanged at the account's `token_uri`, the access token cached until it expires) and
-posts to `/v1/projects/{project}/messages:send`. Its messaging client is synchronous, so
-sends run on a bounded thread pool.
+posts to `/v1/projects/{project}/messages:send`. Sends go through the SDK's asyncio path
+(`send_each_async`: httpx, HTTP/2 against the real endpoint), so concurrent sends are
+streams on few connections, not one thread each.
 
 firebase-admin has no setting for the FCM endpoint; the provider points the app's
 messaging service at `url` (a private attribute, pinned by the contract tests) so the
-emulator can stand in. It also replaces the SDK's HTTP adapter for `url` with one that
-never retries: the SDK would otherwise sleep through 500/503 and Retry-After itself,
-holding a thread, while retries are the sender runtime's job.
+emulator can stand in. It also gives the SDK an async client that never retries: the SDK
+would otherwise sleep through 500/503 itself, while retries are the sender runtime's job.
 
 Errors (https://firebase.google.com/docs/reference/fcm/rest/v1/ErrorCode): UNREGISTERED
 (404) and SENDER_ID_MISMATCH reject the token; INVALID_ARGUMENT (400) and auth errors are
@@ -22,17 +22,17 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 import firebase_admin
 import google.auth.exceptions
-import requests.adapters
+import google.auth.transport.requests
+import httpx
 import requests.exceptions
 import urllib3.exceptions
-from firebase_admin import credentials, exceptions, messaging
+from firebase_admin import _http_client, _retry, credentials, exceptions, messaging
 
 from senders.providers.base import (
     DeliveryError,
@@ -144,8 +144,11 @@ def map_error(exc: Exception, provider: str = "fcm") -> DeliveryError:
 def _not_sent(exc: exceptions.FirebaseError) -> bool:
     """The SDK failed before the request left: connect refused or connect timeout."""
     cause = exc.cause
-    if isinstance(cause, requests.exceptions.ConnectTimeout):
+    if isinstance(
+        cause, requests.exceptions.ConnectTimeout | httpx.ConnectError | httpx.ConnectTimeout
+    ):
         return True
+
     if isinstance(cause, requests.exceptions.ConnectionError):
         reason = cause.args[0] if cause.args else None
         return isinstance(getattr(reason, "reason", reason), urllib3.exceptions.NewConnectionError)
@@ -174,7 +177,8 @@ class FcmProvider(Provider):
     def __init__(self, settings: FcmSettings) -> None:
         self.settings = settings
         self._app: firebase_admin.App | None = None
-        self._pool: ThreadPoolExecutor | None = None
+        self._service: Any = None
+        self._refreshing = asyncio.Lock()
 
     async def start(self) -> None:
         s = self.settings
@@ -187,40 +191,49 @@ class FcmProvider(Provider):
             options={"projectId": project, "httpTimeout": s.timeout_s},
             name=f"herald-fcm-{uuid.uuid4().hex}",
         )
-        url = s.url.rstrip("/")
         service = messaging._get_messaging_service(self._app)
-        service._fcm_url = f"{url}/v1/projects/{project}/messages:send"
-        service._client.session.mount(
-            f"{url}/",
-            requests.adapters.HTTPAdapter(
-                max_retries=0, pool_connections=1, pool_maxsize=s.max_workers
-            ),
+        service._fcm_url = f"{s.url.rstrip('/')}/v1/projects/{project}/messages:send"
+        service._async_client = _http_client.HttpxAsyncClient(
+            credential=service._credential,
+            timeout=s.timeout_s,
+            retry_config=_retry.HttpxRetry(max_retries=0),
         )
-        self._pool = ThreadPoolExecutor(max_workers=s.max_workers, thread_name_prefix="fcm")
+        self._service = service
+
+    async def _fresh_token(self) -> None:
+        """The SDK's async client refreshes an expired access token synchronously, on the
+        event loop; do it on a thread instead, once for every concurrent send."""
+        credential = self._service._credential
+        if credential.valid:
+            return
+        async with self._refreshing:
+            if not credential.valid:
+                await asyncio.to_thread(
+                    credential.refresh, google.auth.transport.requests.Request()
+                )
 
     async def close(self) -> None:
-        if self._app is not None and self._pool is not None:
-            # delete_app closes the SDK's async client with asyncio.run(): not on our loop.
-            await asyncio.get_running_loop().run_in_executor(
-                self._pool, firebase_admin.delete_app, self._app
-            )
+        if self._app is not None:
+            await self._service._async_client.aclose()
+            # delete_app would close the async client again with asyncio.run(): not on our
+            # loop, so it runs on a thread of its own.
+            await asyncio.to_thread(firebase_admin.delete_app, self._app)
             self._app = None
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
 
     async def send(self, message: Message) -> SendResult:
-        assert self._app is not None and self._pool is not None, "start() first"
+        assert self._service is not None, "start() first"
         if message.channel == "push.web" and message.address.lstrip().startswith("{"):
             raise PermanentError(
                 "fcm:web push subscription is not an FCM token", provider=self.name
             )
         try:
             fcm_message = build_message(message)
-            name = await asyncio.get_running_loop().run_in_executor(
-                self._pool, messaging.send, fcm_message, False, self._app
-            )
+            await self._fresh_token()
+            batch = await self._service.send_each_async([fcm_message], dry_run=False)
         except Exception as exc:
             raise map_error(exc, self.name) from exc
+        (response,) = batch.responses
+        if not response.success:
+            raise map_error(response.exception, self.name) from response.exception
         # "projects/{project}/messages/{id}"
-        return SendResult(self.name, name.rsplit("/", 1)[-1])
+        return SendResult(self.name, str(response.message_id).rsplit("/", 1)[-1])

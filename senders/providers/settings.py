@@ -53,8 +53,6 @@ class FcmSettings(BaseModel):
     # local one (the emulator's) follows `url`, so emulators on other ports just work.
     token_uri: str | None = None
     timeout_s: float = 10.0
-    # firebase-admin is synchronous: sends run on this many threads at most.
-    max_workers: int = 32
 
     _paths = field_validator("credentials_file", mode="before")(_blank_is_none)
 
