@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
@@ -145,15 +146,20 @@ def create_app(
                 batch = [await queue.get()]
                 while len(batch) < settings.batch_size and not queue.empty():
                     batch.append(queue.get_nowait())
-                await decide([_incoming(e) for e in batch])
+                try:
+                    await decide([_incoming(e) for e in batch])
+                except Exception:
+                    # Not an outage and not one request (both handled in decide): a bug.
+                    # Acking later batches would leave this one's offsets as a gap that a
+                    # commit could pass, so the process stops; a restart replays the batch.
+                    log.critical("batch failed, stopping the worker", exc_info=True)
+                    os._exit(70)
                 for event in batch:
                     await manual.ack(event)
 
         worker = asyncio.create_task(work())
         try:
             async for event in manual.events():
-                if worker.done():
-                    worker.result()  # a crashed worker stops the agent, nothing is acked
                 await queue.put(event)
         finally:
             worker.cancel()
