@@ -47,7 +47,9 @@ async def reject(proc: Harness, delivery: dict[str, Any]) -> str:
         # Under a delivery id of its own: a sender running on the shared channel topics
         # may be handling the original.
         return await handler.handle(
-            {**delivery, "delivery_id": str(uuid.uuid4())}, "notifications.push.ios"
+            {**delivery, "delivery_id": str(uuid.uuid4())},
+            "notifications.push.ios",
+            partition=0,  # any index: the claim is under a delivery id of its own
         )
     finally:
         producer.close()
