@@ -34,6 +34,7 @@ from schemas.validation import (
     ValidationError,
     contact_hmac,
     normalize_phone,
+    refuse_contact_as_id,
     validate_email,
     validate_token,
 )
@@ -125,9 +126,10 @@ def validate_category(value: str, field: str = "category") -> str:
     return value
 
 
-def validate_user_id(value: str, field: str = "user_id") -> str:
+def validate_user_id(value: str, field: str = "user_id", region: str = DEFAULT_PHONE_REGION) -> str:
     if not isinstance(value, str) or not value.strip() or len(value) > 200:
         raise ValidationError(field, "1-200 characters")
+    refuse_contact_as_id(value, field, region)
     return value
 
 
@@ -242,7 +244,7 @@ class Directory:
     ) -> dict[str, Any]:
         """Create or update a user; only the fields given change, None clears one.
         Returns the stored values of the fields given (normalized: E.164, etc.)."""
-        validate_user_id(user_id)
+        validate_user_id(user_id, region=self.phone_region)
         cols: dict[str, Any] = {}
         if not isinstance(email, _Unset):
             cols["email"] = None if email is None else validate_email(email, "email")
@@ -315,7 +317,7 @@ class Directory:
     ) -> str:
         """Add (or refresh) a device; returns its device id. A token registered to another
         user before moves to this one (a phone changed hands, an app re-login)."""
-        validate_user_id(user_id)
+        validate_user_id(user_id, region=self.phone_region)
         token = validate_token(platform, token, "token")
         platform = Platform(platform)
         if not isinstance(app_id, str) or not app_id.strip() or len(app_id) > 200:
@@ -347,7 +349,7 @@ class Directory:
     ) -> list[dict[str, Any]]:
         """Opt in or out per (channel, category); category '*' covers every category.
         Mandatory categories (security) are sent regardless: the processor decides."""
-        validate_user_id(user_id)
+        validate_user_id(user_id, region=self.phone_region)
         rows = []
         for i, (channel, category, opt_in) in enumerate(prefs):
             try:

@@ -20,7 +20,7 @@ from pydantic import ValidationError as PydanticError
 from schemas import codec
 from schemas.channels import PreferenceChannel, Priority
 from schemas.ids import notification_id
-from schemas.validation import ValidationError
+from schemas.validation import ValidationError, refuse_contact_as_id
 
 MAX_ID_LEN = 200
 DEFAULT_MAX_PAYLOAD_BYTES = 64 * 1024
@@ -124,6 +124,7 @@ def validate_request(
             raise ValidationError(name, "must not be empty")
         if len(value) > MAX_ID_LEN:
             raise ValidationError(name, f"longer than {MAX_ID_LEN} characters")
+    refuse_contact_as_id(req.user_id)
     if not _NAME.match(req.category):
         raise ValidationError(
             "category", "lower-case name: letters, digits, '_', '-', '.' (e.g. marketing)"

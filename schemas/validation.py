@@ -26,6 +26,8 @@ _APNS_TOKEN = re.compile(r"^[0-9a-fA-F]{64}$")
 # documents no fixed length, so only the shape and a generous bound are checked.
 _FCM_TOKEN = re.compile(r"^[A-Za-z0-9_-]{8,}:[A-Za-z0-9_-]{32,}$")
 _B64URL = re.compile(r"^[A-Za-z0-9_-]+=*$")
+# Only the characters a written phone number uses: ids such as "u-4155550123" stay ids.
+_PHONE_SHAPE = re.compile(r"^\+?[\d ().-]{7,}$")
 
 
 class ValidationError(ValueError):
@@ -68,6 +70,34 @@ def normalize_phone(value: str, field: str = "phone", region: str = DEFAULT_PHON
     if not phonenumbers.is_valid_number(parsed):
         raise ValidationError(field, "not a valid phone number for its country (E.164 expected)")
     return str(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164))
+
+
+_CONTACT_AS_ID = (
+    "is an email address or phone number; use an opaque id (it is a Kafka and Cassandra key)"
+)
+
+
+def refuse_contact_as_id(
+    value: str, field: str = "user_id", region: str = DEFAULT_PHONE_REGION
+) -> None:
+    """A user id is a Kafka key and a Cassandra partition key in clear, so one that is an
+    email address or a phone number (valid in `region` or with +country) is refused rather
+    than carried. A numeric id that happens to be a valid number there is refused too:
+    prefix such ids (`u-4155550123`)."""
+    if "@" in value:
+        try:
+            email_validator.validate_email(value, check_deliverability=False)
+        except email_validator.EmailNotValidError:
+            pass
+        else:
+            raise ValidationError(field, _CONTACT_AS_ID)
+    if _PHONE_SHAPE.match(value):
+        try:
+            parsed = phonenumbers.parse(value, region)
+        except phonenumbers.NumberParseException:
+            return
+        if phonenumbers.is_valid_number(parsed):
+            raise ValidationError(field, _CONTACT_AS_ID)
 
 
 def validate_token(platform: Platform | str, value: str, field: str = "token") -> str:

@@ -170,6 +170,17 @@ async def test_invalid_requests_are_400_naming_the_field(
     assert r.json()["field"] == field
 
 
+@pytest.mark.parametrize("user_id", ["jane@example.com", "+14155550123"])
+async def test_a_contact_as_user_id_is_400(
+    api: httpx.AsyncClient, billing: NewClient, user_id: str
+) -> None:
+    put = await api.put(f"/v1/users/{user_id}", json={"locale": "en"}, headers=auth(billing))
+    send = await api.post("/v1/notifications", json=body(user_id), headers=auth(billing))
+    for r in (put, send):
+        assert (r.status_code, r.json()["field"]) == (400, "user_id"), r.text
+        assert "email address or phone number" in r.json()["message"]
+
+
 async def test_malformed_json_is_400(api: httpx.AsyncClient, billing: NewClient) -> None:
     r = await api.post("/v1/notifications", content=b"{nope", headers=auth(billing))
     assert (r.status_code, r.json()["field"]) == (400, "body")

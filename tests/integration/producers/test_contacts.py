@@ -103,3 +103,10 @@ async def test_bad_contacts_name_the_field(
     with pytest.raises(ValidationError) as err:
         await directory.set_user(uid(), **call)  # type: ignore[arg-type]
     assert err.value.field == field
+
+
+@pytest.mark.parametrize("user_id", ["jane@example.com", "+14155550123", "(415) 555-0123"])
+async def test_a_contact_as_user_id_is_refused(directory: Directory, user_id: str) -> None:
+    with pytest.raises(ValidationError) as err:
+        await directory.set_user(user_id, locale="en")
+    assert err.value.field == "user_id"

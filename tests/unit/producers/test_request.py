@@ -116,3 +116,18 @@ def test_send_at_before_the_epoch_is_refused(send_at: datetime) -> None:
     with pytest.raises(ValidationError) as err:
         validate_request(make(send_at=send_at))
     assert err.value.field == "send_at"
+
+
+@pytest.mark.parametrize(
+    "user_id",
+    ["jane@example.com", "josé@bücher.example", "+14155550123", "4155550123", "+44 20 7946 0958"],
+)
+def test_a_contact_as_user_id_is_refused(user_id: str) -> None:
+    with pytest.raises(ValidationError) as err:
+        validate_request(make(user_id=user_id))
+    assert err.value.field == "user_id"
+
+
+@pytest.mark.parametrize("user_id", ["u-1", "12345", "1732819282", "team@ops", "a.b-c"])
+def test_ordinary_user_ids_are_accepted(user_id: str) -> None:
+    validate_request(make(user_id=user_id))
