@@ -53,7 +53,7 @@ from producers.request import NotificationRequest, parse_request
 from producers.schedules import RecurringStore
 from producers.settings import IntakeSettings
 from schemas.ids import notification_id
-from schemas.validation import ValidationError
+from schemas.validation import ValidationError, check_text
 
 log = logging.getLogger(__name__)
 
@@ -244,9 +244,11 @@ async def _json(request: Request) -> Any:
     if len(body) > limit:
         raise ApiError(413, "too_large", f"body over {limit} bytes", field="body")
     try:
-        return json.loads(body)
+        data = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise ApiError(400, "invalid", "body is not valid JSON", field="body") from None
+    check_text(data)
+    return data
 
 
 def endpoint(handler: Handler) -> Handler:

@@ -20,7 +20,7 @@ from pydantic import ValidationError as PydanticError
 from schemas import codec
 from schemas.channels import PreferenceChannel, Priority
 from schemas.ids import notification_id
-from schemas.validation import ValidationError, refuse_contact_as_id
+from schemas.validation import ValidationError, check_text, refuse_contact_as_id
 
 MAX_ID_LEN = 200
 DEFAULT_MAX_PAYLOAD_BYTES = 64 * 1024
@@ -118,6 +118,7 @@ def validate_request(
 ) -> bytes:
     """Check what the Avro schema cannot; returns the encoded record (to measure its size,
     and so the caller need not encode twice). Raises `ValidationError` naming the field."""
+    check_text(req.model_dump())
     for name in ("event_id", "source", "user_id"):
         value = getattr(req, name)
         if not value or not value.strip():
@@ -166,6 +167,7 @@ def parse_request(data: Any, field_prefix: str = "", **defaults: Any) -> Notific
     `defaults` fill fields the data leaves out (e.g. `source` from the authenticated client)."""
     if not isinstance(data, dict):
         raise ValidationError(field_prefix.rstrip(".") or "body", "must be a JSON object")
+    check_text(data, field_prefix.rstrip("."))
     try:
         return NotificationRequest.model_validate({**defaults, **data})
     except PydanticError as exc:

@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import json
 import re
+from typing import Any
 from urllib.parse import urlsplit
 
 import email_validator
@@ -26,6 +27,7 @@ _APNS_TOKEN = re.compile(r"^[0-9a-fA-F]{64}$")
 # documents no fixed length, so only the shape and a generous bound are checked.
 _FCM_TOKEN = re.compile(r"^[A-Za-z0-9_-]{8,}:[A-Za-z0-9_-]{32,}$")
 _B64URL = re.compile(r"^[A-Za-z0-9_-]+=*$")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 # Only the characters a written phone number uses: ids such as "u-4155550123" stay ids.
 _PHONE_SHAPE = re.compile(r"^\+?[\d ().-]{7,}$")
 
@@ -42,6 +44,22 @@ class ValidationError(ValueError):
 
     def as_dict(self) -> dict[str, str]:
         return {"field": self.field, "message": self.message}
+
+
+def check_text(value: Any, field: str = "") -> None:
+    """Refuse the first string UTF-8 cannot encode, naming its field: a lone UTF-16
+    surrogate (JSON `"\\ud800"`) parses, but no Avro, Kafka or Cassandra write takes it.
+    A bad map key names the map."""
+    if isinstance(value, str):
+        if _SURROGATE.search(value):
+            raise ValidationError(field or "body", "a lone UTF-16 surrogate is not text")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_text(key, field)
+            check_text(item, f"{field}.{key}" if field else str(key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            check_text(item, f"{field}[{i}]")
 
 
 def validate_email(value: str, field: str = "email") -> str:

@@ -181,6 +181,26 @@ async def test_a_contact_as_user_id_is_400(
         assert "email address or phone number" in r.json()["message"]
 
 
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        (b'{"user_id": "u-\\ud800", "content": {"sms": {"body": "x"}}}', "user_id"),
+        (
+            b'{"notifications": [{"user_id": "u", "content": {"sms": {"body": "\\ud800"}}}]}',
+            "notifications[0].content.sms.body",
+        ),
+    ],
+)
+async def test_a_lone_surrogate_is_400_naming_the_field(
+    api: httpx.AsyncClient, billing: NewClient, user: str, raw: bytes, field: str
+) -> None:
+    r = await api.post("/v1/notifications", content=raw, headers=auth(billing))
+    assert (r.status_code, r.json()["field"]) == (400, field), r.text
+    bad_tz = b'{"timezone": "\\udfff"}'
+    r = await api.put(f"/v1/users/{user}", content=bad_tz, headers=auth(billing))
+    assert (r.status_code, r.json()["field"]) == (400, "timezone"), r.text
+
+
 async def test_malformed_json_is_400(api: httpx.AsyncClient, billing: NewClient) -> None:
     r = await api.post("/v1/notifications", content=b"{nope", headers=auth(billing))
     assert (r.status_code, r.json()["field"]) == (400, "body")

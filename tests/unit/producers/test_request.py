@@ -131,3 +131,21 @@ def test_a_contact_as_user_id_is_refused(user_id: str) -> None:
 @pytest.mark.parametrize("user_id", ["u-1", "12345", "1732819282", "team@ops", "a.b-c"])
 def test_ordinary_user_ids_are_accepted(user_id: str) -> None:
     validate_request(make(user_id=user_id))
+
+
+@pytest.mark.parametrize(
+    ("over", "field"),
+    [
+        ({"user_id": "u-\ud800"}, "user_id"),
+        ({"template_id": None, "content": {"sms": {"body": "hi \ud800"}}}, "content.sms.body"),
+        ({"params": {"name": "\udfff"}}, "params.name"),
+        ({"metadata": {"\ud800": "x"}}, "metadata"),
+    ],
+)
+def test_a_lone_surrogate_names_the_field(over: dict[str, Any], field: str) -> None:
+    with pytest.raises(ValidationError) as err:
+        validate_request(make(**over))
+    assert err.value.field == field
+    with pytest.raises(ValidationError) as err:
+        parse_request({**make().model_dump(mode="json"), **over})
+    assert err.value.field == field
