@@ -46,6 +46,7 @@ from infra import topics
 from infra.cassandra import aexecute, connect
 from producers.clients import CONTACTS_READ, CONTACTS_WRITE, ApiClient, ClientStore
 from producers.contacts import UNSET, Directory
+from producers.headers import HeaderParams
 from producers.idempotency import Claim, IdempotencyKeys, fingerprint
 from producers.openapi import openapi_document
 from producers.publisher import AsyncPublisher, Prepared, PublishError
@@ -53,7 +54,7 @@ from producers.request import NotificationRequest, parse_request
 from producers.schedules import RecurringStore
 from producers.settings import IntakeSettings
 from schemas.ids import notification_id
-from schemas.validation import ValidationError, check_text
+from schemas.validation import ValidationError, check_header_value, check_text, has_line_break
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +130,7 @@ class Intake:
         self.idempotency = IdempotencyKeys(session)
         self.known_users = _TtlSet(s.api.cache_ttl_s)
         self.known_templates = _TtlSet(s.api.cache_ttl_s)
+        self.header_params = HeaderParams(session, ttl_s=s.api.cache_ttl_s)
         self._user = session.prepare("SELECT user_id FROM users WHERE user_id = ?")
         self._template = session.prepare(
             "SELECT template_id FROM templates WHERE template_id = ? LIMIT 1"
@@ -299,6 +301,26 @@ async def _check_references(
             raise ApiError(400, "invalid", "unknown template", field=f"{prefix}template_id")
         if api.check_users and req.user_id not in known_users:
             raise ApiError(400, "invalid", "unknown user", field=f"{prefix}user_id")
+    await _check_header_params(intake, requests if api.check_templates else [], batch)
+
+
+async def _check_header_params(
+    intake: Intake, requests: list[NotificationRequest], batch: bool
+) -> None:
+    """A parameter with a line break is refused if its template puts it in a subject or
+    title; only the templates of requests with such a parameter are looked up."""
+    suspects = {
+        i: r
+        for i, r in enumerate(requests)
+        if r.template_id and any(map(has_line_break, r.params.values()))
+    }
+    templates = sorted({r.template_id or "" for r in suspects.values()})
+    used = await asyncio.gather(*(intake.header_params.of(t) for t in templates))
+    header_bound = dict(zip(templates, used, strict=True))
+    for i, req in suspects.items():
+        prefix = f"notifications[{i}]." if batch else ""
+        for name in sorted(header_bound[req.template_id or ""] & req.params.keys()):
+            check_header_value(req.params[name], f"{prefix}params.{name}")
 
 
 @endpoint

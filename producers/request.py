@@ -20,7 +20,12 @@ from pydantic import ValidationError as PydanticError
 from schemas import codec
 from schemas.channels import PreferenceChannel, Priority
 from schemas.ids import notification_id
-from schemas.validation import ValidationError, check_text, refuse_contact_as_id
+from schemas.validation import (
+    ValidationError,
+    check_header_value,
+    check_text,
+    refuse_contact_as_id,
+)
 
 MAX_ID_LEN = 200
 DEFAULT_MAX_PAYLOAD_BYTES = 64 * 1024
@@ -145,6 +150,10 @@ def validate_request(
             )
     elif not req.template_id.strip():
         raise ValidationError("template_id", "must not be empty")
+    for ch, c in req.content.items():
+        check_header_value(c.subject, f"content.{ch}.subject")
+        check_header_value(c.title, f"content.{ch}.title")
+    check_header_value(req.collapse_key, "collapse_key")
     if req.locale is not None and not _LOCALE.match(req.locale):
         raise ValidationError("locale", "a BCP 47 tag such as en or ko-KR")
     if req.send_at is not None and (to_millis(req.send_at) or 0) <= 0:

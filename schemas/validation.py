@@ -28,6 +28,8 @@ _APNS_TOKEN = re.compile(r"^[0-9a-fA-F]{64}$")
 _FCM_TOKEN = re.compile(r"^[A-Za-z0-9_-]{8,}:[A-Za-z0-9_-]{32,}$")
 _B64URL = re.compile(r"^[A-Za-z0-9_-]+=*$")
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# What str.splitlines breaks on, and NUL: each can end an email or HTTP header line.
+_LINE_BREAK = re.compile("[\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029\x00]")
 # Only the characters a written phone number uses: ids such as "u-4155550123" stay ids.
 _PHONE_SHAPE = re.compile(r"^\+?[\d ().-]{7,}$")
 
@@ -60,6 +62,17 @@ def check_text(value: Any, field: str = "") -> None:
     elif isinstance(value, list):
         for i, item in enumerate(value):
             check_text(item, f"{field}[{i}]")
+
+
+def has_line_break(value: str) -> bool:
+    return _LINE_BREAK.search(value) is not None
+
+
+def check_header_value(value: str | None, field: str) -> None:
+    """Refuse a line break in text bound for an email header (subject) or a push provider's
+    headers (title, collapse id): a sender would refuse it anyway, after intake said 202."""
+    if value is not None and has_line_break(value):
+        raise ValidationError(field, "a line break (CR, LF, U+2028, ...) cannot go in a header")
 
 
 def validate_email(value: str, field: str = "email") -> str:

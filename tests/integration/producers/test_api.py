@@ -201,6 +201,24 @@ async def test_a_lone_surrogate_is_400_naming_the_field(
     assert (r.status_code, r.json()["field"]) == (400, "timezone"), r.text
 
 
+async def test_a_line_break_in_a_param_the_template_puts_in_a_header_is_400(
+    api: httpx.AsyncClient, billing: NewClient, user: str, session: Session
+) -> None:
+    template_id = f"t-{uuid.uuid4()}"
+    session.execute(
+        "INSERT INTO templates (template_id, locale, channel, subject, body)"
+        " VALUES (%s, 'en', 'email', 'Order {{ order }}', '{{ address }}')",
+        (template_id,),
+    )
+    req = body(user, template_id=template_id, content={}, channels=["email"])
+    bad = {**req, "params": {"order": "1\r\nBcc: x@example.com", "address": "a"}}
+    r = await api.post("/v1/notifications", json=bad, headers=auth(billing))
+    assert (r.status_code, r.json()["field"]) == (400, "params.order"), r.text
+    fine = {**req, "params": {"order": "1", "address": "1 Main St\nSpringfield"}}
+    r = await api.post("/v1/notifications", json=fine, headers=auth(billing))
+    assert r.status_code == 202, r.text
+
+
 async def test_malformed_json_is_400(api: httpx.AsyncClient, billing: NewClient) -> None:
     r = await api.post("/v1/notifications", content=b"{nope", headers=auth(billing))
     assert (r.status_code, r.json()["field"]) == (400, "body")

@@ -149,3 +149,30 @@ def test_a_lone_surrogate_names_the_field(over: dict[str, Any], field: str) -> N
     with pytest.raises(ValidationError) as err:
         parse_request({**make().model_dump(mode="json"), **over})
     assert err.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("over", "field"),
+    [
+        ({"collapse_key": "k\r\nx-injected: 1"}, "collapse_key"),
+        (
+            {"template_id": None, "content": {"email": {"subject": "Hi\nBcc: x", "body": "b"}}},
+            "content.email.subject",
+        ),
+        (
+            {"template_id": None, "content": {"push": {"title": "a\u2028b", "body": "b"}}},
+            "content.push.title",
+        ),
+        ({"collapse_key": "k\rx"}, "collapse_key"),
+    ],
+)
+def test_a_line_break_in_a_header_bound_field_is_refused(over: dict[str, Any], field: str) -> None:
+    with pytest.raises(ValidationError) as err:
+        validate_request(make(**over))
+    assert err.value.field == field
+
+
+def test_line_breaks_in_bodies_and_params_are_fine() -> None:
+    content = {"email": {"subject": "s", "body": "a\r\nb", "html": "<p>\n</p>"}}
+    validate_request(make(template_id=None, content=content))
+    validate_request(make(params={"address": "1 Main St\nSpringfield"}))

@@ -1,0 +1,51 @@
+"""Template parameters that end up in a header: the subject and title of a template.
+
+A request's literal subject, title and collapse key are checked by `validate_request`; a
+parameter is only header-bound if the template puts it in a subject or title, which only the
+template row says. The send API asks here only for requests whose parameters hold a line
+break (rare), so the common request costs no extra lookup.
+"""
+
+from __future__ import annotations
+
+import time
+
+from cassandra.cluster import Session
+from jinja2 import Environment, TemplateSyntaxError, meta
+
+from infra.cassandra import aexecute
+
+_PARSER = Environment()
+
+
+class HeaderParams:
+    """Names of the parameters a template uses in the subject or title of any locale and
+    channel, remembered for `ttl_s` like the API's other template lookups."""
+
+    def __init__(self, session: Session, *, ttl_s: float) -> None:
+        self.session = session
+        self.ttl_s = ttl_s
+        self._select = session.prepare("SELECT subject, title FROM templates WHERE template_id = ?")
+        self._seen: dict[str, tuple[float, frozenset[str]]] = {}
+
+    async def of(self, template_id: str) -> frozenset[str]:
+        hit = self._seen.get(template_id)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        rows = await aexecute(self.session, self._select, (template_id,))
+        names = frozenset(
+            name for row in rows for src in (row["subject"], row["title"]) for name in _names(src)
+        )
+        if len(self._seen) > 10_000:
+            self._seen.clear()
+        self._seen[template_id] = (time.monotonic() + self.ttl_s, names)
+        return names
+
+
+def _names(source: str | None) -> set[str]:
+    if not source:
+        return set()
+    try:
+        return meta.find_undeclared_variables(_PARSER.parse(source))
+    except TemplateSyntaxError:
+        return set()  # the processor dead-letters it with template_syntax
