@@ -44,7 +44,13 @@ from starlette.routing import Route
 
 from infra import topics
 from infra.cassandra import aexecute, connect
-from producers.clients import CONTACTS_READ, CONTACTS_WRITE, ApiClient, ClientStore
+from producers.clients import (
+    CONTACTS_READ,
+    CONTACTS_WRITE,
+    ApiClient,
+    ClientStore,
+    LoginThrottled,
+)
 from producers.contacts import UNSET, Directory
 from producers.headers import HeaderParams
 from producers.idempotency import Claim, IdempotencyKeys, fingerprint
@@ -119,7 +125,12 @@ class Intake:
         self.session = session
         self.publisher = AsyncPublisher(s.kafka, **s.publisher_args("send-api"))
         self.publisher.start()
-        self.clients = ClientStore(session, cache_ttl_s=s.api.cache_ttl_s)
+        self.clients = ClientStore(
+            session,
+            cache_ttl_s=s.api.cache_ttl_s,
+            failed_logins_burst=s.api.failed_logins_burst,
+            failed_logins_per_minute=s.api.failed_logins_per_minute,
+        )
         self.directory = Directory(
             session,
             self.publisher,
@@ -211,7 +222,18 @@ async def _authenticate(request: Request) -> ApiClient:
             "send X-Herald-App-Key and X-Herald-App-Secret (or HTTP Basic key:secret)",
             headers=challenge,
         )
-    client = await intake.clients.authenticate(*creds)
+    # Behind a proxy this is the proxy's address unless the server trusts its forwarded headers.
+    address = request.client.host if request.client else None
+    try:
+        client = await intake.clients.authenticate(*creds, address=address)
+    except LoginThrottled as err:
+        retry = str(max(1, math.ceil(err.retry_after)))
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"too many failed logins for this app key or address; retry after {retry}s",
+            headers={"Retry-After": retry},
+        ) from None
     if client is None:
         raise ApiError(401, "unauthenticated", "unknown app key or wrong secret", headers=challenge)
     return client

@@ -5,6 +5,13 @@ tens of milliseconds on purpose, so a verified (key, secret) pair is remembered 
 process for `cache_ttl_s` as an HMAC under a per-process random key: a request with a
 known-good secret costs one hash, and a revoked client is refused within the TTL.
 
+Failed logins are throttled per app key and per client address (token buckets of
+`failed_logins_burst`, refilled at `failed_logins_per_minute`): each verification that is not
+a cache hit takes a token from both, a success gives them back, and an empty bucket answers
+`LoginThrottled` without hashing. An unknown or disabled key is checked against a dummy hash,
+so it costs the same scrypt as a wrong secret and the answer time tells nothing about which
+keys exist. A client whose secret is cached still gets in while its key is throttled.
+
 Scopes grant access beyond sending: `contacts:read` (a user's contacts, devices and
 preferences) and `contacts:write` (changing them). A client without them may send, but may
 not read or change anyone's email, phone or devices; none are granted by default.
@@ -107,6 +114,17 @@ class TokenBucket:
             return 0.0
         return (n - self.tokens) / self.rate if self.rate > 0 else math.inf
 
+    def refund(self, n: int = 1) -> None:
+        self.tokens = min(self.burst, self.tokens + n)
+
+
+class LoginThrottled(Exception):
+    """Too many failed logins for this app key or from this address."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"too many failed logins; retry after {retry_after:.0f}s")
+        self.retry_after = retry_after
+
 
 @dataclass(frozen=True)
 class NewClient:
@@ -117,9 +135,20 @@ class NewClient:
 class ClientStore:
     """`herald.api_clients` with verification and quota state for one API process."""
 
-    def __init__(self, session: Session, *, cache_ttl_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        session: Session,
+        *,
+        cache_ttl_s: float = 30.0,
+        failed_logins_burst: int = 10,
+        failed_logins_per_minute: float = 10.0,
+    ) -> None:
         self.session = session
         self.cache_ttl_s = cache_ttl_s
+        self.failed_logins_burst = failed_logins_burst
+        self.failed_logins_per_s = failed_logins_per_minute / 60
+        self._failures: dict[str, TokenBucket] = {}
+        self._dummy_hash = hash_secret(secrets.token_urlsafe(16))
         self._get = session.prepare("SELECT * FROM api_clients WHERE app_key = ?")
         self._put = session.prepare(
             "INSERT INTO api_clients (app_key, name, secret_hash, sources, categories,"
@@ -182,23 +211,47 @@ class ClientStore:
         check_scopes(scopes)
         return bool(self.session.execute(self._grant, (scopes, app_key)).was_applied)
 
-    async def authenticate(self, app_key: str, secret: str) -> ApiClient | None:
-        """The client for a valid, enabled key + secret; None otherwise."""
+    async def authenticate(
+        self, app_key: str, secret: str, *, address: str | None = None
+    ) -> ApiClient | None:
+        """The client for a valid, enabled key + secret; None otherwise. Raises
+        `LoginThrottled` after too many failures for this key or from `address`."""
         proof = hmac.new(self._cache_key, f"{app_key}\0{secret}".encode(), "sha256").digest()
         hit = self._verified.get(app_key)
         now = time.monotonic()
         if hit and hit[0] > now and hmac.compare_digest(hit[1], proof):
             return hit[2]
+        buckets = self._attempt([f"key:{app_key}", *([f"address:{address}"] if address else [])])
         rows = await aexecute(self.session, self._get, (app_key,))
-        if not rows or rows[0].get("disabled") or not rows[0].get("secret_hash"):
-            return None
-        row = rows[0]
+        row = rows[0] if rows else {}
+        usable = bool(row.get("secret_hash")) and not row.get("disabled")
         # Off the event loop: scrypt takes tens of milliseconds by design.
-        if not await asyncio.to_thread(verify_secret, secret, row["secret_hash"]):
+        stored = row["secret_hash"] if usable else self._dummy_hash
+        if not await asyncio.to_thread(verify_secret, secret, stored) or not usable:
             return None
+        for bucket in buckets:
+            bucket.refund()
         client = _client(row)
         self._verified[app_key] = (now + self.cache_ttl_s, proof, client)
         return client
+
+    def _attempt(self, keys: list[str]) -> list[TokenBucket]:
+        """Take a token for a verification from each bucket, or none and raise."""
+        if len(self._failures) > 100_000:
+            self._failures.clear()
+        buckets = [
+            self._failures.setdefault(
+                k, TokenBucket(self.failed_logins_per_s, self.failed_logins_burst)
+            )
+            for k in keys
+        ]
+        waits = [b.take() for b in buckets]
+        if any(waits):
+            for bucket, wait in zip(buckets, waits, strict=True):
+                if not wait:
+                    bucket.refund()
+            raise LoginThrottled(max(waits))
+        return buckets
 
     def take(self, client: ApiClient, n: int = 1) -> float:
         bucket = self._buckets.get(client.app_key)

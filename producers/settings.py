@@ -25,6 +25,9 @@ class ApiSection(BaseModel):
     default_burst: int = 200
     # How long a positive lookup (client secret, known user, known template) is trusted.
     cache_ttl_s: float = 30.0
+    # Failed logins allowed per app key and per client address before 429, and their refill.
+    failed_logins_burst: int = 10
+    failed_logins_per_minute: float = 10.0
     check_users: bool = True
     check_templates: bool = True
 

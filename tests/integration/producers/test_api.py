@@ -247,6 +247,21 @@ async def test_wrong_secret_is_401(api: httpx.AsyncClient, billing: NewClient, u
     assert r.status_code == 401
 
 
+async def test_failed_logins_are_throttled_per_address_with_retry_after(
+    intake: Intake, billing: NewClient, user: str
+) -> None:
+    app = create_app(intake.settings, intake)
+    transport = httpx.ASGITransport(app=app, client=(f"10.{uuid.uuid4().int % 250}.0.9", 1))
+    async with httpx.AsyncClient(transport=transport, base_url="http://herald") as attacker:
+        for i in range(intake.settings.api.failed_logins_burst):
+            wrong = {"X-Herald-App-Key": f"hk_guess{i}", "X-Herald-App-Secret": "x"}
+            r = await attacker.get(f"/v1/users/{user}", headers=wrong)
+            assert r.status_code == 401
+        r = await attacker.get(f"/v1/users/{user}", headers=wrong)
+        assert r.status_code == 429 and r.json()["error"] == "rate_limited"
+        assert int(r.headers["Retry-After"]) >= 1
+
+
 async def test_disallowed_category_or_source_is_403(
     api: httpx.AsyncClient, session: Session, user: str
 ) -> None:
