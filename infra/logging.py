@@ -19,18 +19,30 @@ import sys
 from datetime import UTC, datetime
 from typing import IO, Any
 
-_EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]+@((?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,})")
+import phonenumbers
+
+from schemas.validation import DEFAULT_PHONE_REGION
+
+# Unicode letters on both sides (josé@…, …@bücher.example) and punycode TLDs: herald's
+# email validation accepts internationalised addresses, so the mask must cover them.
+_EMAIL = re.compile(r"(?<![\w.+-])[\w.%+-]+@((?:[\w-]+\.)+(?:[^\W\d_]{2,}|xn--[\w-]+))")
+# "+", or "%2B" when a URL carried it (query strings of provider calls).
+_PLUS = r"(?:\+|%2[Bb])"
 # E.164 (+821012345678), national numbers with a trunk 0 (01012345678) and the usual
 # written forms (+1 (555) 123-4567, 555-123-4567, 010 1234 5678). Digits are never preceded
 # or followed by a word character, "-" or ".", so uuids, dates, versions and IP addresses
-# stay intact; bare digit runs without a leading 0 (offsets, timestamps) are left alone.
+# stay intact.
 _PHONE = re.compile(
     r"(?<![\w.+-])"
-    r"(?:\+\d{7,15}|0\d{8,10}"
-    r"|(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{2,4}[ .-]\d{3,4}[ .-]\d{3,4}"
-    r"|(?:\+\d{1,3}[ .-]?)?\(\d{1,4}\)[ .-]?\d{3,4}[ .-]?\d{3,4})"
+    rf"(?:{_PLUS}\d{{7,15}}|0\d{{8,10}}"
+    rf"|(?:{_PLUS}\d{{1,3}}[ .-]?)?(?:\(\d{{1,4}}\)[ .-]?)?\d{{2,4}}[ .-]\d{{3,4}}[ .-]\d{{3,4}}"
+    rf"|(?:{_PLUS}\d{{1,3}}[ .-]?)?\(\d{{1,4}}\)[ .-]?\d{{3,4}}[ .-]?\d{{3,4}})"
     r"(?![\w]|[.-]\d)"
 )
+# Bare digit runs without a leading 0 (4155550123, 821012345678) are also offsets, epoch
+# timestamps and ids: masked only when phonenumbers says they are a valid number, national
+# in the default region or international without its "+".
+_BARE_DIGITS = re.compile(r"(?<![\w.+%-])[1-9]\d{9,14}(?![\w]|[.-]\d)")
 # APNs tokens are 64 hex digits; FCM registration tokens are ~150 chars of base64url with
 # a ":" after the instance id. Any opaque run this long is treated as a credential.
 _TOKEN = re.compile(
@@ -46,15 +58,32 @@ _STANDARD = frozenset(
 
 
 def _mask_phone(m: re.Match[str]) -> str:
-    digits = re.sub(r"\D", "", m.group(0))
-    return "+" * m.group(0).startswith("+") + "*" * (len(digits) - 2) + digits[-2:]
+    text = m.group(0)
+    plus = next((p for p in ("+", "%2B", "%2b") if text.startswith(p)), "")
+    digits = re.sub(r"\D", "", text[len(plus) :])
+    return plus + "*" * (len(digits) - 2) + digits[-2:]
+
+
+def _is_phone(digits: str) -> bool:
+    for value, region in ((digits, DEFAULT_PHONE_REGION), (f"+{digits}", None)):
+        try:
+            if phonenumbers.is_valid_number(phonenumbers.parse(value, region)):
+                return True
+        except phonenumbers.NumberParseException:
+            continue
+    return False
+
+
+def _mask_bare(m: re.Match[str]) -> str:
+    return _mask_phone(m) if _is_phone(m.group(0)) else m.group(0)
 
 
 def mask(text: str) -> str:
     """Replace emails, phone numbers and push tokens in free text."""
     text = _EMAIL.sub(lambda m: f"***@{m.group(1)}", text)
     text = _TOKEN.sub(lambda m: f"<token:{len(m.group(0))}>", text)
-    return _PHONE.sub(_mask_phone, text)
+    text = _PHONE.sub(_mask_phone, text)
+    return _BARE_DIGITS.sub(_mask_bare, text)
 
 
 def mask_value(value: Any) -> Any:
