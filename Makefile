@@ -33,6 +33,10 @@ stack-status: install ## Show health, ports and memory of Kafka and Cassandra
 
 down: stack-down ## Stop everything the demo or the tests left running
 
+# A local stack: the services these start may use the secrets published in herald's source
+# (outside HERALD_PROFILE=dev they refuse to start with them).
+demo test test-unit test-integration test-faults bench bench-processor loadtest: export HERALD_PROFILE = dev
+
 demo: stack-up ## Start everything, send a realistic batch, show what was delivered and dropped
 	$(PY) -m herald.demo
 

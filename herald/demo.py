@@ -31,7 +31,7 @@ from herald.bench.services import Pipeline
 from herald.services import Service
 from infra import topics
 from infra.cassandra import connect
-from infra.settings import CassandraSettings, KafkaSettings
+from infra.settings import DEV_PROFILE, CassandraSettings, KafkaSettings
 from producers.contacts import SyncDirectory
 from producers.publisher import AsyncPublisher, Publisher
 from producers.request import Content, NotificationRequest
@@ -366,6 +366,8 @@ def demo(
     # The processes the demo starts read these; explicit settings in the environment win.
     for key, value in stack.client_env().items():
         os.environ.setdefault(key, value)
+    # A laptop demo: the services may use the secrets published in herald's source.
+    os.environ.setdefault("HERALD_PROFILE", DEV_PROFILE)
     kafka = KafkaSettings(
         bootstrap_servers=os.environ["HERALD_KAFKA__BOOTSTRAP_SERVERS"],
         schema_registry_url=os.environ.get("HERALD_KAFKA__SCHEMA_REGISTRY_URL"),

@@ -8,6 +8,21 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field, SecretStr
 
+# HERALD_PROFILE=dev: a local stack, where the secrets published in herald's source may be
+# used. Any other profile (none by default) refuses them: see `refuse_published_secrets`.
+DEV_PROFILE = "dev"
+
+
+def refuse_published_secrets(profile: str, published: list[str]) -> None:
+    """Stop a service before it starts when a secret it uses still holds the value published
+    in herald's source (anyone could forge what it signs or keys), unless the dev profile is
+    set explicitly. `published` names the variables to set."""
+    if published and profile != DEV_PROFILE:
+        raise SystemExit(
+            f"refusing to start: {', '.join(published)} still hold(s) the default published in"
+            f" herald's source; set them, or HERALD_PROFILE={DEV_PROFILE} on a local stack"
+        )
+
 
 class KafkaSettings(BaseModel):
     bootstrap_servers: str = "127.0.0.1:9092"

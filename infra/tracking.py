@@ -24,6 +24,7 @@ from typing import Literal
 from pydantic import BaseModel, SecretStr
 
 Kind = Literal["open", "click"]
+LOCAL_TRACKING_SECRET = "herald-local-tracking-secret"
 _SALT = b"herald.tracking.v1"
 _ANCHOR_HREF = re.compile(r"""(<a\b[^>]*?\bhref\s*=\s*)(["'])(.*?)\2""", re.IGNORECASE | re.DOTALL)
 _B64URL = re.compile(r"[A-Za-z0-9_-]+")
@@ -33,9 +34,17 @@ _BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
 class TrackingSettings(BaseModel):
     enabled: bool = True
     base_url: str = "http://127.0.0.1:9404"
-    # The default only suits a local stack: set HERALD_TRACKING__SECRET in production,
-    # the same value for the processor (signs) and the tracking server (verifies).
-    secret: SecretStr = SecretStr("herald-local-tracking-secret")
+    # The default only suits a local stack (services refuse it outside HERALD_PROFILE=dev):
+    # set HERALD_TRACKING__SECRET, the same for the processor (signs) and the tracking
+    # server (verifies).
+    secret: SecretStr = SecretStr(LOCAL_TRACKING_SECRET)
+
+    def published_secrets(self) -> list[str]:
+        return (
+            ["HERALD_TRACKING__SECRET"]
+            if self.secret.get_secret_value() == LOCAL_TRACKING_SECRET
+            else []
+        )
 
 
 class BadToken(ValueError):

@@ -11,6 +11,7 @@ from cassandra.cluster import NoHostAvailable, Session
 from infra.cassandra import connect
 from infra.logging import configure_logging
 from infra.scheduling import ScheduleStore
+from infra.settings import refuse_published_secrets
 from processors.app import create_app
 from processors.enrichment import Enricher
 from processors.kafkaio import AsyncProducer
@@ -34,6 +35,7 @@ def _connect(settings: ProcessorSettings) -> Session:
 
 def main() -> None:
     settings = ProcessorSettings()
+    refuse_published_secrets(settings.profile, settings.published_secrets())
     configure_logging("processor", settings.log_level)
     session = _connect(settings)
     producer = AsyncProducer(settings.kafka.producer_config("processor"))

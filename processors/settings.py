@@ -58,6 +58,7 @@ class ProcessorSettings(BaseSettings):
     web_port: int | None = None  # Faust's own web server; off unless set
     datadir: Path | None = None  # default .run/processor/<pid>
     log_level: str = "INFO"
+    profile: str = ""  # HERALD_PROFILE; "dev" allows the published default secrets
 
     cache_ttl_s: float = 60.0
     cache_max_entries: int = 200_000
@@ -73,6 +74,10 @@ class ProcessorSettings(BaseSettings):
     # Records larger than this are refused before Kafka would refuse them (its default
     # limit is 1,000,000 bytes per record, headers and framing included).
     max_record_bytes: int = 990_000
+
+    def published_secrets(self) -> list[str]:
+        """The tracking key signs links only when tracking is on."""
+        return self.tracking.published_secrets() if self.tracking.enabled else []
 
     @model_validator(mode="after")
     def _prefix_topics(self) -> ProcessorSettings:

@@ -129,9 +129,12 @@ def send(
 def _with_directory(fn: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
     async def go(settings: IntakeSettings) -> T:
         from infra.cassandra import connect
+        from infra.settings import refuse_published_secrets
         from producers.contacts import Directory
         from producers.publisher import AsyncPublisher
 
+        # Contacts keyed with the published HMAC key would not match the API's.
+        refuse_published_secrets(settings.profile, settings.published_secrets())
         session = await asyncio.to_thread(connect, settings.cassandra)
         try:
             async with AsyncPublisher(settings.kafka, **settings.publisher_args("cli")) as pub:
@@ -369,9 +372,11 @@ def api(host: str | None = typer.Option(None), port: int | None = typer.Option(N
     import uvicorn
 
     from infra.logging import configure_logging
+    from infra.settings import refuse_published_secrets
     from producers.api import create_app
 
     settings = IntakeSettings()
+    refuse_published_secrets(settings.profile, settings.published_secrets())
     configure_logging("send-api", settings.log_level)
     uvicorn.run(
         create_app(settings),

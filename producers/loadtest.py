@@ -11,6 +11,7 @@ to Kafka (acks=all), so the figure includes the broker round trip.
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import time
 import uuid
@@ -20,6 +21,7 @@ from tempfile import mkdtemp
 import httpx
 import typer
 
+from infra.settings import DEV_PROFILE
 from producers.settings import IntakeSettings
 
 app = typer.Typer(add_completion=False)
@@ -114,7 +116,11 @@ def main(
             "send-api",
             python_module("producers", "api"),
             ready_port=port,
-            env={"HERALD_API__PORT": str(port), "HERALD_LOG_LEVEL": "WARNING"},
+            env={
+                "HERALD_API__PORT": str(port),
+                "HERALD_LOG_LEVEL": "WARNING",
+                "HERALD_PROFILE": os.environ.get("HERALD_PROFILE", DEV_PROFILE),
+            },
         ),
         Path(mkdtemp(prefix="herald-loadtest-")),
     )

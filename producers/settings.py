@@ -32,10 +32,13 @@ class ApiSection(BaseModel):
     check_templates: bool = True
 
 
+LOCAL_CONTACT_KEY = "herald-local-contact-key"
+
+
 class ContactsSection(BaseModel):
     # Keys `users_by_contact` and derives device ids: every service writing contacts must
-    # share it. The default only suits a local stack.
-    hmac_key: SecretStr = SecretStr("herald-local-contact-key")
+    # share it. The default only suits a local stack (refused outside HERALD_PROFILE=dev).
+    hmac_key: SecretStr = SecretStr(LOCAL_CONTACT_KEY)
     phone_region: str = DEFAULT_PHONE_REGION  # for numbers written without +country
 
 
@@ -61,6 +64,12 @@ class IntakeSettings(BaseSettings):
     # isolated topic families for tests or tenants sharing a cluster.
     topic_prefix: str = ""
     log_level: str = "INFO"
+    profile: str = ""  # HERALD_PROFILE; "dev" allows the published default secrets
+
+    def published_secrets(self) -> list[str]:
+        """Variables whose secrets still hold the default published in herald's source."""
+        published = self.contacts.hmac_key.get_secret_value() == LOCAL_CONTACT_KEY
+        return ["HERALD_CONTACTS__HMAC_KEY"] if published else []
 
     def publisher_args(self, client: str) -> dict[str, Any]:
         """Keyword arguments of `Publisher`/`AsyncPublisher` for this deployment."""

@@ -7,7 +7,11 @@ import socket
 
 import pytest
 
-from infra.settings import CassandraSettings, KafkaSettings
+from infra.settings import DEV_PROFILE, CassandraSettings, KafkaSettings
+
+# The services the suite starts inherit this: they run on a local stack with the secrets
+# published in herald's source, which they refuse without it.
+os.environ.setdefault("HERALD_PROFILE", DEV_PROFILE)
 
 KAFKA = os.environ.get("HERALD_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:9092")
 CASSANDRA_PORT = int(os.environ.get("HERALD_CASSANDRA__PORT", "9042"))

@@ -42,7 +42,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from herald.bench.sampler import listener_pid
 from infra.cassandra import connect
 from infra.scheduling import ScheduleStore
-from infra.settings import CassandraSettings, KafkaSettings
+from infra.settings import DEV_PROFILE, CassandraSettings, KafkaSettings
 from processors.enrichment import Enricher
 from processors.kafkaio import AsyncProducer
 from processors.pipeline import DedupStore, Incoming, Processor, Source
@@ -228,6 +228,7 @@ def run(
         "HERALD_LOG_LEVEL": "WARNING",
         # Warm means warm: no entry may expire mid-phase (users.changes keeps caches fresh).
         "HERALD_CACHE_TTL_S": "3600",
+        "HERALD_PROFILE": DEV_PROFILE,
     }
     argv = [sys.executable, "-m", "processors"]
     if engine == "plain":

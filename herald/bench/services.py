@@ -18,7 +18,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from herald.bench.kafkautil import end_offsets
 from herald.services import Service, ServiceError, ServiceSpec, free_port, python_module, start
 from infra import topics
-from infra.settings import KafkaSettings
+from infra.settings import DEV_PROFILE, KafkaSettings
 from schemas.channels import Channel
 
 
@@ -104,6 +104,8 @@ def processor_spec(
             "HERALD_METRICS_PORT": str(metrics),
             # Faust binds its web port even when its web views are off: never the default.
             "HERALD_WEB_PORT": str(free_port()),
+            # A local stack: the published tracking key may sign links.
+            "HERALD_PROFILE": DEV_PROFILE,
             **(extra_env or {}),
         },
     )

@@ -8,6 +8,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from infra.settings import CassandraSettings, KafkaSettings
 from infra.tracking import TrackingSettings
 
+LOCAL_APP_KEY = "herald-local-app-key"
+
 
 class LagSection(BaseModel):
     host: str = "0.0.0.0"
@@ -26,8 +28,8 @@ class TrackingServerSection(BaseModel):
     host: str = "0.0.0.0"
     port: int = 9404
     # Keys client apps send as `X-Herald-App-Key` to report push delivered/opened.
-    # The default only suits a local stack.
-    app_keys: list[SecretStr] = Field(default_factory=lambda: [SecretStr("herald-local-app-key")])
+    # The default only suits a local stack (refused outside HERALD_PROFILE=dev).
+    app_keys: list[SecretStr] = Field(default_factory=lambda: [SecretStr(LOCAL_APP_KEY)])
 
 
 class StatusSection(BaseModel):
@@ -52,3 +54,10 @@ class OpsSettings(BaseSettings):
     # Every topic name starts with this (a topic family of its own, as the senders take it).
     topic_prefix: str = ""
     log_level: str = "INFO"
+    profile: str = ""  # HERALD_PROFILE; "dev" allows the published default secrets
+
+    def published_secrets(self) -> list[str]:
+        """Variables of the tracking server whose secrets still hold the published default."""
+        app_keys = {k.get_secret_value() for k in self.tracking_server.app_keys}
+        published = ["HERALD_TRACKING_SERVER__APP_KEYS"] if LOCAL_APP_KEY in app_keys else []
+        return self.tracking.published_secrets() + published

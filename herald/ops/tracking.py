@@ -257,8 +257,10 @@ def main() -> None:
 
     from infra.cassandra import connect
     from infra.logging import configure_logging
+    from infra.settings import refuse_published_secrets
 
     settings = OpsSettings()
+    refuse_published_secrets(settings.profile, settings.published_secrets())
     configure_logging("tracking", settings.log_level)
     producer = Producer(settings.kafka.producer_config("tracking"))
     session: Session | None

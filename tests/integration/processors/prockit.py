@@ -26,6 +26,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from herald.services import Service, ServiceSpec, free_port, python_module, start
 from infra import topics
 from infra.cassandra import connect
+from infra.settings import DEV_PROFILE
 from schemas import codec, ids
 from schemas.channels import Channel
 from schemas.events import now_ms
@@ -284,6 +285,7 @@ def make_harness(
         "HERALD_DATADIR": str(Path(".run") / "test-processor" / tag),
         "HERALD_SCHEDULER_INTERVAL_S": "0.2",
         "HERALD_SESSION_TIMEOUT_S": "6",
+        "HERALD_PROFILE": DEV_PROFILE,
         **(extra_env or {}),
     }
     session = connect(CASSANDRA_SETTINGS)

@@ -9,6 +9,7 @@ import pytest
 from cassandra.cluster import Session
 
 from herald.services import ServiceSpec, free_port, python_module, start
+from infra.settings import DEV_PROFILE
 from producers.clients import ClientStore
 from tests.integration.producers.intakekit import uid
 
@@ -25,7 +26,7 @@ def test_entry_point_serves_openapi_and_accepts_a_request(session: Session, tmp_
             "send-api",
             python_module("producers", "api"),
             ready_port=port,
-            env={"HERALD_API__PORT": str(port)},
+            env={"HERALD_API__PORT": str(port), "HERALD_PROFILE": DEV_PROFILE},
         ),
         tmp_path,
     )
