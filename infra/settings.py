@@ -6,7 +6,13 @@ sections; the environment is read only at the service's entry point.
 
 from __future__ import annotations
 
+import ssl
+from typing import TYPE_CHECKING, Literal
+
 from pydantic import BaseModel, Field, SecretStr
+
+if TYPE_CHECKING:
+    from faust.types.auth import CredentialsT
 
 # HERALD_PROFILE=dev: a local stack, where the secrets published in herald's source may be
 # used. Any other profile (none by default) refuses them: see `refuse_published_secrets`.
@@ -29,12 +35,71 @@ class KafkaSettings(BaseModel):
     # Set to use the Confluent schema-registry wire format instead of single-object encoding.
     schema_registry_url: str | None = None
     client_id_prefix: str = "herald"
+    # Managed Kafka (Confluent Cloud, MSK, Aiven, ...): SASL and/or TLS, librdkafka's names.
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: str | None = None  # CA bundle; unset = the system's
+    ssl_certificate_location: str | None = None  # client certificate (mutual TLS)
+    ssl_key_location: str | None = None
+    ssl_key_password: SecretStr | None = None
+    ssl_endpoint_identification: bool = True  # check the broker's hostname
 
     def base_config(self, client: str) -> dict[str, str | int | bool]:
         return {
             "bootstrap.servers": self.bootstrap_servers,
             "client.id": f"{self.client_id_prefix}-{client}",
+            **self._security_config(),
         }
+
+    def _security_config(self) -> dict[str, str | int | bool]:
+        if self.security_protocol == "PLAINTEXT":
+            return {}
+        config: dict[str, str | int | bool] = {"security.protocol": self.security_protocol}
+        if self.security_protocol.startswith("SASL"):
+            config["sasl.mechanism"] = self.sasl_mechanism
+            config["sasl.username"] = self.sasl_username or ""
+            config["sasl.password"] = _reveal(self.sasl_password)
+        if self.security_protocol.endswith("SSL"):
+            optional = {
+                "ssl.ca.location": self.ssl_ca_location,
+                "ssl.certificate.location": self.ssl_certificate_location,
+                "ssl.key.location": self.ssl_key_location,
+                "ssl.key.password": _reveal(self.ssl_key_password) or None,
+            }
+            config.update({k: v for k, v in optional.items() if v})
+            if not self.ssl_endpoint_identification:
+                config["ssl.endpoint.identification.algorithm"] = "none"
+        return config
+
+    def faust_credentials(self) -> CredentialsT | None:
+        """The same settings for the processor's Faust/aiokafka consumer and producer."""
+        if self.security_protocol == "PLAINTEXT":
+            return None
+        # Imported here: only the processor uses Faust, and importing it costs the others.
+        from faust.auth import SASLCredentials, SSLCredentials
+
+        context = self._ssl_context() if self.security_protocol.endswith("SSL") else None
+        if self.security_protocol == "SSL":
+            return SSLCredentials(context)
+        return SASLCredentials(
+            username=self.sasl_username,
+            password=_reveal(self.sasl_password),
+            ssl_context=context,
+            mechanism=self.sasl_mechanism,
+        )
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=self.ssl_ca_location)
+        if self.ssl_certificate_location:
+            context.load_cert_chain(
+                self.ssl_certificate_location,
+                self.ssl_key_location,
+                _reveal(self.ssl_key_password) or None,
+            )
+        context.check_hostname = self.ssl_endpoint_identification
+        return context
 
     def producer_config(self, client: str) -> dict[str, str | int | bool]:
         # Idempotence needs acks=all and at most 5 in-flight requests per connection.
@@ -57,6 +122,10 @@ class KafkaSettings(BaseModel):
             "auto.offset.reset": "earliest",
             "isolation.level": "read_committed",
         }
+
+
+def _reveal(secret: SecretStr | None) -> str:
+    return secret.get_secret_value() if secret is not None else ""
 
 
 class CassandraSettings(BaseModel):

@@ -75,6 +75,7 @@ def create_app(
     app = faust.App(
         settings.app_id,
         broker=[f"kafka://{h}" for h in settings.kafka.bootstrap_servers.split(",")],
+        broker_credentials=settings.kafka.faust_credentials(),
         key_serializer="raw",
         value_serializer="raw",
         datadir=str(datadir),

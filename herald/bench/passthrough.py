@@ -39,7 +39,7 @@ class PassthroughResult:
 
 
 def ensure_bench_topics(kafka: KafkaSettings) -> None:
-    admin = AdminClient({"bootstrap.servers": kafka.bootstrap_servers})
+    admin = AdminClient(dict(kafka.base_config("bench-admin")))
     existing = set(admin.list_topics(timeout=15).topics)
     new = [
         NewTopic(t, PARTITIONS, 1, config={"retention.ms": str(RETENTION_MS)})

@@ -190,7 +190,7 @@ def run(
     kafka_port = int(kafka.bootstrap_servers.split(",")[0].rsplit(":", 1)[1])
     tag = uuid.uuid4().hex[:10]
     topic, status = f"bench.processor.{tag}.requested", f"bench.processor.{tag}.status"
-    admin = AdminClient({"bootstrap.servers": kafka.bootstrap_servers})
+    admin = AdminClient(dict(kafka.base_config("bench-admin")))
     futures = admin.create_topics(
         [NewTopic(topic, 6, 1), NewTopic(status, 3, 1), NewTopic(f"{topic}.dlq", 1, 1)]
     )

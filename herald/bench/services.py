@@ -150,7 +150,7 @@ def sender_topics(channel: Channel, prefix: str = "") -> list[str]:
 
 def ensure_prefixed_topics(kafka: KafkaSettings, prefix: str) -> None:
     """herald's whole topic family under `prefix` (same partitions), created if missing."""
-    admin = AdminClient({"bootstrap.servers": kafka.bootstrap_servers})
+    admin = AdminClient(dict(kafka.base_config("bench-admin")))
     existing = set(admin.list_topics(timeout=15).topics)
     missing = [
         NewTopic(prefix + t.name, t.partitions, t.replication, config=t.config())
@@ -186,7 +186,7 @@ def wait_for_groups(
 ) -> None:
     """Block until each consumer group is stable with `members` members: before that, records
     published would race the groups' first assignment (they start at the topics' end)."""
-    admin = AdminClient({"bootstrap.servers": kafka.bootstrap_servers})
+    admin = AdminClient(dict(kafka.base_config("bench-admin")))
     pending = set(groups)
     deadline = time.monotonic() + timeout
     while pending:

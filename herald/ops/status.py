@@ -71,7 +71,7 @@ class StatusProbe:
     def __init__(self, settings: OpsSettings) -> None:
         self.settings = settings
         self.admin = AdminClient(
-            {"bootstrap.servers": settings.kafka.bootstrap_servers, "socket.timeout.ms": 3000}
+            {**settings.kafka.base_config("ops-status"), "socket.timeout.ms": 3000}
         )
         self.lag = LagProbe(settings.kafka, settings.lag)
         self._session: Any = None
