@@ -4,6 +4,8 @@ provider uses the same way (429 and 5xx are worth retrying, other 4xx are not)."
 from __future__ import annotations
 
 import re
+import ssl
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -11,9 +13,25 @@ import httpx
 from senders.providers.base import DeliveryError, PermanentError, RetriableError, parse_retry_after
 
 
+def ssl_context(ca_file: Path | None) -> ssl.SSLContext:
+    """The system's CAs, plus `ca_file` when set (a private PKI, a TLS-inspecting proxy,
+    the emulators' certificate)."""
+    context = ssl.create_default_context()
+    if ca_file:
+        context.load_verify_locations(cafile=str(ca_file))
+    return context
+
+
 def client(
-    url: str, *, timeout_s: float, max_connections: int, **kwargs: object
+    url: str,
+    *,
+    timeout_s: float,
+    max_connections: int,
+    ca_file: Path | None = None,
+    **kwargs: object,
 ) -> httpx.AsyncClient:
+    if ca_file:
+        kwargs["verify"] = ssl_context(ca_file)
     return httpx.AsyncClient(
         base_url=url.rstrip("/"),
         timeout=timeout_s,

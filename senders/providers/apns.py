@@ -14,7 +14,6 @@ the token and is retried; 429 and 5xx are retried, honouring Retry-After.
 from __future__ import annotations
 
 import json
-import ssl
 import time
 from collections.abc import Callable
 from typing import Any
@@ -82,13 +81,6 @@ class ProviderToken:
         self._issued_at = now
 
 
-def _ssl_context(ca_file: str | None) -> ssl.SSLContext:
-    ctx = ssl.create_default_context()
-    if ca_file:
-        ctx.load_verify_locations(cafile=ca_file)
-    return ctx
-
-
 def build_request(message: Message, topic: str) -> tuple[dict[str, str], dict[str, Any]]:
     """The APNs headers (without authorization) and JSON payload for one message."""
     background = not message.body and not message.title
@@ -148,7 +140,7 @@ class ApnsProvider(Provider):
             base_url=s.url.rstrip("/"),
             http1=False,
             http2=True,
-            verify=_ssl_context(str(s.ca_file) if s.ca_file else None),
+            verify=_http.ssl_context(s.ca_file),
             timeout=s.timeout_s,
             limits=httpx.Limits(max_connections=s.max_connections),
         )

@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -30,10 +32,13 @@ import firebase_admin
 import google.auth.exceptions
 import google.auth.transport.requests
 import httpx
+import requests
+import requests.adapters
 import requests.exceptions
 import urllib3.exceptions
 from firebase_admin import _http_client, _retry, credentials, exceptions, messaging
 
+from senders.providers import _http
 from senders.providers.base import (
     DeliveryError,
     Message,
@@ -47,6 +52,28 @@ from senders.providers.settings import FcmSettings
 
 _LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 _MAX_TTL_S = 28 * 24 * 3600  # FCM keeps undelivered messages at most four weeks
+
+
+class _TrustAdapter(requests.adapters.HTTPAdapter):
+    """requests' `verify` swaps the default CA bundle for one file; this adds the file to
+    the system's CAs instead, as the httpx clients do."""
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        self._context = context
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["ssl_context"] = self._context
+        super().init_poolmanager(*args, **kwargs)
+
+
+def _session(ca_file: Path | None) -> requests.Session | None:
+    """The session the OAuth token refresh uses; None: google-auth's default."""
+    if not ca_file:
+        return None
+    session = requests.Session()
+    session.mount("https://", _TrustAdapter(_http.ssl_context(ca_file)))
+    return session
 
 
 def _service_account(settings: FcmSettings) -> dict[str, Any]:
@@ -179,6 +206,7 @@ class FcmProvider(Provider):
         self._app: firebase_admin.App | None = None
         self._service: Any = None
         self._refreshing = asyncio.Lock()
+        self._token_request: google.auth.transport.requests.Request | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -198,6 +226,15 @@ class FcmProvider(Provider):
             timeout=s.timeout_s,
             retry_config=_retry.HttpxRetry(max_retries=0),
         )
+        if s.ca_file:
+            # firebase-admin builds its transports without a `verify` option: replace them
+            # (private attributes, like the URL above; the contract tests cover them).
+            context = _http.ssl_context(s.ca_file)
+            for mount in service._async_client._mounts.values():
+                mount._wrapped_transport = httpx.AsyncHTTPTransport(
+                    retries=0, http2=True, verify=context
+                )
+        self._token_request = google.auth.transport.requests.Request(_session(s.ca_file))
         self._service = service
 
     async def _fresh_token(self) -> None:
@@ -208,9 +245,7 @@ class FcmProvider(Provider):
             return
         async with self._refreshing:
             if not credential.valid:
-                await asyncio.to_thread(
-                    credential.refresh, google.auth.transport.requests.Request()
-                )
+                await asyncio.to_thread(credential.refresh, self._token_request)
 
     async def close(self) -> None:
         if self._app is not None:

@@ -73,6 +73,7 @@ class SendgridProvider(Provider):
             s.url,
             timeout_s=s.timeout_s,
             max_connections=s.max_connections,
+            ca_file=s.ca_file,
             headers={"Authorization": f"Bearer {s.api_key.get_secret_value()}"},
         )
 

@@ -53,8 +53,10 @@ class FcmSettings(BaseModel):
     # local one (the emulator's) follows `url`, so emulators on other ports just work.
     token_uri: str | None = None
     timeout_s: float = 10.0
+    # Extra trust anchor on top of the system CAs (a private PKI, a TLS-inspecting proxy).
+    ca_file: Path | None = None
 
-    _paths = field_validator("credentials_file", mode="before")(_blank_is_none)
+    _paths = field_validator("credentials_file", "ca_file", mode="before")(_blank_is_none)
 
 
 class WebpushSettings(BaseModel):
@@ -68,8 +70,12 @@ class WebpushSettings(BaseModel):
     endpoint_override: str | None = "http://127.0.0.1:8444"
     timeout_s: float = 10.0
     max_connections: int = 50
+    # Extra trust anchor on top of the system CAs (a private PKI, a TLS-inspecting proxy).
+    ca_file: Path | None = None
 
-    _paths = field_validator("vapid_key_file", "endpoint_override", mode="before")(_blank_is_none)
+    _paths = field_validator("vapid_key_file", "endpoint_override", "ca_file", mode="before")(
+        _blank_is_none
+    )
 
 
 class TwilioSettings(BaseModel):
@@ -81,6 +87,10 @@ class TwilioSettings(BaseModel):
     messaging_service_sid: str | None = None  # used instead of `from_number` when set
     timeout_s: float = 10.0
     max_connections: int = 50
+    # Extra trust anchor on top of the system CAs (a private PKI, a TLS-inspecting proxy).
+    ca_file: Path | None = None
+
+    _paths = field_validator("ca_file", mode="before")(_blank_is_none)
 
 
 class VonageSettings(BaseModel):
@@ -91,6 +101,10 @@ class VonageSettings(BaseModel):
     sender: str = "herald"  # the `from` field: alphanumeric sender id or a number
     timeout_s: float = 10.0
     max_connections: int = 50
+    # Extra trust anchor on top of the system CAs (a private PKI, a TLS-inspecting proxy).
+    ca_file: Path | None = None
+
+    _paths = field_validator("ca_file", mode="before")(_blank_is_none)
 
 
 class SmtpSettings(BaseModel):
@@ -118,6 +132,10 @@ class SendgridSettings(BaseModel):
     from_name: str | None = "herald"
     timeout_s: float = 10.0
     max_connections: int = 50
+    # Extra trust anchor on top of the system CAs (a private PKI, a TLS-inspecting proxy).
+    ca_file: Path | None = None
+
+    _paths = field_validator("ca_file", mode="before")(_blank_is_none)
 
 
 class NullSettings(BaseModel):

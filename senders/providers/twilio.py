@@ -37,6 +37,7 @@ class TwilioProvider(Provider):
             s.url,
             timeout_s=s.timeout_s,
             max_connections=s.max_connections,
+            ca_file=s.ca_file,
             auth=(s.account_sid, s.auth_token.get_secret_value()),
         )
 

@@ -35,7 +35,9 @@ class VonageProvider(Provider):
 
     async def start(self) -> None:
         s = self.settings
-        self._client = _http.client(s.url, timeout_s=s.timeout_s, max_connections=s.max_connections)
+        self._client = _http.client(
+            s.url, timeout_s=s.timeout_s, max_connections=s.max_connections, ca_file=s.ca_file
+        )
 
     async def close(self) -> None:
         if self._client is not None:

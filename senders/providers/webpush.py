@@ -157,7 +157,10 @@ class WebpushProvider(Provider):
             raise ValueError("webpush: the VAPID key must be an EC P-256 key")
         self._vapid = VapidSigner(key, s.subject)
         self._client = _http.client(
-            s.endpoint_override or "", timeout_s=s.timeout_s, max_connections=s.max_connections
+            s.endpoint_override or "",
+            timeout_s=s.timeout_s,
+            max_connections=s.max_connections,
+            ca_file=s.ca_file,
         )
 
     async def close(self) -> None:
