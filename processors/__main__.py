@@ -10,12 +10,10 @@ from cassandra.cluster import NoHostAvailable, Session
 
 from infra.cassandra import connect
 from infra.logging import configure_logging
-from infra.scheduling import ScheduleStore
 from infra.settings import refuse_published_secrets
 from processors.app import create_app
-from processors.enrichment import Enricher
 from processors.kafkaio import AsyncProducer
-from processors.pipeline import DedupStore, Processor
+from processors.pipeline import Processor
 from processors.settings import ProcessorSettings
 
 log = logging.getLogger("processors")
@@ -39,20 +37,8 @@ def main() -> None:
     configure_logging("processor", settings.log_level)
     session = _connect(settings)
     producer = AsyncProducer(settings.kafka.producer_config("processor"))
-    scheduler = ScheduleStore(session, scope=settings.requested_topic)
-    processor = Processor(
-        settings,
-        producer=producer,
-        enricher=Enricher(
-            session,
-            ttl_s=settings.cache_ttl_s,
-            max_entries=settings.cache_max_entries,
-            max_backoff_s=settings.cassandra_retry_max_s,
-        ),
-        dedup=DedupStore(session, settings.cassandra_retry_max_s),
-        scheduler=scheduler,
-    )
-    app = create_app(settings, processor, scheduler)
+    processor = Processor.from_settings(settings, session, producer)
+    app = create_app(settings, processor, processor.scheduler)
     level = settings.log_level.lower()
     faust_level = {"warning": "warn", "critical": "crit"}.get(level, level)
     # The worker's command line overrides the app's web settings, so say it here too.

@@ -177,6 +177,23 @@ class Processor:
         # in the Confluent wire format (single-object encoding is read either way).
         self.codec = codec.codec_for(settings.kafka.schema_registry_url)
 
+    @classmethod
+    def from_settings(
+        cls, settings: ProcessorSettings, session: Session, producer: AsyncProducer
+    ) -> Processor:
+        return cls(
+            settings,
+            producer=producer,
+            enricher=Enricher(
+                session,
+                ttl_s=settings.cache_ttl_s,
+                max_entries=settings.cache_max_entries,
+                max_backoff_s=settings.cassandra_retry_max_s,
+            ),
+            dedup=DedupStore(session, settings.cassandra_retry_max_s),
+            scheduler=ScheduleStore(session, scope=settings.requested_topic),
+        )
+
     # -- the batch ----------------------------------------------------------------------
 
     async def handle_batch(

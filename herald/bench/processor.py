@@ -41,11 +41,9 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from herald.bench.sampler import listener_pid
 from infra.cassandra import connect
-from infra.scheduling import ScheduleStore
 from infra.settings import DEV_PROFILE, CassandraSettings, KafkaSettings
-from processors.enrichment import Enricher
 from processors.kafkaio import AsyncProducer
-from processors.pipeline import DedupStore, Incoming, Processor, Source
+from processors.pipeline import Incoming, Processor, Source
 from processors.settings import ProcessorSettings
 from schemas import codec, ids
 from schemas.events import now_ms
@@ -313,18 +311,7 @@ async def _plain_worker() -> None:
     settings = ProcessorSettings()
     session = connect(settings.cassandra)
     producer = AsyncProducer(settings.kafka.producer_config("processor"))
-    processor = Processor(
-        settings,
-        producer=producer,
-        enricher=Enricher(
-            session,
-            ttl_s=settings.cache_ttl_s,
-            max_entries=settings.cache_max_entries,
-            max_backoff_s=settings.cassandra_retry_max_s,
-        ),
-        dedup=DedupStore(session, settings.cassandra_retry_max_s),
-        scheduler=ScheduleStore(session, scope=settings.requested_topic),
-    )
+    processor = Processor.from_settings(settings, session, producer)
     consumer = Consumer(settings.kafka.consumer_config("processor", settings.app_id))
     consumer.subscribe([settings.requested_topic])
     start_http_server(settings.metrics_port)

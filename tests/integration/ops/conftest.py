@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterator
 
@@ -27,12 +28,19 @@ def session() -> Iterator[Session]:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def topic_family(kafka: KafkaSettings) -> str:
+def topic_family(kafka: KafkaSettings) -> Iterator[str]:
+    from confluent_kafka.admin import AdminClient
+
     from herald.bench.services import ensure_prefixed_topics
     from tests.integration.ops.opskit import PREFIX
 
     ensure_prefixed_topics(kafka, PREFIX)
-    return PREFIX
+    yield PREFIX
+    admin = AdminClient(kafka.base_config("ops-test"))
+    ours = [t for t in admin.list_topics(timeout=10).topics if t.startswith(PREFIX)]
+    for fut in admin.delete_topics(ours).values() if ours else []:
+        with contextlib.suppress(Exception):
+            fut.result(timeout=30)
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -21,9 +20,9 @@ from schemas import codec, ids
 from schemas.events import now_ms
 from tests.conftest import KAFKA
 
-# The tests' own topic family (created once, reused, never deleted): no other test's
-# sender reads it, so the ledger and the emulators see only what these tests do.
-PREFIX = "herald-ops-test."
+# The test session's own topic family (deleted at the end): no other run's sender reads it,
+# so the ledger and the emulators see only what these tests do.
+PREFIX = f"herald-ops-test.{uuid.uuid4().hex[:8]}."
 
 
 def delivery(channel: str, category: str, **over: Any) -> dict[str, Any]:
@@ -114,39 +113,18 @@ def foreign_consumers(kafka: KafkaSettings, topic: str, ours: str | None = None)
 
 
 def wait_until_unconsumed(kafka: KafkaSettings, topic: str, ours: str | None = None) -> None:
-    """Another test's sender on the shared broker would take this test's records (and
-    write the ledger, or send them to its own emulators): wait for the topic to be ours,
-    or skip saying why."""
+    """A sender still reading `topic` (one a previous test of this session left running)
+    would take this test's records: wait for the topic to be ours, or fail naming it."""
     if not wait_for(lambda: not foreign_consumers(kafka, topic, ours), timeout=20, every=1.0):
-        pytest.skip(f"other consumers read {topic}: {foreign_consumers(kafka, topic, ours)}")
+        pytest.fail(f"other consumers read {topic}: {foreign_consumers(kafka, topic, ours)}")
 
 
 @contextlib.contextmanager
 def exclusive(kafka: KafkaSettings, topic: str, ours: str | None = None) -> Iterator[None]:
-    """Run a block that needs `topic` to itself. A failure while another test's consumer
-    read the topic proves nothing about this code, so it becomes a skip naming the
-    intruder; without an intruder, failures stay failures."""
+    """Run a block that needs `topic` to itself; the topic family is this session's own,
+    so a failure inside is this code's."""
     wait_until_unconsumed(kafka, topic, ours)
-    seen: set[str] = set()
-    stop = threading.Event()
-
-    def watch() -> None:
-        while not stop.wait(0.5):
-            seen.update(foreign_consumers(kafka, topic, ours))
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    try:
-        yield
-    except AssertionError:
-        stop.set()
-        watcher.join()
-        seen.update(foreign_consumers(kafka, topic, ours))
-        if seen:
-            pytest.skip(f"{sorted(seen)} consumed {topic} during the test")
-        raise
-    finally:
-        stop.set()
+    yield
 
 
 def owns_topic(topic: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
