@@ -49,6 +49,7 @@ class ProcessorSettings(BaseSettings):
     requested_dlq_topic: str = topics.REQUESTED_DLQ
     status_topic: str = topics.STATUS
     user_changes_topic: str = topics.USER_CHANGES
+    template_changes_topic: str = topics.TEMPLATE_CHANGES
 
     # Prefixes every topic the processor reads or writes, channel topics included, so a
     # benchmark or fault run can use a topic family of its own on a shared broker.
@@ -88,6 +89,7 @@ class ProcessorSettings(BaseSettings):
                 "requested_dlq_topic",
                 "status_topic",
                 "user_changes_topic",
+                "template_changes_topic",
             ):
                 value = getattr(self, name)
                 if value and not value.startswith(self.topic_prefix):

@@ -27,7 +27,7 @@ def _errors(*codes: int) -> dict[str, Any]:
         400: "Invalid input; `field` names it.",
         401: "Missing or wrong app key / secret.",
         403: "This client may not use that source, category or owner, or lacks the "
-        "contacts:read / contacts:write scope.",
+        "scope the call needs (contacts:read|write, templates:read|write).",
         404: "Not found (also another client's notification).",
         409: "Conflict with the current state; on POST /v1/notifications "
         "`idempotency_key_reused`: the Idempotency-Key was used with another body.",
@@ -185,6 +185,65 @@ def openapi_document(settings: IntakeSettings | None = None) -> dict[str, Any]:
             },
         },
         "Schedule": {"type": "object", "additionalProperties": True},
+        "TemplateVariant": {
+            "type": "object",
+            "required": ["channel", "locale"],
+            "additionalProperties": False,
+            "description": "email: subject, body (plain text) and html; push: body and "
+            "optional title; sms: body. Jinja2 (sandboxed) using only declared params.",
+            "properties": {
+                "channel": {"enum": ["push", "sms", "email"]},
+                "locale": {"type": "string", "examples": ["en", "ko-KR"]},
+                "title": {"type": ["string", "null"]},
+                "subject": {"type": ["string", "null"]},
+                "body": {"type": ["string", "null"]},
+                "html": {"type": ["string", "null"]},
+            },
+        },
+        "TemplateVersionInput": {
+            "type": "object",
+            "required": ["variants"],
+            "additionalProperties": False,
+            "properties": {
+                "template_id": {
+                    "type": "string",
+                    "pattern": "^[a-z0-9][a-z0-9_.-]{0,99}$",
+                    "description": "Required on create.",
+                },
+                "description": {"type": "string"},
+                "params": {"type": "array", "items": {"type": "string"}},
+                "examples": {
+                    "type": "object",
+                    "additionalProperties": {"type": "string"},
+                    "description": "Sample values: save-time SMS/push size estimates and "
+                    "preview defaults.",
+                },
+                "variants": {"type": "array", "items": _ref("TemplateVariant")},
+            },
+        },
+        "TemplateVersion": {
+            "type": "object",
+            "properties": {
+                "template_id": {"type": "string"},
+                "version": {"type": "integer"},
+                "params": {"type": "array", "items": {"type": "string"}},
+                "examples": {"type": "object", "additionalProperties": {"type": "string"}},
+                "variants": {"type": "array", "items": _ref("TemplateVariant")},
+                "description": {"type": ["string", "null"]},
+                "created_by": {"type": ["string", "null"]},
+                "created_at": {"type": ["string", "null"], "format": "date-time"},
+            },
+        },
+        "TemplatePreviewInput": {
+            "type": "object",
+            "properties": {
+                "version": {"type": "integer", "description": "Default: the latest."},
+                "locale": {"type": "string", "default": "en"},
+                "params": {"type": "object", "additionalProperties": {"type": "string"}},
+                "channels": {"type": "array", "items": {"enum": ["push", "sms", "email"]}},
+            },
+        },
+        "TemplatePreview": {"type": "object", "additionalProperties": True},
     }
     idem = {
         "name": "Idempotency-Key",
@@ -281,6 +340,55 @@ def openapi_document(settings: IntakeSettings | None = None) -> dict[str, Any]:
                 params=[uid],
             )
         },
+        "/v1/templates": {
+            "post": _op(
+                "Create a template, version 1 (scope templates:write).",
+                (201, "Created.", _ref("TemplateVersion")),
+                body=_ref("TemplateVersionInput"),
+                errors=(400, 401, 403, 409, 429, 503),
+            ),
+            "get": _op(
+                "List templates with their latest version (scope templates:read).",
+                (200, "Templates.", {"type": "object"}),
+                errors=(401, 403, 429, 503),
+            ),
+        },
+        "/v1/templates/{template_id}": {
+            "get": _op(
+                "Read the latest version, `?version=n` or `<id>@<n>` (scope templates:read).",
+                (200, "The version.", _ref("TemplateVersion")),
+                errors=(400, 401, 403, 404, 429, 503),
+                params=[
+                    _path("template_id"),
+                    {"name": "version", "in": "query", "schema": {"type": "integer"}},
+                ],
+            ),
+            "delete": _op(
+                "Delete a template and every version (scope templates:write).",
+                (204, "Deleted.", None),
+                errors=(401, 403, 404, 429, 503),
+                params=[_path("template_id")],
+            ),
+        },
+        "/v1/templates/{template_id}/versions": {
+            "post": _op(
+                "Add a version; it becomes the latest at once (scope templates:write).",
+                (201, "Created.", _ref("TemplateVersion")),
+                body=_ref("TemplateVersionInput"),
+                errors=(400, 401, 403, 404, 409, 429, 503),
+                params=[_path("template_id")],
+            )
+        },
+        "/v1/templates/{template_id}/preview": {
+            "post": _op(
+                "Render a version for a locale with sample params, per channel; nothing is "
+                "sent (scope templates:read).",
+                (200, "Rendered channels.", _ref("TemplatePreview")),
+                body=_ref("TemplatePreviewInput"),
+                errors=(400, 401, 403, 404, 429, 503),
+                params=[_path("template_id")],
+            )
+        },
         "/v1/schedules": {
             "post": _op(
                 "Create a recurring schedule.",
@@ -317,7 +425,7 @@ def openapi_document(settings: IntakeSettings | None = None) -> dict[str, Any]:
             "title": "herald send API",
             "version": "1.0.0",
             "description": "Publish notification requests and manage users' contacts, "
-            "devices, preferences and recurring schedules.",
+            "devices, preferences, templates and recurring schedules.",
         },
         "servers": [{"url": f"http://127.0.0.1:{port}"}],
         "paths": paths,

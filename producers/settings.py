@@ -77,5 +77,6 @@ class IntakeSettings(BaseSettings):
             "client": client,
             "topic": self.topic_prefix + topics.REQUESTED,
             "changes_topic": self.topic_prefix + topics.USER_CHANGES,
+            "template_changes_topic": self.topic_prefix + topics.TEMPLATE_CHANGES,
             "max_payload_bytes": self.api.max_payload_bytes,
         }
