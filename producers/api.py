@@ -1,6 +1,7 @@
 """The send API (the seed's "notification server"): an ASGI app, run by `python -m producers api`.
 
-Every route but `/healthz` and `/openapi.json` needs an API client's app key and secret,
+Every route but `/healthz`, `/openapi.json` and the public pages (`producers.pages`: signed
+links and provider webhooks) needs an API client's app key and secret,
 as `X-Herald-App-Key` + `X-Herald-App-Secret` headers or HTTP Basic. Errors are JSON
 `{"error": <code>, "message": ..., "field": ...}`:
 
@@ -58,6 +59,13 @@ from producers.contacts import UNSET, Directory
 from producers.headers import HeaderParams
 from producers.idempotency import Claim, IdempotencyKeys, fingerprint
 from producers.openapi import openapi_document
+from producers.pages import (
+    preferences_page,
+    save_preferences,
+    sms_inbound,
+    unsubscribe,
+    unsubscribe_page,
+)
 from producers.publisher import AsyncPublisher, Prepared, PublishError
 from producers.request import NotificationRequest, parse_request
 from producers.schedules import RecurringStore
@@ -809,6 +817,11 @@ async def openapi(request: Request) -> Response:
 ROUTES = [
     Route("/healthz", healthz, methods=["GET"]),
     Route("/openapi.json", openapi, methods=["GET"]),
+    Route("/u/{token}", unsubscribe_page, methods=["GET"]),
+    Route("/u/{token}", unsubscribe, methods=["POST"]),
+    Route("/preferences/{token}", preferences_page, methods=["GET"]),
+    Route("/preferences/{token}", save_preferences, methods=["POST"]),
+    Route("/webhooks/twilio/sms", sms_inbound, methods=["POST"]),
     Route("/v1/notifications", send_notifications, methods=["POST"]),
     Route("/v1/notifications/{event_id}", get_notification, methods=["GET"]),
     Route("/v1/notifications/{event_id}", cancel_notification, methods=["DELETE"]),

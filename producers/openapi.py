@@ -66,6 +66,34 @@ def _path(name: str) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
 
 
+def _public(
+    summary: str,
+    responses: dict[str, str],
+    form: dict[str, Any] | None = None,
+    *,
+    signed_link: bool = True,
+) -> Any:
+    """A route for people or providers: no app key (a signed link or signature instead)."""
+    op: dict[str, Any] = {
+        "summary": summary,
+        "security": [],
+        "responses": {code: {"description": text} for code, text in responses.items()},
+    }
+    if signed_link:
+        op["parameters"] = [_path("token")]
+    if form is not None:
+        media = {"application/x-www-form-urlencoded": {"schema": form}}
+        op["requestBody"] = {"required": True, "content": media}
+    return op
+
+
+def _form(**fields: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {k: {"type": "string", "description": v} for k, v in fields.items()},
+    }
+
+
 CONTACTS_ERRORS = (400, 401, 403, 429, 503)
 OWNER = {"name": "owner", "in": "query", "required": False, "schema": {"type": "string"}}
 
@@ -260,6 +288,57 @@ def openapi_document(settings: IntakeSettings | None = None) -> dict[str, Any]:
         "/healthz": {"get": {"summary": "Liveness.", "responses": {"200": {"description": "Up."}}}},
         "/openapi.json": {
             "get": {"summary": "This document.", "responses": {"200": {"description": "OK."}}}
+        },
+        "/u/{token}": {
+            "get": _public(
+                "One-click unsubscribe link opened by a person: an HTML page with a button "
+                "that POSTs (a GET never unsubscribes).",
+                {"200": "HTML confirmation page.", "400": "Link altered or expired."},
+            ),
+            "post": _public(
+                "RFC 8058 one-click unsubscribe: records the opt-out of the link's channel and "
+                "category (idempotent) and announces it on users.changes.",
+                {
+                    "200": "Unsubscribed (HTML).",
+                    "400": "Link altered or expired, or no List-Unsubscribe=One-Click in the body.",
+                },
+                _form(**{"List-Unsubscribe": "One-Click"}),
+            ),
+        },
+        "/preferences/{token}": {
+            "get": _public(
+                "The preference page (signed, expiring link): channels x categories and quiet "
+                "hours as an HTML form; sets the CSRF cookie.",
+                {"200": "HTML form.", "400": "Link altered or expired.", "404": "Unknown user."},
+            ),
+            "post": _public(
+                "Save the preference form (CSRF token + cookie); redirects to the page.",
+                {
+                    "303": "Saved; see the page.",
+                    "400": "Link or quiet hours invalid.",
+                    "403": "CSRF check failed.",
+                    "404": "Unknown user.",
+                },
+                _form(
+                    csrf="The token from the page.",
+                    **{"pref:<channel>:<category>": "on = opted in; absent = opted out."},
+                    quiet_start="HH:MM or empty.",
+                    quiet_end="HH:MM or empty.",
+                ),
+            ),
+        },
+        "/webhooks/twilio/sms": {
+            "post": _public(
+                "Twilio inbound SMS webhook (X-Twilio-Signature checked): STOP opts the number "
+                "out of SMS, START back in, HELP replies with the help text (TwiML).",
+                {"200": "TwiML reply.", "403": "Bad signature.", "404": "Not configured."},
+                _form(
+                    From="Sender, E.164.",
+                    To="Our number.",
+                    Body="The message.",
+                    MessageSid="Twilio's id.",
+                ),
+            )
         },
         "/v1/notifications": {
             "post": _op(
