@@ -4,17 +4,21 @@ version, pin, preview, delete, and a new version reaching a running processor's 
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from cassandra.cluster import Session
+from typer.testing import CliRunner
 
 from infra import topics
 from processors.enrichment import Enricher
 from processors.invalidation import ChangeListener
 from producers.api import Intake
+from producers.cli import app as intake_cli
 from producers.clients import ClientStore, NewClient
 from tests.conftest import KAFKA_SETTINGS
 
@@ -150,3 +154,25 @@ async def test_a_new_version_reaches_a_running_processor_cache_at_once(
         assert {row.body for row in pinned} == {"v1 {{ order }}"}
     finally:
         await asyncio.to_thread(listener.stop)
+
+
+def test_cli_create_version_preview_delete(tmp_path: Path) -> None:
+    tid, cli = f"tpl-{uuid.uuid4().hex[:8]}", CliRunner()
+    bad = body("Hi")
+    bad["variants"][1]["subject"] = "Hi {{ nope }}"
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    (tmp_path / "v.json").write_text(json.dumps(body("Hi")))
+
+    r = cli.invoke(intake_cli, ["templates", "create", tid, str(tmp_path / "bad.json")])
+    assert r.exit_code == 2
+    assert "invalid variants[1].subject: uses 'nope', which is not in params" in r.output
+    r = cli.invoke(intake_cli, ["templates", "create", tid, str(tmp_path / "v.json")])
+    assert r.exit_code == 0 and json.loads(r.output)["version"] == 1
+    r = cli.invoke(intake_cli, ["templates", "version", tid, str(tmp_path / "v.json")])
+    assert json.loads(r.output)["version"] == 2
+    r = cli.invoke(
+        intake_cli, ["templates", "preview", f"{tid}@1", "-p", "order=7", "--channel", "sms"]
+    )
+    assert json.loads(r.output)["channels"]["sms"]["body"] == "Hi 7"
+    assert cli.invoke(intake_cli, ["templates", "delete", tid]).exit_code == 0
+    assert cli.invoke(intake_cli, ["templates", "show", tid]).exit_code == 1
