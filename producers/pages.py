@@ -10,6 +10,9 @@ import base64
 import hashlib
 import hmac
 import secrets
+from email import policy
+from email.message import Message
+from email.parser import BytesParser
 from typing import Any
 from urllib.parse import parse_qsl, quote
 from xml.sax.saxutils import escape as xml_escape
@@ -109,6 +112,28 @@ async def _form(request: Request) -> list[tuple[str, str]]:
     return parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
 
 
+async def _one_click(request: Request) -> bool:
+    """RFC 8058 lets the mail provider post `List-Unsubscribe=One-Click` urlencoded or as
+    multipart/form-data."""
+    ctype = request.headers.get("content-type", "")
+    if not ctype.lower().startswith("multipart/form-data"):
+        return ("List-Unsubscribe", "One-Click") in await _form(request)
+    body = await request.body()
+    if len(body) > MAX_FORM_BYTES:
+        return False
+    parsed = BytesParser(policy=policy.HTTP).parsebytes(
+        f"Content-Type: {ctype}\r\n\r\n".encode("latin-1", "replace") + body
+    )
+    for part in parsed.get_payload() if parsed.is_multipart() else []:
+        if not isinstance(part, Message):
+            continue
+        value = part.get_payload(decode=True)
+        named = part.get_param("name", header="content-disposition") == "List-Unsubscribe"
+        if named and isinstance(value, bytes) and value.strip() == b"One-Click":
+            return True
+    return False
+
+
 def _link(request: Request, purpose: Any) -> Link | Response:
     settings: LinkSettings = request.app.state.intake.settings.links
     try:
@@ -138,7 +163,7 @@ async def unsubscribe(request: Request) -> Response:
     link = _link(request, "unsubscribe")
     if isinstance(link, Response):
         return link
-    if ("List-Unsubscribe", "One-Click") not in await _form(request):
+    if not await _one_click(request):
         return _message("Unsubscribe", "Missing List-Unsubscribe=One-Click.", 400)
     directory = request.app.state.intake.directory
     if await directory.get_user(link.user_id) is None:

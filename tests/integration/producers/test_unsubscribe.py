@@ -49,7 +49,17 @@ async def test_one_click_post_opts_out_idempotently(
         r = await api.post(path, content=b"List-Unsubscribe=One-Click", headers=one_click)
         assert r.status_code == 200 and "no more marketing messages by Email" in r.text
     assert opt_ins(session, user) == {("email", "marketing"): False}
-    assert changes_for(user, since_ms=since, count=1)[0]["kind"] == "preference"
+    multipart = (
+        b'--b\r\nContent-Disposition: form-data; name="List-Unsubscribe"\r\n\r\n'
+        b"One-Click\r\n--b--\r\n"
+    )
+    social = urlsplit(unsubscribe_url(user, "email", "social", intake.settings.links)).path
+    r = await api.post(
+        social, content=multipart, headers={"content-type": "multipart/form-data; boundary=b"}
+    )
+    assert r.status_code == 200
+    assert opt_ins(session, user)[("email", "social")] is False
+    assert changes_for(user, since_ms=since, count=3)[0]["kind"] == "preference"
 
     forged = path[:-3] + ("AAA" if not path.endswith("AAA") else "BBB")
     assert (await api.post(forged, content=b"List-Unsubscribe=One-Click")).status_code == 400
