@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: help install stack-up stack-down stack-status down demo test test-unit test-integration \
+.PHONY: help install browser stack-up stack-down stack-status down demo test test-unit test-integration \
 	test-faults bench bench-processor bench-emulators api scheduler loadtest lint fmt typecheck check clean
 
 help: ## Show this help
@@ -20,7 +20,18 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	@rm -f $(VENV)/.installed-* && touch $(STAMP)
 
-install: $(STAMP) ## Create .venv and install herald with its dev tools
+# Debian's Chromium and its WebDriver, for the preference page browser test (never a
+# downloaded browser build).
+BROWSER_PKGS := chromium chromium-driver
+
+browser: ## Install headless Chromium and chromedriver from Debian (apt-get), if missing
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$sudo apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $(BROWSER_PKGS); \
+	fi
+
+install: $(STAMP) browser ## Create .venv, install herald with its dev tools and the test browser
 
 stack-up: install ## Start Kafka and Cassandra (reused when already healthy), create topics and tables
 	$(PY) -m infra.stack up

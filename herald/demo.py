@@ -8,6 +8,7 @@ and what was dropped or deferred, and why.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -23,6 +24,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import typer
+from cassandra.cluster import Session
 from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 from rich.console import Console
 from rich.table import Table
@@ -35,7 +37,9 @@ from infra.settings import DEV_PROFILE, CassandraSettings, KafkaSettings
 from producers.contacts import SyncDirectory
 from producers.publisher import AsyncPublisher, Publisher
 from producers.request import Content, NotificationRequest
+from producers.templates import TemplateStore
 from schemas import codec
+from schemas.templating import Variant, used_params
 
 app = typer.Typer()
 console = Console()
@@ -220,12 +224,7 @@ def demo_requests(users: list[DemoUser], run: str) -> list[tuple[str, Notificati
 
 def seed(users: list[DemoUser], kafka: KafkaSettings, cassandra: CassandraSettings) -> None:
     session = connect(cassandra)
-    put_template = session.prepare(
-        "INSERT INTO templates (template_id, locale, channel, subject, title, body, html,"
-        " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, toTimestamp(now()))"
-    )
-    for (template_id, locale, channel), (subject, title, body, html) in TEMPLATES.items():
-        session.execute(put_template, (template_id, locale, channel, subject, title, body, html))
+    asyncio.run(put_templates(session, kafka))
     directory = SyncDirectory(
         session, AsyncPublisher(kafka, client="demo-contacts"), hmac_key=b"herald-demo"
     )
@@ -252,6 +251,37 @@ def seed(users: list[DemoUser], kafka: KafkaSettings, cassandra: CassandraSettin
     finally:
         directory.close()
         session.cluster.shutdown()
+
+
+def template_bodies() -> dict[str, dict[str, Any]]:
+    """TEMPLATES as template API bodies: variants per channel and locale, the parameters
+    they use declared."""
+    bodies: dict[str, dict[str, Any]] = {}
+    for (template_id, locale, channel), (subject, title, body, html) in TEMPLATES.items():
+        variant = {"channel": channel, "locale": locale, "body": body}
+        variant.update(
+            {k: v for k, v in (("subject", subject), ("title", title), ("html", html)) if v}
+        )
+        entry = bodies.setdefault(template_id, {"params": [], "variants": []})
+        entry["variants"].append(variant)
+        used = set().union(*(used_params(t) for t in (subject, title, body, html) if t))
+        entry["params"] = sorted(set(entry["params"]) | used)
+    return bodies
+
+
+async def put_templates(session: Session, kafka: KafkaSettings) -> None:
+    """Through the template API's store (validated, versioned, announced to processors):
+    created on the first run, a new version only when TEMPLATES changed."""
+    async with AsyncPublisher(kafka, client="demo-templates") as pub:
+        store = TemplateStore(session, pub)
+        for template_id, body in template_bodies().items():
+            latest = await store.get(template_id)
+            if latest is None:
+                await store.create(template_id, body, author="demo")
+            elif [v.as_dict() for v in latest.variants] != [
+                Variant(**v).as_dict() for v in body["variants"]
+            ] or latest.params != body["params"]:
+                await store.add_version(template_id, body, author="demo")
 
 
 @contextlib.contextmanager

@@ -1,7 +1,8 @@
 """Every Kafka topic herald uses, declared once. Part of the public contract (README).
 
 Keys: the request topic and every channel topic are keyed by user id (per-user order);
-the status topic by notification id; `users.changes` by user id (compacted).
+the status topic by notification id; `users.changes` by user id and `templates.changes`
+by template id (both compacted).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ REQUESTED_PRIORITY = "notifications.requested.priority"
 REQUESTED_DLQ = "notifications.requested.dlq"
 STATUS = "notifications.status"
 USER_CHANGES = "users.changes"
+# Keyed by template id: every processor drops its cached rows of a template that changed.
+TEMPLATE_CHANGES = "templates.changes"
 RETRY_TIERS = 3
 
 
@@ -59,12 +62,15 @@ def all_topics(replication: int = 1) -> list[TopicSpec]:
         TopicSpec(REQUESTED_PRIORITY, partitions=6, replication=replication),
         TopicSpec(REQUESTED_DLQ, partitions=1, replication=replication, retention_ms=30 * DAY_MS),
         TopicSpec(STATUS, partitions=3, replication=replication, retention_ms=30 * DAY_MS),
-        TopicSpec(
-            USER_CHANGES,
-            partitions=3,
-            replication=replication,
-            cleanup_policy="compact",
-            extra={"min.compaction.lag.ms": "60000"},
+        *(
+            TopicSpec(
+                name,
+                partitions=partitions,
+                replication=replication,
+                cleanup_policy="compact",
+                extra={"min.compaction.lag.ms": "60000"},
+            )
+            for name, partitions in ((USER_CHANGES, 3), (TEMPLATE_CHANGES, 1))
         ),
     ]
     for ch in Channel:

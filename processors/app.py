@@ -194,13 +194,12 @@ def create_app(
 
     @app.task
     async def startup() -> None:
-        listener = ChangeListener(
-            settings.kafka,
-            settings.user_changes_topic,
-            processor.enricher.invalidate_user,
-            asyncio.get_running_loop(),
-        )
-        await asyncio.to_thread(listener.start)
+        for topic, on_change in (
+            (settings.user_changes_topic, processor.enricher.invalidate_user),
+            (settings.template_changes_topic, processor.enricher.invalidate_template),
+        ):
+            listener = ChangeListener(settings.kafka, topic, on_change, asyncio.get_running_loop())
+            await asyncio.to_thread(listener.start)
         background.add(
             asyncio.get_running_loop().create_task(
                 run_releaser(

@@ -4,7 +4,7 @@ A batch of requests costs one round of IN queries for its cache misses, through 
 driver's async API, so the event loop never blocks on a query. Cassandra failures fail
 closed: the query is retried with backoff until it answers, because sending without the
 opt-out check is worse than sending late. `users.changes` events drop a user's cached
-rows (see `invalidate_user`).
+rows (see `invalidate_user`), `templates.changes` events a template's (`invalidate_template`).
 """
 
 from __future__ import annotations
@@ -193,6 +193,9 @@ class Enricher:
 
     def invalidate_user(self, user_id: str) -> None:
         self._users.invalidate(user_id)
+
+    def invalidate_template(self, template_id: str) -> None:
+        self._templates.invalidate(template_id)
 
     @property
     def hit_rate(self) -> float:

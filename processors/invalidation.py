@@ -1,9 +1,10 @@
-"""Drop cached user rows when `users.changes` says they changed.
+"""Drop cached rows when `users.changes` (key: user id) or `templates.changes` (key:
+template id) says they changed: one listener per topic.
 
 Every processor instance must see every change, whichever request partitions it owns, so
 this reader assigns itself all partitions (no consumer group membership) and starts at
 the end: older changes are already reflected in Cassandra and the cache starts empty.
-The record key is the user id; the value (a UserChange, or anything) is not needed.
+The record key names what changed; the value (a UserChange, ...) is not needed.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class ChangeListener:
         self._on_change = on_change
         self._loop = loop
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="user-changes", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"changes:{topic}", daemon=True)
 
     def start(self) -> None:
         meta = self._consumer.list_topics(self._topic, timeout=10)
@@ -53,7 +54,9 @@ class ChangeListener:
             if msg is None:
                 continue
             if msg.error():
-                log.warning("users.changes read error", extra={"error": str(msg.error())})
+                log.warning(
+                    "changes read error", extra={"topic": self._topic, "error": str(msg.error())}
+                )
                 continue
             key = msg.key()
             if key:

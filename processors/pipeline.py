@@ -27,6 +27,7 @@ from cassandra.cluster import Session
 from cassandra.query import BatchStatement, BatchType
 from confluent_kafka import KafkaException
 
+from infra.links import LIST_UNSUBSCRIBE, add_footer
 from infra.scheduling import RELEASED_HEADER, ScheduleStore
 from infra.tracking import TrackingSettings, rewrite_html
 from processors import decisions, metrics
@@ -564,7 +565,12 @@ class Processor:
     ) -> tuple[str, bytes, bytes]:
         nid = req["notification_id"]
         did = ids.delivery_id(nid, t.channel, t.target_key)
-        html = body.html
+        html, text, data = body.html, body.body, dict(req["metadata"])
+        data.pop(LIST_UNSUBSCRIBE, None)  # herald's to set, never a producer's
+        if t.channel is Channel.EMAIL and not decisions.is_mandatory(req["category"]):
+            html, text, data[LIST_UNSUBSCRIBE] = add_footer(
+                html, text, req["user_id"], req["category"], self.settings.links
+            )
         if html is not None and t.channel is Channel.EMAIL:
             html = rewrite_html(
                 html,
@@ -590,9 +596,9 @@ class Processor:
             "locale": locale,
             "title": body.title,
             "subject": body.subject,
-            "body": body.body,
+            "body": text,
             "html": html,
-            "data": dict(req["metadata"]),
+            "data": data,
             "collapse_key": req["collapse_key"],
             "expires_at": req["expires_at"],
             "attempt": 1,

@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from infra import topics
+from infra.links import LinkSettings
 from infra.settings import CassandraSettings, KafkaSettings
 from infra.tracking import TrackingSettings
 from schemas.channels import Category
@@ -37,6 +38,8 @@ class ProcessorSettings(BaseSettings):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     cassandra: CassandraSettings = Field(default_factory=CassandraSettings)
     tracking: TrackingSettings = Field(default_factory=TrackingSettings)
+    # Unsubscribe and preference links in non-mandatory email (HERALD_LINKS__SECRET).
+    links: LinkSettings = Field(default_factory=LinkSettings)
 
     # Faust app id = consumer group and prefix of the rate-limit table's changelog topic.
     app_id: str = "herald-processor"
@@ -49,6 +52,7 @@ class ProcessorSettings(BaseSettings):
     requested_dlq_topic: str = topics.REQUESTED_DLQ
     status_topic: str = topics.STATUS
     user_changes_topic: str = topics.USER_CHANGES
+    template_changes_topic: str = topics.TEMPLATE_CHANGES
 
     # Prefixes every topic the processor reads or writes, channel topics included, so a
     # benchmark or fault run can use a topic family of its own on a shared broker.
@@ -77,7 +81,8 @@ class ProcessorSettings(BaseSettings):
 
     def published_secrets(self) -> list[str]:
         """The tracking key signs links only when tracking is on."""
-        return self.tracking.published_secrets() if self.tracking.enabled else []
+        tracking = self.tracking.published_secrets() if self.tracking.enabled else []
+        return tracking + self.links.published_secrets("HERALD_LINKS__SECRET")
 
     @model_validator(mode="after")
     def _prefix_topics(self) -> ProcessorSettings:
@@ -88,6 +93,7 @@ class ProcessorSettings(BaseSettings):
                 "requested_dlq_topic",
                 "status_topic",
                 "user_changes_topic",
+                "template_changes_topic",
             ):
                 value = getattr(self, name)
                 if value and not value.startswith(self.topic_prefix):

@@ -1,6 +1,7 @@
 """The send API (the seed's "notification server"): an ASGI app, run by `python -m producers api`.
 
-Every route but `/healthz` and `/openapi.json` needs an API client's app key and secret,
+Every route but `/healthz`, `/openapi.json` and the public pages (`producers.pages`: signed
+links and provider webhooks) needs an API client's app key and secret,
 as `X-Herald-App-Key` + `X-Herald-App-Secret` headers or HTTP Basic. Errors are JSON
 `{"error": <code>, "message": ..., "field": ...}`:
 
@@ -37,6 +38,7 @@ from typing import Any
 
 from cassandra import DriverException, RequestExecutionException
 from cassandra.cluster import NoHostAvailable, Session
+from jinja2 import TemplateError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -47,6 +49,8 @@ from infra.cassandra import aexecute, connect
 from producers.clients import (
     CONTACTS_READ,
     CONTACTS_WRITE,
+    TEMPLATES_READ,
+    TEMPLATES_WRITE,
     ApiClient,
     ClientStore,
     LoginThrottled,
@@ -55,10 +59,18 @@ from producers.contacts import UNSET, Directory
 from producers.headers import HeaderParams
 from producers.idempotency import Claim, IdempotencyKeys, fingerprint
 from producers.openapi import openapi_document
+from producers.pages import (
+    preferences_page,
+    save_preferences,
+    sms_inbound,
+    unsubscribe,
+    unsubscribe_page,
+)
 from producers.publisher import AsyncPublisher, Prepared, PublishError
 from producers.request import NotificationRequest, parse_request
 from producers.schedules import RecurringStore
 from producers.settings import IntakeSettings
+from producers.templates import Conflict, TemplateStore, preview, split_ref
 from schemas.ids import notification_id
 from schemas.validation import ValidationError, check_header_value, check_text, has_line_break
 
@@ -110,6 +122,9 @@ class _TtlSet:
             self._seen.clear()
         self._seen[key] = time.monotonic() + self.ttl_s
 
+    def discard(self, key: str) -> None:
+        self._seen.pop(key, None)
+
 
 class Intake:
     """What the API needs, started once per process (or by a test)."""
@@ -138,6 +153,7 @@ class Intake:
             phone_region=s.contacts.phone_region,
         )
         self.schedules = RecurringStore(session)
+        self.templates = TemplateStore(session, self.publisher)
         self.idempotency = IdempotencyKeys(session)
         self.known_users = _TtlSet(s.api.cache_ttl_s)
         self.known_templates = _TtlSet(s.api.cache_ttl_s)
@@ -496,15 +512,18 @@ async def cancel_notification(request: Request) -> Response:
 # --- contacts ---------------------------------------------------------------------
 
 
-def _directory(request: Request, scope: str) -> Directory:
+def _scoped(request: Request, scope: str) -> Intake:
+    """Charge the client and require a scope (contacts or templates)."""
     client: ApiClient = request.state.client
     _charge(request, client)
     if scope not in client.scopes:
-        raise ApiError(
-            403, "forbidden", f"client {client.name} lacks the {scope} scope for users' contacts"
-        )
+        raise ApiError(403, "forbidden", f"client {client.name} lacks the {scope} scope")
     intake: Intake = request.app.state.intake
-    return intake.directory
+    return intake
+
+
+def _directory(request: Request, scope: str) -> Directory:
+    return _scoped(request, scope).directory
 
 
 @endpoint
@@ -672,6 +691,118 @@ async def delete_schedule(request: Request) -> Response:
     return Response(status_code=204)
 
 
+# --- templates --------------------------------------------------------------------
+
+
+def _templates(request: Request, scope: str) -> TemplateStore:
+    return _scoped(request, scope).templates
+
+
+def _changed(request: Request, template_id: str) -> None:
+    # This process's own caches learn at once; other API replicas within cache_ttl_s.
+    intake: Intake = request.app.state.intake
+    intake.header_params.forget(template_id)
+    intake.known_templates.discard(template_id)
+
+
+@endpoint
+async def create_template(request: Request) -> Response:
+    """Create a template (version 1): declared params, variants per channel and locale."""
+    store = _templates(request, TEMPLATES_WRITE)
+    body = await _json(request)
+    template_id = body.get("template_id") if isinstance(body, dict) else None
+    if not isinstance(template_id, str):
+        raise ApiError(400, "invalid", "required string", field="template_id")
+    try:
+        version = await store.create(template_id, body, author=request.state.client.name)
+    except Conflict as err:
+        raise ApiError(409, "conflict", str(err), field="template_id") from None
+    _changed(request, version.template_id)
+    return JSONResponse(version.as_dict(), 201)
+
+
+@endpoint
+async def list_templates(request: Request) -> Response:
+    """Every template with its latest version."""
+    store = _templates(request, TEMPLATES_READ)
+    return JSONResponse({"templates": await store.list()})
+
+
+async def _version_of(store: TemplateStore, ref: str, pinned: str | None) -> Any:
+    template_id, version = split_ref(ref)
+    if pinned is not None:
+        if not pinned.isdigit():
+            raise ApiError(400, "invalid", "a version number", field="version")
+        version = int(pinned)
+    found = await store.get(template_id, version)
+    if found is None:
+        raise ApiError(404, "not_found", "unknown template or version", field="template_id")
+    return found
+
+
+@endpoint
+async def get_template(request: Request) -> Response:
+    """The latest version of a template, or `?version=n` (or `id@n`)."""
+    store = _templates(request, TEMPLATES_READ)
+    found = await _version_of(
+        store, request.path_params["template_id"], request.query_params.get("version")
+    )
+    return JSONResponse(found.as_dict())
+
+
+@endpoint
+async def add_template_version(request: Request) -> Response:
+    """A new version; it becomes the latest and reaches running processors at once."""
+    store = _templates(request, TEMPLATES_WRITE)
+    template_id = request.path_params["template_id"]
+    body = await _json(request)
+    try:
+        version = await store.add_version(template_id, body, author=request.state.client.name)
+    except LookupError:
+        raise ApiError(404, "not_found", "unknown template", field="template_id") from None
+    except Conflict as err:
+        raise ApiError(409, "conflict", str(err), field="template_id") from None
+    _changed(request, template_id)
+    return JSONResponse(version.as_dict(), 201)
+
+
+@endpoint
+async def delete_template(request: Request) -> Response:
+    """Delete a template and all its versions: requests naming it are dropped."""
+    store = _templates(request, TEMPLATES_WRITE)
+    template_id = request.path_params["template_id"]
+    if not await store.delete(template_id):
+        raise ApiError(404, "not_found", "unknown template", field="template_id")
+    _changed(request, template_id)
+    return Response(status_code=204)
+
+
+@endpoint
+async def preview_template(request: Request) -> Response:
+    """Render a version for a locale with sample params, per channel; nothing is sent."""
+    store = _templates(request, TEMPLATES_READ)
+    body = await _json(request)
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid", "must be a JSON object", field="body")
+    version = body.get("version")
+    if version is not None and not (isinstance(version, int) and version > 0):
+        raise ApiError(400, "invalid", "a version number", field="version")
+    found = await _version_of(
+        store, request.path_params["template_id"], None if version is None else str(version)
+    )
+    params = body.get("params", {})
+    if not isinstance(params, dict) or not all(isinstance(v, str) for v in params.values()):
+        raise ApiError(400, "invalid", "an object of string values", field="params")
+    locale = body.get("locale", "en")
+    channels = body.get("channels", [])
+    if not isinstance(locale, str) or not isinstance(channels, list):
+        raise ApiError(400, "invalid", "locale: a string, channels: an array", field="body")
+    try:
+        return JSONResponse(preview(found, locale, params, channels))
+    except TemplateError as err:
+        raise ApiError(400, "invalid", f"does not render: {err}", field="params") from None
+
+
 # --- app --------------------------------------------------------------------------
 
 
@@ -686,6 +817,11 @@ async def openapi(request: Request) -> Response:
 ROUTES = [
     Route("/healthz", healthz, methods=["GET"]),
     Route("/openapi.json", openapi, methods=["GET"]),
+    Route("/u/{token}", unsubscribe_page, methods=["GET"]),
+    Route("/u/{token}", unsubscribe, methods=["POST"]),
+    Route("/preferences/{token}", preferences_page, methods=["GET"]),
+    Route("/preferences/{token}", save_preferences, methods=["POST"]),
+    Route("/webhooks/twilio/sms", sms_inbound, methods=["POST"]),
     Route("/v1/notifications", send_notifications, methods=["POST"]),
     Route("/v1/notifications/{event_id}", get_notification, methods=["GET"]),
     Route("/v1/notifications/{event_id}", cancel_notification, methods=["DELETE"]),
@@ -696,6 +832,12 @@ ROUTES = [
     Route("/v1/users/{user_id}/devices/{device_id}", unregister_device, methods=["DELETE"]),
     Route("/v1/users/{user_id}/preferences", put_preferences, methods=["PUT"]),
     Route("/v1/users/{user_id}/{field}", delete_user_field, methods=["DELETE"]),
+    Route("/v1/templates", create_template, methods=["POST"]),
+    Route("/v1/templates", list_templates, methods=["GET"]),
+    Route("/v1/templates/{template_id}", get_template, methods=["GET"]),
+    Route("/v1/templates/{template_id}", delete_template, methods=["DELETE"]),
+    Route("/v1/templates/{template_id}/versions", add_template_version, methods=["POST"]),
+    Route("/v1/templates/{template_id}/preview", preview_template, methods=["POST"]),
     Route("/v1/schedules", create_schedule, methods=["POST"]),
     Route("/v1/schedules", list_schedules, methods=["GET"]),
     Route("/v1/schedules/{schedule_id}", get_schedule, methods=["GET"]),

@@ -1,5 +1,6 @@
-"""Intake commands: `herald send`, `herald users ...`, `herald schedules ...`,
-`herald api-clients create`, `herald api` (send API) and `herald scheduler` (cron firing).
+"""Intake commands: `herald send`, `herald users ...`, `herald templates ...`,
+`herald schedules ...`, `herald api-clients create`, `herald api` (send API) and
+`herald scheduler` (cron firing).
 
 Settings come from `HERALD_*` variables (see `producers.settings.IntakeSettings`).
 """
@@ -12,6 +13,7 @@ import signal
 import sys
 from collections.abc import Callable, Coroutine
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
@@ -25,7 +27,11 @@ app = typer.Typer(help="Intake: send notifications, manage contacts, schedules, 
 users_app = typer.Typer(help="Users' contacts, devices and preferences.", no_args_is_help=True)
 schedules_app = typer.Typer(help="Recurring (cron) schedules.", no_args_is_help=True)
 clients_app = typer.Typer(help="Send API clients (app key + secret).", no_args_is_help=True)
+templates_app = typer.Typer(
+    help="Templates: versions, variants per channel and locale, preview.", no_args_is_help=True
+)
 app.add_typer(users_app, name="users")
+app.add_typer(templates_app, name="templates")
 app.add_typer(schedules_app, name="schedules")
 app.add_typer(clients_app, name="api-clients")
 
@@ -60,6 +66,16 @@ def _time(value: str | None, option: str) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.astimezone()
 
 
+def _params(pairs: list[str]) -> dict[str, str]:
+    params = {}
+    for kv in pairs:
+        k, sep, v = kv.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"{kv!r} is not k=v", param_hint="--param")
+        params[k] = v
+    return params
+
+
 @app.command()
 def send(
     user: str = typer.Option(..., "--user", "-u", help="User id."),
@@ -82,12 +98,7 @@ def send(
     from producers.publisher import Publisher
     from producers.request import parse_request
 
-    params = {}
-    for kv in param:
-        k, sep, v = kv.partition("=")
-        if not sep:
-            raise typer.BadParameter(f"{kv!r} is not k=v", param_hint="--param")
-        params[k] = v
+    params = _params(param)
     content = {}
     if body is not None:
         for ch in channel or ["push", "sms", "email"]:
@@ -236,6 +247,130 @@ def users_pref(
     _print(_with_directory(lambda d: d.set_preferences(user, [(channel, category, opt_in)])))
 
 
+# --- templates --------------------------------------------------------------------
+
+
+def _with_templates(fn: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
+    async def go(settings: IntakeSettings) -> T:
+        from infra.cassandra import connect
+        from producers.publisher import AsyncPublisher
+        from producers.templates import Conflict, TemplateStore
+
+        session = await asyncio.to_thread(connect, settings.cassandra)
+        try:
+            async with AsyncPublisher(settings.kafka, **settings.publisher_args("cli")) as pub:
+                return await fn(TemplateStore(session, pub))
+        except Conflict as err:
+            typer.echo(str(err), err=True)
+            raise typer.Exit(1) from None
+        finally:
+            session.cluster.shutdown()
+
+    return _run(go)
+
+
+def _read_json(path: str) -> Any:
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+        return json.loads(text)
+    except (OSError, json.JSONDecodeError) as err:
+        raise typer.BadParameter(str(err), param_hint="FILE") from None
+
+
+TEMPLATE_FILE = typer.Argument(
+    ..., help="JSON: {params, examples, variants: [{channel, locale, ...}], description}; - = stdin"
+)
+
+
+@templates_app.command("create")
+def templates_create(template_id: str, file: str = TEMPLATE_FILE) -> None:
+    """Create a template (version 1) from a JSON file, validated like the API does."""
+    body = _read_json(file)
+
+    async def go(store: Any) -> Any:
+        return (await store.create(template_id, body, author="cli")).as_dict()
+
+    _print(_with_templates(go))
+
+
+@templates_app.command("version")
+def templates_version(template_id: str, file: str = TEMPLATE_FILE) -> None:
+    """Add a version; it is the latest for the next request, in every processor."""
+    body = _read_json(file)
+
+    async def go(store: Any) -> Any:
+        try:
+            return (await store.add_version(template_id, body, author="cli")).as_dict()
+        except LookupError:
+            typer.echo("unknown template", err=True)
+            raise typer.Exit(1) from None
+
+    _print(_with_templates(go))
+
+
+@templates_app.command("list")
+def templates_list() -> None:
+    """Every template with its latest version."""
+    _print(_with_templates(lambda store: store.list()))
+
+
+async def _find(store: Any, ref: str, version: int | None) -> Any:
+    from producers.templates import split_ref
+
+    template_id, pinned = split_ref(ref)
+    found = await store.get(template_id, version or pinned)
+    if found is None:
+        typer.echo("unknown template or version", err=True)
+        raise typer.Exit(1)
+    return found
+
+
+@templates_app.command("show")
+def templates_show(
+    template_id: str, version: int | None = typer.Option(None, help="Default: the latest.")
+) -> None:
+    """One version of a template (`id` or `id@n`)."""
+
+    async def go(store: Any) -> Any:
+        return (await _find(store, template_id, version)).as_dict()
+
+    _print(_with_templates(go))
+
+
+@templates_app.command("delete")
+def templates_delete(template_id: str) -> None:
+    """Delete a template and all its versions."""
+    if not _with_templates(lambda store: store.delete(template_id)):
+        typer.echo("unknown template", err=True)
+        raise typer.Exit(1)
+
+
+@templates_app.command("preview")
+def templates_preview(
+    template_id: str,
+    locale: str = typer.Option("en"),
+    param: list[str] = typer.Option([], "--param", "-p", help="Sample parameter k=v."),
+    channel: list[str] = typer.Option([], "--channel", help="push | sms | email (repeat)."),
+    version: int | None = typer.Option(None, help="Default: the latest."),
+) -> None:
+    """Render a version for a locale, per channel, with sample params; nothing is sent."""
+    from jinja2 import TemplateError
+
+    from producers.templates import preview
+
+    params = _params(param)
+
+    async def go(store: Any) -> Any:
+        found = await _find(store, template_id, version)
+        try:
+            return preview(found, locale, params, channel)
+        except TemplateError as err:
+            typer.echo(f"does not render: {err}", err=True)
+            raise typer.Exit(2) from None
+
+    _print(_with_templates(go))
+
+
 # --- schedules --------------------------------------------------------------------
 
 
@@ -307,7 +442,9 @@ def clients_create(
     rate: float | None = typer.Option(None, help="Quota, requests/s."),
     burst: int | None = typer.Option(None, help="Quota burst."),
     scope: list[str] = typer.Option(
-        [], help="contacts:read, contacts:write (default: none, send only).", callback=_scopes
+        [],
+        help="contacts:read|write, templates:read|write (default: none, send only).",
+        callback=_scopes,
     ),
 ) -> None:
     """Create a send API client; prints its key and secret (the secret only this once)."""
@@ -347,9 +484,11 @@ def clients_disable(app_key: str) -> None:
 @clients_app.command("grant")
 def clients_grant(
     app_key: str,
-    scope: list[str] = typer.Argument(..., help="contacts:read, contacts:write.", callback=_scopes),
+    scope: list[str] = typer.Argument(
+        ..., help="contacts:read|write, templates:read|write.", callback=_scopes
+    ),
 ) -> None:
-    """Add scopes (contacts:read, contacts:write) to an existing client."""
+    """Add scopes (contacts:read|write, templates:read|write) to an existing client."""
     from infra.cassandra import connect
     from producers.clients import ClientStore
 

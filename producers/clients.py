@@ -15,6 +15,8 @@ keys exist. A client whose secret is cached still gets in while its key is throt
 Scopes grant access beyond sending: `contacts:read` (a user's contacts, devices and
 preferences) and `contacts:write` (changing them). A client without them may send, but may
 not read or change anyone's email, phone or devices; none are granted by default.
+`templates:read` (list, show, preview) and `templates:write` (create, new version, delete)
+do the same for the templates every client's notifications use.
 
 A client's `client_id` (derived from its app key) scopes what it creates: the event ids of
 its requests start with it, so two clients' idempotency keys never collide and a client
@@ -44,7 +46,8 @@ from infra.cassandra import aexecute
 
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
 CONTACTS_READ, CONTACTS_WRITE = "contacts:read", "contacts:write"
-SCOPES = frozenset({CONTACTS_READ, CONTACTS_WRITE})
+TEMPLATES_READ, TEMPLATES_WRITE = "templates:read", "templates:write"
+SCOPES = frozenset({CONTACTS_READ, CONTACTS_WRITE, TEMPLATES_READ, TEMPLATES_WRITE})
 
 
 def hash_secret(secret: str, *, salt: bytes | None = None) -> str:

@@ -41,6 +41,9 @@ class HeaderParams:
         self._seen[template_id] = (time.monotonic() + self.ttl_s, names)
         return names
 
+    def forget(self, template_id: str) -> None:
+        self._seen.pop(template_id, None)
+
 
 def _names(source: str | None) -> set[str]:
     if not source:

@@ -27,7 +27,7 @@ def _errors(*codes: int) -> dict[str, Any]:
         400: "Invalid input; `field` names it.",
         401: "Missing or wrong app key / secret.",
         403: "This client may not use that source, category or owner, or lacks the "
-        "contacts:read / contacts:write scope.",
+        "scope the call needs (contacts:read|write, templates:read|write).",
         404: "Not found (also another client's notification).",
         409: "Conflict with the current state; on POST /v1/notifications "
         "`idempotency_key_reused`: the Idempotency-Key was used with another body.",
@@ -64,6 +64,34 @@ def _op(
 
 def _path(name: str) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _public(
+    summary: str,
+    responses: dict[str, str],
+    form: dict[str, Any] | None = None,
+    *,
+    signed_link: bool = True,
+) -> Any:
+    """A route for people or providers: no app key (a signed link or signature instead)."""
+    op: dict[str, Any] = {
+        "summary": summary,
+        "security": [],
+        "responses": {code: {"description": text} for code, text in responses.items()},
+    }
+    if signed_link:
+        op["parameters"] = [_path("token")]
+    if form is not None:
+        media = {"application/x-www-form-urlencoded": {"schema": form}}
+        op["requestBody"] = {"required": True, "content": media}
+    return op
+
+
+def _form(**fields: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {k: {"type": "string", "description": v} for k, v in fields.items()},
+    }
 
 
 CONTACTS_ERRORS = (400, 401, 403, 429, 503)
@@ -185,6 +213,65 @@ def openapi_document(settings: IntakeSettings | None = None) -> dict[str, Any]:
             },
         },
         "Schedule": {"type": "object", "additionalProperties": True},
+        "TemplateVariant": {
+            "type": "object",
+            "required": ["channel", "locale"],
+            "additionalProperties": False,
+            "description": "email: subject, body (plain text) and html; push: body and "
+            "optional title; sms: body. Jinja2 (sandboxed) using only declared params.",
+            "properties": {
+                "channel": {"enum": ["push", "sms", "email"]},
+                "locale": {"type": "string", "examples": ["en", "ko-KR"]},
+                "title": {"type": ["string", "null"]},
+                "subject": {"type": ["string", "null"]},
+                "body": {"type": ["string", "null"]},
+                "html": {"type": ["string", "null"]},
+            },
+        },
+        "TemplateVersionInput": {
+            "type": "object",
+            "required": ["variants"],
+            "additionalProperties": False,
+            "properties": {
+                "template_id": {
+                    "type": "string",
+                    "pattern": "^[a-z0-9][a-z0-9_.-]{0,99}$",
+                    "description": "Required on create.",
+                },
+                "description": {"type": "string"},
+                "params": {"type": "array", "items": {"type": "string"}},
+                "examples": {
+                    "type": "object",
+                    "additionalProperties": {"type": "string"},
+                    "description": "Sample values: save-time SMS/push size estimates and "
+                    "preview defaults.",
+                },
+                "variants": {"type": "array", "items": _ref("TemplateVariant")},
+            },
+        },
+        "TemplateVersion": {
+            "type": "object",
+            "properties": {
+                "template_id": {"type": "string"},
+                "version": {"type": "integer"},
+                "params": {"type": "array", "items": {"type": "string"}},
+                "examples": {"type": "object", "additionalProperties": {"type": "string"}},
+                "variants": {"type": "array", "items": _ref("TemplateVariant")},
+                "description": {"type": ["string", "null"]},
+                "created_by": {"type": ["string", "null"]},
+                "created_at": {"type": ["string", "null"], "format": "date-time"},
+            },
+        },
+        "TemplatePreviewInput": {
+            "type": "object",
+            "properties": {
+                "version": {"type": "integer", "description": "Default: the latest."},
+                "locale": {"type": "string", "default": "en"},
+                "params": {"type": "object", "additionalProperties": {"type": "string"}},
+                "channels": {"type": "array", "items": {"enum": ["push", "sms", "email"]}},
+            },
+        },
+        "TemplatePreview": {"type": "object", "additionalProperties": True},
     }
     idem = {
         "name": "Idempotency-Key",
@@ -201,6 +288,57 @@ def openapi_document(settings: IntakeSettings | None = None) -> dict[str, Any]:
         "/healthz": {"get": {"summary": "Liveness.", "responses": {"200": {"description": "Up."}}}},
         "/openapi.json": {
             "get": {"summary": "This document.", "responses": {"200": {"description": "OK."}}}
+        },
+        "/u/{token}": {
+            "get": _public(
+                "One-click unsubscribe link opened by a person: an HTML page with a button "
+                "that POSTs (a GET never unsubscribes).",
+                {"200": "HTML confirmation page.", "400": "Link altered or expired."},
+            ),
+            "post": _public(
+                "RFC 8058 one-click unsubscribe: records the opt-out of the link's channel and "
+                "category (idempotent) and announces it on users.changes.",
+                {
+                    "200": "Unsubscribed (HTML).",
+                    "400": "Link altered or expired, or no List-Unsubscribe=One-Click in the body.",
+                },
+                _form(**{"List-Unsubscribe": "One-Click"}),
+            ),
+        },
+        "/preferences/{token}": {
+            "get": _public(
+                "The preference page (signed, expiring link): channels x categories and quiet "
+                "hours as an HTML form; sets the CSRF cookie.",
+                {"200": "HTML form.", "400": "Link altered or expired.", "404": "Unknown user."},
+            ),
+            "post": _public(
+                "Save the preference form (CSRF token + cookie); redirects to the page.",
+                {
+                    "303": "Saved; see the page.",
+                    "400": "Link or quiet hours invalid.",
+                    "403": "CSRF check failed.",
+                    "404": "Unknown user.",
+                },
+                _form(
+                    csrf="The token from the page.",
+                    **{"pref:<channel>:<category>": "on = opted in; absent = opted out."},
+                    quiet_start="HH:MM or empty.",
+                    quiet_end="HH:MM or empty.",
+                ),
+            ),
+        },
+        "/webhooks/twilio/sms": {
+            "post": _public(
+                "Twilio inbound SMS webhook (X-Twilio-Signature checked): STOP opts the number "
+                "out of SMS, START back in, HELP replies with the help text (TwiML).",
+                {"200": "TwiML reply.", "403": "Bad signature.", "404": "Not configured."},
+                _form(
+                    From="Sender, E.164.",
+                    To="Our number.",
+                    Body="The message.",
+                    MessageSid="Twilio's id.",
+                ),
+            )
         },
         "/v1/notifications": {
             "post": _op(
@@ -281,6 +419,55 @@ def openapi_document(settings: IntakeSettings | None = None) -> dict[str, Any]:
                 params=[uid],
             )
         },
+        "/v1/templates": {
+            "post": _op(
+                "Create a template, version 1 (scope templates:write).",
+                (201, "Created.", _ref("TemplateVersion")),
+                body=_ref("TemplateVersionInput"),
+                errors=(400, 401, 403, 409, 429, 503),
+            ),
+            "get": _op(
+                "List templates with their latest version (scope templates:read).",
+                (200, "Templates.", {"type": "object"}),
+                errors=(401, 403, 429, 503),
+            ),
+        },
+        "/v1/templates/{template_id}": {
+            "get": _op(
+                "Read the latest version, `?version=n` or `<id>@<n>` (scope templates:read).",
+                (200, "The version.", _ref("TemplateVersion")),
+                errors=(400, 401, 403, 404, 429, 503),
+                params=[
+                    _path("template_id"),
+                    {"name": "version", "in": "query", "schema": {"type": "integer"}},
+                ],
+            ),
+            "delete": _op(
+                "Delete a template and every version (scope templates:write).",
+                (204, "Deleted.", None),
+                errors=(401, 403, 404, 429, 503),
+                params=[_path("template_id")],
+            ),
+        },
+        "/v1/templates/{template_id}/versions": {
+            "post": _op(
+                "Add a version; it becomes the latest at once (scope templates:write).",
+                (201, "Created.", _ref("TemplateVersion")),
+                body=_ref("TemplateVersionInput"),
+                errors=(400, 401, 403, 404, 409, 429, 503),
+                params=[_path("template_id")],
+            )
+        },
+        "/v1/templates/{template_id}/preview": {
+            "post": _op(
+                "Render a version for a locale with sample params, per channel; nothing is "
+                "sent (scope templates:read).",
+                (200, "Rendered channels.", _ref("TemplatePreview")),
+                body=_ref("TemplatePreviewInput"),
+                errors=(400, 401, 403, 404, 429, 503),
+                params=[_path("template_id")],
+            )
+        },
         "/v1/schedules": {
             "post": _op(
                 "Create a recurring schedule.",
@@ -317,7 +504,7 @@ def openapi_document(settings: IntakeSettings | None = None) -> dict[str, Any]:
             "title": "herald send API",
             "version": "1.0.0",
             "description": "Publish notification requests and manage users' contacts, "
-            "devices, preferences and recurring schedules.",
+            "devices, preferences, templates and recurring schedules.",
         },
         "servers": [{"url": f"http://127.0.0.1:{port}"}],
         "paths": paths,

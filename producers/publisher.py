@@ -91,6 +91,7 @@ class _Base:
         topic: str = topics.REQUESTED,
         priority_lane: bool = True,
         changes_topic: str = topics.USER_CHANGES,
+        template_changes_topic: str = topics.TEMPLATE_CHANGES,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         codec: avro.Codec | None = None,
         producer: Producer | None = None,
@@ -100,6 +101,7 @@ class _Base:
         # `<request topic>.priority`: notifications.requested.priority, prefixed or not.
         self.priority_topic = f"{topic}.priority" if priority_lane else None
         self.changes_topic = changes_topic
+        self.template_changes_topic = template_changes_topic
         self.max_payload_bytes = max_payload_bytes
         self.codec = codec or avro.codec_for(self.kafka.schema_registry_url)
         self.producer = producer or Producer(self.kafka.producer_config(client))
@@ -296,6 +298,18 @@ class AsyncPublisher(_Base):
         err, _ = await self._submit(
             self.changes_topic, user_id.encode(), self.encode_change(user_id, kind), None
         )
+        if err is not None:
+            raise PublishError(err.str(), retriable=err.retriable())
+
+    async def publish_template_change(self, template_id: str, version: int, kind: str) -> None:
+        record = {
+            "template_id": template_id,
+            "version": version,
+            "kind": kind,
+            "changed_at": datetime.now(UTC),
+        }
+        value = self.codec.encode(avro.TEMPLATE_CHANGE, record, topic=self.template_changes_topic)
+        err, _ = await self._submit(self.template_changes_topic, template_id.encode(), value, None)
         if err is not None:
             raise PublishError(err.str(), retriable=err.retriable())
 

@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from infra import topics
+from infra.links import LinkSettings
 from infra.settings import CassandraSettings, KafkaSettings
 from producers.request import DEFAULT_MAX_PAYLOAD_BYTES
 from schemas.validation import DEFAULT_PHONE_REGION
@@ -50,6 +51,19 @@ class SchedulerSection(BaseModel):
     owners: list[str] = Field(default_factory=list)  # empty = every owner
 
 
+class SmsInboundSection(BaseModel):
+    # Twilio signs every webhook with the account's auth token; unset = the webhook is off.
+    twilio_auth_token: SecretStr | None = None
+    # The URL as configured in Twilio (what it signs), when a proxy changes what we see.
+    public_url: str | None = None
+    help_text: str = "herald notifications. Reply STOP to unsubscribe, START to resubscribe."
+    # Empty with Twilio's Advanced Opt-Out, which sends its own confirmations.
+    stop_text: str = (
+        "You are unsubscribed and will receive no more messages. Reply START to resubscribe."
+    )
+    start_text: str = "You are resubscribed. Reply STOP to unsubscribe."
+
+
 class IntakeSettings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="HERALD_", env_nested_delimiter="__", extra="ignore"
@@ -60,6 +74,9 @@ class IntakeSettings(BaseSettings):
     api: ApiSection = Field(default_factory=ApiSection)
     contacts: ContactsSection = Field(default_factory=ContactsSection)
     scheduler: SchedulerSection = Field(default_factory=SchedulerSection)
+    # Verifies the unsubscribe and preference links the processor signs (same secret).
+    links: LinkSettings = Field(default_factory=LinkSettings)
+    sms_inbound: SmsInboundSection = Field(default_factory=SmsInboundSection)
     # Prepended to every topic name (HERALD_TOPIC_PREFIX), as in the processor and senders:
     # isolated topic families for tests or tenants sharing a cluster.
     topic_prefix: str = ""
@@ -69,7 +86,8 @@ class IntakeSettings(BaseSettings):
     def published_secrets(self) -> list[str]:
         """Variables whose secrets still hold the default published in herald's source."""
         published = self.contacts.hmac_key.get_secret_value() == LOCAL_CONTACT_KEY
-        return ["HERALD_CONTACTS__HMAC_KEY"] if published else []
+        contacts = ["HERALD_CONTACTS__HMAC_KEY"] if published else []
+        return contacts + self.links.published_secrets("HERALD_LINKS__SECRET")
 
     def publisher_args(self, client: str) -> dict[str, Any]:
         """Keyword arguments of `Publisher`/`AsyncPublisher` for this deployment."""
@@ -77,5 +95,6 @@ class IntakeSettings(BaseSettings):
             "client": client,
             "topic": self.topic_prefix + topics.REQUESTED,
             "changes_topic": self.topic_prefix + topics.USER_CHANGES,
+            "template_changes_topic": self.topic_prefix + topics.TEMPLATE_CHANGES,
             "max_payload_bytes": self.api.max_payload_bytes,
         }

@@ -41,6 +41,7 @@ REQUEST = "herald.NotificationRequest"
 DELIVERY = "herald.Delivery"
 STATUS = "herald.StatusEvent"
 USER_CHANGE = "herald.UserChange"
+TEMPLATE_CHANGE = "herald.TemplateChange"
 
 
 class DecodeError(ValueError):

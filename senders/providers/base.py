@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 
+from infra.links import LIST_UNSUBSCRIBE
+from schemas.channels import MANDATORY_CATEGORIES
+
 
 @dataclass(frozen=True)
 class Message:
@@ -32,6 +35,18 @@ class Message:
     expires_at: datetime | None = None
     priority: str = "normal"  # high | normal | low
     category: str = "transactional"
+
+    def unsubscribe_headers(self) -> list[tuple[str, str]]:
+        """RFC 2369 `List-Unsubscribe` with the processor's signed one-click URL and RFC 8058
+        `List-Unsubscribe-Post`, which Gmail and Yahoo require of bulk mail; never on a
+        mandatory category (security mail cannot be unsubscribed from)."""
+        url = self.data.get(LIST_UNSUBSCRIBE)
+        if not url or self.category in MANDATORY_CATEGORIES:
+            return []
+        return [
+            ("List-Unsubscribe", f"<{url}>"),
+            ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
+        ]
 
 
 @dataclass(frozen=True)

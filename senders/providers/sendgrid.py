@@ -42,7 +42,10 @@ def build_body(message: Message, settings: SendgridSettings) -> dict[str, Any]:
         "from": sender,
         "subject": message.subject or message.title or "",
         "content": content,
-        "headers": {"X-Herald-Delivery-Id": message.delivery_id},
+        "headers": {
+            "X-Herald-Delivery-Id": message.delivery_id,
+            **dict(message.unsubscribe_headers()),
+        },
         "categories": [message.category],
     }
 

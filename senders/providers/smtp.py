@@ -77,6 +77,7 @@ def build_email(message: Message, settings: SmtpSettings) -> tuple[str, bytes]:
         ("X-Herald-Delivery-Id", _header(message.delivery_id)),
         ("X-Herald-Notification-Id", _header(message.notification_id)),
         ("MIME-Version", "1.0"),
+        *((k, _header(v)) for k, v in message.unsubscribe_headers()),
     ]
     head = "".join(f"{k}: {v}\r\n" for k, v in headers).encode()
     text = _part("text/plain", message.body or "")

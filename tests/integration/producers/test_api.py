@@ -6,7 +6,6 @@ import asyncio
 import base64
 import time
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,7 +19,6 @@ from infra.settings import KafkaSettings
 from producers.api import Intake, create_app
 from producers.clients import ClientStore, NewClient
 from producers.publisher import AsyncPublisher
-from producers.settings import IntakeSettings
 from schemas import codec
 from schemas.ids import notification_id
 from tests.integration.producers.intakekit import changes_for, records_for, uid
@@ -28,21 +26,6 @@ from tests.integration.producers.intakekit import changes_for, records_for, uid
 pytestmark = pytest.mark.integration
 
 APNS = "0f" * 32
-
-
-@pytest.fixture(scope="module")
-async def intake() -> AsyncIterator[Intake]:
-    it = Intake(IntakeSettings())
-    await it.start()
-    yield it
-    await it.close()
-
-
-@pytest.fixture
-async def api(intake: Intake) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=create_app(intake.settings, intake))
-    async with httpx.AsyncClient(transport=transport, base_url="http://herald") as client:
-        yield client
 
 
 @pytest.fixture(scope="module")

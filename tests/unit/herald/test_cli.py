@@ -9,8 +9,10 @@ from herald.cli import build
 def test_every_documented_command_is_mounted() -> None:
     names = set(build().commands)
     documented = {"stack", "senders", "processor", "send", "users", "schedules", "api"}
-    documented |= {"replay", "dlq", "status", "stats", "demo"}
+    documented |= {"replay", "dlq", "status", "stats", "demo", "templates"}
     assert documented <= names
+    templates = build().commands["templates"].commands  # type: ignore[attr-defined]
+    assert set(templates) == {"create", "version", "list", "show", "preview", "delete"}
 
 
 def test_help_runs_as_a_console_command() -> None:

@@ -19,6 +19,7 @@ PUBLISHED = {
     "HERALD_CONTACTS__HMAC_KEY",
     "HERALD_TRACKING__SECRET",
     "HERALD_TRACKING_SERVER__APP_KEYS",
+    "HERALD_LINKS__SECRET",
 }
 
 
@@ -51,8 +52,8 @@ def _send_api() -> None:
 
 
 SERVICES: list[tuple[Callable[[], None], set[str]]] = [
-    (_send_api, {"HERALD_CONTACTS__HMAC_KEY"}),
-    (processors.__main__.main, {"HERALD_TRACKING__SECRET"}),
+    (_send_api, {"HERALD_CONTACTS__HMAC_KEY", "HERALD_LINKS__SECRET"}),
+    (processors.__main__.main, {"HERALD_TRACKING__SECRET", "HERALD_LINKS__SECRET"}),
     (herald.ops.tracking.main, {"HERALD_TRACKING__SECRET", "HERALD_TRACKING_SERVER__APP_KEYS"}),
 ]
 
@@ -82,10 +83,12 @@ def test_the_dev_profile_or_own_secrets_let_it_start(
 
 
 def test_published_secrets_are_named_per_settings() -> None:
-    assert IntakeSettings(profile="").published_secrets() == ["HERALD_CONTACTS__HMAC_KEY"]
-    assert ProcessorSettings(profile="").published_secrets() == ["HERALD_TRACKING__SECRET"]
+    links = "HERALD_LINKS__SECRET"
+    assert IntakeSettings(profile="").published_secrets() == ["HERALD_CONTACTS__HMAC_KEY", links]
+    assert ProcessorSettings(profile="").published_secrets() == ["HERALD_TRACKING__SECRET", links]
     off = ProcessorSettings(profile="", tracking={"enabled": False})
-    assert off.published_secrets() == []  # the key signs nothing then
+    assert off.published_secrets() == [links]  # the tracking key signs nothing then
     assert set(OpsSettings(profile="").published_secrets()) == PUBLISHED - {
-        "HERALD_CONTACTS__HMAC_KEY"
+        "HERALD_CONTACTS__HMAC_KEY",
+        links,
     }

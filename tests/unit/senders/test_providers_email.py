@@ -182,3 +182,26 @@ def test_an_internationalised_address_is_written_as_utf8() -> None:
     email = parsed(msg(address="josé@bücher.example", subject="Grüße"))
     assert email["To"] == "josé@bücher.example"
     assert email["Subject"] == "Grüße"
+
+
+UNSUB = {"herald.list_unsubscribe": "https://herald.example/u/tok"}
+
+
+@pytest.mark.parametrize("category", ["marketing", "social", "transactional"])
+def test_non_mandatory_mail_carries_one_click_unsubscribe(category: str) -> None:
+    email = parsed(msg(category=category, data=UNSUB))
+    assert email["List-Unsubscribe"] == "<https://herald.example/u/tok>"
+    assert email["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    headers = build_body(msg(category=category, data=UNSUB), SendgridSettings())["headers"]
+    assert headers["List-Unsubscribe"] == "<https://herald.example/u/tok>"
+    assert headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+
+
+def test_security_mail_never_carries_unsubscribe_even_if_asked() -> None:
+    email = parsed(msg(category="security", data=UNSUB))
+    assert email["List-Unsubscribe"] is None and email["List-Unsubscribe-Post"] is None
+    assert (
+        "List-Unsubscribe"
+        not in build_body(msg(category="security", data=UNSUB), SendgridSettings())["headers"]
+    )
+    assert parsed(msg(category="marketing"))["List-Unsubscribe"] is None
