@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from senders.providers import PROVIDERS, create
+from senders.providers._h2 import H2Client
 from senders.providers.settings import DEV_CREDENTIALS, ProvidersSettings
 
 CA = DEV_CREDENTIALS / "emulator-tls.crt"
@@ -22,7 +23,9 @@ def _trusts_emulator(context: ssl.SSLContext) -> bool:
     return stats["x509"] > stats["x509_ca"]
 
 
-def _contexts(client: httpx.AsyncClient) -> list[ssl.SSLContext]:
+def _contexts(client: httpx.AsyncClient | H2Client) -> list[ssl.SSLContext]:
+    if isinstance(client, H2Client):
+        return [client._ssl] if client._ssl else []
     # Mounted transports (firebase-admin mounts http:// and https://) replace the default.
     transports: list[Any] = list(client._mounts.values()) or [client._transport]
     out = []
@@ -34,7 +37,7 @@ def _contexts(client: httpx.AsyncClient) -> list[ssl.SSLContext]:
     return out
 
 
-def _client(name: str, provider: Any) -> httpx.AsyncClient:
+def _client(name: str, provider: Any) -> httpx.AsyncClient | H2Client:
     if name == "fcm":
         return provider._service._async_client._async_client  # type: ignore[no-any-return]
     return provider._client  # type: ignore[no-any-return]
