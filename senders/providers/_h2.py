@@ -22,7 +22,8 @@ import collections
 import re
 import ssl
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import h2.config
@@ -31,6 +32,8 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+
+from senders.providers._http import ssl_context
 
 # Inbound flow-control windows: answers are small, so the server never waits on us.
 _WINDOW = 1 << 24
@@ -400,3 +403,25 @@ class H2Client:
         for connection in self._connections:
             connection.close()
         self._connections.clear()
+
+
+class Endpoint(Protocol):
+    """The settings an HTTP/2 provider section has (APNs, FCM)."""
+
+    @property
+    def url(self) -> str: ...
+    @property
+    def max_connections(self) -> int: ...
+    @property
+    def timeout_s(self) -> float: ...
+    @property
+    def ca_file(self) -> Path | None: ...
+
+
+def client(settings: Endpoint) -> H2Client:
+    return H2Client(
+        settings.url,
+        max_connections=settings.max_connections,
+        timeout_s=settings.timeout_s,
+        ssl_context=ssl_context(settings.ca_file),
+    )

@@ -23,7 +23,7 @@ from typing import Any
 
 import jwt
 
-from senders.providers import _h2, _http
+from senders.providers import _h2
 from senders.providers.base import (
     DeliveryError,
     Message,
@@ -138,12 +138,7 @@ class ApnsProvider(Provider):
             clock=self._clock,
         )
         self._token.get()  # a bad key fails the start, not the first send
-        self._client = _h2.H2Client(
-            s.url,
-            max_connections=s.max_connections,
-            timeout_s=s.timeout_s,
-            ssl_context=_http.ssl_context(s.ca_file),
-        )
+        self._client = _h2.client(s)
 
     async def close(self) -> None:
         if self._client is not None:

@@ -53,6 +53,8 @@ class FcmSettings(BaseModel):
     # local one (the emulator's) follows `url`, so emulators on other ports just work.
     token_uri: str | None = None
     timeout_s: float = 10.0
+    # HTTP/2 connections at most; each carries as many streams as FCM allows.
+    max_connections: int = 4
     # Extra trust anchor on top of the system CAs (a private PKI, a TLS-inspecting proxy).
     ca_file: Path | None = None
 
