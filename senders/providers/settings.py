@@ -121,7 +121,9 @@ class SmtpSettings(BaseModel):
     from_address: str = "herald <notifications@herald.example>"
     message_id_domain: str = "herald.example"
     timeout_s: float = 10.0
-    pool_size: int = 8  # connections kept open; one message at a time on each
+    # Connections opened as concurrent sends need them, one message at a time on each (4
+    # round trips per message); a relay limits connections per client (Postfix: 50).
+    pool_size: int = 32
 
     _paths = field_validator("ca_file", mode="before")(_blank_is_none)
 
