@@ -1,7 +1,10 @@
 """Apple Push Notification service: HTTP/2, token-based (ES256 JWT) authentication.
 
-One `httpx.AsyncClient` with HTTP/2 only, so concurrent sends are streams multiplexed over a
-few long-lived connections, as Apple asks. One JWT is signed and reused by every request
+Concurrent sends are streams multiplexed over a few long-lived HTTP/2 connections, as Apple
+asks (`senders.providers._h2`): as many per connection as APNs' SETTINGS_MAX_CONCURRENT_STREAMS
+allows at the time, a new connection only when those are full. A stream APNs refused
+(REFUSED_STREAM, or above a GOAWAY's last-stream-id) is certainly not sent; a reset, a lost
+connection or a timeout is ambiguous. One JWT is signed and reused by every request
 until `token_refresh_s` (Apple: refresh at most every 20 min, rejected after 60 min), or
 until APNs answers 403 ExpiredProviderToken.
 
@@ -18,10 +21,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import httpx
 import jwt
 
-from senders.providers import _http
+from senders.providers import _h2
 from senders.providers.base import (
     DeliveryError,
     Message,
@@ -117,7 +119,7 @@ class ApnsProvider(Provider):
     def __init__(self, settings: ApnsSettings, *, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self._clock = clock
-        self._client: httpx.AsyncClient | None = None
+        self._client: _h2.H2Client | None = None
         self._token: ProviderToken | None = None
 
     async def start(self) -> None:
@@ -136,14 +138,7 @@ class ApnsProvider(Provider):
             clock=self._clock,
         )
         self._token.get()  # a bad key fails the start, not the first send
-        self._client = httpx.AsyncClient(
-            base_url=s.url.rstrip("/"),
-            http1=False,
-            http2=True,
-            verify=_http.ssl_context(s.ca_file),
-            timeout=s.timeout_s,
-            limits=httpx.Limits(max_connections=s.max_connections),
-        )
+        self._client = _h2.client(s)
 
     async def close(self) -> None:
         if self._client is not None:
@@ -154,22 +149,31 @@ class ApnsProvider(Provider):
         headers, payload = build_request(message, self.settings.topic)
         token = self._token.get()
         headers["authorization"] = f"bearer {token}"
-        resp = await _http.post(
-            self._client,
-            self.name,
-            f"/3/device/{message.address}",
-            headers=headers,
-            content=json.dumps(payload, separators=(",", ":")).encode(),
-        )
-        if resp.status_code == 200:
-            return SendResult(self.name, resp.headers.get("apns-id", message.delivery_id))
+        try:
+            resp = await self._client.request(
+                "POST",
+                f"/3/device/{message.address}",
+                [(k.encode(), v.encode()) for k, v in headers.items()],
+                json.dumps(payload, separators=(",", ":")).encode(),
+            )
+        except (ValueError, UnicodeEncodeError) as exc:  # a line break in a header
+            raise PermanentError(
+                "apns:unsendable request", provider=self.name, ambiguous=False
+            ) from exc
+        except _h2.StreamError as exc:
+            raise RetriableError(
+                f"apns:{exc.reason}", provider=self.name, ambiguous=exc.sent
+            ) from exc
+        if resp.status == 200:
+            apns_id = resp.headers.get(b"apns-id")
+            return SendResult(self.name, apns_id.decode() if apns_id else message.delivery_id)
         raise self._error(resp, token)
 
-    def _error(self, resp: httpx.Response, token: str) -> DeliveryError:
-        status = resp.status_code
+    def _error(self, resp: _h2.Response, token: str) -> DeliveryError:
+        status = resp.status
         try:
-            reason = str(resp.json().get("reason", ""))
-        except ValueError:
+            reason = str(json.loads(resp.body).get("reason", ""))
+        except (ValueError, AttributeError):
             reason = ""
         text = f"apns:{status} {reason}".strip()
         if status == 403 and reason == "ExpiredProviderToken":
@@ -179,10 +183,11 @@ class ApnsProvider(Provider):
         if status == 410 or (status == 400 and reason in _BAD_ADDRESS):
             return PermanentError(text, provider=self.name, status=status, invalid_address=True)
         if status == 429 or status >= 500:
+            retry_after = resp.headers.get(b"retry-after")
             return RetriableError(
                 text,
                 provider=self.name,
                 status=status,
-                retry_after=parse_retry_after(resp.headers.get("retry-after")),
+                retry_after=parse_retry_after(retry_after.decode() if retry_after else None),
             )
         return PermanentError(text, provider=self.name, status=status)

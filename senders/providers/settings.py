@@ -53,6 +53,8 @@ class FcmSettings(BaseModel):
     # local one (the emulator's) follows `url`, so emulators on other ports just work.
     token_uri: str | None = None
     timeout_s: float = 10.0
+    # HTTP/2 connections at most; each carries as many streams as FCM allows.
+    max_connections: int = 4
     # Extra trust anchor on top of the system CAs (a private PKI, a TLS-inspecting proxy).
     ca_file: Path | None = None
 
@@ -119,7 +121,9 @@ class SmtpSettings(BaseModel):
     from_address: str = "herald <notifications@herald.example>"
     message_id_domain: str = "herald.example"
     timeout_s: float = 10.0
-    pool_size: int = 8  # connections kept open; one message at a time on each
+    # Connections opened as concurrent sends need them, one message at a time on each (4
+    # round trips per message); a relay limits connections per client (Postfix: 50).
+    pool_size: int = 32
 
     _paths = field_validator("ca_file", mode="before")(_blank_is_none)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import ssl
 import time
 from email.header import Header
@@ -46,9 +47,10 @@ def _one_line(value: str) -> str:
 
 
 def _header(value: str) -> str:
-    if _one_line(value).isascii() and len(value) <= 900:
+    if _one_line(value).isascii() and len(value) <= 900 and value == value.strip():
         return value
-    # RFC 2047 encoded words, folded: non-ASCII text, or a line longer than RFC 5322 allows.
+    # RFC 2047 encoded words, folded: non-ASCII text, a line longer than RFC 5322 allows, or
+    # leading or trailing blanks (which parsers strip from a plain header value).
     return Header(value, "utf-8", maxlinelen=76).encode()
 
 
@@ -60,15 +62,21 @@ def _part(content_type: str, text: str) -> bytes:
     ).encode() + body
 
 
+@functools.cache
+def _from_header(from_address: str) -> str:
+    # Parsing and formatting the address cost more than the rest of the message together.
+    name, sender = parseaddr(from_address)
+    return formataddr((name, sender), "utf-8") if name else sender
+
+
 def build_email(message: Message, settings: SmtpSettings) -> tuple[str, bytes]:
     """(Message-ID, the RFC 5322 message as sent). Written directly rather than through
     `email.message.EmailMessage`, whose header registry and generator cost milliseconds
     per message; bodies are base64 (any text, any line length) and every header value is
     checked: a line break in one raises ValueError before anything goes on the wire."""
-    name, sender = parseaddr(settings.from_address)
     message_id = f"<{message.delivery_id}@{settings.message_id_domain}>"
     headers = [
-        ("From", formataddr((name, sender), "utf-8") if name else sender),
+        ("From", _from_header(settings.from_address)),
         # An internationalised address goes as UTF-8 (RFC 6532, sent with SMTPUTF8).
         ("To", _one_line(message.address)),
         ("Subject", _header(message.subject or message.title or "")),
@@ -126,7 +134,9 @@ class SmtpProvider(Provider):
         self._idle: list[tuple[aiosmtplib.SMTP, float]] = []
         self._slots = asyncio.Semaphore(settings.pool_size)
         self._tls: ssl.SSLContext | None = None
-        self._sender = parseaddr(settings.from_address)[1]  # the envelope's MAIL FROM
+        # The envelope's MAIL FROM, quoted once (aiosmtplib's `sendmail` re-parses both
+        # addresses with `email.utils` on every message).
+        self._mail_from = f"FROM:<{parseaddr(settings.from_address)[1]}>".encode()
 
     async def start(self) -> None:
         s = self.settings
@@ -150,33 +160,87 @@ class SmtpProvider(Provider):
             raise PermanentError(
                 "smtp:unsendable message", provider=self.name, ambiguous=False
             ) from exc
+        # build_email refused any line break in the address.
+        rcpt_to = f"TO:<{message.address}>".encode()
+        utf8 = () if message.address.isascii() else (b"SMTPUTF8",)
         async with self._slots:
+            client = await self._envelope(message.address, rcpt_to, utf8)
             try:
-                client = await self._checkout()
+                await client.data(raw)
+            except aiosmtplib.SMTPResponseException as exc:
+                await self._release(client, exc)
+                raise map_error(exc, self.name) from exc
+            except BaseException as exc:
+                await self._quit(client)  # the message may be half sent: never reuse
+                if isinstance(exc, aiosmtplib.SMTPException | OSError):
+                    raise map_error(exc, self.name) from exc
+                raise
+            await self._pool(client)
+        return SendResult(self.name, message_id)
+
+    async def _envelope(
+        self, address: str, rcpt_to: bytes, options: tuple[bytes, ...]
+    ) -> aiosmtplib.SMTP:
+        """A pooled connection with MAIL FROM and RCPT TO accepted. Nothing is sent until
+        DATA, so every failure here is certainly-not-sent; a pooled connection the server
+        dropped while idle is replaced by a new one, once."""
+        for attempt in range(2):
+            try:
+                client, reused = await self._checkout()
             except (aiosmtplib.SMTPException, OSError) as exc:
                 raise map_error(exc, self.name, sending=False) from exc
             try:
-                await client.sendmail(
-                    self._sender,
-                    [message.address],
-                    raw,
-                    mail_options=[] if message.address.isascii() else ["SMTPUTF8"],
-                )
-            except (aiosmtplib.SMTPException, OSError) as exc:
-                await self._quit(client)  # its state after a failure is unknown
-                raise map_error(exc, self.name) from exc
-            except BaseException:
+                reply = await client.execute_command(b"MAIL", self._mail_from, *options)
+                if reply.code != 250:
+                    raise aiosmtplib.SMTPSenderRefused(reply.code, reply.message, "")
+                reply = await client.execute_command(b"RCPT", rcpt_to)
+                if reply.code not in (250, 251):
+                    raise aiosmtplib.SMTPRecipientsRefused(
+                        [aiosmtplib.SMTPRecipientRefused(reply.code, reply.message, address)]
+                    )
+            except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused) as exc:
+                await self._release(client, exc)
+                raise map_error(exc, self.name, sending=False) from exc
+            except BaseException as exc:
                 await self._quit(client)
-                raise
-            self._idle.append((client, time.monotonic()))
-        return SendResult(self.name, message_id)
+                if not isinstance(exc, aiosmtplib.SMTPException | OSError):
+                    raise
+                if reused and attempt == 0:
+                    continue
+                raise map_error(exc, self.name, sending=False) from exc
+            return client
+        raise AssertionError("unreachable: the second attempt returns or raises")
 
-    async def _checkout(self) -> aiosmtplib.SMTP:
+    async def _release(self, client: aiosmtplib.SMTP, exc: Exception) -> None:
+        """The server refused with a reply, so the connection is in a known state: reset the
+        transaction and pool it again (a refused address costs no reconnect)."""
+        if isinstance(exc, aiosmtplib.SMTPResponseException) and exc.code == 421:
+            await self._quit(client)  # 421: the server is closing the connection
+            return
+        try:
+            await client.rset()
+        except (aiosmtplib.SMTPException, OSError):
+            await self._quit(client)
+            return
+        await self._pool(client)
+
+    async def _pool(self, client: aiosmtplib.SMTP) -> None:
+        """Back on top of the idle stack. Sends take the most recently used connection, so
+        after a burst the surplus ones sink to the bottom; one idle there for `_MAX_IDLE_S`
+        is closed: the pool follows the load down as well as up."""
+        now = time.monotonic()
+        self._idle.append((client, now))
+        if now - self._idle[0][1] >= _MAX_IDLE_S:
+            stale, _ = self._idle.pop(0)
+            await self._quit(stale)
+
+    async def _checkout(self) -> tuple[aiosmtplib.SMTP, bool]:
+        """An open connection, and whether it was pooled (may have been dropped while idle)."""
         now = time.monotonic()
         while self._idle:
             client, since = self._idle.pop()
             if client.is_connected and now - since < _MAX_IDLE_S:
-                return client
+                return client, True
             await self._quit(client)
         s = self.settings
         client = aiosmtplib.SMTP(
@@ -190,7 +254,10 @@ class SmtpProvider(Provider):
             timeout=s.timeout_s,
         )
         await client.connect()
-        return client
+        if client.last_ehlo_response is None:
+            # connect() greets only on the way to STARTTLS or AUTH; MAIL needs it done.
+            await client.ehlo()
+        return client, False
 
     @staticmethod
     async def _quit(client: aiosmtplib.SMTP) -> None:

@@ -147,6 +147,8 @@ class ProviderCase:
     # SMTP has no way to say how long to wait; every HTTP provider does.
     throttle_has_retry_after: bool = True
     server_error: int = 503
+    # The SMTP emulator stalls at RCPT, before the message is sent: certainly not sent.
+    no_answer_ambiguous: bool = True
     emulators: Emulators | None = None  # bound by the `case` fixture
 
     def __str__(self) -> str:
@@ -165,7 +167,14 @@ CASES = [
     ProviderCase("webpush", "push.web", _web_subscription),
     ProviderCase("twilio", "sms", _phone),
     ProviderCase("vonage", "sms", _phone, server_error=502),
-    ProviderCase("smtp", "email", _email, throttle_has_retry_after=False, server_error=451),
+    ProviderCase(
+        "smtp",
+        "email",
+        _email,
+        throttle_has_retry_after=False,
+        server_error=451,
+        no_answer_ambiguous=False,
+    ),
     ProviderCase("sendgrid", "email", _email),
 ]
 

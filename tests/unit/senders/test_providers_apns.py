@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from senders.providers._h2 import Response, StreamError
 from senders.providers.apns import ApnsProvider, ProviderToken, build_request
 from senders.providers.base import Message, PermanentError, RetriableError
 from senders.providers.settings import ApnsSettings
@@ -117,6 +118,29 @@ def test_low_priority_and_background_pushes_use_priority_5() -> None:
     assert "apns-expiration" not in bg and "apns-collapse-id" not in bg
 
 
+Handler = Callable[[dict[str, str]], Response]
+
+
+class FakeClient:
+    """Stands in for `_h2.H2Client`: answers each request's headers with `handler`."""
+
+    def __init__(self, handler: Handler) -> None:
+        self._handler = handler
+
+    async def request(
+        self, method: str, path: str, headers: list[tuple[bytes, bytes]], body: bytes = b""
+    ) -> Response:
+        return self._handler({k.decode(): v.decode() for k, v in headers})
+
+
+def answer(status: int, body: dict[str, str] | None = None, **headers: str) -> Response:
+    return Response(
+        status,
+        {k.replace("_", "-").encode(): v.encode() for k, v in headers.items()},
+        json.dumps(body).encode() if body else b"",
+    )
+
+
 async def _send_with_answer(
     key: ec.EllipticCurvePrivateKey,
     status: int,
@@ -124,17 +148,15 @@ async def _send_with_answer(
     headers: dict[str, str] | None = None,
     seen: list[str] | None = None,
 ) -> tuple[Exception, ApnsProvider]:
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: dict[str, str]) -> Response:
         if seen is not None:
-            seen.append(request.headers["authorization"])
-        return httpx.Response(status, json={"reason": reason}, headers=headers or {})
+            seen.append(request["authorization"])
+        return answer(status, {"reason": reason}, **(headers or {}))
 
     provider = ApnsProvider(ApnsSettings(private_key=pem(key), ca_file=None))  # type: ignore[arg-type]
     await provider.start()
     await provider.close()
-    provider._client = httpx.AsyncClient(
-        base_url="https://apns.test", transport=httpx.MockTransport(handler)
-    )
+    provider._client = FakeClient(handler)  # type: ignore[assignment]
     with pytest.raises((PermanentError, RetriableError)) as err:
         await provider.send(msg())
     return err.value, provider
@@ -157,7 +179,7 @@ async def _send_with_answer(
 async def test_error_mapping(
     key: ec.EllipticCurvePrivateKey, status: int, reason: str, retriable: bool, invalid: bool
 ) -> None:
-    err, _ = await _send_with_answer(key, status, reason, {"retry-after": "12"})
+    err, _ = await _send_with_answer(key, status, reason, {"retry_after": "12"})
     assert err.retriable is retriable  # type: ignore[attr-defined]
     assert err.invalid_address is invalid  # type: ignore[attr-defined]
     assert err.reason == f"apns:{status} {reason}"  # type: ignore[attr-defined]
@@ -174,13 +196,11 @@ async def test_expired_provider_token_is_retried_with_a_new_token(
     assert err.retry_after == 0
     seen: list[str] = []
 
-    def ok(request: httpx.Request) -> httpx.Response:
-        seen.append(request.headers["authorization"])
-        return httpx.Response(200, headers={"apns-id": request.headers["apns-id"]})
+    def ok(request: dict[str, str]) -> Response:
+        seen.append(request["authorization"])
+        return answer(200, apns_id=request["apns-id"])
 
-    provider._client = httpx.AsyncClient(
-        base_url="https://apns.test", transport=httpx.MockTransport(ok)
-    )
+    provider._client = FakeClient(ok)  # type: ignore[assignment]
     await provider.send(msg())
     await provider.send(msg())
     assert len(set(seen)) == 1
@@ -188,16 +208,15 @@ async def test_expired_provider_token_is_retried_with_a_new_token(
 
 
 async def test_connection_failure_is_retriable(key: ec.EllipticCurvePrivateKey) -> None:
-    def refuse(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("refused")
+    def refuse(request: dict[str, str]) -> Response:
+        raise StreamError("connect: ConnectionRefusedError", sent=False)
 
     provider = ApnsProvider(ApnsSettings(private_key=pem(key)))  # type: ignore[arg-type]
     await provider.start()
     await provider.close()
-    provider._client = httpx.AsyncClient(
-        base_url="https://apns.test", transport=httpx.MockTransport(refuse)
-    )
+    provider._client = FakeClient(refuse)  # type: ignore[assignment]
     with pytest.raises(RetriableError) as err:
         await provider.send(msg())
-    assert err.value.reason == "apns:ConnectError"
+    assert err.value.reason == "apns:connect: ConnectionRefusedError"
+    assert err.value.ambiguous is False
     assert json.dumps(err.value.reason).find("ab" * 32) == -1

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from senders.providers import PROVIDERS, create
+from senders.providers._h2 import H2Client
 from senders.providers.settings import DEV_CREDENTIALS, ProvidersSettings
 
 CA = DEV_CREDENTIALS / "emulator-tls.crt"
@@ -22,7 +23,9 @@ def _trusts_emulator(context: ssl.SSLContext) -> bool:
     return stats["x509"] > stats["x509_ca"]
 
 
-def _contexts(client: httpx.AsyncClient) -> list[ssl.SSLContext]:
+def _contexts(client: httpx.AsyncClient | H2Client) -> list[ssl.SSLContext]:
+    if isinstance(client, H2Client):
+        return [client._ssl] if client._ssl else []
     # Mounted transports (firebase-admin mounts http:// and https://) replace the default.
     transports: list[Any] = list(client._mounts.values()) or [client._transport]
     out = []
@@ -34,9 +37,7 @@ def _contexts(client: httpx.AsyncClient) -> list[ssl.SSLContext]:
     return out
 
 
-def _client(name: str, provider: Any) -> httpx.AsyncClient:
-    if name == "fcm":
-        return provider._service._async_client._async_client  # type: ignore[no-any-return]
+def _client(provider: Any) -> httpx.AsyncClient | H2Client:
     return provider._client  # type: ignore[no-any-return]
 
 
@@ -45,11 +46,13 @@ async def test_an_http_provider_trusts_its_ca_file(name: str) -> None:
     section = {"ca_file": str(CA)}
     if name == "webpush":
         section["endpoint_override"] = "https://127.0.0.1:8444"
+    if name == "fcm":
+        section["url"] = "https://127.0.0.1:8444"
     settings = ProvidersSettings.model_validate({name: section})
     provider = create(name, settings)
     await provider.start()
     try:
-        contexts = _contexts(_client(name, provider))
+        contexts = _contexts(_client(provider))
         assert contexts and all(_trusts_emulator(c) for c in contexts)
     finally:
         await provider.close()

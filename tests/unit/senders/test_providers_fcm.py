@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import google.auth.exceptions
 import pytest
-import requests
-import urllib3.exceptions
-from firebase_admin import exceptions, messaging
 
+from senders.providers._h2 import Response, StreamError
 from senders.providers.base import Message
-from senders.providers.fcm import _service_account, build_message, map_error
+from senders.providers.fcm import (
+    FcmProvider,
+    _service_account,
+    answer_error,
+    build_message,
+    map_error,
+)
 from senders.providers.settings import FcmSettings
 
 TOKEN = "cXyZ12345:APA91b" + "x" * 140
@@ -32,20 +37,14 @@ def msg(**kw: Any) -> Message:
     return Message(**{**base, **kw})
 
 
-def response(
-    status: int, fcm_code: str | None = None, retry_after: str | None = None
-) -> requests.Response:
-    resp = requests.Response()
-    resp.status_code = status
+def response(status: int, fcm_code: str | None = None, retry_after: str | None = None) -> Response:
     body: dict[str, Any] = {"error": {"code": status, "status": "X", "details": []}}
     if fcm_code:
         body["error"]["details"].append(
             {"@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError", "errorCode": fcm_code}
         )
-    resp._content = json.dumps(body).encode()
-    if retry_after:
-        resp.headers["Retry-After"] = retry_after
-    return resp
+    headers = {b"retry-after": retry_after.encode()} if retry_after else {}
+    return Response(status, headers, json.dumps(body).encode())
 
 
 def test_android_message_carries_ids_ttl_priority_and_collapse_key() -> None:
@@ -81,60 +80,74 @@ def test_web_push_uses_webpush_config() -> None:
 
 
 @pytest.mark.parametrize(
-    ("exc", "retriable", "invalid"),
+    ("answer", "retriable", "invalid"),
     [
-        (
-            messaging.UnregisteredError("gone", http_response=response(404, "UNREGISTERED")),
-            False,
-            True,
-        ),
-        (
-            messaging.SenderIdMismatchError(
-                "other", http_response=response(403, "SENDER_ID_MISMATCH")
-            ),
-            False,
-            True,
-        ),
-        (
-            exceptions.InvalidArgumentError("bad", http_response=response(400, "INVALID_ARGUMENT")),
-            False,
-            False,
-        ),
-        (exceptions.UnauthenticatedError("auth", http_response=response(401)), False, False),
-        (
-            messaging.QuotaExceededError(
-                "slow down", http_response=response(429, "QUOTA_EXCEEDED", "30")
-            ),
-            True,
-            False,
-        ),
-        (
-            exceptions.UnavailableError("down", http_response=response(503, "UNAVAILABLE", "5")),
-            True,
-            False,
-        ),
-        (exceptions.InternalError("oops", http_response=response(500, "INTERNAL")), True, False),
-        (exceptions.UnavailableError("connection refused"), True, False),
-        (exceptions.DeadlineExceededError("timed out"), True, False),
+        (response(404, "UNREGISTERED"), False, True),
+        (response(403, "SENDER_ID_MISMATCH"), False, True),
+        (response(400, "INVALID_ARGUMENT"), False, False),
+        (response(401), False, False),
+        (response(429, "QUOTA_EXCEEDED", "30"), True, False),
+        (response(503, "UNAVAILABLE", "5"), True, False),
+        (response(500, "INTERNAL"), True, False),
+    ],
+)
+def test_answer_mapping(answer: Response, retriable: bool, invalid: bool) -> None:
+    err = answer_error(answer)
+    assert err.retriable is retriable
+    assert err.invalid_address is invalid
+    assert err.provider == "fcm"
+    assert err.ambiguous is None  # answered: the runtime infers it from the status
+
+
+@pytest.mark.parametrize(
+    ("exc", "retriable", "ambiguous"),
+    [
+        (StreamError("connect: ConnectionRefusedError", sent=False), True, False),
+        (StreamError("stream reset: REFUSED_STREAM", sent=False), True, False),
+        (StreamError("timeout", sent=True), True, True),
         (google.auth.exceptions.RefreshError("invalid_grant", retryable=False), False, False),
         (google.auth.exceptions.RefreshError("server", retryable=True), True, False),
         (google.auth.exceptions.TransportError("down"), True, False),
         (ValueError("bad ttl"), False, False),
     ],
 )
-def test_error_mapping(exc: Exception, retriable: bool, invalid: bool) -> None:
+def test_no_answer_mapping(exc: Exception, retriable: bool, ambiguous: bool) -> None:
     err = map_error(exc)
-    assert err.retriable is retriable
-    assert err.invalid_address is invalid
-    assert err.provider == "fcm"
+    assert (err.retriable, err.ambiguous, err.provider) == (retriable, ambiguous, "fcm")
 
 
 def test_error_reason_names_the_fcm_code_and_retry_after_is_honoured() -> None:
-    err = map_error(
-        messaging.QuotaExceededError("x", http_response=response(429, "QUOTA_EXCEEDED", "30"))
-    )
+    err = answer_error(response(429, "QUOTA_EXCEEDED", "30"))
     assert err.reason == "fcm:429 QUOTA_EXCEEDED"
     assert err.retry_after == 30
+
+
+class Credential:
+    """google-auth credentials that count refreshes."""
+
+    def __init__(self) -> None:
+        self.valid = False
+        self.token: str | None = None
+        self.refreshes = 0
+
+    def refresh(self, request: object) -> None:
+        self.refreshes += 1
+        self.token = f"token-{self.refreshes}"
+        self.valid = True
+
+
+async def test_access_token_is_minted_once_and_reused_until_near_expiry() -> None:
+    provider = FcmProvider(FcmSettings())
+    await provider.start()
+    credential = Credential()
+    provider._credential = credential  # type: ignore[assignment]
+    try:
+        tokens = await asyncio.gather(*(provider._access_token() for _ in range(20)))
+        assert set(tokens) == {"token-1"} and credential.refreshes == 1
+        credential.valid = False  # google-auth: expired, or within its refresh threshold
+        assert await provider._access_token() == "token-2"
+    finally:
+        await provider.close()
 
 
 def test_local_token_uri_follows_the_fcm_url_and_real_ones_are_kept(tmp_path: Any) -> None:
@@ -152,25 +165,3 @@ def test_local_token_uri_follows_the_fcm_url_and_real_ones_are_kept(tmp_path: An
         FcmSettings(credentials_file=path, token_uri="https://tokens.example/token")
     )
     assert pinned["token_uri"] == "https://tokens.example/token"
-
-
-def test_no_answer_is_ambiguous_unless_the_request_never_left() -> None:
-    refused = requests.exceptions.ConnectionError(
-        urllib3.exceptions.MaxRetryError(
-            None,  # type: ignore[arg-type]
-            "/",
-            urllib3.exceptions.NewConnectionError(None, "refused"),  # type: ignore[arg-type]
-        )
-    )
-    assert map_error(exceptions.UnavailableError("down", cause=refused)).ambiguous is False
-    connect_timeout = requests.exceptions.ConnectTimeout("slow connect")
-    assert (
-        map_error(exceptions.DeadlineExceededError("t", cause=connect_timeout)).ambiguous is False
-    )
-    read_timeout = requests.exceptions.ReadTimeout("no answer")
-    assert map_error(exceptions.DeadlineExceededError("t", cause=read_timeout)).ambiguous is True
-    # With an HTTP answer the runtime infers it from the status.
-    answered = exceptions.UnavailableError("down", http_response=response(503))
-    assert map_error(answered).ambiguous is None
-    token = google.auth.exceptions.RefreshError("invalid_grant", retryable=True)
-    assert map_error(token).ambiguous is False

@@ -1,0 +1,204 @@
+"""SMTP connections against a scripted server: reused across messages, replaced when the
+server dropped one while idle, and each failure classified by whether DATA had begun."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from senders.providers.base import Message, PermanentError, RetriableError
+from senders.providers.settings import SmtpSettings
+from senders.providers.smtp import SmtpProvider
+
+pytestmark = pytest.mark.asyncio
+
+# Each command's reply; None: no reply (the server stalls), "close": drop the connection.
+Script = Callable[[bytes], bytes | str | None]
+
+
+class Server(asyncio.Protocol):
+    def __init__(self, script: Script, log: list[bytes]) -> None:
+        self.script = script
+        self.log = log
+        self.buffer = b""
+        self.in_data = False
+        self.greeted = False
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.write(b"220 test ESMTP\r\n")
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while self.transport is not None:
+            if self.in_data:
+                end = self.buffer.find(b"\r\n.\r\n")
+                if end < 0:
+                    return
+                self.buffer = self.buffer[end + 5 :]
+                self.in_data = False
+                self.reply(b"END-OF-DATA", b"250 queued\r\n")
+                continue
+            line, sep, rest = self.buffer.partition(b"\r\n")
+            if not sep:
+                return
+            self.buffer = rest
+            verb = line.split(b" ", 1)[0].split(b":", 1)[0].upper()
+            default = {
+                b"EHLO": b"250-test\r\n250 SMTPUTF8\r\n",
+                b"DATA": b"354 go on\r\n",
+                b"QUIT": b"221 bye\r\n",
+            }.get(verb, b"250 ok\r\n")
+            self.greeted = self.greeted or verb == b"EHLO"
+            if verb == b"MAIL" and not self.greeted:
+                default = b"503 send EHLO first\r\n"
+            self.reply(verb, default)
+            if verb == b"DATA" and self.transport is not None:
+                self.in_data = True
+
+    def reply(self, verb: bytes, default: bytes) -> None:
+        self.log.append(verb)
+        answer = self.script(verb)
+        assert self.transport is not None
+        if answer == "close":
+            self.transport.close()
+            self.transport = None
+        elif answer is not None:
+            self.transport.write(answer if isinstance(answer, bytes) else default)
+
+
+@pytest.fixture
+async def smtp_server() -> AsyncIterator[Callable[[Script], object]]:
+    servers: list[asyncio.Server] = []
+
+    async def start(script: Script) -> tuple[SmtpProvider, list[Server], list[bytes]]:
+        protocols: list[Server] = []
+        log: list[bytes] = []
+
+        def factory() -> Server:
+            protocols.append(Server(script, log))
+            return protocols[-1]
+
+        server = await asyncio.get_running_loop().create_server(factory, "127.0.0.1", 0)
+        servers.append(server)
+        port = server.sockets[0].getsockname()[1]
+        provider = SmtpProvider(SmtpSettings(port=port, pool_size=2, timeout_s=0.5))
+        await provider.start()
+        return provider, protocols, log
+
+    yield start  # type: ignore[misc]
+    for server in servers:
+        server.close()
+
+
+def mail() -> Message:
+    return Message(
+        delivery_id=str(uuid.uuid4()),
+        notification_id=str(uuid.uuid4()),
+        channel="email",
+        address="someone@example.org",
+        body="hello",
+        subject="hi",
+    )
+
+
+def default(verb: bytes) -> bytes | str | None:
+    return "default"
+
+
+async def test_one_connection_carries_consecutive_messages(smtp_server) -> None:  # type: ignore[no-untyped-def]
+    provider, connections, log = await smtp_server(default)
+    try:
+        for _ in range(5):
+            await provider.send(mail())
+        assert len(connections) == 1
+        assert log.count(b"END-OF-DATA") == 5
+        assert log.count(b"EHLO") == 1
+    finally:
+        await provider.close()
+
+
+async def test_concurrent_sends_open_at_most_pool_size_connections(smtp_server) -> None:  # type: ignore[no-untyped-def]
+    provider, connections, log = await smtp_server(default)
+    try:
+        await asyncio.gather(*(provider.send(mail()) for _ in range(20)))
+        assert len(connections) == 2
+        assert log.count(b"END-OF-DATA") == 20
+    finally:
+        await provider.close()
+
+
+async def test_a_connection_dropped_while_idle_is_replaced_without_an_error(smtp_server) -> None:  # type: ignore[no-untyped-def]
+    provider, connections, log = await smtp_server(default)
+    try:
+        await provider.send(mail())
+        # The server drops the idle connection; the client learns it only on next use.
+        assert connections[0].transport is not None
+        connections[0].transport.close()
+        await asyncio.sleep(0)
+        await provider.send(mail())
+        assert len(connections) == 2
+        assert log.count(b"END-OF-DATA") == 2
+    finally:
+        await provider.close()
+
+
+async def test_a_refused_recipient_keeps_the_connection(smtp_server) -> None:  # type: ignore[no-untyped-def]
+    answers = iter([b"550 5.1.1 no such user\r\n"])
+
+    def script(verb: bytes) -> bytes | str | None:
+        return next(answers, "default") if verb == b"RCPT" else "default"
+
+    provider, connections, log = await smtp_server(script)
+    try:
+        with pytest.raises(PermanentError) as err:
+            await provider.send(mail())
+        assert err.value.invalid_address
+        await provider.send(mail())
+        assert len(connections) == 1
+        assert b"RSET" in log
+    finally:
+        await provider.close()
+
+
+async def test_no_answer_before_data_is_not_sent_and_after_it_ambiguous(smtp_server) -> None:  # type: ignore[no-untyped-def]
+    stall = {b"RCPT"}
+
+    def script(verb: bytes) -> bytes | str | None:
+        return None if verb in stall else "default"
+
+    provider, _, _ = await smtp_server(script)
+    try:
+        with pytest.raises(RetriableError) as before:
+            await provider.send(mail())
+        assert before.value.ambiguous is False
+        stall.clear()
+        stall.add(b"END-OF-DATA")
+        with pytest.raises(RetriableError) as after:
+            await provider.send(mail())
+        assert after.value.ambiguous is True
+    finally:
+        await provider.close()
+
+
+async def test_surplus_connections_close_once_idle_after_a_burst(  # type: ignore[no-untyped-def]
+    smtp_server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("senders.providers.smtp._MAX_IDLE_S", 0.2)
+    provider, connections, log = await smtp_server(default)
+    try:
+        await asyncio.gather(*(provider.send(mail()) for _ in range(2)))
+        assert len(connections) == 2
+        for _ in range(6):  # a trickle: one connection suffices
+            await asyncio.sleep(0.05)
+            await provider.send(mail())
+        assert len(connections) == 2
+        assert log.count(b"QUIT") == 1
+        assert len(provider._idle) == 1
+    finally:
+        await provider.close()
