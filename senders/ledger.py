@@ -19,6 +19,7 @@ import asyncio
 import dataclasses
 import enum
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,6 +30,7 @@ from cassandra.cluster import Session
 from cassandra.query import BatchStatement, BatchType, PreparedStatement
 
 from infra.cassandra import aexecute
+from senders import metrics
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,8 @@ UNCERTAIN_AFTER_CRASH = "uncertain_after_crash"
 # so a batch stays well under Cassandra's default `batch_size_fail_threshold` (50 KiB).
 MAX_CONDITIONAL = 100
 MAX_PLAIN = 60
+_ROWS = {k: metrics.LEDGER_BATCH_ROWS.labels(k) for k in ("conditional", "plain")}
+_TOOK = {k: metrics.LEDGER_BATCH_SECONDS.labels(k) for k in ("conditional", "plain")}
 
 
 class State(enum.StrEnum):
@@ -267,15 +271,19 @@ class ConditionalBatches:
                 del self._queued[key]
 
     async def _apply(self, key: tuple[int, int], writes: list[_Write]) -> None:
+        rows, took = _ROWS["conditional"], _TOOK["conditional"]
         while writes:
+            rows.observe(len(writes))
+            started = time.perf_counter()
             if len(writes) == 1:
                 query: Any = writes[0].stmt.bind(writes[0].params)
             else:
                 query = BatchStatement(batch_type=BatchType.UNLOGGED)
                 for w in writes:
                     query.add(w.stmt, w.params)
-            rows = await aexecute(self._session, query)
-            if rows[0]["[applied]"]:
+            result = await aexecute(self._session, query)
+            took.observe(time.perf_counter() - started)
+            if result[0]["[applied]"]:
                 for w in writes:
                     _settle(w.done, True)
                 return
@@ -330,8 +338,11 @@ class PlainBatches:
         batch = BatchStatement(batch_type=BatchType.UNLOGGED)
         for stmt, params, _ in chunk:
             batch.add(stmt, params)
+        _ROWS["plain"].observe(len(chunk))
+        started = time.perf_counter()
         try:
             await aexecute(self._session, batch)
+            _TOOK["plain"].observe(time.perf_counter() - started)
         except Exception as exc:
             for *_, fut in chunk:
                 _settle(fut, exc)

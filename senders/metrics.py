@@ -32,3 +32,17 @@ ASSIGNED = Gauge(
     "herald_sender_assigned_partitions", "Partitions assigned per lane", ["channel", "lane"]
 )
 PAUSED = Gauge("herald_sender_paused_partitions", "Partitions paused per lane", ["channel", "lane"])
+# How well the ledger's writes share round trips: small batches cost Cassandra far more
+# per delivery (a Paxos round per batch), so these show why the ledger got expensive.
+LEDGER_BATCH_ROWS = Histogram(
+    "herald_ledger_batch_rows",
+    "Writes per ledger batch (conditional: one Paxos round; plain: one unlogged batch)",
+    ["kind"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 100, 200),
+)
+LEDGER_BATCH_SECONDS = Histogram(
+    "herald_ledger_batch_seconds",
+    "Round trip of one ledger batch",
+    ["kind"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)

@@ -28,7 +28,13 @@ from senders.providers import create
 from senders.providers.base import DeliveryError, Message
 from senders.providers.settings import ProvidersSettings
 
-PROVIDERS = {"apns": "push.ios", "fcm": "push.android", "smtp": "email"}
+PROVIDERS = {
+    "apns": "push.ios",
+    "fcm": "push.android",
+    "smtp": "email",
+    "twilio": "sms",
+    "sendgrid": "email",
+}
 
 
 @dataclass(frozen=True)
@@ -49,7 +55,13 @@ class Figures:
 
 
 def message(channel: str) -> Message:
-    address = secrets.token_hex(32) if channel.startswith("push") else "bench@example.org"
+    address = (
+        secrets.token_hex(32)
+        if channel.startswith("push")
+        else "+14155550123"
+        if channel == "sms"
+        else "bench@example.org"
+    )
     return Message(
         delivery_id=str(uuid.uuid4()),
         notification_id=str(uuid.uuid4()),
@@ -68,6 +80,8 @@ def settings(ports: Ports) -> ProvidersSettings:
     s.apns.url = f"https://127.0.0.1:{ports.apns}"
     s.fcm.url = f"http://127.0.0.1:{ports.fcm}"
     s.smtp.port = ports.smtp
+    s.twilio.url = f"http://127.0.0.1:{ports.twilio}"
+    s.sendgrid.url = f"http://127.0.0.1:{ports.sendgrid}"
     return s
 
 

@@ -68,7 +68,7 @@ class SendgridProvider(Provider):
 
     def __init__(self, settings: SendgridSettings) -> None:
         self.settings = settings
-        self._client: httpx.AsyncClient | None = None
+        self._client: _http.Client | None = None
 
     async def start(self) -> None:
         s = self.settings

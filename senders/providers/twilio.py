@@ -11,8 +11,6 @@ credentials), are permanent; 429 (20429) and 5xx are retried, honouring Retry-Af
 
 from __future__ import annotations
 
-import httpx
-
 from senders.providers import _http
 from senders.providers.base import Message, Provider, SendResult
 from senders.providers.settings import TwilioSettings
@@ -27,7 +25,7 @@ class TwilioProvider(Provider):
 
     def __init__(self, settings: TwilioSettings) -> None:
         self.settings = settings
-        self._client: httpx.AsyncClient | None = None
+        self._client: _http.Client | None = None
 
     async def start(self) -> None:
         s = self.settings

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
-
 from senders.providers import _http
 from senders.providers.base import Message, PermanentError, Provider, RetriableError, SendResult
 from senders.providers.settings import VonageSettings
@@ -31,7 +29,7 @@ class VonageProvider(Provider):
 
     def __init__(self, settings: VonageSettings) -> None:
         self.settings = settings
-        self._client: httpx.AsyncClient | None = None
+        self._client: _http.Client | None = None
 
     async def start(self) -> None:
         s = self.settings

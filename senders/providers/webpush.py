@@ -24,7 +24,6 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
 import jwt
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -141,7 +140,7 @@ class WebpushProvider(Provider):
 
     def __init__(self, settings: WebpushSettings) -> None:
         self.settings = settings
-        self._client: httpx.AsyncClient | None = None
+        self._client: _http.Client | None = None
         self._vapid: VapidSigner | None = None
 
     async def start(self) -> None:
