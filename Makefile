@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 PYTEST_ARGS ?=
 
 .PHONY: help install browser stack-up stack-down stack-status down demo test test-unit test-integration \
-	test-faults bench bench-processor bench-emulators api scheduler loadtest lint fmt typecheck check clean
+	test-faults bench bench-processor bench-senders bench-emulators api scheduler loadtest lint fmt typecheck check clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "}; /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -46,7 +46,7 @@ down: stack-down ## Stop everything the demo or the tests left running
 
 # A local stack: the services these start may use the secrets published in herald's source
 # (outside HERALD_PROFILE=dev they refuse to start with them).
-demo test test-unit test-integration test-faults bench bench-processor loadtest: export HERALD_PROFILE = dev
+demo test test-unit test-integration test-faults bench bench-processor bench-senders loadtest: export HERALD_PROFILE = dev
 
 demo: stack-up ## Start everything, send a realistic batch, show what was delivered and dropped
 	$(PY) -m herald.demo
@@ -68,6 +68,9 @@ bench: stack-up ## Benchmarks: pipeline throughput/latency vs the raw Kafka pass
 
 bench-processor: stack-up ## Processor alone: cold/warm requests/s and CPU µs per request, Faust vs a plain loop
 	$(PY) -m herald.bench.processor
+
+bench-senders: stack-up ## Senders alone (null provider): deliveries/s, CPU µs per delivery, ledger batches
+	$(PY) -m herald.bench.senders
 
 bench-emulators: install ## Each lean provider emulator alone: requests/s, CPU µs per request, RSS
 	$(PY) -m herald.bench.emulators
