@@ -318,9 +318,9 @@ class DeliveryHandler:
             self._called.add(did)
             started = time.monotonic()
             try:
-                result = await asyncio.wait_for(
-                    self.providers[name].send(message), self.settings.send_timeout_s
-                )
+                # A timeout scope, not `wait_for`: no task per send.
+                async with asyncio.timeout(self.settings.send_timeout_s):
+                    result = await self.providers[name].send(message)
             except Exception as caught:
                 exc = caught
                 kind = classify(exc)
@@ -460,14 +460,20 @@ class DeliveryHandler:
         async def run() -> None:
             if row.state == State.FAILED and row.reason == TOKEN_INVALIDATED:
                 await self.ledger.delete_device(d["user_id"], d["device_id"], d["address"])
-            await asyncio.gather(
-                *(
-                    self.publisher.produce(
-                        r.topic, r.encode(self.codec), key=r.key, headers=r.headers
-                    )
-                    for r in records
+            if len(records) == 1:  # the usual case: no gather, no task
+                r = records[0]
+                await self.publisher.produce(
+                    r.topic, r.encode(self.codec), key=r.key, headers=r.headers
                 )
-            )
+            else:
+                await asyncio.gather(
+                    *(
+                        self.publisher.produce(
+                            r.topic, r.encode(self.codec), key=r.key, headers=r.headers
+                        )
+                        for r in records
+                    )
+                )
             await self.ledger.published(ref, d, row)
 
         await self._durable(run)

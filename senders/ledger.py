@@ -303,51 +303,57 @@ class ConditionalBatches:
             writes = again
 
 
+_Plain = tuple[PreparedStatement, tuple[Any, ...]]
+
+
 class PlainBatches:
-    """Unconditional writes, queued and sent as unlogged batches (one flush in flight)."""
+    """Unconditional writes, queued and sent as unlogged batches (one flush in flight).
+    The statements of one `write` share a batch and one future."""
 
     def __init__(self, session: Session) -> None:
         self._session = session
-        self._queued: list[tuple[PreparedStatement, tuple[Any, ...], asyncio.Future[None]]] = []
+        self._queued: list[tuple[tuple[_Plain, ...], asyncio.Future[None]]] = []
         self._drain_task: asyncio.Task[None] | None = None  # referenced until done
 
-    async def write(self, *statements: tuple[PreparedStatement, tuple[Any, ...]]) -> None:
-        loop = asyncio.get_running_loop()
-        futures = []
-        for stmt, params in statements:
-            fut: asyncio.Future[None] = loop.create_future()
-            self._queued.append((stmt, params, fut))
-            futures.append(fut)
+    async def write(self, *statements: _Plain) -> None:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queued.append((statements, fut))
         if self._drain_task is None:
             self._drain_task = asyncio.create_task(self._drain())
-        await asyncio.gather(*futures)
+        await fut
 
     async def _drain(self) -> None:
         try:
             await asyncio.sleep(0)
             while self._queued:
                 queued, self._queued = self._queued, []
-                chunks = [queued[i : i + MAX_PLAIN] for i in range(0, len(queued), MAX_PLAIN)]
+                chunks: list[list[tuple[tuple[_Plain, ...], asyncio.Future[None]]]] = [[]]
+                size = 0
+                for entry in queued:
+                    if size and size + len(entry[0]) > MAX_PLAIN:
+                        chunks.append([])
+                        size = 0
+                    chunks[-1].append(entry)
+                    size += len(entry[0])
                 await asyncio.gather(*(self._flush(c) for c in chunks))
         finally:
             self._drain_task = None
 
-    async def _flush(
-        self, chunk: list[tuple[PreparedStatement, tuple[Any, ...], asyncio.Future[None]]]
-    ) -> None:
+    async def _flush(self, chunk: list[tuple[tuple[_Plain, ...], asyncio.Future[None]]]) -> None:
         batch = BatchStatement(batch_type=BatchType.UNLOGGED)
-        for stmt, params, _ in chunk:
-            batch.add(stmt, params)
-        _ROWS["plain"].observe(len(chunk))
+        for statements, _ in chunk:
+            for stmt, params in statements:
+                batch.add(stmt, params)
+        _ROWS["plain"].observe(len(batch))
         started = time.perf_counter()
         try:
             await aexecute(self._session, batch)
             _TOOK["plain"].observe(time.perf_counter() - started)
         except Exception as exc:
-            for *_, fut in chunk:
+            for _, fut in chunk:
                 _settle(fut, exc)
         else:
-            for *_, fut in chunk:
+            for _, fut in chunk:
                 _settle(fut, None)
 
 
