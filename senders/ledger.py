@@ -287,6 +287,7 @@ class ConditionalBatches:
                 for w in writes:
                     _settle(w.done, True)
                 return
+            metrics.LEDGER_BATCH_REFUSED.inc()
             # Refused: somebody else holds some of these rows. Those whose condition still
             # holds go again; the others are answered with the row that refused them.
             found = await aexecute(

@@ -46,3 +46,7 @@ LEDGER_BATCH_SECONDS = Histogram(
     ["kind"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
+LEDGER_BATCH_REFUSED = Counter(
+    "herald_ledger_batch_refused_total",
+    "Conditional ledger batches refused (a row held elsewhere): rows read, the rest resent",
+)

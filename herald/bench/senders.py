@@ -104,6 +104,15 @@ def _batches(kind: str) -> tuple[float, float, float]:
     return count, rows, seconds
 
 
+def _refused() -> float:
+    return sum(
+        s.value
+        for m in metrics.LEDGER_BATCH_REFUSED.collect()
+        for s in m.samples
+        if s.name.endswith("_total")
+    )
+
+
 def _thread_cpu(p: psutil.Process, native_id: int | None) -> float:
     for t in p.threads():
         if t.id == native_id:
@@ -140,6 +149,7 @@ async def _drain(settings: SenderSettings, n: int, profile: Path | None) -> dict
             await asyncio.sleep(0.01)
         start_sent = _sent()
         b0 = {k: _batches(k) for k in ("conditional", "plain")}
+        refused0 = _refused()
         c0 = {k: _cpu(p) for k, p in ext.items()}
         loop0 = _thread_cpu(me, threading.main_thread().native_id)
         cpu0, wall0 = _cpu(me), time.perf_counter()
@@ -167,6 +177,7 @@ async def _drain(settings: SenderSettings, n: int, profile: Path | None) -> dict
             out[f"{kind}_batches"] = b1[0] - b0[kind][0]
             out[f"{kind}_rows"] = b1[1] - b0[kind][1]
             out[f"{kind}_seconds"] = b1[2] - b0[kind][2]
+        out["refused"] = _refused() - refused0
         runtime.stop()
         await task
     return out
@@ -218,6 +229,7 @@ def main(
             f"ledger {kind} batches: rows avg, ms avg",
             f"{f[f'{kind}_rows'] / b:,.1f}, {f[f'{kind}_seconds'] * 1000 / b:,.1f}",
         )
+    table.add_row("ledger conditional batches refused", f"{f['refused']:,.0f}")
     Console(width=None if Console().is_terminal else 120).print(table)
     _drop_topics(settings.kafka, prefix)
 
