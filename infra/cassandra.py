@@ -9,7 +9,13 @@ from importlib import resources
 from typing import Any
 
 from cassandra.auth import PlainTextAuthProvider
-from cassandra.cluster import Cluster, ResponseFuture, Session
+from cassandra.cluster import (
+    EXEC_PROFILE_DEFAULT,
+    Cluster,
+    ExecutionProfile,
+    ResponseFuture,
+    Session,
+)
 from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
 from cassandra.query import dict_factory
 
@@ -20,17 +26,19 @@ def connect(settings: CassandraSettings, *, keyspace: bool = True) -> Session:
     auth = None
     if settings.username and settings.password:
         auth = PlainTextAuthProvider(settings.username, settings.password.get_secret_value())
+    profile = ExecutionProfile(
+        load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy(settings.local_dc)),
+        row_factory=dict_factory,
+        request_timeout=settings.request_timeout_s,
+    )
     cluster = Cluster(
         settings.hosts,
         port=settings.port,
         auth_provider=auth,
-        load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy(settings.local_dc)),
+        execution_profiles={EXEC_PROFILE_DEFAULT: profile},
         protocol_version=5,
     )
-    session = cluster.connect(settings.keyspace if keyspace else None)
-    session.row_factory = dict_factory
-    session.default_timeout = settings.request_timeout_s
-    return session
+    return cluster.connect(settings.keyspace if keyspace else None)
 
 
 def migration_files() -> list[tuple[str, str]]:
