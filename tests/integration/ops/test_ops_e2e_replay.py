@@ -43,8 +43,8 @@ from tests.integration.ops.opskit import (
     exclusive,
     produce_records,
     set_ledger,
+    wait_for,
 )
-from tests.support import wait_for
 
 pytestmark = pytest.mark.e2e
 CHANNEL = Channel.EMAIL

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from herald.services import ServiceSpec, free_port, python_module, running
 from infra.settings import KafkaSettings
 from tests.conftest import KAFKA
-from tests.support import wait_for
+from tests.integration.ops.opskit import wait_for
 
 pytestmark = pytest.mark.integration
 TOPIC = "herald.test.ops-lag"  # created once, reused by every run; never deleted

@@ -16,8 +16,7 @@ from infra.settings import KafkaSettings
 from infra.tracking import TrackingSettings, rewrite_html
 from schemas import codec
 from tests.conftest import KAFKA
-from tests.integration.ops.opskit import end_offsets, read_since
-from tests.support import wait_for
+from tests.integration.ops.opskit import end_offsets, read_since, wait_for
 
 pytestmark = pytest.mark.integration
 SECRET = "ops-test-secret"

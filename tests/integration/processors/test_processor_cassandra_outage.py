@@ -13,8 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.processors.prockit import Harness, Proxy, make_harness
-from tests.support import wait_for
+from tests.integration.processors.prockit import Harness, Proxy, make_harness, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 

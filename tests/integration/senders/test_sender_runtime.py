@@ -30,8 +30,8 @@ from tests.integration.senders.conftest import (
     TopicTap,
     ledger_row,
     make_delivery,
+    wait_for,
 )
-from tests.support import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
