@@ -9,10 +9,10 @@ import time
 from cassandra.cluster import NoHostAvailable, Session
 
 from infra.cassandra import connect
+from infra.kafka_producer import AsyncProducer
 from infra.logging import configure_logging
 from infra.settings import refuse_published_secrets
 from processors.app import create_app
-from processors.kafkaio import AsyncProducer
 from processors.pipeline import Processor
 from processors.settings import ProcessorSettings
 

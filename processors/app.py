@@ -185,7 +185,7 @@ def create_app(
             return False
 
     async def publish(user_id: str, payload: bytes, headers: Sequence[tuple[str, bytes]]) -> None:
-        await processor.producer.send_and_wait(
+        await processor.producer.produce(
             settings.requested_topic, payload, key=user_id.encode(), headers=headers
         )
         metrics.RELEASED.inc()

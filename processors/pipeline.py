@@ -27,6 +27,7 @@ from cassandra.cluster import Session
 from cassandra.query import BatchStatement, BatchType
 from confluent_kafka import KafkaException
 
+from infra.kafka_producer import AsyncProducer, Batch, is_permanent
 from infra.links import LIST_UNSUBSCRIBE, add_footer
 from infra.scheduling import RELEASED_HEADER, ScheduleStore
 from infra.tracking import TrackingSettings, rewrite_html
@@ -40,7 +41,6 @@ from processors.enrichment import (
     pick_template,
     retrying,
 )
-from processors.kafkaio import AsyncProducer, Batch, is_permanent
 from processors.render import Rendered, RenderError, render
 from processors.settings import ProcessorSettings
 from schemas import codec, ids

@@ -11,14 +11,13 @@ producer (`enable.idempotence`, `acks=all`), and returns once the broker has the
 says whether publishing the *same* request again may succeed. Retrying with the same
 `event_id` is always safe: the processor drops a repeated event id.
 
-`AsyncPublisher` is the same for asyncio code: the librdkafka producer is polled from one
-background thread and delivery reports resolve asyncio futures.
+`AsyncPublisher` is the same for asyncio code, on herald's one asyncio producer
+(`infra.kafka_producer`): one poll thread serves delivery reports into asyncio futures.
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from typing import Any, Self
 from confluent_kafka import KafkaError, Message, Producer
 
 from infra import topics
+from infra.kafka_producer import AsyncProducer
 from infra.settings import KafkaSettings
 from producers.request import DEFAULT_MAX_PAYLOAD_BYTES, NotificationRequest, validate_request
 from schemas import codec as avro
@@ -242,36 +242,25 @@ class AsyncPublisher(_Base):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._stop = threading.Event()
-        self._poller: threading.Thread | None = None
+        self._async: AsyncProducer | None = None
 
     def start(self) -> None:
-        if self._poller is None:
-            self._poller = threading.Thread(target=self._poll, name="herald-producer", daemon=True)
-            self._poller.start()
+        """Start serving delivery reports (herald's one asyncio producer, its poll thread)."""
+        if self._async is None:
+            self._async = AsyncProducer(producer=self.producer)
 
-    def _poll(self) -> None:
-        while not self._stop.is_set():
-            self.producer.poll(0.1)
-
-    def _submit(
+    async def _submit(
         self, topic: str, key: bytes, value: bytes, headers: Headers | None
-    ) -> asyncio.Future[tuple[KafkaError | None, Message]]:
+    ) -> asyncio.Future[tuple[KafkaError | None, Message | None]]:
         self.start()
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[tuple[KafkaError | None, Message]] = loop.create_future()
-
-        def report(err: KafkaError | None, msg: Message) -> None:
-            loop.call_soon_threadsafe(_settle, fut, (err, msg))
-
-        self._produce(topic, key, value, headers, report)
-        return fut
+        assert self._async is not None
+        return await self._async.submit(topic, value, key=key, headers=headers)
 
     async def publish(
         self, request: NotificationRequest, *, headers: Headers | None = None
     ) -> PublishResult:
         p = self.prepare(request)
-        err, msg = await self._submit(p.topic, p.key, p.value, headers)
+        err, msg = await (await self._submit(p.topic, p.key, p.value, headers))
         result = _result(p, err, msg, p.topic)
         if not result.ok:
             raise PublishError(
@@ -288,15 +277,17 @@ class AsyncPublisher(_Base):
         self, prepared: Sequence[Prepared], *, headers: Headers | None = None
     ) -> list[PublishResult]:
         """Produce requests already checked by `prepare` (callers that validate early)."""
-        futures = [self._submit(p.topic, p.key, p.value, headers) for p in prepared]
+        futures = [await self._submit(p.topic, p.key, p.value, headers) for p in prepared]
         reports = await asyncio.gather(*futures)
         return [
             _result(p, err, msg, p.topic) for p, (err, msg) in zip(prepared, reports, strict=True)
         ]
 
     async def publish_change(self, user_id: str, kind: str) -> None:
-        err, _ = await self._submit(
-            self.changes_topic, user_id.encode(), self.encode_change(user_id, kind), None
+        err, _ = await (
+            await self._submit(
+                self.changes_topic, user_id.encode(), self.encode_change(user_id, kind), None
+            )
         )
         if err is not None:
             raise PublishError(err.str(), retriable=err.retriable())
@@ -309,16 +300,18 @@ class AsyncPublisher(_Base):
             "changed_at": datetime.now(UTC),
         }
         value = self.codec.encode(avro.TEMPLATE_CHANGE, record, topic=self.template_changes_topic)
-        err, _ = await self._submit(self.template_changes_topic, template_id.encode(), value, None)
+        err, _ = await (
+            await self._submit(self.template_changes_topic, template_id.encode(), value, None)
+        )
         if err is not None:
             raise PublishError(err.str(), retriable=err.retriable())
 
     async def close(self, flush_timeout: float = 30.0) -> None:
-        await asyncio.to_thread(self.producer.flush, flush_timeout)
-        self._stop.set()
-        if self._poller is not None:
-            await asyncio.to_thread(self._poller.join, 5)
-            self._poller = None
+        if self._async is not None:
+            await asyncio.to_thread(self._async.close, flush_timeout)
+            self._async = None
+        else:
+            await asyncio.to_thread(self.producer.flush, flush_timeout)
 
     async def __aenter__(self) -> Self:
         self.start()
@@ -331,8 +324,3 @@ class AsyncPublisher(_Base):
         tb: TracebackType | None,
     ) -> None:
         await self.close()
-
-
-def _settle(fut: asyncio.Future[Any], value: Any) -> None:
-    if not fut.done():
-        fut.set_result(value)

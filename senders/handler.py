@@ -31,13 +31,13 @@ from cassandra import OperationTimedOut, RequestExecutionException
 from cassandra.cluster import NoHostAvailable
 from confluent_kafka import KafkaException
 
+from infra.kafka_producer import refusal
 from schemas import codec
 from schemas.channels import Outcome as StatusOutcome
 from schemas.events import now_ms
 from senders import metrics, status
 from senders.breaker import CircuitBreaker
 from senders.decisions import Kind, classify, reason_of
-from senders.kafka import refusal
 from senders.ledger import FINAL, UNCERTAIN_AFTER_CRASH, Ledger, LedgerRow, Outcome, Ref, State
 from senders.providers.base import DeliveryError, Message, Provider
 from senders.ratelimit import TokenBucket

@@ -10,7 +10,7 @@ Per channel, three consumers in the channel's group (`herald-sender-<channel>`):
 
 A lane fetches a batch (up to its free in-flight slots) and gives each record a task:
 the batch's provider calls run concurrently, and its ledger writes and Kafka acks are
-shared round trips (`senders.ledger`, `senders.kafka`). The stored offset, once per
+shared round trips (`senders.ledger`, `infra.kafka_producer`). The stored offset, once per
 batch, is the lowest one whose outcome is not durable yet (`OffsetTracker`). When the
 process-wide in-flight limit is reached, a lane pauses its partitions rather than
 fetching more.
@@ -31,12 +31,12 @@ from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException
 from confluent_kafka import Message as KafkaMessage
 
 from infra import topics
+from infra.kafka_producer import refusal
 from schemas import codec
 from schemas.channels import Channel
 from schemas.events import now_ms
 from senders import metrics, status
 from senders.handler import MAX_ATTEMPTS, DeliveryHandler, Publisher, Stopping, is_outage
-from senders.kafka import refusal
 from senders.offsets import OffsetTracker
 from senders.settings import SenderSettings
 

@@ -11,9 +11,9 @@ from collections.abc import AsyncIterator, Mapping
 from prometheus_client import start_http_server
 
 from infra.cassandra import connect
+from infra.kafka_producer import AsyncProducer
 from schemas.channels import Channel
 from senders.handler import DeliveryHandler
-from senders.kafka import AsyncProducer
 from senders.ledger import CassandraLedger
 from senders.providers.base import Provider
 from senders.runtime import SenderRuntime

@@ -41,8 +41,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from herald.bench.sampler import listener_pid
 from infra.cassandra import connect
+from infra.kafka_producer import AsyncProducer
 from infra.settings import DEV_PROFILE, CassandraSettings, KafkaSettings
-from processors.kafkaio import AsyncProducer
 from processors.pipeline import Incoming, Processor, Source
 from processors.settings import ProcessorSettings
 from schemas import codec, ids

@@ -18,7 +18,6 @@ import base64
 import contextlib
 import hmac
 import logging
-import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -33,6 +32,7 @@ from starlette.routing import Mount, Route
 from herald.ops.settings import OpsSettings
 from infra import topics
 from infra.cassandra import aexecute
+from infra.kafka_producer import AsyncProducer
 from infra.tracking import BadToken, Claim, verify
 from schemas import codec
 from schemas.channels import Channel, Outcome
@@ -50,56 +50,41 @@ REJECTED = Counter("herald_tracking_rejected_total", "Requests refused", ["reaso
 
 
 class StatusSink:
-    """Produces status events; a daemon thread serves the producer's callbacks."""
+    """Produces status events on herald's one asyncio producer (its thread serves acks)."""
 
     def __init__(self, producer: Producer, topic: str, values: codec.Codec) -> None:
-        self.producer = producer
+        self.producer = AsyncProducer(producer=producer)
         self.topic = topic
         self.values = values
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, name="status-sink", daemon=True)
-        self._thread.start()
 
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            self.producer.poll(0.1)
-
-    def produce(self, event: dict[str, Any]) -> asyncio.Future[None]:
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
-
-        def acked(err: KafkaError | None, _msg: Message) -> None:
-            exc = RuntimeError(err.str()) if err is not None else None
-            loop.call_soon_threadsafe(_settle, done, exc)
-
-        self.producer.produce(
+    async def produce(self, event: dict[str, Any]) -> asyncio.Future[None]:
+        """Queued; the future settles once the broker acked it, or raises (and logs) if not."""
+        answer = await self.producer.submit(
             self.topic,
             self.values.encode(codec.STATUS, event, topic=self.topic),
-            event["notification_id"].encode(),
-            on_delivery=acked,
+            key=event["notification_id"].encode(),
         )
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def relay(fut: asyncio.Future[tuple[KafkaError | None, Message | None]]) -> None:
+            err, _msg = fut.result()
+            if err is not None:
+                done.set_exception(RuntimeError(err.str()))
+            else:
+                done.set_result(None)
+
+        answer.add_done_callback(relay)
         EVENTS.labels(event["outcome"], event["channel"] or "-").inc()
         done.add_done_callback(_log_failure)
         return done
 
     def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self.producer.flush(10)
+        self.producer.close(10)
 
 
 def _log_failure(fut: asyncio.Future[None]) -> None:
     if not fut.cancelled() and fut.exception() is not None:
         log.error("status event not recorded: %s", fut.exception())
-
-
-def _settle(fut: asyncio.Future[None], exc: BaseException | None) -> None:
-    if fut.done():
-        return
-    if exc is None:
-        fut.set_result(None)
-    else:
-        fut.set_exception(exc)
 
 
 async def _context(
@@ -159,7 +144,7 @@ def create_app(
             **extra,
         )
         assert sink is not None
-        return sink.produce(event)
+        return await sink.produce(event)
 
     def _verified(request: Request, kind: str) -> Claim | Response:
         try:

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
+from infra.kafka_producer import AsyncProducer
 from infra.settings import KafkaSettings
 from senders.handler import DeliveryHandler
-from senders.kafka import AsyncProducer
 from senders.ledger import CassandraLedger, State
 from senders.providers.base import Message, PermanentError, Provider, SendResult
 from senders.settings import SenderSettings

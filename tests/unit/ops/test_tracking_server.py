@@ -25,7 +25,12 @@ class FakeProducer:
         self._pending: list[Callable[[], None]] = []
 
     def produce(
-        self, topic: str, value: bytes, key: bytes, on_delivery: Callable[..., None]
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes,
+        on_delivery: Callable[..., None],
+        headers: Any = None,
     ) -> None:
         assert topic == "notifications.status"
         self.records.append(codec.decode(value, codec.STATUS))

@@ -183,7 +183,9 @@ class _Producer:
     def __init__(self) -> None:
         self.values: list[bytes] = []
 
-    def produce(self, _topic: str, value: bytes, _key: bytes, on_delivery: Any) -> None:
+    def produce(
+        self, _topic: str, value: bytes, _key: bytes, on_delivery: Any, headers: Any = None
+    ) -> None:
         self.values.append(value)
         on_delivery(None, None)
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
-from processors.kafkaio import Batch, is_permanent
+from infra.kafka_producer import Batch, is_permanent
 
 
 class ThreadedProducer:
