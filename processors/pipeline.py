@@ -106,6 +106,18 @@ class TooLarge(Exception):
     """A record of the fan-out is over `max_record_bytes`: Kafka would refuse it forever."""
 
 
+# Channels whose messages carry a title: push notifications and in-app items.
+_TITLED = frozenset({PreferenceChannel.PUSH, PreferenceChannel.INAPP})
+
+
+def _has_inapp(req: dict[str, Any], templates: Mapping[str, tuple[TemplateRow, ...]]) -> bool:
+    """Whether the request has content meant for the in-app feed itself."""
+    if req["template_id"]:
+        rows = templates.get(req["template_id"], ())
+        return any(r.channel == PreferenceChannel.INAPP for r in rows)
+    return PreferenceChannel.INAPP in req["content"]
+
+
 def _missing_reason(pref: PreferenceChannel, user: UserView) -> str:
     """Why a channel has no address: none stored, or only malformed ones."""
     if pref is PreferenceChannel.PUSH:
@@ -436,6 +448,7 @@ class Processor:
             d.records.append(self._status(req, Outcome.DROPPED, Reason.UNKNOWN_USER))
             return d
 
+        req["_inapp"] = _has_inapp(req, templates)
         allowed, drops = self._channels(req, user)
         if allowed and not decisions.is_urgent(req["priority"], req["category"]):
             end = decisions.quiet_window_end(wall, user.timezone, user.quiet_start, user.quiet_end)
@@ -489,6 +502,10 @@ class Processor:
         allowed: list[tuple[PreferenceChannel, list[Target]]] = []
         drops: list[tuple[str, str]] = []
         for pref in prefs:
+            if pref is PreferenceChannel.INAPP and not explicit and not req.get("_inapp"):
+                # Every user has a feed: "every channel" puts a request in it only when
+                # the request (or its template) has in-app content of its own.
+                continue
             reason = decisions.opt_out_reason(
                 req["category"], pref, user.preferences, unsubscribed_all=user.unsubscribed_all
             )
@@ -499,6 +516,7 @@ class Processor:
                     phone=user.phone,
                     devices=user.devices,
                     push_channels=platforms,
+                    user_id=req["user_id"],
                 )
                 if targets:
                     allowed.append((pref, targets))
@@ -523,6 +541,8 @@ class Processor:
             rows = templates.get(req["template_id"], ())
             for pref, _targets in allowed:
                 row = pick_template(rows, pref, locales)
+                if row is None and pref is PreferenceChannel.INAPP:
+                    row = pick_template(rows, PreferenceChannel.PUSH, locales)
                 if row is not None:
                     # Render only the fields the channel carries: push has no subject or
                     # HTML, SMS only a body.
@@ -530,7 +550,7 @@ class Processor:
                     out[pref] = (
                         row.locale,
                         render(
-                            title=row.title if pref is PreferenceChannel.PUSH else None,
+                            title=row.title if pref in _TITLED else None,
                             subject=row.subject if email else None,
                             body=row.body,
                             html=row.html if email else None,
@@ -540,6 +560,8 @@ class Processor:
             return out
         for pref, _targets in allowed:
             c = req["content"].get(pref)
+            if c is None and pref is PreferenceChannel.INAPP:
+                c = req["content"].get(PreferenceChannel.PUSH)
             if c is not None:
                 out[pref] = (
                     req["locale"],

@@ -143,7 +143,13 @@ def validate_request(
         for ch, c in req.content.items():
             if not c.body.strip():
                 raise ValidationError(f"content.{ch}.body", "must not be empty")
-        missing = [str(c) for c in req.channels if c not in req.content]
+        # An in-app item falls back to the push content (title and body).
+        missing = [
+            str(c)
+            for c in req.channels
+            if c not in req.content
+            and not (c is PreferenceChannel.INAPP and PreferenceChannel.PUSH in req.content)
+        ]
         if missing:
             raise ValidationError(
                 "content", f"no content for requested channel(s) {', '.join(missing)}"

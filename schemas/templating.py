@@ -23,7 +23,7 @@ from schemas.validation import ValidationError, has_line_break
 _TEXT = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
 _HTML = SandboxedEnvironment(undefined=StrictUndefined, autoescape=True)
 
-CHANNELS = ("push", "sms", "email")
+CHANNELS = ("push", "sms", "email", "inapp")
 FIELDS = ("title", "subject", "body", "html")
 # APNs refuses a payload over 4096 bytes (FCM's limit, 4000, applies to the data part).
 PUSH_MAX_BYTES = 4096
@@ -168,12 +168,22 @@ def check(
 
 
 def _required(v: Variant, where: str) -> None:
-    needed = {"email": ("subject", "body", "html"), "push": ("body",), "sms": ("body",)}
+    needed = {
+        "email": ("subject", "body", "html"),
+        "push": ("body",),
+        "sms": ("body",),
+        "inapp": ("body",),
+    }
     for name in needed[v.channel]:
         if not (getattr(v, name) or "").strip():
             text = "the plain-text part" if name == "body" and v.channel == "email" else name
             raise ValidationError(f"{where}.{name}", f"{v.channel} needs {text}")
-    extra = {"email": ("title",), "push": ("subject", "html"), "sms": ("title", "subject", "html")}
+    extra = {
+        "email": ("title",),
+        "push": ("subject", "html"),
+        "sms": ("title", "subject", "html"),
+        "inapp": ("subject", "html"),
+    }
     for name in extra[v.channel]:
         if getattr(v, name) is not None:
             raise ValidationError(f"{where}.{name}", f"not used by {v.channel}")
