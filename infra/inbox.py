@@ -48,6 +48,8 @@ class InboxSettings(BaseModel):
     # User tokens (signed like the preference links, purpose `inbox`): lifetime and ceiling.
     token_ttl_s: int = 900
     token_max_ttl_s: int = 3600
+    # Who may frame the embeddable page (`/inbox`): a CSP frame-ancestors source list.
+    frame_ancestors: str = "'self'"
 
 
 class BadCursor(ValueError):
@@ -255,15 +257,17 @@ class InboxStore:
             "unseen": sum(1 for it in live if it.seen_at is None),
         }
 
-    async def mark(self, user_id: str, item_ids: Iterable[str], state: State) -> list[str]:
-        """Set `state` on the user's items among `item_ids` (already set: kept as is);
-        returns the ids that are in the feed. Each cell is written with its row's remaining
-        TTL, so the state never outlives the item."""
+    async def mark(
+        self, user_id: str, item_ids: Iterable[str], state: State
+    ) -> tuple[list[str], list[Item]]:
+        """Set `state` on the user's items among `item_ids`; (ids in the feed, items that
+        changed now). An item already in that state is left as it is. Each cell is written
+        with its row's remaining TTL, so the state never outlives the item."""
         wanted = set(item_ids)
         found = [it for it in await self.recent(user_id) if it.item_id in wanted]
         now = datetime.now(UTC)
         batch = BatchStatement(batch_type=BatchType.UNLOGGED)
-        pending = 0
+        changed = []
         for it in found:
             if getattr(it, f"{state}_at") is not None:
                 continue
@@ -271,10 +275,10 @@ class InboxStore:
                 self._set[state],
                 (max(1, it.ttl or self.settings.ttl_s), now, user_id, it.created_at, it.item_id),
             )
-            pending += 1
-        if pending:
+            changed.append(it)
+        if changed:
             await aexecute(self.session, batch)
-        return [it.item_id for it in found]
+        return [it.item_id for it in found], changed
 
     async def newer(self, user_id: str, since: datetime) -> list[Item]:
         """Items fanned out after `since`, oldest first (the live stream's poll)."""
