@@ -339,7 +339,11 @@ async def _check_references(
     """Unknown templates and users are 400s; each distinct one is looked up once, all
     concurrently, so a large batch costs one round trip rather than one per item."""
     api = intake.settings.api
-    templates = {r.template_id for r in requests if r.template_id} if api.check_templates else set()
+    templates = (
+        {t for r in requests for t in (r.template_id, r.digest and r.digest.template_id) if t}
+        if api.check_templates
+        else set()
+    )
     users = {r.user_id for r in requests} if api.check_users else set()
     t_found, u_found = await asyncio.gather(
         asyncio.gather(*(intake.template_exists(t) for t in templates)),
@@ -351,6 +355,9 @@ async def _check_references(
         prefix = f"notifications[{i}]." if batch else ""
         if req.template_id and api.check_templates and req.template_id not in known_templates:
             raise ApiError(400, "invalid", "unknown template", field=f"{prefix}template_id")
+        digest_template = req.digest.template_id if req.digest else None
+        if digest_template and api.check_templates and digest_template not in known_templates:
+            raise ApiError(400, "invalid", "unknown template", field=f"{prefix}digest.template_id")
         if api.check_users and req.user_id not in known_users:
             raise ApiError(400, "invalid", "unknown user", field=f"{prefix}user_id")
     await _check_header_params(intake, requests if api.check_templates else [], batch)
