@@ -54,8 +54,8 @@ class _At:
     """Stands in for the current event when a table is written between batches: Faust
     reads the changelog partition from `event.message.partition`."""
 
-    def __init__(self, partition: int) -> None:
-        self.message = SimpleNamespace(partition=partition)
+    def __init__(self, topic: str, partition: int) -> None:
+        self.message = SimpleNamespace(topic=topic, partition=partition)
 
 
 def _logging_config(level: str) -> dict[str, Any]:
@@ -132,7 +132,7 @@ def create_app(
     def enter_partition(partition: int) -> None:
         # Emitting digests happens between batches: no record is current, so a stand-in
         # names the changelog partition (the partition the digest's items came from).
-        anchors[:] = [_At(partition)]
+        anchors[:] = [_At(settings.requested_topic, partition)]
         faust_streams._current_event.set(weakref.ref(anchors[0]))  # type: ignore[arg-type]
 
     def owns(partition: int) -> bool:
