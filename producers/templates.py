@@ -232,7 +232,8 @@ def preview(
 ) -> dict[str, Any]:
     """Each channel's variant for `locale` (falling back to its language, then any),
     rendered with `params` over the version's examples; nothing is sent."""
-    values = {**{p: p for p in version.params}, **version.examples, **params}
+    values: dict[str, Any] = {**{p: p for p in version.params}, **version.examples, **params}
+    values.update(templating.digest_sample(values, set(values)))  # a digest template's items
     out: dict[str, Any] = {}
     for channel in channels or templating.CHANNELS:
         candidates = [v for v in version.variants if v.channel == channel]
