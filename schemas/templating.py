@@ -184,8 +184,7 @@ class _AnyParam(dict[str, str]):
 def digest_sample(sample: Mapping[str, str], declared: set[str]) -> dict[str, Any]:
     """Example values of the digest names a template reads without declaring them."""
     items = [
-        {"event_id": f"example-{i}", "created_at": 0, "params": _AnyParam(sample)}
-        for i in (1, 2)
+        {"event_id": f"example-{i}", "created_at": 0, "params": _AnyParam(sample)} for i in (1, 2)
     ]
     given = {"count": len(items), "items": items, "digest_key": "example"}
     return {k: v for k, v in given.items() if k not in declared}
