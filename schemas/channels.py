@@ -81,5 +81,4 @@ class Outcome(StrEnum):
     CLICKED = "clicked"
     SEEN = "seen"  # an in-app item was shown to the user
     READ = "read"  # an in-app item was read (opened) by the user
-    ARCHIVED = "archived"  # an in-app item was archived by the user
     DIGESTED = "digested"  # a request collected into a digest (reason: the digest key)
