@@ -498,7 +498,7 @@ class Processor:
             d.records.append(self._status(req, Outcome.DROPPED, Reason.UNKNOWN_USER))
             return d
 
-        spec = self._digest_spec(req) if digest_table is not None else None
+        spec = self._digest_spec(req, templates) if digest_table is not None else None
         if spec is not None and digest_table is not None:
             # Opt-outs, quiet hours and caps are decided when the digest itself is sent.
             key, window_s, template_id = spec
@@ -563,15 +563,23 @@ class Processor:
             d.records.append(self._status(req, Outcome.ACCEPTED))
         return d
 
-    def _digest_spec(self, req: dict[str, Any]) -> tuple[str, int, str | None] | None:
-        """(key, window seconds, template) when the request is to wait in a digest. Urgent
-        requests never wait, and a digest being sent is not collected again."""
-        spec = req.get("digest")
-        if spec is None or decisions.is_urgent(req["priority"], req["category"]):
+    def _digest_spec(
+        self, req: dict[str, Any], templates: Mapping[str, tuple[TemplateRow, ...]]
+    ) -> tuple[str, int, str | None] | None:
+        """(key, window seconds, template) when the request is to wait in a digest: the one
+        it names, else the one its template declares. Urgent requests never wait, and a
+        digest being sent is not collected again."""
+        if decisions.is_urgent(req["priority"], req["category"]):
             return None
         if digests.DIGEST_META in req["metadata"]:
             return None
-        return spec["key"], max(1, int(spec["window_s"])), spec["template_id"]
+        spec = req.get("digest")
+        if spec is not None:
+            return spec["key"], max(1, int(spec["window_s"])), spec["template_id"]
+        for row in templates.get(req["template_id"] or "", ()):
+            if row.digest_key and row.digest_window_s:
+                return row.digest_key, max(1, row.digest_window_s), row.digest_template
+        return None
 
     def _channels(
         self, req: dict[str, Any], user: UserView

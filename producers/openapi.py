@@ -330,10 +330,11 @@ def openapi_document(settings: IntakeSettings | None = None) -> dict[str, Any]:
             "type": "object",
             "required": ["channel", "locale"],
             "additionalProperties": False,
-            "description": "email: subject, body (plain text) and html; push: body and "
-            "optional title; sms: body. Jinja2 (sandboxed) using only declared params.",
+            "description": "email: subject, body (plain text) and html; push and inapp: "
+            "body and optional title; sms: body. Jinja2 (sandboxed) using only declared "
+            "params (and count, items, digest_key in a digest's template).",
             "properties": {
-                "channel": {"enum": ["push", "sms", "email"]},
+                "channel": {"enum": ["push", "sms", "email", "inapp"]},
                 "locale": {"type": "string", "examples": ["en", "ko-KR"]},
                 "title": {"type": ["string", "null"]},
                 "subject": {"type": ["string", "null"]},
@@ -360,6 +361,7 @@ def openapi_document(settings: IntakeSettings | None = None) -> dict[str, Any]:
                     "preview defaults.",
                 },
                 "variants": {"type": "array", "items": _ref("TemplateVariant")},
+                "digest": _ref("Digest"),
             },
         },
         "TemplateVersion": {
@@ -373,6 +375,10 @@ def openapi_document(settings: IntakeSettings | None = None) -> dict[str, Any]:
                 "description": {"type": ["string", "null"]},
                 "created_by": {"type": ["string", "null"]},
                 "created_at": {"type": ["string", "null"], "format": "date-time"},
+                "digest": {
+                    "type": ["object", "null"],
+                    "description": "The declared digest: key, window_s, template_id.",
+                },
             },
         },
         "TemplatePreviewInput": {

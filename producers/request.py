@@ -222,6 +222,14 @@ def validate_request(
 
 
 def _check_digest(digest: Digest, template_id: str | None) -> None:
+    check_digest(digest)
+    if digest.template_id is None and template_id is None:
+        # The digest's text lists its items: only a template can do that.
+        raise ValidationError("digest.template_id", "a digest needs a template (template_id)")
+
+
+def check_digest(digest: Digest) -> None:
+    """Key, window and template of a digest, wherever it is declared."""
     if not _NAME.match(digest.key):
         raise ValidationError("digest.key", "lower-case name: letters, digits, '_', '-', '.'")
     window = digest.window_s
@@ -229,9 +237,21 @@ def _check_digest(digest: Digest, template_id: str | None) -> None:
         raise ValidationError("digest.window", "from 1s to 7d")
     if digest.template_id is not None and not digest.template_id.strip():
         raise ValidationError("digest.template_id", "must not be empty")
-    if digest.template_id is None and template_id is None:
-        # The digest's text lists its items: only a template can do that.
-        raise ValidationError("digest.template_id", "a digest needs a template (template_id)")
+
+
+def parse_digest(data: Any) -> Digest:
+    """A digest declaration from JSON (a template's); ValidationError names the field."""
+    if not isinstance(data, dict):
+        raise ValidationError("digest", "an object: key, window, optional template_id")
+    try:
+        digest = Digest.model_validate(data)
+    except PydanticError as exc:
+        loc = ".".join(str(p) for p in exc.errors()[0]["loc"])
+        raise ValidationError(
+            f"digest.{loc}" if loc else "digest", exc.errors()[0]["msg"]
+        ) from None
+    check_digest(digest)
+    return digest
 
 
 def parse_request(data: Any, field_prefix: str = "", **defaults: Any) -> NotificationRequest:

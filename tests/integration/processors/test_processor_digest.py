@@ -52,3 +52,23 @@ def test_a_mandatory_or_high_priority_request_is_sent_at_once(dproc: Harness) ->
         assert not any(o[0] == "digested" for o in h.watcher.outcomes(nid))
     bodies = sorted(d["body"] for nid in urgent for _t, d in h.watcher.delivered(nid))
     assert bodies == ["high liked your post", "sec liked your post"]
+
+
+def test_a_template_that_declares_a_digest_collects_its_requests(dproc: Harness) -> None:
+    h = dproc
+    item, digest = templates(h)
+    h.session.execute(
+        "UPDATE templates SET digest_key = 'likes', digest_window_s = %s, digest_template = %s"
+        " WHERE template_id = %s AND locale = 'en' AND channel = 'inapp'",
+        (WINDOW_S, digest, item),
+    )
+    uid = h.user()
+    plain = {"category": "social", "channels": ["inapp"], "template_id": item, "content": {}}
+    nids = [h.publish(h.request(uid, params={"n": f"t{i}"}, **plain)) for i in range(3)]
+    for nid in nids:
+        wait_for(
+            lambda nid=nid: ("digested", "likes", None) in h.watcher.outcomes(nid),
+            what="each request digested by the template's declaration",
+        )
+    sent = wait_for(lambda: digests_of(h, uid), timeout=30, what="the digest in the feed")
+    assert list(sent.values()) == [["t0", "t1", "t2"]]

@@ -42,7 +42,14 @@ def proc() -> Processor:
             ),
         ),
         "feed-only": (TemplateRow("en", "inapp", "Hi", None, "In the app", None),),
-    }
+        # A template that declares its digest: its requests wait without naming one.
+        "liked-digested": (
+            TemplateRow(
+                "en", "push", "Like", None, "{{ who }} liked your post", None,
+                "social", WINDOW_S, "likes",
+            ),
+        ),
+    }  # fmt: skip
     return Processor(
         ProcessorSettings(rate_caps={}, digest_max_items=2),
         producer=FakeProducer(),  # type: ignore[arg-type]
@@ -248,3 +255,21 @@ async def test_entries_of_partitions_owned_elsewhere_are_left_alone(
     table["u1|social"]["p"] = 4
     assert await emit(proc, table, table["u1|social"]["due"] + 1, monkeypatch) == 0
     assert table["u1|social"]["count"] == 1
+
+
+async def test_a_template_that_declares_a_digest_collects_its_requests(
+    proc: Processor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    table: dict[str, Any] = {}
+    reqs = [
+        request(f"t{i}", template_id="liked-digested", params={"who": w})
+        for i, w in enumerate("XY")
+    ]
+    await decide(proc, reqs, table)
+    assert table["u1|social"]["count"] == 2
+    await emit(proc, table, table["u1|social"]["due"], monkeypatch)
+    [digest] = outputs(proc, "notifications.requested")
+    assert digest["template_id"] == "likes"
+    monkeypatch.undo()
+    await decide(proc, [digest], table, offset=10)
+    assert [d["body"] for d in outputs(proc, "notifications.push.ios")] == ["2 new: X, Y"] * 2
