@@ -83,9 +83,11 @@ def add(
     item: dict[str, Any],
     now: int,
     max_items: int,
+    max_ids: int = 1000,
 ) -> tuple[Entry, bool]:
     """(entry with the item, whether it changed). An event id already in the window, in
-    the late items or in the last emitted window is not added again."""
+    the late items or in the last emitted window is not added again. A window that reaches
+    `max_ids` requests closes at once: the entry (one changelog record) stays bounded."""
     eid = item["event_id"]
     if entry is not None and (
         eid in entry["ids"]
@@ -109,6 +111,8 @@ def add(
     entry["count"] += 1
     if len(entry["items"]) < max_items:
         entry["items"] = [*entry["items"], item]
+    if len(entry["ids"]) >= max_ids:
+        entry["due"] = min(entry["due"], now)
     return entry, True
 
 
@@ -161,7 +165,9 @@ def request(entry: Entry, now: int) -> dict[str, Any]:
     }
 
 
-def after_emit(entry: Entry, now: int, keep_prev_s: int, max_items: int) -> Entry:
+def after_emit(
+    entry: Entry, now: int, keep_prev_s: int, max_items: int, max_ids: int = 1000
+) -> Entry:
     """The entry once its window is emitted: the late items open the next window."""
     nxt: Entry = {
         **entry,
@@ -173,7 +179,7 @@ def after_emit(entry: Entry, now: int, keep_prev_s: int, max_items: int) -> Entr
         "prev_until": now + keep_prev_s * 1000,
     }
     for item in entry["late"]:
-        nxt, _ = add(nxt, entry["user"], entry["key"], entry["p"], item, now, max_items)
+        nxt, _ = add(nxt, entry["user"], entry["key"], entry["p"], item, now, max_items, max_ids)
     return nxt
 
 

@@ -384,7 +384,11 @@ class Processor:
             for tkey, entry in due:
                 enter(entry["p"])
                 digest_table[tkey] = digests.after_emit(
-                    entry, now, self.settings.digest_keep_prev_s, self.settings.digest_max_items
+                    entry,
+                    now,
+                    self.settings.digest_keep_prev_s,
+                    self.settings.digest_max_items,
+                    self.settings.digest_max_ids,
                 )
                 metrics.DIGESTS.inc()
         for tkey, partition in spent:
@@ -511,6 +515,7 @@ class Processor:
                 digests.item_of(req, window_s, template_id),
                 now,
                 self.settings.digest_max_items,
+                self.settings.digest_max_ids,
             )
             if changed:
                 digest_table[tkey] = entry  # reassign: Faust only logs changes on __setitem__

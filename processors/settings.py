@@ -79,6 +79,9 @@ class ProcessorSettings(BaseSettings):
     # covers all), how often due digests are looked for, and how long the event ids of a
     # sent digest are remembered so a request replayed after a crash is not sent twice.
     digest_max_items: int = 10
+    # A window of this many requests is sent at once (its entry, one changelog record of
+    # every event id, stays far below Kafka's record limit).
+    digest_max_ids: int = 1000
     digest_tick_s: float = 1.0
     digest_keep_prev_s: int = 86_400
     # Records larger than this are refused before Kafka would refuse them (its default

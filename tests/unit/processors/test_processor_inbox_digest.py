@@ -273,3 +273,15 @@ async def test_a_template_that_declares_a_digest_collects_its_requests(
     monkeypatch.undo()
     await decide(proc, [digest], table, offset=10)
     assert [d["body"] for d in outputs(proc, "notifications.push.ios")] == ["2 new: X, Y"] * 2
+
+
+def test_a_full_window_closes_at_once_and_the_next_item_waits_for_the_next() -> None:
+    entry = None
+    for i in range(3):
+        item = {"event_id": f"f{i}", "window_s": 3600, "head": {}}
+        entry, _ = digests.add(entry, "u1", "k", 0, item, 1_000 + i, max_items=2, max_ids=2)
+    assert entry is not None
+    assert entry["ids"] == ["f0", "f1"] and entry["due"] == 1_001
+    assert [i["event_id"] for i in entry["late"]] == ["f2"]
+    nxt = digests.after_emit(entry, 2_000, keep_prev_s=60, max_items=2, max_ids=2)
+    assert nxt["ids"] == ["f2"] and nxt["prev"] == ["f0", "f1"] and nxt["due"] == 2_000 + 3_600_000
