@@ -258,13 +258,13 @@ class InboxStore:
         }
 
     async def mark(
-        self, user_id: str, item_ids: Iterable[str], state: State
+        self, user_id: str, item_ids: Iterable[str] | None, state: State
     ) -> tuple[list[str], list[Item]]:
-        """Set `state` on the user's items among `item_ids`; (ids in the feed, items that
-        changed now). An item already in that state is left as it is. Each cell is written
-        with its row's remaining TTL, so the state never outlives the item."""
-        wanted = set(item_ids)
-        found = [it for it in await self.recent(user_id) if it.item_id in wanted]
+        """Set `state` on the user's items among `item_ids` (None: all of them); (ids in the
+        feed, items that changed now). An item already in that state is left as it is. Each
+        cell is written with its row's remaining TTL, so the state never outlives the item."""
+        wanted = None if item_ids is None else set(item_ids)
+        found = [it for it in await self.recent(user_id) if wanted is None or it.item_id in wanted]
         now = datetime.now(UTC)
         batch = BatchStatement(batch_type=BatchType.UNLOGGED)
         changed = []

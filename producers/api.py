@@ -936,7 +936,7 @@ def _feed_state(state: State) -> Handler:
             ids = inbox.parse_ids(await _json(request))
         except ValueError as err:
             raise ApiError(400, "invalid", str(err), field="item_ids") from None
-        found, changed = await inbox.mark(intake.inbox, user_id, ids, state)
+        found, changed = await intake.inbox.mark(user_id, ids, state)
         outcome = inbox.ANNOUNCED.get(state)
         if outcome is not None and changed:
             assert intake.publisher is not None

@@ -27,6 +27,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from html import escape
 from importlib import resources
@@ -48,13 +49,13 @@ ANNOUNCED: dict[State, str] = {"read": Outcome.READ, "seen": Outcome.SEEN}
 MAX_IDS = 500
 
 
+@dataclass(frozen=True)
 class FeedAccess:
-    """Who is asking: a user holding a token for `user_id`, or a server (API client)."""
+    """Who is asking for `user_id`'s feed: the user (with a token) or a server (a client)."""
 
-    def __init__(self, user_id: str, *, client: ApiClient | None, token: Link | None) -> None:
-        self.user_id = user_id
-        self.client = client
-        self.token = token
+    user_id: str
+    client: ApiClient | None
+    token: Link | None
 
 
 def user_token(user_id: str, client_id: str, ttl_s: int, secret: Any) -> tuple[str, int]:
@@ -116,15 +117,6 @@ def parse_ids(body: Any) -> list[str] | None:
     if len(ids) > MAX_IDS:
         raise ValueError(f"item_ids: at most {MAX_IDS}")
     return list(dict.fromkeys(ids))
-
-
-async def mark(
-    store: InboxStore, user_id: str, ids: list[str] | None, state: State
-) -> tuple[list[str], list[Item]]:
-    """(ids found in the feed, items that changed now)."""
-    if ids is None:
-        ids = [it.item_id for it in await store.recent(user_id)]
-    return await store.mark(user_id, ids, state)
 
 
 def sse(event: str, data: Any, event_id: str | None = None) -> bytes:
