@@ -5,6 +5,7 @@ renders, and that a re-emission or a replay never puts an item in two digests.""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -12,7 +13,7 @@ import pytest
 from processors import digests
 from processors.enrichment import TemplateRow
 from processors.pipeline import Incoming, Processor, Source
-from processors.settings import ProcessorSettings
+from processors.settings import ProcessorSettings, RateCap
 from schemas import codec, ids
 from schemas.events import now_ms
 from tests.unit.processors.test_processor_pipeline import (
@@ -285,3 +286,47 @@ def test_a_full_window_closes_at_once_and_the_next_item_waits_for_the_next() -> 
     assert [i["event_id"] for i in entry["late"]] == ["f2"]
     nxt = digests.after_emit(entry, 2_000, keep_prev_s=60, max_items=2, max_ids=2)
     assert nxt["ids"] == ["f2"] and nxt["prev"] == ["f0", "f1"] and nxt["due"] == 2_000 + 3_600_000
+
+
+async def test_quiet_hours_and_rate_caps_apply_to_the_digest_as_sent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    liked = TemplateRow("en", "push", "Like", None, "{{ who }} liked your post", None)
+    likes = TemplateRow("en", "push", "Likes", None, "{{ count }} new", None)
+    scheduler = FakeScheduler()
+    now = datetime.now(UTC)
+    minute = now.hour * 60 + now.minute  # quiet from an hour ago to an hour from now
+    quiet = {"quiet_start": (minute - 60) % 1440, "quiet_end": (minute + 60) % 1440}
+    users = {"u1": user(), "u2": user("u2", **quiet)}
+    proc = Processor(
+        ProcessorSettings(rate_caps={"social": RateCap(limit=1, window_s=3600)}),
+        producer=FakeProducer(),  # type: ignore[arg-type]
+        enricher=FakeEnricher(users, {"liked": (liked,), "likes": (likes,)}),  # type: ignore[arg-type]
+        dedup=FakeDedup(),  # type: ignore[arg-type]
+        scheduler=scheduler,  # type: ignore[arg-type]
+    )
+    table: dict[str, Any] = {}
+    # u1: two keys, so two digests against a cap of one; u2: a digest in quiet hours.
+    reqs = [
+        social("a", "A"),
+        request(
+            "b",
+            params={"who": "B"},
+            digest={"key": "other", "window_s": 60, "template_id": "likes"},
+        ),
+        social("c", "C", user_id="u2"),
+    ]
+    await decide(proc, reqs, table)
+    for entry in table.values():
+        entry["p"] = 2
+    due = max(e["due"] for e in table.values())
+    assert await emit(proc, table, due, monkeypatch) == 3
+    monkeypatch.undo()
+    sent = outputs(proc, "notifications.requested")
+    await decide(proc, sent, table, offset=10)
+    statuses = [
+        (s["user_id"], s["outcome"], s["reason"]) for s in outputs(proc, "notifications.status")
+    ]
+    assert ("u1", "dropped", "rate_limited") in statuses
+    assert len(outputs(proc, "notifications.push.ios")) == 2  # one digest, two iPhones
+    assert [eid for eid in scheduler.held if eid.startswith("digest:u2:")]  # held till morning
