@@ -41,9 +41,10 @@ class InboxSettings(BaseModel):
     page_size: int = 20
     max_page_size: int = 100
     # The live stream checks the feed this often, and looks back this far for items a
-    # late sender wrote with an earlier fan-out time than one already streamed.
+    # late sender wrote with an earlier fan-out time than one already streamed (retry
+    # tiers wait 5 + 30 + 120 s by default).
     stream_poll_s: float = 1.0
-    stream_lookback_s: float = 120.0
+    stream_lookback_s: float = 300.0
     stream_heartbeat_s: float = 15.0
     # User tokens (signed like the preference links, purpose `inbox`): lifetime and ceiling.
     token_ttl_s: int = 900
