@@ -3,7 +3,8 @@
 Starts (or reuses) Kafka and Cassandra, starts the provider emulators, the processor and
 the senders as separate processes, seeds a handful of users through the contacts API,
 publishes a batch through the producer library, then prints what each emulator received
-and what was dropped or deferred, and why.
+and what was dropped, deferred or collected into a digest, and why; then reads one user's
+in-app inbox through the send API, as an app would with a user token.
 """
 
 from __future__ import annotations
@@ -30,16 +31,17 @@ from rich.console import Console
 from rich.table import Table
 
 from herald.bench.services import Pipeline
-from herald.services import Service
+from herald.services import Service, ServiceSpec, free_port, python_module, start
 from infra import topics
 from infra.cassandra import connect
 from infra.settings import DEV_PROFILE, CassandraSettings, KafkaSettings
+from producers.clients import ClientStore
 from producers.contacts import SyncDirectory
 from producers.publisher import AsyncPublisher, Publisher
-from producers.request import Content, NotificationRequest
+from producers.request import Content, Digest, NotificationRequest
 from producers.templates import TemplateStore
 from schemas import codec
-from schemas.templating import Variant, used_params
+from schemas.templating import DIGEST_NAMES, Variant, used_params
 
 app = typer.Typer()
 console = Console()
@@ -47,6 +49,12 @@ console = Console()
 LOG_DIR = Path(".run") / "demo"
 TERMINAL = {"sent", "failed", "dead_lettered", "dropped", "deferred", "token_invalidated"}
 
+DIGEST_TEXT = (
+    "{{ count }} people liked your post: {% for i in items %}{{ i.params.name }}"
+    "{% if not loop.last %}, {% endif %}{% endfor %}"
+)
+DIGEST_WINDOW_S = 5
+LIKERS = ("Bora", "Chen", "Dev", "Eun-ji")
 # Templates per (template id, locale, channel): subject, title, body, html.
 TEMPLATES: dict[tuple[str, str, str], tuple[str | None, str | None, str, str | None]] = {
     ("login_code", "en", "sms"): (None, None, "Your herald code is {{ code }}", None),
@@ -87,6 +95,11 @@ TEMPLATES: dict[tuple[str, str, str], tuple[str | None, str | None, str, str | N
     ("weekly_digest", "en", "push"): (None, "Your week", "{{ count }} new posts", None),
     ("weekly_digest", "en", "sms"): (None, None, "{{ count }} new posts on herald", None),
     ("new_follower", "en", "push"): (None, "New follower", "{{ name }} followed you", None),
+    ("post_liked", "en", "push"): (None, "New like", "{{ name }} liked your post", None),
+    ("post_liked", "en", "inapp"): (None, "New like", "{{ name }} liked your post", None),
+    # The digest of post_liked requests: rendered with `count` and the first `items`.
+    ("social_digest", "en", "push"): (None, "Your post is popular", DIGEST_TEXT, None),
+    ("social_digest", "en", "inapp"): (None, "Your post is popular", DIGEST_TEXT, None),
 }
 
 
@@ -170,7 +183,7 @@ def demo_requests(users: list[DemoUser], run: str) -> list[tuple[str, Notificati
             u,
             source="shipping",
             category="transactional",
-            channels=["push", "email"],
+            channels=["push", "email", "inapp"],
             template_id="order_shipped",
             params={"order": "A-1042", "eta": "Friday"},
             collapse_key="order-A-1042",
@@ -193,6 +206,27 @@ def demo_requests(users: list[DemoUser], run: str) -> list[tuple[str, Notificati
         channels=["push"],
         template_id="new_follower",
         params={"name": "Alice"},
+    )
+    for name in LIKERS:
+        add(
+            f"{name} liked Alice's post (digest)",
+            by["Alice"],
+            source="social",
+            category="social",
+            channels=["push", "inapp"],
+            template_id="post_liked",
+            params={"name": name},
+            digest=Digest(key="likes", window=f"{DIGEST_WINDOW_S}s", template_id="social_digest"),
+        )
+    add(
+        "Alice's post liked (digest, quiet hours)",
+        by["Eli"],
+        source="social",
+        category="social",
+        channels=["push", "inapp"],
+        template_id="post_liked",
+        params={"name": "Alice"},
+        digest=Digest(key="likes", window=f"{DIGEST_WINDOW_S}s", template_id="social_digest"),
     )
     add(
         "renewal reminder (tomorrow)",
@@ -265,6 +299,8 @@ def template_bodies() -> dict[str, dict[str, Any]]:
         entry = bodies.setdefault(template_id, {"params": [], "variants": []})
         entry["variants"].append(variant)
         used = set().union(*(used_params(t) for t in (subject, title, body, html) if t))
+        if "items" in used:  # a digest's template: herald gives it count and items
+            used -= DIGEST_NAMES
         entry["params"] = sorted(set(entry["params"]) | used)
     return bodies
 
@@ -298,9 +334,17 @@ def status_reader(kafka: KafkaSettings) -> Iterator[Consumer]:
 
 
 def collect(
-    consumer: Consumer, values: codec.Codec, expected: set[str], timeout: float
+    consumer: Consumer,
+    values: codec.Codec,
+    expected: set[str],
+    timeout: float,
+    *,
+    digests: tuple[str, int] = ("", 0),
 ) -> list[dict[str, Any]]:
-    """Status events of the expected notifications until every one has settled."""
+    """Status events of the expected notifications until every one has settled, and of
+    the digests the processor sends for this run (`digests`: their event id prefix and how
+    many are expected to be accepted)."""
+    prefix, wanted = digests
     events: list[dict[str, Any]] = []
     seen_ids: set[str] = set()
     deadline = time.monotonic() + timeout
@@ -310,15 +354,23 @@ def collect(
             msg = consumer.poll(0.5)
             if msg is not None and msg.error() is None and msg.value() is not None:
                 event = values.decode(msg.value() or b"", codec.STATUS)
+                ours = event["notification_id"] in expected or (
+                    wanted and event["event_id"].startswith(prefix)
+                )
                 # status ids are deterministic: a repeat is the same event seen again
-                if event["notification_id"] in expected and event["status_id"] not in seen_ids:
+                if ours and event["status_id"] not in seen_ids:
                     seen_ids.add(event["status_id"])
                     events.append(event)
                     last_new = time.monotonic()
             seen = {e["notification_id"] for e in events}
+            sent = {
+                e["notification_id"]
+                for e in events
+                if wanted and e["event_id"].startswith(prefix) and e["outcome"] in TERMINAL
+            }
             spinner.update(f"waiting for the pipeline… {len(events)} status events")
             # Settled: every request has an outcome and nothing new arrived for a while.
-            if seen >= expected and time.monotonic() - last_new > 4.0:
+            if seen >= expected and len(sent) >= wanted and time.monotonic() - last_new > 4.0:
                 break
     return events
 
@@ -338,6 +390,9 @@ def print_report(
 ) -> None:
     names = {u.user_id: u.name for u in users}
     what = {req.notification_id: label for label, req in batch}
+    for e in events:
+        if e["event_id"].startswith("digest:"):  # digest:<user>:<key>:<window start>
+            what.setdefault(e["notification_id"], f"digest '{e['event_id'].split(':')[2]}'")
     by_delivery = {e["delivery_id"]: e for e in events if e.get("delivery_id")}
     # The channel topics are shared: keep only what this batch caused.
     ledger = [entry for entry in ledger if entry.get("delivery_id") in by_delivery]
@@ -358,11 +413,11 @@ def print_report(
         )
     console.print(received)
 
-    held = Table(title="What was dropped, deferred or failed, and why")
+    held = Table(title="What was dropped, deferred, digested or failed, and why")
     for col in ("user", "notification", "channel", "outcome", "reason"):
         held.add_column(col)
     for e in events:
-        if e["outcome"] in {"dropped", "deferred", "failed", "dead_lettered"}:
+        if e["outcome"] in {"dropped", "deferred", "digested", "failed", "dead_lettered"}:
             held.add_row(
                 names.get(e["user_id"], e["user_id"]),
                 what.get(e["notification_id"], "?"),
@@ -416,6 +471,7 @@ def demo(
         pipeline.start_emulators()
         pipeline.start_processor()
         pipeline.start_sender()
+        api = start_api(pipeline)
         pipeline.wait_ready()
         console.print(
             f"services up: {', '.join(pipeline.services)} (logs in {pipeline.log_dir}/, "
@@ -431,11 +487,18 @@ def demo(
                 publisher.close()
             console.print(f"published {sum(r.ok for r in results)}/{len(batch)} requests")
             expected = {req.notification_id for _, req in batch}
+            # Alice's likes and Eli's (in quiet hours) each become one digest.
+            digests = (f"digest:{run}-", 2)
             events = collect(
-                consumer, codec.codec_for(kafka.schema_registry_url), expected, timeout
+                consumer,
+                codec.codec_for(kafka.schema_registry_url),
+                expected,
+                timeout,
+                digests=digests,
             )
         ledger = httpx.get(f"{pipeline.control_url}/ledger", timeout=5).json()
         print_report(batch, users, events, ledger)
+        show_inbox(api, cassandra, users[0], run)
         _check_alive(pipeline.services)
         if keep_running:
             console.print("services keep running; Ctrl-C stops them (Kafka/Cassandra stay up)")
@@ -447,6 +510,59 @@ def demo(
     console.print(
         "herald services stopped; Kafka and Cassandra keep running (`make down` stops them)."
     )
+
+
+def start_api(pipeline: Pipeline) -> str:
+    """The send API, for the inbox: its base URL."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {"HERALD_API__PORT": str(port), "HERALD_LINKS__BASE_URL": base}
+    spec = ServiceSpec("send-api", python_module("producers", "api"), ready_port=port, env=env)
+    pipeline.services[spec.name] = start(spec, pipeline.log_dir, timeout=60)
+    return base
+
+
+def show_inbox(base: str, cassandra: CassandraSettings, user: DemoUser, run: str) -> None:
+    """What an app does: its backend mints a user token, the app reads the feed with it."""
+    session = connect(cassandra)
+    try:
+        app_client = ClientStore(session).create(f"demo-app-{run}", scopes={"inbox:token"})
+    finally:
+        session.cluster.shutdown()
+    keys = {
+        "X-Herald-App-Key": app_client.client.app_key,
+        "X-Herald-App-Secret": app_client.secret,
+    }
+    with httpx.Client(base_url=base, timeout=10) as http:
+        minted = http.post(f"/v1/users/{user.user_id}/feed/token", headers=keys)
+        minted.raise_for_status()
+        bearer = {"Authorization": f"Bearer {minted.json()['token']}"}
+        feed = http.get(f"/v1/users/{user.user_id}/feed", headers=bearer).json()
+        table = Table(title=f"{user.name}'s in-app inbox (GET /v1/users/{{id}}/feed)")
+        for col in ("received", "category", "title", "body", "read"):
+            table.add_column(col)
+        for item in feed["items"]:
+            table.add_row(
+                item["created_at"][11:19],
+                item["category"],
+                item["title"] or "",
+                item["body"][:70],
+                "yes" if item["read"] else "no",
+            )
+        console.print(table)
+        before = feed["counts"]
+        if feed["items"]:
+            first = feed["items"][0]["item_id"]
+            after = http.post(
+                f"/v1/users/{user.user_id}/feed/read", json={"item_ids": [first]}, headers=bearer
+            ).json()["counts"]
+        else:
+            after = before
+    console.print(
+        f"unread {before['unread']}, unseen {before['unseen']}; after POST …/feed/read of the "
+        f"newest: unread {after['unread']} (a `read` status event is on notifications.status)"
+    )
+    console.print(f"embeddable page (live over SSE): {minted.json()['page_url']}")
 
 
 def _check_alive(services: dict[str, Service]) -> None:

@@ -22,7 +22,8 @@ from urllib.parse import quote
 
 from pydantic import BaseModel, SecretStr
 
-Purpose = Literal["unsubscribe", "preferences"]
+# `inbox`: a user token for the in-app feed, minted by an API client (producers.inbox).
+Purpose = Literal["unsubscribe", "preferences", "inbox"]
 LOCAL_LINK_SECRET = "herald-local-link-secret"
 _SALT = b"herald.links.v1"
 _B64URL = re.compile(r"[A-Za-z0-9_-]+")
@@ -60,6 +61,7 @@ class Link:
     expires_at: int  # epoch seconds
     channel: str | None = None
     category: str | None = None
+    client: str | None = None  # the API client that minted an inbox token
 
 
 def _b64(data: bytes) -> str:
@@ -81,6 +83,8 @@ def sign(link: Link, secret: SecretStr) -> str:
     body = {"p": link.purpose, "u": link.user_id, "e": link.expires_at}
     if link.channel is not None:
         body.update(c=link.channel, k=link.category or "*")
+    if link.client is not None:
+        body["a"] = link.client
     payload = _b64(json.dumps(body, separators=(",", ":")).encode())
     return f"{payload}.{_b64(_signature(payload, secret))}"
 
@@ -96,7 +100,9 @@ def verify(token: str, secret: SecretStr, purpose: Purpose, *, now: float | None
         raise BadLink("bad signature")
     try:
         body = json.loads(_unb64(payload))
-        link = Link(body["p"], body["u"], int(body["e"]), body.get("c"), body.get("k"))
+        link = Link(
+            body["p"], body["u"], int(body["e"]), body.get("c"), body.get("k"), body.get("a")
+        )
     except (binascii.Error, ValueError, KeyError, TypeError):
         raise BadLink("unreadable link") from None  # signed yet unreadable: a bug
     if link.purpose != purpose:

@@ -1,5 +1,6 @@
-"""The Faust application: one agent over the request topic, the rate-limit table, the
-scheduler's releaser and the cache invalidation reader.
+"""The Faust application: one agent over the request topic (and one over its priority
+lane), the rate-limit and digest tables, the scheduler's releaser and the cache
+invalidation reader. The main lane's worker also publishes due digests between batches.
 
 Guarantee: at-least-once (see docs/processor.md). Faust commits a request's offset
 only after the agent has finished with it, and the agent finishes only once every
@@ -14,6 +15,7 @@ import logging
 import os
 import weakref
 from collections.abc import Mapping, Sequence
+from types import SimpleNamespace
 from typing import Any, cast
 
 import faust
@@ -46,6 +48,14 @@ def _incoming(event: faust.types.EventT) -> Incoming:
     msg = event.message
     src = Source(msg.topic, msg.partition, msg.offset, msg.key, _headers(msg.headers))
     return Incoming(msg.value if isinstance(msg.value, bytes) else b"", src, event)
+
+
+class _At:
+    """Stands in for the current event when a table is written between batches: Faust
+    reads the changelog partition from `event.message.partition`."""
+
+    def __init__(self, topic: str, partition: int) -> None:
+        self.message = SimpleNamespace(topic=topic, partition=partition)
 
 
 def _logging_config(level: str) -> dict[str, Any]:
@@ -107,18 +117,38 @@ def create_app(
         schema=faust.Schema(key_serializer="json", value_serializer="json"),
     )
 
+    digest_table = app.Table(
+        "digests",
+        partitions=settings.requested_partitions,
+        schema=faust.Schema(key_serializer="json", value_serializer="json"),
+    )
+    # Keeps the stand-in event of a digest write alive while the table holds a weak ref.
+    anchors: list[_At] = []
+
     def enter(inc: Incoming) -> None:
-        # The rate table writes to the changelog partition of the record being decided.
+        # The tables write to the changelog partition of the record being decided.
         faust_streams._current_event.set(weakref.ref(inc.event))
 
-    async def decide(batch: list[Incoming]) -> None:
+    def enter_partition(partition: int) -> None:
+        # Emitting digests happens between batches: no record is current, so a stand-in
+        # names the changelog partition (the partition the digest's items came from).
+        anchors[:] = [_At(settings.requested_topic, partition)]
+        faust_streams._current_event.set(weakref.ref(anchors[0]))  # type: ignore[arg-type]
+
+    def owns(partition: int) -> bool:
+        try:
+            return TP(settings.requested_topic, partition) in app.consumer.assignment()
+        except Exception:  # consumer not started yet
+            return False
+
+    async def decide(batch: list[Incoming], lane_digests: Any) -> None:
         """Decide a batch until it is done: an outage is waited out (fail closed; the
         request is fine, and a dead letter would need the same Kafka), and a retry
         produces the same records with the same ids."""
         while True:
             try:
-                await processor.handle_batch(batch, rates, enter)
-                # The rate table's changelog is as durable as the outputs before any ack.
+                await processor.handle_batch(batch, rates, enter, lane_digests)
+                # The tables' changelogs are as durable as the outputs before any ack.
                 await app.producer.flush()
                 return
             except _OUTAGES as exc:
@@ -129,7 +159,31 @@ def create_app(
                 )
                 await asyncio.sleep(1.0)
 
-    async def process(stream: faust.StreamT[bytes]) -> None:
+    async def emit_digests() -> None:
+        """Publish due digests; skipped while partitions move or tables are restored (a
+        half-restored entry would be sent short, and its event id then taken)."""
+        if app.rebalancing or app.in_recovery:
+            return
+        while True:
+            try:
+                await processor.emit_digests(digest_table, owns, enter_partition)
+                await app.producer.flush()
+                return
+            except _OUTAGES as exc:
+                metrics.BATCH_RETRIES.inc()
+                log.warning(
+                    "infrastructure unavailable, retrying digests",
+                    extra={"error": type(exc).__name__},
+                )
+                await asyncio.sleep(1.0)
+
+    def lane(digests_here: bool) -> Any:
+        async def process(stream: faust.StreamT[bytes]) -> None:
+            await consume(stream, digests_here)
+
+        return process
+
+    async def consume(stream: faust.StreamT[bytes], digests_here: bool) -> None:
         """Requests are decided in batches, one batch at a time, in the order consumed.
 
         herald owns the commit decision: events are acked to Faust only once their whole
@@ -140,15 +194,34 @@ def create_app(
         """
         manual = cast("faust.Stream[bytes]", stream).noack()
         queue: asyncio.Queue[faust.types.EventT] = asyncio.Queue(settings.batch_size * 2)
+        lane_digests = digest_table if digests_here else None
 
         async def work() -> None:
+            loop = asyncio.get_running_loop()
+            next_tick = loop.time() + settings.digest_tick_s
+            getter: asyncio.Future[faust.types.EventT] | None = None
             while True:
+                if lane_digests is not None and loop.time() >= next_tick:
+                    # Between batches, in this task: no batch writes the table meanwhile.
+                    try:
+                        await emit_digests()
+                    except Exception:
+                        log.critical("digest emission failed, stopping the worker", exc_info=True)
+                        os._exit(70)
+                    next_tick = loop.time() + settings.digest_tick_s
+                # The pending get survives a tick (never cancelled, so no event is lost).
+                getter = getter or asyncio.ensure_future(queue.get())
+                timeout = max(0.0, next_tick - loop.time()) if lane_digests is not None else None
+                done, _ = await asyncio.wait({getter}, timeout=timeout)
+                if not done:
+                    continue
                 # Whatever has arrived, up to a batch: no waiting for a batch to fill.
-                batch = [await queue.get()]
+                batch = [getter.result()]
+                getter = None
                 while len(batch) < settings.batch_size and not queue.empty():
                     batch.append(queue.get_nowait())
                 try:
-                    await decide([_incoming(e) for e in batch])
+                    await decide([_incoming(e) for e in batch], lane_digests)
                 except Exception:
                     # Not an outage and not one request (both handled in decide): a bug.
                     # Acking later batches would leave this one's offsets as a gap that a
@@ -165,7 +238,7 @@ def create_app(
         finally:
             worker.cancel()
 
-    app.agent(requests, name="requests")(process)
+    app.agent(requests, name="requests")(lane(True))
     if settings.requested_priority_topic:
         # Its own agent, stream and in-flight slots: a backlog of ordinary requests
         # cannot hold back urgent ones (a user's order holds within each lane).
@@ -175,7 +248,8 @@ def create_app(
             key_serializer="raw",
             value_serializer="raw",
         )
-        app.agent(urgent, name="requests-priority")(process)
+        # Urgent requests never wait in a digest: this lane has no digest table.
+        app.agent(urgent, name="requests-priority")(lane(False))
 
     def leads_releases() -> bool:
         # One releaser per group: whoever owns partition 0 of the request topic.

@@ -202,8 +202,12 @@ def targets_for(
     phone: str | None,
     devices: Iterable[Device],
     push_channels: set[str],
+    user_id: str = "",
 ) -> list[Target]:
-    """Addresses for one preference channel: one per device for push."""
+    """Addresses for one preference channel: one per device for push; the user's own
+    feed for in-app (every known user has one)."""
+    if channel is PreferenceChannel.INAPP:
+        return [Target(Channel.INAPP, user_id)] if user_id else []
     if channel is PreferenceChannel.EMAIL:
         return [Target(Channel.EMAIL, email)] if email else []
     if channel is PreferenceChannel.SMS:

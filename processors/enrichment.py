@@ -59,6 +59,10 @@ class TemplateRow:
     subject: str | None
     body: str | None
     html: str | None
+    # A digest the template declares (every row of the template carries it).
+    digest_key: str | None = None
+    digest_window_s: int | None = None
+    digest_template: str | None = None
 
 
 # user_id -> UserView, or None when the user does not exist (cached too, briefly).
@@ -117,7 +121,8 @@ class Enricher:
             "SELECT user_id, channel, category, opt_in FROM preferences WHERE user_id IN ?"
         )
         self._template = session.prepare(
-            "SELECT template_id, locale, channel, title, subject, body, html FROM templates"
+            "SELECT template_id, locale, channel, title, subject, body, html, digest_key,"
+            " digest_window_s, digest_template FROM templates"
             " WHERE template_id IN ?"
         )
 
@@ -183,7 +188,15 @@ class Enricher:
         for r in await self._q(self._template, missing):
             rows[r["template_id"]].append(
                 TemplateRow(
-                    r["locale"], r["channel"], r["title"], r["subject"], r["body"], r["html"]
+                    r["locale"],
+                    r["channel"],
+                    r["title"],
+                    r["subject"],
+                    r["body"],
+                    r["html"],
+                    r["digest_key"],
+                    r["digest_window_s"],
+                    r["digest_template"],
                 )
             )
         for tid, found in rows.items():

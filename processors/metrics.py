@@ -42,3 +42,8 @@ def decision(outcome: str, reason_kind: str) -> Counter:
 @functools.cache
 def delivery(channel: str, lane: str) -> Counter:
     return DELIVERIES.labels(channel, lane)
+
+
+DIGESTS = Counter(
+    "herald_processor_digests_total", "Digests published (each collects one user's requests)"
+)

@@ -31,7 +31,7 @@ from infra.kafka_producer import AsyncProducer, Batch, is_permanent
 from infra.links import LIST_UNSUBSCRIBE, add_footer
 from infra.scheduling import RELEASED_HEADER, ScheduleStore
 from infra.tracking import TrackingSettings, rewrite_html
-from processors import decisions, metrics
+from processors import decisions, digests, metrics
 from processors.decisions import Reason, Target
 from processors.enrichment import (
     Enricher,
@@ -56,6 +56,8 @@ TRUNCATED_BYTES = 64 * 1024
 
 # Rate-limit state: "user|category|channel" → {notification_id: counted_at_ms}.
 RateTable = MutableMapping[str, Any]
+# Digest state: "user|key" → entry (processors.digests).
+DigestTable = MutableMapping[str, Any]
 # (state, record that set it) per event id already processed.
 Seen = dict[str, tuple[str, str | None]]
 
@@ -104,6 +106,18 @@ class _Decision:
 
 class TooLarge(Exception):
     """A record of the fan-out is over `max_record_bytes`: Kafka would refuse it forever."""
+
+
+# Channels whose messages carry a title: push notifications and in-app items.
+_TITLED = frozenset({PreferenceChannel.PUSH, PreferenceChannel.INAPP})
+
+
+def _has_inapp(req: dict[str, Any], templates: Mapping[str, tuple[TemplateRow, ...]]) -> bool:
+    """Whether the request has content meant for the in-app feed itself."""
+    if req["template_id"]:
+        rows = templates.get(req["template_id"], ())
+        return any(r.channel == PreferenceChannel.INAPP for r in rows)
+    return PreferenceChannel.INAPP in req["content"]
 
 
 def _missing_reason(pref: PreferenceChannel, user: UserView) -> str:
@@ -202,10 +216,12 @@ class Processor:
         batch: Sequence[Incoming],
         rates: RateTable,
         enter: Callable[[Incoming], None] | None = None,
+        digest_table: DigestTable | None = None,
     ) -> None:
         """Decide every record of `batch`, in order; return once every output is acked by
         Kafka and every decided event id is recorded. `enter` is called before each record
-        is decided (the rate table needs to know whose partition it writes to).
+        is decided (the rate and digest tables need to know whose partition they write
+        to). Without `digest_table`, requests naming a digest are sent on their own.
 
         Raises on an infrastructure failure (Kafka or Cassandra): the caller retries the
         whole batch, which produces the same records with the same ids.
@@ -235,7 +251,7 @@ class Processor:
             if enter is not None:
                 enter(inc)
             try:
-                d = self._decide(inc, req, seen, users, templates, rates, now, wall)
+                d = self._decide(inc, req, seen, users, templates, rates, now, wall, digest_table)
             except TooLarge:
                 d = self._refused(req, Reason.TOO_LARGE)
             except Exception as exc:  # a bug or a poison value: deterministic, never retried
@@ -331,6 +347,55 @@ class Processor:
                 d.records.append(self._status(req, Outcome.DROPPED, Reason.CANCELED))
                 d.mark = DONE
 
+    # -- digests ------------------------------------------------------------------------
+
+    async def emit_digests(
+        self,
+        digest_table: DigestTable,
+        owned: Callable[[int], bool],
+        enter: Callable[[int], None],
+    ) -> int:
+        """Publish every due digest of the partitions this worker owns to the request
+        topic, then clear their windows; returns how many were published. The caller makes
+        the table's changelog durable (flush) before it acks anything else.
+
+        A crash between publishing and clearing publishes the same event ids again on
+        restart; the processor's dedup drops the copies.
+        """
+        now = now_ms()
+        due: list[tuple[str, dict[str, Any]]] = []
+        spent: list[tuple[str, int]] = []
+        for tkey, entry in list(digest_table.items()):
+            if not owned(entry["p"]):
+                continue
+            if digests.is_due(entry, now):
+                due.append((tkey, entry))
+            elif digests.is_spent(entry, now):
+                spent.append((tkey, entry["p"]))
+        if due:
+            out = self.producer.batch()
+            topic = self.settings.requested_topic
+            for _tkey, entry in due:
+                value = self.codec.encode(codec.REQUEST, digests.request(entry, now), topic=topic)
+                out.send(topic, value, key=entry["user"].encode())
+            await out.wait()
+            if out.failed:
+                raise KafkaException(f"digests not published: {out.failed[0][1]}")
+            for tkey, entry in due:
+                enter(entry["p"])
+                digest_table[tkey] = digests.after_emit(
+                    entry,
+                    now,
+                    self.settings.digest_keep_prev_s,
+                    self.settings.digest_max_items,
+                    self.settings.digest_max_ids,
+                )
+                metrics.DIGESTS.inc()
+        for tkey, partition in spent:
+            enter(partition)
+            del digest_table[tkey]
+        return len(due)
+
     # -- output -------------------------------------------------------------------------
 
     def _status(
@@ -403,6 +468,7 @@ class Processor:
         rates: RateTable,
         now: int,
         wall: datetime,
+        digest_table: DigestTable | None = None,
     ) -> _Decision:
         d = _Decision()
         eid = req["event_id"]
@@ -436,6 +502,27 @@ class Processor:
             d.records.append(self._status(req, Outcome.DROPPED, Reason.UNKNOWN_USER))
             return d
 
+        spec = self._digest_spec(req, templates) if digest_table is not None else None
+        if spec is not None and digest_table is not None:
+            # Opt-outs, quiet hours and caps are decided when the digest itself is sent.
+            key, window_s, template_id = spec
+            tkey = digests.table_key(req["user_id"], key)
+            entry, changed = digests.add(
+                digest_table.get(tkey),
+                req["user_id"],
+                key,
+                inc.src.partition,
+                digests.item_of(req, window_s, template_id),
+                now,
+                self.settings.digest_max_items,
+                self.settings.digest_max_ids,
+            )
+            if changed:
+                digest_table[tkey] = entry  # reassign: Faust only logs changes on __setitem__
+            d.records.append(self._status(req, Outcome.DIGESTED, key))
+            return d
+
+        req["_inapp"] = _has_inapp(req, templates)
         allowed, drops = self._channels(req, user)
         if allowed and not decisions.is_urgent(req["priority"], req["category"]):
             end = decisions.quiet_window_end(wall, user.timezone, user.quiet_start, user.quiet_end)
@@ -481,6 +568,24 @@ class Processor:
             d.records.append(self._status(req, Outcome.ACCEPTED))
         return d
 
+    def _digest_spec(
+        self, req: dict[str, Any], templates: Mapping[str, tuple[TemplateRow, ...]]
+    ) -> tuple[str, int, str | None] | None:
+        """(key, window seconds, template) when the request is to wait in a digest: the one
+        it names, else the one its template declares. Urgent requests never wait, and a
+        digest being sent is not collected again."""
+        if decisions.is_urgent(req["priority"], req["category"]):
+            return None
+        if digests.DIGEST_META in req["metadata"]:
+            return None
+        spec = req.get("digest")
+        if spec is not None:
+            return spec["key"], max(1, int(spec["window_s"])), spec["template_id"]
+        for row in templates.get(req["template_id"] or "", ()):
+            if row.digest_key and row.digest_window_s:
+                return row.digest_key, max(1, row.digest_window_s), row.digest_template
+        return None
+
     def _channels(
         self, req: dict[str, Any], user: UserView
     ) -> tuple[list[tuple[PreferenceChannel, list[Target]]], list[tuple[str, str]]]:
@@ -489,6 +594,10 @@ class Processor:
         allowed: list[tuple[PreferenceChannel, list[Target]]] = []
         drops: list[tuple[str, str]] = []
         for pref in prefs:
+            if pref is PreferenceChannel.INAPP and not explicit and not req.get("_inapp"):
+                # Every user has a feed: "every channel" puts a request in it only when
+                # the request (or its template) has in-app content of its own.
+                continue
             reason = decisions.opt_out_reason(
                 req["category"], pref, user.preferences, unsubscribed_all=user.unsubscribed_all
             )
@@ -499,6 +608,7 @@ class Processor:
                     phone=user.phone,
                     devices=user.devices,
                     push_channels=platforms,
+                    user_id=req["user_id"],
                 )
                 if targets:
                     allowed.append((pref, targets))
@@ -519,10 +629,15 @@ class Processor:
         """Content per preference channel, with the locale it was rendered in."""
         out: dict[str, tuple[str | None, Rendered]] = {}
         params = req["params"]
+        context = digests.render_context(req["metadata"])
+        if context is not None:
+            params = {**params, **context}
         if req["template_id"]:
             rows = templates.get(req["template_id"], ())
             for pref, _targets in allowed:
                 row = pick_template(rows, pref, locales)
+                if row is None and pref is PreferenceChannel.INAPP:
+                    row = pick_template(rows, PreferenceChannel.PUSH, locales)
                 if row is not None:
                     # Render only the fields the channel carries: push has no subject or
                     # HTML, SMS only a body.
@@ -530,7 +645,7 @@ class Processor:
                     out[pref] = (
                         row.locale,
                         render(
-                            title=row.title if pref is PreferenceChannel.PUSH else None,
+                            title=row.title if pref in _TITLED else None,
                             subject=row.subject if email else None,
                             body=row.body,
                             html=row.html if email else None,
@@ -540,6 +655,8 @@ class Processor:
             return out
         for pref, _targets in allowed:
             c = req["content"].get(pref)
+            if c is None and pref is PreferenceChannel.INAPP:
+                c = req["content"].get(PreferenceChannel.PUSH)
             if c is not None:
                 out[pref] = (
                     req["locale"],
@@ -567,6 +684,7 @@ class Processor:
         did = ids.delivery_id(nid, t.channel, t.target_key)
         html, text, data = body.html, body.body, dict(req["metadata"])
         data.pop(LIST_UNSUBSCRIBE, None)  # herald's to set, never a producer's
+        data.pop(digests.DIGEST_META, None)  # rendered into the text, no use on a device
         if t.channel is Channel.EMAIL and not decisions.is_mandatory(req["category"]):
             html, text, data[LIST_UNSUBSCRIBE] = add_footer(
                 html, text, req["user_id"], req["category"], self.settings.links

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 from jinja2 import StrictUndefined, Template, TemplateSyntaxError, UndefinedError, meta, nodes
 from jinja2.sandbox import SandboxedEnvironment, SecurityError
@@ -73,7 +74,7 @@ def _compile(source: str, html: bool) -> _Compiled:
         raise RenderError(f"template_syntax:{exc.lineno}") from exc
 
 
-def render_text(source: str | None, params: Mapping[str, str], *, html: bool = False) -> str | None:
+def render_text(source: str | None, params: Mapping[str, Any], *, html: bool = False) -> str | None:
     if source is None:
         return None
     if "{" not in source:
@@ -85,7 +86,7 @@ def render_text(source: str | None, params: Mapping[str, str], *, html: bool = F
     if compiled.parts is not None:
         if html:
             return "".join(str(escape(params[t])) if name else t for name, t in compiled.parts)
-        return "".join(params[t] if name else t for name, t in compiled.parts)
+        return "".join(str(params[t]) if name else t for name, t in compiled.parts)
     try:
         return compiled.template.render(params)
     except UndefinedError as exc:
@@ -108,7 +109,7 @@ def render(
     subject: str | None,
     body: str | None,
     html: str | None,
-    params: Mapping[str, str],
+    params: Mapping[str, Any],
 ) -> Rendered:
     return Rendered(
         title=render_text(title, params),

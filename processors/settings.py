@@ -75,6 +75,15 @@ class ProcessorSettings(BaseSettings):
     # produce flush and one dedup write per batch. A batch is whatever has arrived (up to
     # this many) when the previous one is done, so a quiet topic still gets batches of one.
     batch_size: int = 500
+    # Digests (processors/digests.py): items rendered into a digest at most (the count
+    # covers all), how often due digests are looked for, and how long the event ids of a
+    # sent digest are remembered so a request replayed after a crash is not sent twice.
+    digest_max_items: int = 10
+    # A window of this many requests is sent at once (its entry, one changelog record of
+    # every event id, stays far below Kafka's record limit).
+    digest_max_ids: int = 1000
+    digest_tick_s: float = 1.0
+    digest_keep_prev_s: int = 86_400
     # Records larger than this are refused before Kafka would refuse them (its default
     # limit is 1,000,000 bytes per record, headers and framing included).
     max_record_bytes: int = 990_000

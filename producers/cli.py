@@ -81,7 +81,7 @@ def send(
     user: str = typer.Option(..., "--user", "-u", help="User id."),
     category: str = typer.Option("transactional", "--category", "-c"),
     channel: list[str] = typer.Option(
-        [], "--channel", help="push | sms | email (repeat); none = every allowed channel."
+        [], "--channel", help="push | sms | email | inapp (repeat); none = every allowed channel."
     ),
     template: str | None = typer.Option(None, "--template", "-t", help="Template id."),
     param: list[str] = typer.Option([], "--param", "-p", help="Template parameter k=v."),
@@ -93,6 +93,9 @@ def send(
     expires: str | None = typer.Option(None, help="ISO time or +1h: do not send after."),
     event_id: str | None = typer.Option(None, help="Idempotency key (default: random)."),
     source: str = typer.Option("cli", help="Calling service."),
+    digest: str | None = typer.Option(
+        None, help="Collect into a digest: key:window[:template], e.g. social:1h:social_digest."
+    ),
 ) -> None:
     """Publish one notification request to Kafka."""
     from producers.publisher import Publisher
@@ -117,6 +120,10 @@ def send(
     }
     if event_id:
         data["event_id"] = event_id
+    if digest is not None:
+        key, _, rest = digest.partition(":")
+        window, _, digest_template = rest.partition(":")
+        data["digest"] = {"key": key, "window": window, "template_id": digest_template or None}
     settings = IntakeSettings()
     try:
         with Publisher(settings.kafka, **settings.publisher_args("cli")) as pub:

@@ -16,7 +16,9 @@ Scopes grant access beyond sending: `contacts:read` (a user's contacts, devices 
 preferences) and `contacts:write` (changing them). A client without them may send, but may
 not read or change anyone's email, phone or devices; none are granted by default.
 `templates:read` (list, show, preview) and `templates:write` (create, new version, delete)
-do the same for the templates every client's notifications use.
+do the same for the templates every client's notifications use. `inbox:token` mints a
+short-lived user token for one user's in-app feed (what a browser holds);
+`inbox:read`/`inbox:write` read and change any user's feed from a server.
 
 A client's `client_id` (derived from its app key) scopes what it creates: the event ids of
 its requests start with it, so two clients' idempotency keys never collide and a client
@@ -47,7 +49,20 @@ from infra.cassandra import aexecute
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
 CONTACTS_READ, CONTACTS_WRITE = "contacts:read", "contacts:write"
 TEMPLATES_READ, TEMPLATES_WRITE = "templates:read", "templates:write"
-SCOPES = frozenset({CONTACTS_READ, CONTACTS_WRITE, TEMPLATES_READ, TEMPLATES_WRITE})
+# inbox:token mints a user token for one user's feed; inbox:read / inbox:write let a
+# server read or change any user's feed directly.
+INBOX_TOKEN, INBOX_READ, INBOX_WRITE = "inbox:token", "inbox:read", "inbox:write"
+SCOPES = frozenset(
+    {
+        CONTACTS_READ,
+        CONTACTS_WRITE,
+        TEMPLATES_READ,
+        TEMPLATES_WRITE,
+        INBOX_TOKEN,
+        INBOX_READ,
+        INBOX_WRITE,
+    }
+)
 
 
 def hash_secret(secret: str, *, salt: bytes | None = None) -> str:

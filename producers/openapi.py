@@ -95,6 +95,119 @@ def _form(**fields: str) -> dict[str, Any]:
 
 
 CONTACTS_ERRORS = (400, 401, 403, 429, 503)
+FEED_SECURITY: list[dict[str, list[str]]] = [
+    {"userToken": []},
+    {"appKey": [], "appSecret": []},
+    {"basic": []},
+]
+
+
+def _feed(op: dict[str, Any]) -> dict[str, Any]:
+    """A feed route: a user token for the path's user, or an app key with inbox:read|write."""
+    return {**op, "security": FEED_SECURITY}
+
+
+def _query(name: str, description: str, kind: str = "string") -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": {"type": kind},
+    }
+
+
+def _inbox_paths(uid: dict[str, Any]) -> dict[str, Any]:
+    errors = (400, 401, 403, 429, 503)
+    state = {
+        name: {
+            "post": _feed(
+                _op(
+                    f"Mark items {verb}; {note}",
+                    (200, "The ids found in the feed and the new counts.", None),
+                    body=_ref("FeedIds"),
+                    errors=errors,
+                    params=[uid],
+                )
+            )
+        }
+        for name, verb, note in (
+            ("read", "read", "announces `read` on notifications.status (first time)."),
+            ("seen", "seen", "announces `seen` on notifications.status (first time)."),
+            ("archive", "archived", "archived items leave the feed and the counts."),
+        )
+    }
+    return {
+        "/v1/users/{user_id}/feed/token": {
+            "post": _op(
+                "Mint a short-lived user token for this user's feed (scope inbox:token); "
+                "body optional: `ttl_s` (default 900, at most 3600).",
+                (201, "The token.", _ref("FeedToken")),
+                errors=(400, 401, 403, 404, 429, 503),
+                params=[uid],
+            )
+        },
+        "/v1/users/{user_id}/feed": {
+            "get": _feed(
+                _op(
+                    "The user's feed, newest first (the newest 500 items at most).",
+                    (200, "A page of items, the next cursor and the counts.", _ref("Feed")),
+                    errors=errors,
+                    params=[
+                        uid,
+                        _query("cursor", "`next_cursor` of the previous page."),
+                        _query("limit", "Items per page, 1-100 (20).", "integer"),
+                        _query("unread", "Only unread items.", "boolean"),
+                        _query("category", "Only items of this category."),
+                        _query("archived", "Archived items instead of the feed.", "boolean"),
+                    ],
+                )
+            )
+        },
+        "/v1/users/{user_id}/feed/counts": {
+            "get": _feed(
+                _op(
+                    "Unread and unseen counts (archived items not counted).",
+                    (200, "The counts.", _ref("FeedCounts")),
+                    errors=errors,
+                    params=[uid],
+                )
+            )
+        },
+        "/v1/users/{user_id}/feed/stream": {
+            "get": _feed(
+                _op(
+                    "New items as Server-Sent Events: `item` (id = cursor), `counts`, and "
+                    "`expired` when the user token runs out.",
+                    (200, "text/event-stream.", None),
+                    errors=errors,
+                    params=[uid, _query("token", "The user token (EventSource sets no header).")],
+                )
+            )
+        },
+        **{f"/v1/users/{{user_id}}/feed/{name}": ops for name, ops in state.items()},
+        "/inbox": {
+            "get": {
+                "summary": "The embeddable feed page (HTML + /static/herald-inbox.js) of the "
+                "user named by the user token in `?token=`.",
+                "security": [],
+                "parameters": [_query("token", "A user token.")],
+                "responses": {
+                    "200": {"description": "HTML page."},
+                    "401": {"description": "Token altered or expired."},
+                },
+            }
+        },
+        "/static/herald-inbox.js": {
+            "get": {
+                "summary": "The `<herald-inbox>` web component the page loads.",
+                "security": [],
+                "responses": {"200": {"description": "JavaScript."}},
+            }
+        },
+    }
+
+
 OWNER = {"name": "owner", "in": "query", "required": False, "schema": {"type": "string"}}
 
 
@@ -217,10 +330,11 @@ def openapi_document(settings: IntakeSettings | None = None) -> dict[str, Any]:
             "type": "object",
             "required": ["channel", "locale"],
             "additionalProperties": False,
-            "description": "email: subject, body (plain text) and html; push: body and "
-            "optional title; sms: body. Jinja2 (sandboxed) using only declared params.",
+            "description": "email: subject, body (plain text) and html; push and inapp: "
+            "body and optional title; sms: body. Jinja2 (sandboxed) using only declared "
+            "params (and count, items, digest_key in a digest's template).",
             "properties": {
-                "channel": {"enum": ["push", "sms", "email"]},
+                "channel": {"enum": ["push", "sms", "email", "inapp"]},
                 "locale": {"type": "string", "examples": ["en", "ko-KR"]},
                 "title": {"type": ["string", "null"]},
                 "subject": {"type": ["string", "null"]},
@@ -247,6 +361,7 @@ def openapi_document(settings: IntakeSettings | None = None) -> dict[str, Any]:
                     "preview defaults.",
                 },
                 "variants": {"type": "array", "items": _ref("TemplateVariant")},
+                "digest": _ref("Digest"),
             },
         },
         "TemplateVersion": {
@@ -260,6 +375,10 @@ def openapi_document(settings: IntakeSettings | None = None) -> dict[str, Any]:
                 "description": {"type": ["string", "null"]},
                 "created_by": {"type": ["string", "null"]},
                 "created_at": {"type": ["string", "null"], "format": "date-time"},
+                "digest": {
+                    "type": ["object", "null"],
+                    "description": "The declared digest: key, window_s, template_id.",
+                },
             },
         },
         "TemplatePreviewInput": {
@@ -268,10 +387,59 @@ def openapi_document(settings: IntakeSettings | None = None) -> dict[str, Any]:
                 "version": {"type": "integer", "description": "Default: the latest."},
                 "locale": {"type": "string", "default": "en"},
                 "params": {"type": "object", "additionalProperties": {"type": "string"}},
-                "channels": {"type": "array", "items": {"enum": ["push", "sms", "email"]}},
+                "channels": {
+                    "type": "array",
+                    "items": {"enum": ["push", "sms", "email", "inapp"]},
+                },
             },
         },
         "TemplatePreview": {"type": "object", "additionalProperties": True},
+        "FeedItem": {
+            "type": "object",
+            "properties": {
+                "item_id": {"type": "string", "description": "The delivery id."},
+                "notification_id": {"type": "string"},
+                "category": {"type": "string"},
+                "title": {"type": ["string", "null"]},
+                "body": {"type": "string"},
+                "data": {"type": "object", "additionalProperties": {"type": "string"}},
+                "created_at": {"type": "string", "format": "date-time"},
+                **{k: {"type": "boolean"} for k in ("seen", "read", "archived")},
+                **{
+                    f"{k}_at": {"type": ["string", "null"], "format": "date-time"}
+                    for k in ("seen", "read", "archived")
+                },
+            },
+        },
+        "FeedCounts": {
+            "type": "object",
+            "properties": {k: {"type": "integer"} for k in ("total", "unread", "unseen")},
+        },
+        "Feed": {
+            "type": "object",
+            "properties": {
+                "items": {"type": "array", "items": _ref("FeedItem")},
+                "next_cursor": {"type": ["string", "null"]},
+                "counts": _ref("FeedCounts"),
+            },
+        },
+        "FeedIds": {
+            "type": "object",
+            "description": "`item_ids` (at most 500), or `all: true` for every item.",
+            "properties": {
+                "item_ids": {"type": "array", "items": {"type": "string"}},
+                "all": {"type": "boolean"},
+            },
+        },
+        "FeedToken": {
+            "type": "object",
+            "properties": {
+                "token": {"type": "string"},
+                "user_id": {"type": "string"},
+                "expires_at": {"type": "integer", "description": "Epoch seconds."},
+                "page_url": {"type": "string", "description": "The embeddable feed page."},
+            },
+        },
     }
     idem = {
         "name": "Idempotency-Key",
@@ -497,6 +665,7 @@ def openapi_document(settings: IntakeSettings | None = None) -> dict[str, Any]:
             ),
         },
     }
+    paths.update(_inbox_paths(uid))
     port = settings.api.port if settings else 8080
     return {
         "openapi": "3.1.0",
@@ -504,7 +673,8 @@ def openapi_document(settings: IntakeSettings | None = None) -> dict[str, Any]:
             "title": "herald send API",
             "version": "1.0.0",
             "description": "Publish notification requests and manage users' contacts, "
-            "devices, preferences, templates and recurring schedules.",
+            "devices, preferences, templates and recurring schedules; read and stream "
+            "users' in-app feeds.",
         },
         "servers": [{"url": f"http://127.0.0.1:{port}"}],
         "paths": paths,
@@ -514,6 +684,12 @@ def openapi_document(settings: IntakeSettings | None = None) -> dict[str, Any]:
                 "appKey": {"type": "apiKey", "in": "header", "name": "X-Herald-App-Key"},
                 "appSecret": {"type": "apiKey", "in": "header", "name": "X-Herald-App-Secret"},
                 "basic": {"type": "http", "scheme": "basic", "description": "key:secret"},
+                "userToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "A user token from POST /v1/users/{user_id}/feed/token "
+                    "(or `?token=` where no header can be set: EventSource, the page).",
+                },
             },
         },
     }

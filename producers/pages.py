@@ -28,7 +28,7 @@ from schemas.validation import ValidationError, normalize_phone
 
 # Categories every page shows; others appear once the user has a preference for them.
 CATEGORIES = ("transactional", "marketing", "social")
-CHANNEL_NAMES = {"push": "Push", "sms": "SMS", "email": "Email"}
+CHANNEL_NAMES = {"push": "Push", "sms": "SMS", "email": "Email", "inapp": "In-app"}
 CSRF_COOKIE = "herald_csrf"
 # Carrier keywords (CTIA; Twilio's defaults): opt out, back in, or ask for help.
 STOP_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "OPTOUT"})

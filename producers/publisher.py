@@ -306,6 +306,13 @@ class AsyncPublisher(_Base):
         if err is not None:
             raise PublishError(err.str(), retriable=err.retriable())
 
+    async def publish_status(self, topic: str, event: dict[str, Any]) -> None:
+        """One `herald.StatusEvent` (key = notification id), acknowledged by Kafka."""
+        value = self.codec.encode(avro.STATUS, event, topic=topic)
+        err, _ = await (await self._submit(topic, event["notification_id"].encode(), value, None))
+        if err is not None:
+            raise PublishError(err.str(), retriable=err.retriable())
+
     async def close(self, flush_timeout: float = 30.0) -> None:
         if self._async is not None:
             await asyncio.to_thread(self._async.close, flush_timeout)

@@ -58,8 +58,35 @@ class Content(BaseModel):
     html: str | None = None
 
 
+_WINDOW = re.compile(r"^(?P<n>[1-9][0-9]*)(?P<unit>[smhd])$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+# A digest window: long enough to collect something, short enough to stay news.
+MIN_DIGEST_WINDOW_S, MAX_DIGEST_WINDOW_S = 1, 7 * 86_400
+
+
+class Digest(BaseModel):
+    """Collect this request with the user's others of the same `key`; the processor sends
+    them as one notification `window` after the first (e.g. `{"key": "social", "window":
+    "1h"}`), rendered by `template_id` (default: the request's) with `count` and `items`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str
+    window: str | int = Field(description="30s, 15m, 1h, 1d, or seconds.")
+    template_id: str | None = None
+
+    @property
+    def window_s(self) -> int:
+        if isinstance(self.window, int):
+            return self.window
+        m = _WINDOW.match(self.window)
+        if m is None:
+            raise ValidationError("digest.window", "a duration such as 30s, 15m, 1h or 1d")
+        return int(m["n"]) * _UNIT_S[m["unit"]]
+
+
 class NotificationRequest(BaseModel):
-    """One request to notify one user. Maps 1:1 onto `NotificationRequest.v1.avsc`."""
+    """One request to notify one user. Maps 1:1 onto `NotificationRequest.v2.avsc`."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -86,6 +113,7 @@ class NotificationRequest(BaseModel):
     trace_id: str | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
     created_at: datetime = Field(default_factory=_now)
+    digest: Digest | None = Field(default=None, description="Collect into a digest.")
 
     @property
     def notification_id(self) -> str:
@@ -110,11 +138,25 @@ class NotificationRequest(BaseModel):
             "trace_id": self.trace_id,
             "metadata": dict(self.metadata),
             "created_at": to_millis(self.created_at),
+            "digest": None
+            if self.digest is None
+            else {
+                "key": self.digest.key,
+                "window_s": self.digest.window_s,
+                "template_id": self.digest.template_id,
+            },
         }
 
     @classmethod
     def from_avro(cls, record: dict[str, Any]) -> NotificationRequest:
         data = {k: v for k, v in record.items() if k != "notification_id" and k in cls.model_fields}
+        if data.get("digest") is not None:
+            d = data["digest"]
+            data["digest"] = {
+                "key": d["key"],
+                "window": d["window_s"],
+                "template_id": d["template_id"],
+            }
         return cls.model_validate(data)
 
 
@@ -143,7 +185,13 @@ def validate_request(
         for ch, c in req.content.items():
             if not c.body.strip():
                 raise ValidationError(f"content.{ch}.body", "must not be empty")
-        missing = [str(c) for c in req.channels if c not in req.content]
+        # An in-app item falls back to the push content (title and body).
+        missing = [
+            str(c)
+            for c in req.channels
+            if c not in req.content
+            and not (c is PreferenceChannel.INAPP and PreferenceChannel.PUSH in req.content)
+        ]
         if missing:
             raise ValidationError(
                 "content", f"no content for requested channel(s) {', '.join(missing)}"
@@ -163,12 +211,47 @@ def validate_request(
         expires = to_millis(req.expires_at) or 0
         if expires <= (to_millis(req.send_at) or to_millis(req.created_at) or 0):
             raise ValidationError("expires_at", "must be after send_at (or now)")
+    if req.digest is not None:
+        _check_digest(req.digest, req.template_id)
     data = codec.encode(codec.REQUEST, req.to_avro())
     if len(data) > max_payload_bytes:
         raise ValidationError(
             "payload", f"encoded request is {len(data)} bytes; the limit is {max_payload_bytes}"
         )
     return data
+
+
+def _check_digest(digest: Digest, template_id: str | None) -> None:
+    check_digest(digest)
+    if digest.template_id is None and template_id is None:
+        # The digest's text lists its items: only a template can do that.
+        raise ValidationError("digest.template_id", "a digest needs a template (template_id)")
+
+
+def check_digest(digest: Digest) -> None:
+    """Key, window and template of a digest, wherever it is declared."""
+    if not _NAME.match(digest.key):
+        raise ValidationError("digest.key", "lower-case name: letters, digits, '_', '-', '.'")
+    window = digest.window_s
+    if not MIN_DIGEST_WINDOW_S <= window <= MAX_DIGEST_WINDOW_S:
+        raise ValidationError("digest.window", "from 1s to 7d")
+    if digest.template_id is not None and not digest.template_id.strip():
+        raise ValidationError("digest.template_id", "must not be empty")
+
+
+def parse_digest(data: Any) -> Digest:
+    """A digest declaration from JSON (a template's); ValidationError names the field."""
+    if not isinstance(data, dict):
+        raise ValidationError("digest", "an object: key, window, optional template_id")
+    try:
+        digest = Digest.model_validate(data)
+    except PydanticError as exc:
+        loc = ".".join(str(p) for p in exc.errors()[0]["loc"])
+        raise ValidationError(
+            f"digest.{loc}" if loc else "digest", exc.errors()[0]["msg"]
+        ) from None
+    check_digest(digest)
+    return digest
 
 
 def parse_request(data: Any, field_prefix: str = "", **defaults: Any) -> NotificationRequest:

@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from infra import topics
+from infra.inbox import InboxSettings
 from infra.links import LinkSettings
 from infra.settings import CassandraSettings, KafkaSettings
 from producers.request import DEFAULT_MAX_PAYLOAD_BYTES
@@ -77,6 +78,8 @@ class IntakeSettings(BaseSettings):
     # Verifies the unsubscribe and preference links the processor signs (same secret).
     links: LinkSettings = Field(default_factory=LinkSettings)
     sms_inbound: SmsInboundSection = Field(default_factory=SmsInboundSection)
+    # The in-app feed's API: page sizes, the cap, the live stream, user tokens.
+    inbox: InboxSettings = Field(default_factory=InboxSettings)
     # Prepended to every topic name (HERALD_TOPIC_PREFIX), as in the processor and senders:
     # isolated topic families for tests or tenants sharing a cluster.
     topic_prefix: str = ""

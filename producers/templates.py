@@ -22,6 +22,7 @@ from cassandra.query import BatchStatement, BatchType
 from infra.cassandra import aexecute
 from producers.contacts import validate_locale
 from producers.publisher import AsyncPublisher
+from producers.request import parse_digest
 from schemas import templating
 from schemas.templating import Variant
 from schemas.validation import ValidationError
@@ -45,6 +46,8 @@ class Version:
     description: str | None
     created_by: str | None
     created_at: datetime | None
+    # {key, window_s, template_id}: every request using the template waits in a digest.
+    digest: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -56,6 +59,7 @@ class Version:
             "description": self.description,
             "created_by": self.created_by,
             "created_at": self.created_at.isoformat() if self.created_at else None,
+            "digest": self.digest,
         }
 
 
@@ -81,7 +85,14 @@ def parse_version_body(body: Any) -> tuple[list[str], dict[str, str], list[Varia
     """(params, examples, variants, description) from a JSON body, fully validated."""
     if not isinstance(body, dict):
         raise ValidationError("body", "must be a JSON object")
-    unknown = set(body) - {"template_id", "params", "examples", "variants", "description"}
+    unknown = set(body) - {
+        "template_id",
+        "params",
+        "examples",
+        "variants",
+        "description",
+        "digest",
+    }
     if unknown:
         raise ValidationError(sorted(unknown)[0], "unknown field")
     params = body.get("params", [])
@@ -112,6 +123,17 @@ def parse_version_body(body: Any) -> tuple[list[str], dict[str, str], list[Varia
     return params, examples, variants, description
 
 
+def parse_digest_declaration(body: Any) -> dict[str, Any] | None:
+    """The template's digest (`{"key", "window", "template_id"}`), or None."""
+    data = body.get("digest") if isinstance(body, dict) else None
+    if data is None:
+        return None
+    digest = parse_digest(data)
+    if digest.template_id is not None:
+        validate_id(digest.template_id.partition("@")[0])
+    return {"key": digest.key, "window_s": digest.window_s, "template_id": digest.template_id}
+
+
 class TemplateStore:
     """Async (call from an event loop); prepares its statements on construction."""
 
@@ -121,7 +143,8 @@ class TemplateStore:
         p = session.prepare
         self._claim = p(
             "INSERT INTO template_versions (template_id, version, params, examples, variants,"
-            " description, created_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS"
+            " description, created_by, created_at, digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " IF NOT EXISTS"
         )
         self._latest = p("SELECT * FROM template_versions WHERE template_id = ? LIMIT 1")
         self._version = p("SELECT * FROM template_versions WHERE template_id = ? AND version = ?")
@@ -139,7 +162,8 @@ class TemplateStore:
         self._clear_rows = p("DELETE FROM templates USING TIMESTAMP ? WHERE template_id = ?")
         self._put_row = p(
             "INSERT INTO templates (template_id, locale, channel, title, subject, body, html,"
-            " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?"
+            " updated_at, digest_key, digest_window_s, digest_template)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?"
         )
 
     async def _q(self, stmt: Any, *params: Any) -> list[dict[str, Any]]:
@@ -178,6 +202,7 @@ class TemplateStore:
         self, template_id: str, version: int, body: Any, author: str, *, kind: str
     ) -> Version:
         params, examples, variants, description = parse_version_body(body)
+        digest = parse_digest_declaration(body)
         now = datetime.now(UTC)
         payload = json.dumps([v.as_dict() for v in variants])
         # The conditional insert hands each version number to one writer only.
@@ -191,24 +216,47 @@ class TemplateStore:
             description,
             author,
             now,
+            json.dumps(digest) if digest is not None else None,
         )
         if not applied[0]["[applied]"]:
             raise Conflict(f"version {version} of {template_id!r} was just written; retry")
-        stored = Version(template_id, version, params, examples, variants, description, author, now)
-        await self._materialize(f"{template_id}@{version}", variants, now)
-        await self._materialize(template_id, variants, now)
+        stored = Version(
+            template_id, version, params, examples, variants, description, author, now, digest
+        )
+        await self._materialize(f"{template_id}@{version}", variants, now, digest)
+        await self._materialize(template_id, variants, now, digest)
         await self._q(self._catalog, _CATALOG, template_id, version, description, now)
         await self.publisher.publish_template_change(template_id, version, kind)
         return stored
 
-    async def _materialize(self, key: str, variants: Sequence[Variant], now: datetime) -> None:
+    async def _materialize(
+        self,
+        key: str,
+        variants: Sequence[Variant],
+        now: datetime,
+        digest: Mapping[str, Any] | None = None,
+    ) -> None:
         # One partition, one batch: the delete (older timestamp) and the new rows apply
         # together, so a processor reading meanwhile sees the old version or the new one.
         micros = int(now.timestamp() * 1_000_000)
         batch = BatchStatement(batch_type=BatchType.LOGGED)
         batch.add(self._clear_rows, (micros - 1, key))
+        d = digest or {}
         for v in variants:
-            row = (key, v.locale, v.channel, v.title, v.subject, v.body, v.html, now, micros)
+            row = (
+                key,
+                v.locale,
+                v.channel,
+                v.title,
+                v.subject,
+                v.body,
+                v.html,
+                now,
+                d.get("key"),
+                d.get("window_s"),
+                d.get("template_id"),
+                micros,
+            )
             batch.add(self._put_row, row)
         await aexecute(self.session, batch, None)
 
@@ -232,7 +280,8 @@ def preview(
 ) -> dict[str, Any]:
     """Each channel's variant for `locale` (falling back to its language, then any),
     rendered with `params` over the version's examples; nothing is sent."""
-    values = {**{p: p for p in version.params}, **version.examples, **params}
+    values: dict[str, Any] = {**{p: p for p in version.params}, **version.examples, **params}
+    values.update(templating.digest_sample(values, set(values)))  # a digest template's items
     out: dict[str, Any] = {}
     for channel in channels or templating.CHANNELS:
         candidates = [v for v in version.variants if v.channel == channel]
@@ -264,4 +313,5 @@ def _version(row: dict[str, Any]) -> Version:
         description=row["description"],
         created_by=row["created_by"],
         created_at=row["created_at"].replace(tzinfo=UTC) if row["created_at"] else None,
+        digest=json.loads(row["digest"]) if row.get("digest") else None,
     )

@@ -15,6 +15,8 @@ class Channel(StrEnum):
     PUSH_WEB = "push.web"
     SMS = "sms"
     EMAIL = "email"
+    # The user's feed in the app (herald.inbox_items), read through the send API.
+    INAPP = "inapp"
 
     @property
     def preference(self) -> PreferenceChannel:
@@ -29,6 +31,7 @@ class PreferenceChannel(StrEnum):
     PUSH = "push"
     SMS = "sms"
     EMAIL = "email"
+    INAPP = "inapp"
 
 
 class Platform(StrEnum):
@@ -76,3 +79,6 @@ class Outcome(StrEnum):
     DELIVERED = "delivered"  # reported by the client app
     OPENED = "opened"
     CLICKED = "clicked"
+    SEEN = "seen"  # an in-app item was shown to the user
+    READ = "read"  # an in-app item was read (opened) by the user
+    DIGESTED = "digested"  # a request collected into a digest (reason: the digest key)

@@ -14,6 +14,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, meta
 from jinja2.sandbox import SandboxedEnvironment
@@ -23,7 +24,11 @@ from schemas.validation import ValidationError, has_line_break
 _TEXT = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
 _HTML = SandboxedEnvironment(undefined=StrictUndefined, autoescape=True)
 
-CHANNELS = ("push", "sms", "email")
+CHANNELS = ("push", "sms", "email", "inapp")
+# What the processor gives the template of a digest (processors/digests.py): how many
+# requests it collects, the first of them (each with `params`, `created_at`, `event_id`),
+# and its key. A template reads them without declaring them.
+DIGEST_NAMES = frozenset({"count", "items", "digest_key"})
 FIELDS = ("title", "subject", "body", "html")
 # APNs refuses a payload over 4096 bytes (FCM's limit, 4000, applies to the data part).
 PUSH_MAX_BYTES = 4096
@@ -83,7 +88,7 @@ def used_params(source: str, *, html: bool = False) -> frozenset[str]:
     return frozenset(meta.find_undeclared_variables(env.parse(source)))
 
 
-def render_variant(variant: Variant, params: Mapping[str, str]) -> Variant:
+def render_variant(variant: Variant, params: Mapping[str, Any]) -> Variant:
     """The variant rendered as the processor renders it (raises jinja2.TemplateError)."""
     out: dict[str, str | None] = {}
     for name in FIELDS:
@@ -147,7 +152,8 @@ def check(
                 raise ValidationError(
                     f"{where}.{name}", f"template syntax error on line {exc.lineno}: {exc.message}"
                 ) from None
-            undeclared = sorted(used - declared)
+            # A digest template reads what herald gives it (count, items) undeclared.
+            undeclared = sorted(used - declared - DIGEST_NAMES)
             if undeclared:
                 raise ValidationError(
                     f"{where}.{name}", f"uses {undeclared[0]!r}, which is not in params"
@@ -155,7 +161,8 @@ def check(
             if name in ("title", "subject") and has_line_break(source):
                 raise ValidationError(f"{where}.{name}", "a header: no line breaks")
             used_anywhere |= used
-        sample = {p: examples.get(p, p) for p in declared}
+        sample: dict[str, Any] = {p: examples.get(p, p) for p in declared}
+        sample.update(digest_sample(sample, declared))
         try:
             rendered = render_variant(v, sample)
         except TemplateError as exc:
@@ -167,13 +174,39 @@ def check(
     return estimates
 
 
+class _AnyParam(dict[str, str]):
+    """An example item's parameters: every name reads as itself."""
+
+    def __missing__(self, key: str) -> str:
+        return key
+
+
+def digest_sample(sample: Mapping[str, str], declared: set[str]) -> dict[str, Any]:
+    """Example values of the digest names a template reads without declaring them."""
+    items = [
+        {"event_id": f"example-{i}", "created_at": 0, "params": _AnyParam(sample)} for i in (1, 2)
+    ]
+    given = {"count": len(items), "items": items, "digest_key": "example"}
+    return {k: v for k, v in given.items() if k not in declared}
+
+
 def _required(v: Variant, where: str) -> None:
-    needed = {"email": ("subject", "body", "html"), "push": ("body",), "sms": ("body",)}
+    needed = {
+        "email": ("subject", "body", "html"),
+        "push": ("body",),
+        "sms": ("body",),
+        "inapp": ("body",),
+    }
     for name in needed[v.channel]:
         if not (getattr(v, name) or "").strip():
             text = "the plain-text part" if name == "body" and v.channel == "email" else name
             raise ValidationError(f"{where}.{name}", f"{v.channel} needs {text}")
-    extra = {"email": ("title",), "push": ("subject", "html"), "sms": ("title", "subject", "html")}
+    extra = {
+        "email": ("title",),
+        "push": ("subject", "html"),
+        "sms": ("title", "subject", "html"),
+        "inapp": ("subject", "html"),
+    }
     for name in extra[v.channel]:
         if getattr(v, name) is not None:
             raise ValidationError(f"{where}.{name}", f"not used by {v.channel}")

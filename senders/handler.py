@@ -95,6 +95,7 @@ def to_message(d: dict[str, Any]) -> Message:
         expires_at=_as_datetime(expires),
         priority=d.get("priority") or "normal",
         category=d["category"],
+        created_at=_as_datetime(d.get("created_at")),
     )
 
 

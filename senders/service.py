@@ -8,6 +8,7 @@ import logging
 import signal
 from collections.abc import AsyncIterator, Mapping
 
+from cassandra.cluster import Session
 from prometheus_client import start_http_server
 
 from infra.cassandra import connect
@@ -29,11 +30,13 @@ def needed_providers(settings: SenderSettings, channels: list[Channel]) -> list[
     return names
 
 
-def create_providers(settings: SenderSettings, channels: list[Channel]) -> dict[str, Provider]:
+def create_providers(
+    settings: SenderSettings, channels: list[Channel], session: Session | None = None
+) -> dict[str, Provider]:
     from senders import providers as registry
 
     return {
-        name: registry.create(name, settings.providers)
+        name: registry.create(name, settings.providers, session)
         for name in needed_providers(settings, channels)
     }
 
@@ -50,7 +53,9 @@ async def sender(
     `providers` replaces the registry's (tests, benchmarks)."""
     session = await asyncio.to_thread(connect, settings.cassandra)
     producer = AsyncProducer(settings.kafka.producer_config(f"sender-{settings.instance_id}"))
-    provs = dict(providers) if providers is not None else create_providers(settings, channels)
+    provs = (
+        dict(providers) if providers is not None else create_providers(settings, channels, session)
+    )
     started: list[Provider] = []
     try:
         for p in provs.values():

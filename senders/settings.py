@@ -38,6 +38,8 @@ _DEFAULT_ROUTES: dict[str, dict[str, Any]] = {
     "push_web": {"providers": ["fcm"]},
     "sms": {"providers": ["twilio", "vonage"]},
     "email": {"providers": ["smtp", "sendgrid"]},
+    # Writing a feed row twice rewrites the same row: an ambiguous failure is retried.
+    "inapp": {"providers": ["inapp"], "retry_ambiguous": True},
 }
 
 
@@ -47,6 +49,7 @@ class RoutingSettings(BaseModel):
     push_web: Route
     sms: Route
     email: Route
+    inapp: Route
 
     @model_validator(mode="before")
     @classmethod
@@ -98,6 +101,7 @@ _DEFAULT_RATES = {
     "vonage": 30.0,
     "smtp": 200.0,
     "sendgrid": 100.0,
+    "inapp": 2000.0,
 }
 
 

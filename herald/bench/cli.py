@@ -43,6 +43,7 @@ from herald.services import ServiceError
 from infra.cassandra import connect
 from infra.settings import CassandraSettings, KafkaSettings
 from schemas import codec
+from senders.settings import RoutingSettings
 
 app = typer.Typer(help="Benchmark herald against a bare Kafka passthrough.")
 # Wide enough for the table when the output is a file or a CI log.
@@ -63,7 +64,7 @@ TOPIC_PREFIX = "herald-bench."
 # The null-provider run: every channel routed to the in-process provider, no emulators.
 NULL_ROUTES = {
     f"HERALD_ROUTING__{route}__PROVIDERS": '["null"]'
-    for route in ("PUSH_IOS", "PUSH_ANDROID", "PUSH_WEB", "SMS", "EMAIL")
+    for route in (name.upper() for name in RoutingSettings.model_fields)
 }
 PACED_SECONDS = 20
 PASSTHROUGH_MIN = 20_000

@@ -39,7 +39,7 @@ from senders import metrics
 from senders.providers.null import NullProvider
 from senders.providers.settings import NullSettings
 from senders.service import sender
-from senders.settings import SenderSettings
+from senders.settings import RoutingSettings, SenderSettings
 
 CHANNELS = (Channel.PUSH_IOS, Channel.PUSH_ANDROID, Channel.EMAIL, Channel.SMS)
 
@@ -201,10 +201,7 @@ def main(
             "metrics_enabled": False,
             # The buckets protect real providers' quotas; the null provider has none.
             "rate_limits": {"per_second": {"null": 1e9}, "default_per_second": 1e9},
-            "routing": {
-                name: {"providers": ["null"]}
-                for name in ("push_ios", "push_android", "push_web", "sms", "email")
-            },
+            "routing": {name: {"providers": ["null"]} for name in RoutingSettings.model_fields},
         }
     )
     ensure_prefixed_topics(settings.kafka, prefix)

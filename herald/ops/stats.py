@@ -3,7 +3,8 @@ and channel over a time window.
 
 Events are de-duplicated by `status_id` (stable across reprocessing, so a request the
 processor handled twice, or a pixel loaded ten times, counts once) and bucketed by
-`occurred_at`. Request-level events carry no channel and land in the "-" row.
+`occurred_at`. Request-level events carry no channel and land in the "-" row; requests
+collected into a digest count as `digested` there (the digest itself is one request).
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ COUNTED = {
     Outcome.DELIVERED: "delivered",
     Outcome.OPENED: "opened",
     Outcome.CLICKED: "clicked",
+    Outcome.DIGESTED: "digested",
+    Outcome.SEEN: "seen",
+    Outcome.READ: "read",
 }
 
 
@@ -46,6 +50,9 @@ class Row:
     delivered: int = 0
     opened: int = 0
     clicked: int = 0
+    digested: int = 0  # requests collected into a digest (sent later, as the digest)
+    seen: int = 0  # in-app items shown to the user
+    read: int = 0  # in-app items read
 
     @staticmethod
     def _rate(n: int, d: int) -> float | None:
@@ -59,6 +66,7 @@ class Row:
             "open_rate": self._rate(self.opened, self.sent),
             "click_rate": self._rate(self.clicked, self.sent),
             "click_to_open_rate": self._rate(self.clicked, self.opened),
+            "read_rate": self._rate(self.read, self.sent),
         }
 
     def as_dict(self) -> dict[str, Any]:
@@ -74,6 +82,9 @@ class Row:
             "delivered": self.delivered,
             "opened": self.opened,
             "clicked": self.clicked,
+            "digested": self.digested,
+            "seen": self.seen,
+            "read": self.read,
             **self.rates(),
         }
 

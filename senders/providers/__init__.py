@@ -8,6 +8,7 @@ Adding a provider = one module + one line here + one settings section.
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 from senders.providers.base import Provider
 from senders.providers.settings import ProvidersSettings
@@ -20,6 +21,7 @@ PROVIDERS: dict[str, str] = {
     "vonage": "senders.providers.vonage:VonageProvider",
     "smtp": "senders.providers.smtp:SmtpProvider",
     "sendgrid": "senders.providers.sendgrid:SendgridProvider",
+    "inapp": "senders.providers.inapp:InappProvider",
     "null": "senders.providers.null:NullProvider",
 }
 
@@ -37,10 +39,14 @@ def load(name: str) -> type[Provider]:
     return cls
 
 
-def create(name: str, settings: ProvidersSettings) -> Provider:
-    """A new, not yet started, provider configured from its section of `settings`."""
+def create(name: str, settings: ProvidersSettings, session: Any = None) -> Provider:
+    """A new, not yet started, provider configured from its section of `settings`; one
+    that stores into Cassandra itself (`needs_session`, the inapp feed) gets `session`."""
     cls = load(name)
-    provider: Provider = cls(getattr(settings, name))  # type: ignore[call-arg]
+    section = getattr(settings, name)
+    if cls.needs_session:
+        return cls(section, session)  # type: ignore[call-arg]
+    provider: Provider = cls(section)  # type: ignore[call-arg]
     return provider
 
 

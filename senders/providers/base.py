@@ -24,8 +24,8 @@ class Message:
 
     delivery_id: str
     notification_id: str
-    channel: str  # push.ios | push.android | push.web | sms | email
-    address: str  # device token, E.164 number or email address
+    channel: str  # push.ios | push.android | push.web | sms | email | inapp
+    address: str  # device token, E.164 number, email address, or user id (inapp)
     body: str
     title: str | None = None
     subject: str | None = None
@@ -35,6 +35,7 @@ class Message:
     expires_at: datetime | None = None
     priority: str = "normal"  # high | normal | low
     category: str = "transactional"
+    created_at: datetime | None = None  # when the processor fanned the delivery out
 
     def unsubscribe_headers(self) -> list[tuple[str, str]]:
         """RFC 2369 `List-Unsubscribe` with the processor's signed one-click URL and RFC 8058
@@ -120,6 +121,8 @@ class Provider(abc.ABC):
 
     name: str
     channels: frozenset[str]
+    # Stores into herald's own Cassandra (the inapp feed): created with the sender's session.
+    needs_session: bool = False
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Open connections, load credentials. Raising here stops the sender."""

@@ -142,6 +142,12 @@ class SendgridSettings(BaseModel):
     _paths = field_validator("ca_file", mode="before")(_blank_is_none)
 
 
+class InappSettings(BaseModel):
+    # How long an item stays in a user's feed (the send API's HERALD_INBOX__TTL_S says
+    # the same for the state it writes; keep them equal).
+    ttl_s: int = 90 * 86_400
+
+
 class NullSettings(BaseModel):
     """The null provider (benchmarks only) has nothing to configure."""
 
@@ -154,4 +160,5 @@ class ProvidersSettings(BaseModel):
     vonage: VonageSettings = Field(default_factory=VonageSettings)
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)
     sendgrid: SendgridSettings = Field(default_factory=SendgridSettings)
+    inapp: InappSettings = Field(default_factory=InappSettings)
     null: NullSettings = Field(default_factory=NullSettings)

@@ -3,6 +3,7 @@ over the real Kafka and Cassandra."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from herald.bench.scenario import start_pipeline
 from herald.bench.services import Pipeline
 from herald.demo import status_reader
 from infra.cassandra import connect
+from infra.inbox import InboxStore
 from producers.contacts import SyncDirectory
 from producers.publisher import AsyncPublisher, Publisher
 from producers.request import Content, NotificationRequest
@@ -156,3 +158,35 @@ def test_opted_out_channel_is_dropped_with_its_reason(pipeline: Pipeline, sessio
     dropped = [e for e in events if e["outcome"] == "dropped"]
     assert [(e["channel"], e["reason"]) for e in dropped] == [("sms", "opted_out")]
     assert not [e for e in events if e["outcome"] == "sent" and e["channel"] == "sms"]
+
+
+def test_an_inapp_request_lands_in_the_users_feed(pipeline: Pipeline, session: Session) -> None:
+    user_id, _device_id = _user(session, opt_out=None)
+    request = NotificationRequest(
+        source="e2e",
+        user_id=user_id,
+        category="social",
+        channels=["inapp"],
+        content={"inapp": Content(title="New follower", body="Ann followed you")},
+    )
+    did = ids.delivery_id(request.notification_id, "inapp", "inapp")
+    with status_reader(KAFKA_SETTINGS) as consumer:
+        with Publisher(KAFKA_SETTINGS, client="e2e") as publisher:
+            publisher.publish(request)
+        events: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not any(e["outcome"] == "sent" for e in events):
+            msg = consumer.poll(0.5)
+            if msg is not None and msg.error() is None and msg.value():
+                event = codec.decode(msg.value(), codec.STATUS)
+                if event["notification_id"] == request.notification_id:
+                    events.append(event)
+    [sent] = [e for e in events if e["outcome"] == "sent"]
+    assert (sent["channel"], sent["provider"], sent["delivery_id"]) == ("inapp", "inapp", did)
+    [item] = asyncio.run(InboxStore(session).recent(user_id))
+    assert (item.item_id, item.title, item.body, item.read_at) == (
+        did,
+        "New follower",
+        "Ann followed you",
+        None,
+    )

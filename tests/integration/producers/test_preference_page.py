@@ -40,7 +40,7 @@ async def test_page_shows_and_saves_preferences(
     assert "script" not in page.text  # works without JavaScript: there is none
     shown = cells(page.text)
     assert shown["pref:sms:marketing"] is False and shown["pref:email:marketing"] is True
-    assert len(shown) == 9  # 3 channels x transactional, marketing, social
+    assert len(shown) == 12  # 4 channels (push, sms, email, in-app) x 3 categories
     csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
     assert csrf and api.cookies.get("herald_csrf") == csrf[1]
 

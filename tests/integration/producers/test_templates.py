@@ -176,3 +176,24 @@ def test_cli_create_version_preview_delete(tmp_path: Path) -> None:
     assert json.loads(r.output)["channels"]["sms"]["body"] == "Hi 7"
     assert cli.invoke(intake_cli, ["templates", "delete", tid]).exit_code == 0
     assert cli.invoke(intake_cli, ["templates", "show", tid]).exit_code == 1
+
+
+async def test_a_declared_digest_is_stored_on_the_version_and_every_row(
+    api: httpx.AsyncClient, editor: dict[str, str], session: Session
+) -> None:
+    tid = f"tpl-{uuid.uuid4().hex[:8]}"
+    declared = {**body("Shipped", tid), "digest": {"key": "orders", "window": "1h"}}
+    r = await api.post("/v1/templates", json=declared, headers=editor)
+    assert r.status_code == 201, r.text
+    want = {"key": "orders", "window_s": 3600, "template_id": None}
+    assert r.json()["digest"] == want
+    assert (await api.get(f"/v1/templates/{tid}", headers=editor)).json()["digest"] == want
+    for key in (tid, f"{tid}@1"):
+        found = session.execute(
+            "SELECT digest_key, digest_window_s FROM templates WHERE template_id = %s", (key,)
+        )
+        assert {(r["digest_key"], r["digest_window_s"]) for r in found} == {("orders", 3600)}
+    bad = {**body("x", f"tpl-{uuid.uuid4().hex[:8]}"), "digest": {"key": "o", "window": "9d"}}
+    r = await api.post("/v1/templates", json=bad, headers=editor)
+    assert (r.status_code, r.json()["field"]) == (400, "digest.window")
+    await api.delete(f"/v1/templates/{tid}", headers=editor)

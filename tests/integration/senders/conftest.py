@@ -111,7 +111,7 @@ def make_delivery(channel: str, **over: Any) -> dict[str, Any]:
 # `topic_prefix`), so a demo, an end-to-end run or another checkout's test run on the same
 # broker never steals its records, and it never steals theirs. Deleted at the end.
 PREFIX = f"test-senders.{uuid.uuid4().hex[:8]}."
-CHANNELS = ("sms", "push.ios", "email")
+CHANNELS = ("sms", "push.ios", "email", "inapp")
 
 
 @pytest.fixture(scope="session", autouse=True)

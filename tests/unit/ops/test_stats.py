@@ -47,6 +47,11 @@ def test_funnel_per_category_and_channel() -> None:
         ev("delivered", 1, channel="push.ios"),
         ev("dropped", 6, channel="sms", category="security", reason="no_contact"),
         ev("sent", 7, at=5_000),  # outside the window
+        ev("digested", 8, channel=None, category="social", reason="social"),
+        ev("digested", 9, channel=None, category="social", reason="social"),
+        ev("sent", 10, channel="inapp", category="social"),
+        ev("seen", 10, channel="inapp", category="social"),
+        ev("read", 10, channel="inapp", category="social"),
     ]
     rows = {(r.category, r.channel): r for r in aggregate(events, start_ms=0, end_ms=2_000)}
     assert set(rows) == {
@@ -54,7 +59,12 @@ def test_funnel_per_category_and_channel() -> None:
         ("marketing", "email"),
         ("marketing", "push.ios"),
         ("security", "sms"),
+        ("social", "-"),
+        ("social", "inapp"),
     }
+    assert rows["social", "-"].digested == 2
+    inapp = rows["social", "inapp"].as_dict()
+    assert (inapp["sent"], inapp["seen"], inapp["read"], inapp["read_rate"]) == (1, 1, 1, 1.0)
     req = rows["marketing", "-"]
     assert req.requested == 3 and req.dropped == {"opted_out": 1}
     email = rows["marketing", "email"].as_dict()

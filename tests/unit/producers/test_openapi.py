@@ -29,7 +29,12 @@ def test_every_route_is_documented_and_nothing_else() -> None:
 def test_document_is_openapi_31_with_security_and_schemas() -> None:
     doc = openapi_document()
     assert doc["openapi"].startswith("3.1")
-    assert set(doc["components"]["securitySchemes"]) == {"appKey", "appSecret", "basic"}
+    assert set(doc["components"]["securitySchemes"]) == {
+        "appKey",
+        "appSecret",
+        "basic",
+        "userToken",
+    }
     schemas = doc["components"]["schemas"]
     assert "user_id" in schemas["NotificationRequest"]["properties"]
     assert "Content" in schemas

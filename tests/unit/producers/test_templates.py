@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from producers.templates import Version, parse_version_body, preview, split_ref
+from producers.templates import (
+    Version,
+    parse_digest_declaration,
+    parse_version_body,
+    preview,
+    split_ref,
+)
 from schemas.templating import Variant
 from schemas.validation import ValidationError
 
@@ -58,3 +64,39 @@ def test_preview_picks_the_locale_or_its_language_and_renders() -> None:
     assert out["channels"]["push"]["body"] == "Order 77"  # no ko push: the first variant
     assert "email" not in out["channels"]
     assert preview(version, "en", {})["channels"]["sms"]["body"] == "Order 8812"
+
+
+def test_a_declared_digest_is_parsed_and_checked() -> None:
+    body = {**BODY, "digest": {"key": "orders", "window": "15m", "template_id": "orders_digest"}}
+    assert parse_digest_declaration(body) == {
+        "key": "orders",
+        "window_s": 900,
+        "template_id": "orders_digest",
+    }
+    assert parse_digest_declaration(BODY) is None
+    parse_version_body(body)  # an allowed field
+    for bad, field in (
+        ({"key": "orders", "window": "soon"}, "digest.window"),
+        ({"key": "Orders", "window": "1h"}, "digest.key"),
+        ({"window": "1h"}, "digest.key"),
+        ({"key": "orders", "window": "1h", "template_id": "Bad Id"}, "template_id"),
+    ):
+        with pytest.raises(ValidationError) as info:
+            parse_digest_declaration({**BODY, "digest": bad})
+        assert info.value.field == field
+
+
+def test_a_digest_template_previews_with_example_items() -> None:
+    body = {
+        "params": [],
+        "variants": [
+            {
+                "channel": "inapp",
+                "locale": "en",
+                "body": "{{ count }}: {% for i in items %}{{ i.params.who }} {% endfor %}",
+            }
+        ],
+    }
+    params, examples, variants, _ = parse_version_body(body)
+    version = Version("d", 1, params, examples, variants, None, None, None)
+    assert preview(version, "en", {})["channels"]["inapp"]["body"] == "2: who who "
