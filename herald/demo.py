@@ -9,7 +9,6 @@ in-app inbox through the send API, as an app would with a user token.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -39,7 +38,6 @@ from producers.clients import ClientStore
 from producers.contacts import SyncDirectory
 from producers.publisher import AsyncPublisher, Publisher
 from producers.request import Content, Digest, NotificationRequest
-from producers.templates import TemplateStore
 from schemas import codec
 from schemas.templating import DIGEST_NAMES, Variant, used_params
 
@@ -256,9 +254,11 @@ def demo_requests(users: list[DemoUser], run: str) -> list[tuple[str, Notificati
     return out
 
 
-def seed(users: list[DemoUser], kafka: KafkaSettings, cassandra: CassandraSettings) -> None:
+def seed(
+    users: list[DemoUser], kafka: KafkaSettings, cassandra: CassandraSettings, api: str, run: str
+) -> None:
     session = connect(cassandra)
-    asyncio.run(put_templates(session, kafka))
+    put_templates(api, session, run)
     directory = SyncDirectory(
         session, AsyncPublisher(kafka, client="demo-contacts"), hmac_key=b"herald-demo"
     )
@@ -305,19 +305,30 @@ def template_bodies() -> dict[str, dict[str, Any]]:
     return bodies
 
 
-async def put_templates(session: Session, kafka: KafkaSettings) -> None:
-    """Through the template API's store (validated, versioned, announced to processors):
-    created on the first run, a new version only when TEMPLATES changed."""
-    async with AsyncPublisher(kafka, client="demo-templates") as pub:
-        store = TemplateStore(session, pub)
-        for template_id, body in template_bodies().items():
-            latest = await store.get(template_id)
-            if latest is None:
-                await store.create(template_id, body, author="demo")
-            elif [v.as_dict() for v in latest.variants] != [
-                Variant(**v).as_dict() for v in body["variants"]
-            ] or latest.params != body["params"]:
-                await store.add_version(template_id, body, author="demo")
+def put_templates(
+    base: str, session: Session, run: str, bodies: dict[str, dict[str, Any]] | None = None
+) -> None:
+    """Through the template API (`/v1/templates`), as an operator would: validated,
+    versioned, announced to running processors; created on the first run, a new version
+    only when TEMPLATES changed."""
+    created = ClientStore(session).create(
+        f"demo-templates-{run}", scopes={"templates:read", "templates:write"}
+    )
+    keys = {"X-Herald-App-Key": created.client.app_key, "X-Herald-App-Secret": created.secret}
+    with httpx.Client(base_url=base, timeout=10, headers=keys) as http:
+        for template_id, body in (bodies or template_bodies()).items():
+            found = http.get(f"/v1/templates/{template_id}")
+            if found.status_code == 404:
+                answer = http.post("/v1/templates", json={"template_id": template_id, **body})
+            else:
+                found.raise_for_status()
+                latest = found.json()
+                wanted = [Variant(**v).as_dict() for v in body["variants"]]
+                if latest["variants"] == wanted and latest["params"] == body["params"]:
+                    continue
+                answer = http.post(f"/v1/templates/{template_id}/versions", json=body)
+            if answer.is_error:
+                raise RuntimeError(f"template {template_id}: {answer.status_code} {answer.text}")
 
 
 @contextlib.contextmanager
@@ -477,7 +488,7 @@ def demo(
             f"services up: {', '.join(pipeline.services)} (logs in {pipeline.log_dir}/, "
             f"emulator control API {pipeline.control_url})"
         )
-        seed(users, kafka, cassandra)
+        seed(users, kafka, cassandra, api, run)
         console.print(f"seeded {len(users)} users with devices, numbers, emails and opt-outs")
         with status_reader(kafka) as consumer:
             publisher = Publisher(kafka, client="demo")

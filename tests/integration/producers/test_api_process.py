@@ -48,3 +48,40 @@ def test_entry_point_serves_openapi_and_accepts_a_request(session: Session, tmp_
     finally:
         svc.stop()
     assert client.secret not in svc.log_tail(500)
+
+
+def test_the_demo_puts_its_templates_through_the_template_api(
+    session: Session, tmp_path: Path
+) -> None:
+    from herald.demo import put_templates, template_bodies
+
+    port = free_port()
+    svc = start(
+        ServiceSpec(
+            "send-api",
+            python_module("producers", "api"),
+            ready_port=port,
+            env={"HERALD_API__PORT": str(port), "HERALD_PROFILE": DEV_PROFILE},
+        ),
+        tmp_path,
+    )
+    run = uid()
+    shipped = template_bodies()["order_shipped"]
+    mine = f"demo-check-{run}"
+    base = f"http://127.0.0.1:{port}"
+    reader = ClientStore(session).create("reader-" + run, scopes={"templates:read"})
+    auth = (reader.client.app_key, reader.secret)
+    try:
+        put_templates(base, session, run, {mine: shipped})
+        first = httpx.get(f"{base}/v1/templates/{mine}", auth=auth).json()
+        assert first["version"] == 1
+        assert first["created_by"] == f"demo-templates-{run}"  # the API's client, not a row
+        put_templates(base, session, run, {mine: shipped})  # unchanged: no new version
+        assert httpx.get(f"{base}/v1/templates/{mine}", auth=auth).json()["version"] == 1
+        variants = [dict(v) for v in shipped["variants"]]
+        variants[0]["body"] = "Order {{ order }} shipped today"  # same parameters
+        changed = {**shipped, "variants": variants}
+        put_templates(base, session, run, {mine: changed})
+        assert httpx.get(f"{base}/v1/templates/{mine}", auth=auth).json()["version"] == 2
+    finally:
+        svc.stop()
