@@ -53,6 +53,19 @@ def census(
     `expect` or whose distinct delivery ids are not `deliveries` (a replay that writes the
     same ids again is one outcome, not two)."""
     lost, doubled = [], []
+    # A request's status and its delivery are produced together but read from two topics:
+    # wait (a while) until the watcher has caught up on both, so a lagging read of the
+    # channel topic is not taken for a missing or extra delivery.
+    with contextlib.suppress(AssertionError):
+        wait_for(
+            lambda: all(
+                not h.watcher.outcomes(nid)
+                or len({d["delivery_id"] for _t, d in h.watcher.delivered(nid)}) >= deliveries
+                for nid in nids
+            ),
+            timeout=30,
+            what="the deliveries of every decided request",
+        )
     for nid in nids:
         outcomes = set(h.watcher.outcomes(nid))
         if not outcomes:

@@ -51,6 +51,10 @@ def _outage_then_kill(h: Harness, proxy: Proxy, users: list[str], n: int) -> lis
     return nids
 
 
+def _delivery_ids(h: Harness, nid: str) -> list[str]:
+    return [d["delivery_id"] for _t, d in h.watcher.delivered(nid)]
+
+
 def _assert_each_once(h: Harness, nids: list[str]) -> None:
     wait_for(
         lambda: all(h.watcher.outcomes(nid) for nid in nids),
@@ -59,7 +63,12 @@ def _assert_each_once(h: Harness, nids: list[str]) -> None:
     )
     lost, doubled = census(h, nids, expect=("accepted", None, None), deliveries=1)
     assert lost == [], f"{len(lost)} of {len(nids)} requests lost"
-    assert doubled == [], f"{len(doubled)} of {len(nids)} requests with more than one outcome"
+    assert doubled == [], (
+        f"{len(doubled)} of {len(nids)} requests with more than one outcome, e.g. "
+        + "; ".join(
+            f"{nid}: {h.watcher.outcomes(nid)} via {_delivery_ids(h, nid)}" for nid in doubled[:3]
+        )
+    )
 
 
 def test_sigkill_on_a_new_group_loses_no_request(behind_proxy: tuple[Harness, Proxy]) -> None:
