@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import pytest
 from cassandra.cluster import Session
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
@@ -19,6 +17,7 @@ from infra.settings import KafkaSettings
 from schemas import codec, ids
 from schemas.events import now_ms
 from tests.conftest import KAFKA
+from tests.support import wait_for
 
 # The test session's own topic family (deleted at the end): no other run's sender reads it,
 # so the ledger and the emulators see only what these tests do.
@@ -86,15 +85,6 @@ def set_ledger(session: Session, delivery_id: str, state: str) -> None:
     )
 
 
-def wait_for(check: Callable[[], Any], timeout: float = 20.0, every: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(every)
-
-
 def foreign_consumers(kafka: KafkaSettings, topic: str, ours: str | None = None) -> list[str]:
     """Groups (other than `ours`) with members assigned to `topic` right now."""
     admin = AdminClient({"bootstrap.servers": kafka.bootstrap_servers})
@@ -115,8 +105,14 @@ def foreign_consumers(kafka: KafkaSettings, topic: str, ours: str | None = None)
 def wait_until_unconsumed(kafka: KafkaSettings, topic: str, ours: str | None = None) -> None:
     """A sender still reading `topic` (one a previous test of this session left running)
     would take this test's records: wait for the topic to be ours, or fail naming it."""
-    if not wait_for(lambda: not foreign_consumers(kafka, topic, ours), timeout=20, every=1.0):
-        pytest.fail(f"other consumers read {topic}: {foreign_consumers(kafka, topic, ours)}")
+    wait_for(
+        lambda: not foreign_consumers(kafka, topic, ours),
+        timeout=20,
+        what=lambda: (
+            f"no other consumer of {topic} (still: {foreign_consumers(kafka, topic, ours)})"
+        ),
+        every=1.0,
+    )
 
 
 @contextlib.contextmanager
