@@ -20,11 +20,11 @@ from herald.bench.scenario import (
     mixed_requests,
     oracle_for,
     start_pipeline,
-    wait_until,
 )
 from herald.bench.services import Pipeline
 from infra import topics
 from infra.settings import KafkaSettings
+from tests.support import wait_for
 
 pytestmark = pytest.mark.faults
 
@@ -51,7 +51,7 @@ def test_restart_under_load(
         oracle.expect(requests)
         feeder = threading.Thread(target=publisher.send, args=(requests,), kwargs={"rate": 40})
         feeder.start()
-        wait_until(lambda: sum(oracle.ledger().values()) >= 20, 45, "20 deliveries")
+        wait_for(lambda: sum(oracle.ledger().values()) >= 20, 45, "20 deliveries")
         done = subprocess.run(
             [sys.executable, "-m", "infra.stack", "restart", component],
             capture_output=True,
