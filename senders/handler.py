@@ -33,6 +33,7 @@ from confluent_kafka import KafkaException
 
 from schemas import codec
 from schemas.channels import Outcome as StatusOutcome
+from schemas.contract import Reason
 from schemas.events import now_ms
 from senders import metrics, status
 from senders.breaker import CircuitBreaker
@@ -46,11 +47,11 @@ from senders.settings import SenderSettings
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-UNCERTAIN_TIMEOUT = "uncertain_timeout"
-RETRIES_EXHAUSTED = "retries_exhausted"
-EXPIRED = "expired"
-TOKEN_INVALIDATED = "token_invalidated"
-DUPLICATE = "duplicate"
+UNCERTAIN_TIMEOUT = Reason.UNCERTAIN_TIMEOUT
+RETRIES_EXHAUSTED = Reason.RETRIES_EXHAUSTED
+EXPIRED = Reason.EXPIRED
+TOKEN_INVALIDATED = Reason.TOKEN_INVALIDATED
+DUPLICATE = Reason.DUPLICATE
 LOST = "claim_lost"
 
 # A step that keeps failing for a reason nobody foresaw (a bug, a poison value) is given up

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import enum
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,28 +28,18 @@ from cassandra.cluster import Session
 from cassandra.query import BatchStatement, BatchType, PreparedStatement
 
 from infra.cassandra import aexecute
+from schemas.contract import FINAL_STATES, LedgerState, Reason
 
 log = logging.getLogger(__name__)
 
 HOUR_MS = 3600 * 1000
-UNCERTAIN_AFTER_CRASH = "uncertain_after_crash"
+UNCERTAIN_AFTER_CRASH = Reason.UNCERTAIN_AFTER_CRASH
 # Rows per conditional batch and statements per unlogged batch: a ledger row is ~300 bytes,
 # so a batch stays well under Cassandra's default `batch_size_fail_threshold` (50 KiB).
 MAX_CONDITIONAL = 100
 MAX_PLAIN = 60
-
-
-class State(enum.StrEnum):
-    SENDING = "sending"
-    RETRYING = "retrying"
-    SENT = "sent"
-    FAILED = "failed"
-    DEAD_LETTERED = "dead_lettered"
-    DROPPED = "dropped"
-
-
-# A delivery in one of these states is never sent again.
-FINAL = frozenset({State.SENT, State.FAILED, State.DEAD_LETTERED, State.DROPPED})
+State = LedgerState
+FINAL = FINAL_STATES  # a delivery in one of these states is never sent again
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from confluent_kafka import Message as KafkaMessage
 from infra import topics
 from schemas import codec
 from schemas.channels import Channel
+from schemas.contract import Header, Reason
 from schemas.events import now_ms
 from senders import metrics, status
 from senders.handler import MAX_ATTEMPTS, DeliveryHandler, Publisher, Stopping, is_outage
@@ -43,9 +44,7 @@ from senders.settings import SenderSettings
 log = logging.getLogger(__name__)
 
 TP = tuple[str, int]
-UNDECODABLE = "undecodable"
-# Set by `herald dlq redrive` on a dead letter sent back by an operator.
-REDRIVEN_HEADER = "herald.redriven_from"
+UNDECODABLE = Reason.UNDECODABLE
 # What is kept of a dead letter Kafka refused (too large): enough to review it, and well
 # under any topic's size limit; a topic stricter still gets half as much, and so on.
 TRUNCATED_BYTES = 64 * 1024
@@ -321,7 +320,7 @@ class Lane:
                 return
         self._offsets.start(topic, partition, offset)
         if delivery is not None:
-            redriven = any(h[0] == REDRIVEN_HEADER for h in msg.headers() or ())
+            redriven = any(h[0] == Header.REDRIVEN_FROM for h in msg.headers() or ())
             # Records of one user (the key) go out in order: each waits for the previous.
             user = msg.key()
             before = self._last_of_user.get(user) if user else None
@@ -434,7 +433,7 @@ class Lane:
                             first_error=reason,
                             last_error=exc.args[0].name(),
                         ),
-                        ("herald.truncated_from", str(len(original)).encode()),
+                        (Header.TRUNCATED_FROM, str(len(original)).encode()),
                     )
                     continue
                 log.exception("dead letter not produced; retrying", extra={"topic": topic})

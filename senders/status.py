@@ -9,6 +9,7 @@ from typing import Any
 from infra import topics
 from schemas import codec
 from schemas.channels import Outcome
+from schemas.contract import Header
 from schemas.events import now_ms, status_event
 
 SOURCE = "senders"
@@ -129,10 +130,10 @@ def dead_letter_headers(
     last_error: str | None = None,
 ) -> tuple[tuple[str, bytes], ...]:
     return (
-        ("herald.reason", reason.encode()),
-        ("herald.attempts", str(attempts).encode()),
-        ("herald.first_error", (first_error or reason).encode()),
-        ("herald.last_error", (last_error or reason).encode()),
-        ("herald.original_topic", original_topic.encode()),
-        ("herald.failed_at", str(now_ms()).encode()),
+        (Header.REASON, reason.encode()),
+        (Header.ATTEMPTS, str(attempts).encode()),
+        (Header.FIRST_ERROR, (first_error or reason).encode()),
+        (Header.LAST_ERROR, (last_error or reason).encode()),
+        (Header.ORIGINAL_TOPIC, original_topic.encode()),
+        (Header.FAILED_AT, str(now_ms()).encode()),
     )

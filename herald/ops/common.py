@@ -14,8 +14,8 @@ from herald.ops.kafkaio import Headers, header_list
 from infra import topics
 from infra.settings import KafkaSettings
 from schemas.channels import Channel
+from schemas.contract import Header
 
-REPLAY_HEADER = "herald.replay"
 SAMPLE_SIZE = 20
 _CHANNEL_TOPIC = re.compile(
     r"^notifications\.(?P<channel>[a-z.]+?)(?P<lane>\.priority|\.retry\.\d+|\.dlq)?$"
@@ -84,9 +84,9 @@ def request_matches(wanted: str | None, channels: Sequence[str]) -> bool:
 
 
 def replay_headers(msg: Message, extra: dict[str, str] | None = None) -> Headers:
-    drop = {REPLAY_HEADER, *(extra or {})}
+    drop = {Header.REPLAY, *(extra or {})}
     kept: Headers = [(k, v) for k, v in header_list(msg) if k not in drop]
-    kept.append((REPLAY_HEADER, b"1"))
+    kept.append((Header.REPLAY, b"1"))
     kept.extend((k, v.encode()) for k, v in (extra or {}).items())
     return kept
 

@@ -24,15 +24,7 @@ from herald.ops.common import Outcome, Republisher, TopicRef, topic_ref
 from infra.logging import mask_address
 from infra.settings import KafkaSettings
 from schemas import codec
-
-DEAD_LETTER_HEADERS = (
-    "herald.reason",
-    "herald.attempts",
-    "herald.first_error",
-    "herald.last_error",
-    "herald.original_topic",
-    "herald.failed_at",
-)
+from schemas.contract import DEAD_LETTER_HEADERS, Header, Reason
 
 
 @dataclass
@@ -48,21 +40,22 @@ class DeadLetter:
     decode_error: str | None = None
 
     def header(self, name: str) -> str | None:
-        raw = self.headers.get(f"herald.{name}")
+        """The value of header `name` (one of `schemas.contract.Header`)."""
+        raw = self.headers.get(name)
         return raw.decode(errors="replace") if raw is not None else None
 
     @property
     def reason(self) -> str:
-        return self.header("reason") or (self.decode_error and "undecodable") or "unknown"
+        return self.header(Header.REASON) or (self.decode_error and Reason.UNDECODABLE) or "unknown"
 
     @property
     def attempts(self) -> int | None:
-        raw = self.header("attempts")
+        raw = self.header(Header.ATTEMPTS)
         return int(raw) if raw and raw.isdigit() else None
 
     @property
     def failed_at_ms(self) -> int:
-        raw = self.header("failed_at")
+        raw = self.header(Header.FAILED_AT)
         if raw:
             if raw.isdigit():
                 return int(raw)
@@ -88,9 +81,9 @@ class DeadLetter:
             "notification_id": self.record.get("notification_id") if self.record else None,
             "reason": self.reason,
             "attempts": self.attempts,
-            "first_error": self.header("first_error"),
-            "last_error": self.header("last_error"),
-            "original_topic": self.header("original_topic"),
+            "first_error": self.header(Header.FIRST_ERROR),
+            "last_error": self.header(Header.LAST_ERROR),
+            "original_topic": self.header(Header.ORIGINAL_TOPIC),
             "age_s": max(0, now - self.failed_at_ms) // 1000,
         }
 
@@ -173,7 +166,7 @@ class RedriveResult:
 
 
 def target_topic(ref: TopicRef, d: DeadLetter) -> str:
-    original = d.header("original_topic")
+    original = d.header(Header.ORIGINAL_TOPIC)
     if original and not ref.is_request:
         try:
             orig = topic_ref(original, prefix=ref.prefix)
@@ -258,9 +251,9 @@ def redrive(
         hdrs: kafkaio.Headers = [
             (k, v)
             for k, v in d.headers.items()
-            if k not in DEAD_LETTER_HEADERS and k not in ("herald.replay", "herald.redriven_from")
+            if k not in DEAD_LETTER_HEADERS and k not in (Header.REPLAY, Header.REDRIVEN_FROM)
         ]
-        hdrs += [("herald.replay", b"1"), ("herald.redriven_from", f"{d.topic}:{d.ref}".encode())]
+        hdrs += [(Header.REPLAY, b"1"), (Header.REDRIVEN_FROM, f"{d.topic}:{d.ref}".encode())]
 
         def failed(d: DeadLetter = d) -> None:
             # Not produced: free the claim so the next redrive tries again.
