@@ -13,6 +13,7 @@ from infra.links import LinkSettings
 from infra.settings import CassandraSettings, KafkaSettings
 from infra.tracking import TrackingSettings
 from schemas.channels import Category
+from schemas.contract import Topics
 
 
 class RateCap(BaseModel):
@@ -97,11 +98,11 @@ class ProcessorSettings(BaseSettings):
             ):
                 value = getattr(self, name)
                 if value and not value.startswith(self.topic_prefix):
-                    object.__setattr__(self, name, self.topic_prefix + value)
+                    object.__setattr__(self, name, Topics(self.topic_prefix).of(value))
         return self
 
     def channel_topic(self, channel: str, *, priority: bool = False) -> str:
-        return self.topic_prefix + topics.channel_topic(channel, priority=priority)
+        return Topics(self.topic_prefix).channel(channel, priority=priority)
 
     def resolved_datadir(self) -> Path:
         return self.datadir or Path(".run") / "processor" / str(os.getpid())

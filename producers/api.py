@@ -44,7 +44,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from infra import topics
 from infra.cassandra import aexecute, connect
 from producers.clients import (
     CONTACTS_READ,
@@ -71,6 +70,7 @@ from producers.request import NotificationRequest, parse_request
 from producers.schedules import RecurringStore
 from producers.settings import IntakeSettings
 from producers.templates import Conflict, TemplateStore, preview, split_ref
+from schemas.contract import Topics
 from schemas.ids import notification_id
 from schemas.validation import ValidationError, check_header_value, check_text, has_line_break
 
@@ -166,7 +166,7 @@ class Intake:
             "SELECT delivery_id, channel, state, reason, attempt, provider, updated_at"
             " FROM notification_log WHERE notification_id = ?"
         )
-        self.held = _schedule_store(session, s.topic_prefix + topics.REQUESTED)
+        self.held = _schedule_store(session, Topics(s.topic_prefix).requested)
 
     async def close(self) -> None:
         if self.publisher is not None:

@@ -8,10 +8,10 @@ from typing import Any
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from infra import topics
 from infra.links import LinkSettings
 from infra.settings import CassandraSettings, KafkaSettings
 from producers.request import DEFAULT_MAX_PAYLOAD_BYTES
+from schemas.contract import Topics
 from schemas.validation import DEFAULT_PHONE_REGION
 
 
@@ -93,8 +93,8 @@ class IntakeSettings(BaseSettings):
         """Keyword arguments of `Publisher`/`AsyncPublisher` for this deployment."""
         return {
             "client": client,
-            "topic": self.topic_prefix + topics.REQUESTED,
-            "changes_topic": self.topic_prefix + topics.USER_CHANGES,
-            "template_changes_topic": self.topic_prefix + topics.TEMPLATE_CHANGES,
+            "topic": Topics(self.topic_prefix).requested,
+            "changes_topic": Topics(self.topic_prefix).user_changes,
+            "template_changes_topic": Topics(self.topic_prefix).template_changes,
             "max_payload_bytes": self.api.max_payload_bytes,
         }

@@ -30,10 +30,9 @@ from typing import Any
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka import Message as KafkaMessage
 
-from infra import topics
 from schemas import codec
 from schemas.channels import Channel
-from schemas.contract import Header, Reason
+from schemas.contract import Header, Reason, Topics
 from schemas.events import now_ms
 from senders import metrics, status
 from senders.handler import MAX_ATTEMPTS, DeliveryHandler, Publisher, Stopping, is_outage
@@ -61,14 +60,13 @@ class LaneSpec:
 
 def lanes_for(channel: Channel, max_in_flight: int, prefix: str = "") -> list[LaneSpec]:
     reserve = max(1, max_in_flight // 8) if max_in_flight > 1 else 0
-    tiers = range(1, topics.RETRY_TIERS + 1)
     return [
-        LaneSpec(channel, "main", [prefix + topics.channel_topic(channel)], reserve=reserve),
-        LaneSpec(channel, "priority", [prefix + topics.channel_topic(channel, priority=True)]),
+        LaneSpec(channel, "main", [Topics(prefix).channel(channel)], reserve=reserve),
+        LaneSpec(channel, "priority", [Topics(prefix).channel(channel, priority=True)]),
         LaneSpec(
             channel,
             "retry",
-            [prefix + topics.retry_topic(channel, t) for t in tiers],
+            Topics(prefix).retries(channel),
             delayed=True,
         ),
     ]
@@ -407,7 +405,7 @@ class Lane:
         while True:
             try:
                 await self.publisher.produce(
-                    self.settings.topic_prefix + topics.dlq_topic(self.spec.channel),
+                    Topics(self.settings.topic_prefix).dlq(self.spec.channel),
                     value,
                     key=msg.key(),
                     headers=headers,

@@ -6,10 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from infra import topics
 from schemas import codec
 from schemas.channels import Outcome
-from schemas.contract import Header
+from schemas.contract import Header, Topics
 from schemas.events import now_ms, status_event
 
 SOURCE = "senders"
@@ -56,7 +55,7 @@ def status(
         requested_at=delivery.get("requested_at"),
     )
     return Record(
-        prefix + topics.STATUS,
+        Topics(prefix).status,
         delivery["notification_id"].encode(),
         codec.STATUS,
         event,
@@ -66,13 +65,13 @@ def status(
 def device_removed(user_id: str, prefix: str = "") -> Record:
     """The user's devices changed: processors drop their cached copy of the user."""
     change = {"user_id": user_id, "kind": "device", "changed_at": now_ms()}
-    return Record(prefix + topics.USER_CHANGES, user_id.encode(), codec.USER_CHANGE, change)
+    return Record(Topics(prefix).user_changes, user_id.encode(), codec.USER_CHANGE, change)
 
 
 def origin_topic(delivery: dict[str, Any], consumed_from: str, prefix: str = "") -> str:
     """The channel topic a record came in on, before any retry tier (where a redrive goes)."""
     if ".retry." in consumed_from or consumed_from.endswith(".dlq"):
-        return prefix + topics.channel_topic(
+        return Topics(prefix).channel(
             delivery["channel"], priority=delivery.get("priority") == "high"
         )
     return consumed_from
@@ -88,7 +87,7 @@ def retry(
         "last_error": last_error,
     }
     return Record(
-        prefix + topics.retry_topic(delivery["channel"], tier),
+        Topics(prefix).retry(delivery["channel"], tier),
         delivery["user_id"].encode(),
         codec.DELIVERY,
         value,
@@ -113,7 +112,7 @@ def dead_letter(
         last_error=last_error,
     )
     return Record(
-        prefix + topics.dlq_topic(delivery["channel"]),
+        Topics(prefix).dlq(delivery["channel"]),
         delivery["user_id"].encode(),
         codec.DELIVERY,
         value,

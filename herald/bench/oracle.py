@@ -32,7 +32,7 @@ from infra import topics
 from infra.settings import KafkaSettings
 from schemas import codec
 from schemas.channels import Channel, Outcome
-from schemas.contract import Header
+from schemas.contract import Header, Topics
 
 FINAL = frozenset({Outcome.SENT, Outcome.FAILED, Outcome.DEAD_LETTERED, Outcome.DROPPED})
 
@@ -45,11 +45,11 @@ def _headers(
 
 
 def watched_topics(prefix: str = "") -> list[str]:
-    out = [topics.STATUS, topics.REQUESTED_DLQ]
+    named = Topics(prefix)
+    out = [named.status, named.requested_dlq]
     for ch in Channel:
-        out += [topics.channel_topic(ch), topics.channel_topic(ch, priority=True)]
-        out.append(topics.dlq_topic(ch))
-    return [prefix + t for t in out]
+        out += [named.channel(ch), named.channel(ch, priority=True), named.dlq(ch)]
+    return out
 
 
 @dataclass

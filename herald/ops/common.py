@@ -14,7 +14,7 @@ from herald.ops.kafkaio import Headers, header_list
 from infra import topics
 from infra.settings import KafkaSettings
 from schemas.channels import Channel
-from schemas.contract import Header
+from schemas.contract import Header, Topics
 
 SAMPLE_SIZE = 20
 _CHANNEL_TOPIC = re.compile(
@@ -39,10 +39,10 @@ class TopicRef:
     def main(self) -> str:
         """Where records of this topic go to be processed again."""
         if self.channel is None:
-            return self.prefix + topics.REQUESTED
+            return Topics(self.prefix).requested
         if self.lane in ("main", "priority"):
             return self.name
-        return self.prefix + topics.channel_topic(self.channel)
+        return Topics(self.prefix).channel(self.channel)
 
 
 def topic_ref(text: str, *, dlq: bool = False, prefix: str = "") -> TopicRef:
@@ -50,14 +50,15 @@ def topic_ref(text: str, *, dlq: bool = False, prefix: str = "") -> TopicRef:
     without `prefix`."""
     if prefix and text.startswith(prefix):
         text = text[len(prefix) :]
+    named = Topics(prefix)
     if text in _REQUEST_ALIASES or text == topics.REQUESTED_DLQ:
         if dlq or text == topics.REQUESTED_DLQ:
-            return TopicRef(prefix + topics.REQUESTED_DLQ, None, "dlq", prefix)
-        return TopicRef(prefix + topics.REQUESTED, None, "main", prefix)
+            return TopicRef(named.requested_dlq, None, "dlq", prefix)
+        return TopicRef(named.requested, None, "main", prefix)
     if text in {c.value for c in Channel}:
         channel = Channel(text)
-        name = topics.dlq_topic(channel) if dlq else topics.channel_topic(channel)
-        return TopicRef(prefix + name, channel, "dlq" if dlq else "main", prefix)
+        name = named.dlq(channel) if dlq else named.channel(channel)
+        return TopicRef(name, channel, "dlq" if dlq else "main", prefix)
     m = _CHANNEL_TOPIC.match(text)
     if m is None or m["channel"] not in {c.value for c in Channel}:
         raise ValueError(
@@ -65,7 +66,7 @@ def topic_ref(text: str, *, dlq: bool = False, prefix: str = "") -> TopicRef:
             f"({', '.join(c.value for c in Channel)}) or a notifications.* topic name"
         )
     lane = (m["lane"] or ".main").split(".")[1]
-    return TopicRef(prefix + text, Channel(m["channel"]), lane, prefix)
+    return TopicRef(named.of(text), Channel(m["channel"]), lane, prefix)
 
 
 def channel_matches(wanted: str | None, channel: str) -> bool:

@@ -15,10 +15,10 @@ from typing import Any
 
 from herald.ops import kafkaio
 from herald.ops.common import channel_matches
-from infra import topics
 from infra.settings import KafkaSettings
 from schemas import codec
 from schemas.channels import Outcome
+from schemas.contract import Topics
 from schemas.events import to_ms
 
 # Status events are produced just after they occur; read this far past the window's end.
@@ -123,7 +123,7 @@ def read_status(
     values = codec.codec_for(kafka.schema_registry_url)
     consumer = kafkaio.ops_consumer(kafka, "ops-stats")
     try:
-        topic = topic_prefix + topics.STATUS
+        topic = Topics(topic_prefix).status
         ranges = kafkaio.resolve_window(consumer, topic, start_ms, end_ms + LATE_MS)
         if on_total is not None:
             on_total(sum(r.size for r in ranges))

@@ -31,11 +31,11 @@ from starlette.responses import JSONResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Mount, Route
 
 from herald.ops.settings import OpsSettings
-from infra import topics
 from infra.cassandra import aexecute
 from infra.tracking import BadToken, Claim, verify
 from schemas import codec
 from schemas.channels import Channel, Outcome
+from schemas.contract import Topics
 from schemas.events import status_event
 
 log = logging.getLogger("herald.ops.tracking")  # not "__main__" when run with -m
@@ -133,7 +133,7 @@ def create_app(
         nonlocal sink
         sink = StatusSink(
             producer,
-            settings.topic_prefix + topics.STATUS,
+            Topics(settings.topic_prefix).status,
             codec.codec_for(settings.kafka.schema_registry_url),
         )
         try:
