@@ -27,10 +27,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
-from cassandra import OperationTimedOut, RequestExecutionException
-from cassandra.cluster import NoHostAvailable
-from confluent_kafka import KafkaException
-
+from infra.retry import is_outage as is_outage
 from schemas import codec
 from schemas.channels import Outcome as StatusOutcome
 from schemas.contract import Reason
@@ -38,7 +35,6 @@ from schemas.events import now_ms
 from senders import metrics, status
 from senders.breaker import CircuitBreaker
 from senders.decisions import Kind, classify, reason_of
-from senders.kafka import refusal
 from senders.ledger import FINAL, UNCERTAIN_AFTER_CRASH, Ledger, LedgerRow, Outcome, Ref, State
 from senders.providers.base import DeliveryError, Message, Provider
 from senders.ratelimit import TokenBucket
@@ -57,12 +53,6 @@ LOST = "claim_lost"
 # A step that keeps failing for a reason nobody foresaw (a bug, a poison value) is given up
 # after this many attempts, instead of stalling its partition forever.
 MAX_ATTEMPTS = 5
-_OUTAGES = (KafkaException, NoHostAvailable, OperationTimedOut, RequestExecutionException, OSError)
-
-
-def is_outage(exc: BaseException) -> bool:
-    """Kafka or Cassandra not answering: waited out however long it lasts (fail closed)."""
-    return isinstance(exc, _OUTAGES) and refusal(exc) is None
 
 
 class Publisher(Protocol):

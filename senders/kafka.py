@@ -10,21 +10,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-# Codes with which Kafka refuses the record itself: producing it again can never succeed.
-# Listed, not inferred from `KafkaError.retriable()`: an outage's errors (_MSG_TIMED_OUT,
-# _TRANSPORT) are not flagged retriable either, and those must be waited out.
-_REFUSED = {
-    KafkaError.MSG_SIZE_TOO_LARGE: "too_large",
-    KafkaError.RECORD_LIST_TOO_LARGE: "too_large",
-    KafkaError.INVALID_RECORD: "invalid_record",
-}
-
-
-def refusal(exc: BaseException) -> str | None:
-    """Why Kafka refused the record for good (`too_large`, `invalid_record`), or None."""
-    if isinstance(exc, KafkaException) and isinstance(err := exc.args[0], KafkaError):
-        return _REFUSED.get(err.code())
-    return None
+from infra.retry import refusal as refusal
 
 
 class _Acks:
