@@ -22,6 +22,8 @@ from urllib.parse import quote
 
 from pydantic import BaseModel, SecretStr
 
+from schemas.errors import HeraldError
+
 Purpose = Literal["unsubscribe", "preferences"]
 LOCAL_LINK_SECRET = "herald-local-link-secret"
 _SALT = b"herald.links.v1"
@@ -49,7 +51,7 @@ class LinkSettings(BaseModel):
         return [name] if self.secret.get_secret_value() == LOCAL_LINK_SECRET else []
 
 
-class BadLink(ValueError):
+class BadLink(HeraldError, ValueError):
     """Not signed by us, altered, for another purpose, or expired. Answer 400/403."""
 
 

@@ -46,6 +46,7 @@ from processors.settings import ProcessorSettings
 from schemas import codec, ids
 from schemas.channels import Channel, Outcome, PreferenceChannel
 from schemas.contract import Header
+from schemas.errors import HeraldError
 from schemas.events import now_ms, status_event, to_ms
 
 log = logging.getLogger(__name__)
@@ -102,7 +103,7 @@ class _Decision:
     dead_letter: str | None = None  # reason: the raw request goes to the request DLQ
 
 
-class TooLarge(Exception):
+class TooLarge(HeraldError):
     """A record of the fan-out is over `max_record_bytes`: Kafka would refuse it forever."""
 
 

@@ -71,6 +71,7 @@ from producers.schedules import RecurringStore
 from producers.settings import IntakeSettings
 from producers.templates import Conflict, TemplateStore, preview, split_ref
 from schemas.contract import Topics
+from schemas.errors import HeraldError
 from schemas.ids import notification_id
 from schemas.validation import ValidationError, check_header_value, check_text, has_line_break
 
@@ -81,7 +82,7 @@ _CASSANDRA_DOWN = (DriverException, RequestExecutionException, NoHostAvailable)
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-class ApiError(Exception):
+class ApiError(HeraldError):
     def __init__(
         self,
         status: int,

@@ -43,6 +43,7 @@ from typing import Any
 from cassandra.cluster import Session
 
 from infra.cassandra import aexecute
+from schemas.errors import HeraldError
 
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
 CONTACTS_READ, CONTACTS_WRITE = "contacts:read", "contacts:write"
@@ -121,8 +122,10 @@ class TokenBucket:
         self.tokens = min(self.burst, self.tokens + n)
 
 
-class LoginThrottled(Exception):
+class LoginThrottled(HeraldError):
     """Too many failed logins for this app key or from this address."""
+
+    retriable = True
 
     def __init__(self, retry_after: float) -> None:
         super().__init__(f"too many failed logins; retry after {retry_after:.0f}s")

@@ -33,6 +33,7 @@ from infra.settings import KafkaSettings
 from producers.request import DEFAULT_MAX_PAYLOAD_BYTES, NotificationRequest, validate_request
 from schemas import codec as avro
 from schemas.channels import MANDATORY_CATEGORIES, Priority
+from schemas.errors import HeraldError
 from schemas.validation import ValidationError
 
 Headers = list[tuple[str, str | bytes | None]]
@@ -55,7 +56,7 @@ class PublishResult:
         return self.error is None
 
 
-class PublishError(RuntimeError):
+class PublishError(HeraldError, RuntimeError):
     """The broker did not take the record. `retriable`: the same request may succeed later."""
 
     def __init__(self, message: str, *, retriable: bool, event_id: str | None = None) -> None:

@@ -30,6 +30,7 @@ import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from schemas.avro_writer import compile_writer
+from schemas.errors import HeraldError
 
 MAGIC = b"\xc3\x01"
 HEADER_LEN = 10
@@ -44,7 +45,7 @@ USER_CHANGE = "herald.UserChange"
 TEMPLATE_CHANGE = "herald.TemplateChange"
 
 
-class DecodeError(ValueError):
+class DecodeError(HeraldError, ValueError):
     """Bytes that cannot be decoded; `reason` is a short machine-readable cause."""
 
     def __init__(self, reason: str, detail: str) -> None:

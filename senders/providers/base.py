@@ -16,6 +16,7 @@ from email.utils import parsedate_to_datetime
 
 from infra.links import LIST_UNSUBSCRIBE
 from schemas.channels import MANDATORY_CATEGORIES
+from schemas.errors import HeraldError
 
 
 @dataclass(frozen=True)
@@ -55,10 +56,8 @@ class SendResult:
     message_id: str | None  # the provider's id for the accepted message, when it gives one
 
 
-class DeliveryError(Exception):
+class DeliveryError(HeraldError):
     """A failed send. `retriable` says whether the same message may succeed later."""
-
-    retriable: bool = False
 
     def __init__(
         self,
