@@ -33,16 +33,16 @@ import asyncio
 import base64
 import hashlib
 import hmac
-import math
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from cassandra.cluster import Session
 
 from infra.cassandra import aexecute
+from infra.ratelimit import TokenBucket
 from schemas.errors import HeraldError
 
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
@@ -95,31 +95,6 @@ class ApiClient:
 
     def may_send(self, category: str) -> bool:
         return not self.categories or category in self.categories
-
-
-@dataclass
-class TokenBucket:
-    rate: float
-    burst: float
-    tokens: float = -1.0
-    stamp: float = field(default_factory=time.monotonic)
-
-    def take(self, n: int = 1, now: float | None = None) -> float:
-        """Take `n` tokens; 0.0 when granted, else seconds until they would be."""
-        now = time.monotonic() if now is None else now
-        if self.tokens < 0:
-            self.tokens = self.burst
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if n > self.burst:
-            return math.inf
-        if self.tokens >= n:
-            self.tokens -= n
-            return 0.0
-        return (n - self.tokens) / self.rate if self.rate > 0 else math.inf
-
-    def refund(self, n: int = 1) -> None:
-        self.tokens = min(self.burst, self.tokens + n)
 
 
 class LoginThrottled(HeraldError):
@@ -261,7 +236,7 @@ class ClientStore:
 
     def take(self, client: ApiClient, n: int = 1) -> float:
         bucket = self._buckets.get(client.app_key)
-        if bucket is None or bucket.rate != client.rate_per_s or bucket.burst != client.burst:
+        if bucket is None or bucket.rate != client.rate_per_s or bucket.capacity != client.burst:
             bucket = self._buckets[client.app_key] = TokenBucket(client.rate_per_s, client.burst)
         return bucket.take(n)
 

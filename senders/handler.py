@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
+from infra.ratelimit import TokenBucket
 from infra.retry import is_outage as is_outage
 from schemas import codec
 from schemas.channels import Outcome as StatusOutcome
@@ -37,7 +38,6 @@ from senders.breaker import CircuitBreaker
 from senders.decisions import Kind, classify, reason_of
 from senders.ledger import FINAL, UNCERTAIN_AFTER_CRASH, Ledger, LedgerRow, Outcome, Ref, State
 from senders.providers.base import DeliveryError, Message, Provider
-from senders.ratelimit import TokenBucket
 from senders.settings import SenderSettings
 
 log = logging.getLogger(__name__)

@@ -106,12 +106,14 @@ class RateLimitSettings(BaseModel):
 
     # Merged over the defaults: setting one provider's rate keeps the others'.
     per_second: dict[str, float] = Field(default_factory=lambda: dict(_DEFAULT_RATES))
-    default_per_second: float = 100.0
+    default_per_second: float = Field(default=100.0, gt=0)
     burst_s: float = 1.0  # bucket capacity, in seconds of rate
 
     @field_validator("per_second")
     @classmethod
     def _over_defaults(cls, v: dict[str, float]) -> dict[str, float]:
+        if any(rate <= 0 for rate in v.values()):
+            raise ValueError("a provider's rate must be > 0 (sends per second)")
         return {**_DEFAULT_RATES, **v}
 
     def rate(self, provider: str) -> float:
