@@ -20,9 +20,9 @@ from cassandra import InvalidRequest
 from cassandra.cluster import Session
 
 from infra import retry
+from infra.cache import TTLCache
 from infra.cassandra import aexecute
 from processors import metrics
-from processors.cache import TTLCache
 from processors.decisions import Device
 from schemas.validation import (
     ValidationError,

@@ -29,11 +29,9 @@ import binascii
 import json
 import logging
 import math
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 from cassandra import DriverException, RequestExecutionException
@@ -44,6 +42,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from infra.cache import TTLCache
 from infra.cassandra import aexecute, connect
 from producers.clients import (
     CONTACTS_READ,
@@ -107,26 +106,6 @@ def _invalid(err: ValidationError) -> ApiError:
     return ApiError(400, "invalid", err.message, field=err.field)
 
 
-@dataclass
-class _TtlSet:
-    """Positive lookups remembered for a while: known users and templates are the norm."""
-
-    ttl_s: float
-    _seen: dict[str, float] = field(default_factory=dict)
-
-    def __contains__(self, key: str) -> bool:
-        exp = self._seen.get(key)
-        return exp is not None and exp > time.monotonic()
-
-    def add(self, key: str) -> None:
-        if len(self._seen) > 100_000:
-            self._seen.clear()
-        self._seen[key] = time.monotonic() + self.ttl_s
-
-    def discard(self, key: str) -> None:
-        self._seen.pop(key, None)
-
-
 class Intake:
     """What the API needs, started once per process (or by a test)."""
 
@@ -156,8 +135,9 @@ class Intake:
         self.schedules = RecurringStore(session)
         self.templates = TemplateStore(session, self.publisher)
         self.idempotency = IdempotencyKeys(session)
-        self.known_users = _TtlSet(s.api.cache_ttl_s)
-        self.known_templates = _TtlSet(s.api.cache_ttl_s)
+        # Positive lookups remembered for a while: known users and templates are the norm.
+        self.known_users: TTLCache[bool] = TTLCache(100_000, s.api.cache_ttl_s)
+        self.known_templates: TTLCache[bool] = TTLCache(100_000, s.api.cache_ttl_s)
         self.header_params = HeaderParams(session, ttl_s=s.api.cache_ttl_s)
         self._user = session.prepare("SELECT user_id FROM users WHERE user_id = ?")
         self._template = session.prepare(
@@ -181,7 +161,7 @@ class Intake:
         assert self.session is not None
         found = bool(await aexecute(self.session, self._user, (user_id,)))
         if found:
-            self.known_users.add(user_id)
+            self.known_users.put(user_id, True)
         return found
 
     async def deliveries(self, notification_id: str) -> list[dict[str, Any]]:
@@ -194,7 +174,7 @@ class Intake:
         assert self.session is not None
         found = bool(await aexecute(self.session, self._template, (template_id,)))
         if found:
-            self.known_templates.add(template_id)
+            self.known_templates.put(template_id, True)
         return found
 
 
@@ -703,7 +683,7 @@ def _changed(request: Request, template_id: str) -> None:
     # This process's own caches learn at once; other API replicas within cache_ttl_s.
     intake: Intake = request.app.state.intake
     intake.header_params.forget(template_id)
-    intake.known_templates.discard(template_id)
+    intake.known_templates.invalidate(template_id)
 
 
 @endpoint

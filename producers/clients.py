@@ -34,13 +34,13 @@ import base64
 import hashlib
 import hmac
 import secrets
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from cassandra.cluster import Session
 
+from infra.cache import TTLCache
 from infra.cassandra import aexecute
 from infra.ratelimit import TokenBucket
 from schemas.errors import HeraldError
@@ -125,7 +125,6 @@ class ClientStore:
         failed_logins_per_minute: float = 10.0,
     ) -> None:
         self.session = session
-        self.cache_ttl_s = cache_ttl_s
         self.failed_logins_burst = failed_logins_burst
         self.failed_logins_per_s = failed_logins_per_minute / 60
         self._failures: dict[str, TokenBucket] = {}
@@ -142,7 +141,7 @@ class ClientStore:
             "UPDATE api_clients SET scopes = scopes + ? WHERE app_key = ? IF EXISTS"
         )
         self._cache_key = secrets.token_bytes(32)
-        self._verified: dict[str, tuple[float, bytes, ApiClient]] = {}
+        self._verified: TTLCache[tuple[bytes, ApiClient]] = TTLCache(100_000, cache_ttl_s)
         self._buckets: dict[str, TokenBucket] = {}
 
     def create(
@@ -199,9 +198,8 @@ class ClientStore:
         `LoginThrottled` after too many failures for this key or from `address`."""
         proof = hmac.new(self._cache_key, f"{app_key}\0{secret}".encode(), "sha256").digest()
         hit = self._verified.get(app_key)
-        now = time.monotonic()
-        if hit and hit[0] > now and hmac.compare_digest(hit[1], proof):
-            return hit[2]
+        if hit and hmac.compare_digest(hit[0], proof):
+            return hit[1]
         buckets = self._attempt([f"key:{app_key}", *([f"address:{address}"] if address else [])])
         rows = await aexecute(self.session, self._get, (app_key,))
         row = rows[0] if rows else {}
@@ -213,7 +211,7 @@ class ClientStore:
         for bucket in buckets:
             bucket.refund()
         client = _client(row)
-        self._verified[app_key] = (now + self.cache_ttl_s, proof, client)
+        self._verified.put(app_key, (proof, client))
         return client
 
     def _attempt(self, keys: list[str]) -> list[TokenBucket]:
