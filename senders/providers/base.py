@@ -9,10 +9,14 @@ ledger: the sender runtime decides what an error means for the delivery from
 from __future__ import annotations
 
 import abc
+import ssl
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import parsedate_to_datetime
+
+import aiosmtplib
+import httpx
 
 from infra.links import LIST_UNSUBSCRIBE
 from schemas.channels import MANDATORY_CATEGORIES
@@ -81,6 +85,19 @@ class DeliveryError(HeraldError):
         # Whether the provider may have accepted the message despite the error; None lets
         # the runtime infer it (an answer with a status = not accepted; no answer = maybe).
         self.ambiguous = ambiguous
+
+
+# Raised before any byte of the request left this process: the provider cannot have taken
+# the message, so failing over or retrying is safe.
+NOT_SENT: tuple[type[BaseException], ...] = (
+    ConnectionRefusedError,
+    ssl.SSLError,
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+    aiosmtplib.SMTPConnectError,
+    aiosmtplib.SMTPConnectTimeoutError,
+)
 
 
 class RetriableError(DeliveryError):
