@@ -18,30 +18,10 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from herald.bench.kafkautil import end_offsets
 from herald.services import Service, ServiceError, ServiceSpec, free_port, python_module, start
 from infra import topics
+from infra.emulators.server import Ports
 from infra.settings import DEV_PROFILE, KafkaSettings
 from schemas.channels import Channel
 from schemas.contract import Topics
-
-
-@dataclass(frozen=True)
-class Ports:
-    """The emulators' ports; free ones, so a run never collides with a demo or a test."""
-
-    apns: int
-    fcm: int
-    twilio: int
-    vonage: int
-    smtp: int
-    sendgrid: int
-    control: int
-
-    @classmethod
-    def pick(cls) -> Ports:
-        return cls(*(free_port() for _ in range(7)))
-
-    @property
-    def control_url(self) -> str:
-        return f"http://127.0.0.1:{self.control}"
 
 
 def emulator_spec(ports: Ports, *, lean: bool = False, receipts: Path | None = None) -> ServiceSpec:
