@@ -111,7 +111,9 @@ def mixed_requests(users: Sequence[load.User], n: int) -> list[dict[str, Any]]:
     ]
 
 
-class Publisher:
+class RequestFeed:
+    """Publishes notification requests for a fault scenario (raw bytes too)."""
+
     def __init__(self, kafka: KafkaSettings, topic: str = topics.REQUESTED) -> None:
         self.producer = Producer(kafka.producer_config("faults"))
         self.values = codec.codec_for(kafka.schema_registry_url)

@@ -10,7 +10,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from herald.ops.kafkaio import Headers, header_list
+from herald.ops.slices import Headers, header_list
 from infra import topics
 from infra.settings import KafkaSettings
 from schemas.channels import Channel
@@ -93,7 +93,7 @@ def replay_headers(msg: Message, extra: dict[str, str] | None = None) -> Headers
 
 
 @dataclass
-class Outcome:
+class ReplayReport:
     """What a replay or redrive did (or, dry, would do)."""
 
     dry_run: bool
@@ -123,7 +123,7 @@ class Outcome:
 class Republisher:
     """Produces records back, counting broker acknowledgements and failures."""
 
-    def __init__(self, kafka: KafkaSettings, client: str, outcome: Outcome) -> None:
+    def __init__(self, kafka: KafkaSettings, client: str, outcome: ReplayReport) -> None:
         self.outcome = outcome
         self.producer = None if outcome.dry_run else Producer(kafka.producer_config(client))
 

@@ -19,8 +19,8 @@ from typing import Any
 
 from cassandra.cluster import Session
 
-from herald.ops import kafkaio, ledger
-from herald.ops.common import Outcome, Republisher, TopicRef, topic_ref
+from herald.ops import ledger, slices
+from herald.ops.common import ReplayReport, Republisher, TopicRef, topic_ref
 from infra.logging import mask_address
 from infra.settings import KafkaSettings
 from schemas import codec
@@ -105,13 +105,13 @@ class DeadLetter:
 
 def read(kafka: KafkaSettings, ref: TopicRef) -> list[DeadLetter]:
     """Every record currently in the dead-letter topic, oldest first."""
-    consumer = kafkaio.ops_consumer(kafka, "ops-dlq")
+    consumer = slices.ops_consumer(kafka, "ops-dlq")
     expect = codec.REQUEST if ref.is_request else codec.DELIVERY
     values = codec.codec_for(kafka.schema_registry_url)
     out: list[DeadLetter] = []
     try:
-        ranges = kafkaio.whole_topic(consumer, ref.name)
-        for batch in kafkaio.read_ranges(consumer, ref.name, ranges):
+        ranges = slices.whole_topic(consumer, ref.name)
+        for batch in slices.read_ranges(consumer, ref.name, ranges):
             for msg in batch:
                 value = msg.value() or b""
                 record, error = None, None
@@ -127,7 +127,7 @@ def read(kafka: KafkaSettings, ref: TopicRef) -> list[DeadLetter]:
                         timestamp_ms=msg.timestamp()[1],
                         key=msg.key(),
                         value=value,
-                        headers=kafkaio.headers(msg),
+                        headers=slices.headers(msg),
                         record=record,
                         decode_error=error,
                     )
@@ -161,7 +161,7 @@ class Selection:
 
 @dataclass
 class RedriveResult:
-    outcome: Outcome
+    outcome: ReplayReport
     redriven: list[str] = field(default_factory=list)  # refs
 
 
@@ -197,7 +197,7 @@ def redrive(
     on_progress: Callable[[int], None] | None = None,
 ) -> RedriveResult:
     """Send the selected dead letters back; `force` ignores earlier redrives, not the ledger."""
-    result = RedriveResult(Outcome(dry_run=dry_run))
+    result = RedriveResult(ReplayReport(dry_run=dry_run))
     outcome = result.outcome
     chosen = [
         d for d in (letters if letters is not None else read(kafka, ref)) if selection.matches(d)
@@ -248,7 +248,7 @@ def redrive(
             if taken:
                 outcome.skipped["already_redriven"] += 1
                 continue
-        hdrs: kafkaio.Headers = [
+        hdrs: slices.Headers = [
             (k, v)
             for k, v in d.headers.items()
             if k not in DEAD_LETTER_HEADERS and k not in (Header.REPLAY, Header.REDRIVEN_FROM)

@@ -9,7 +9,7 @@ import pytest
 
 from herald.bench import load
 from herald.bench.oracle import Oracle
-from herald.bench.scenario import Publisher, mixed_requests
+from herald.bench.scenario import RequestFeed, mixed_requests
 from herald.bench.services import Pipeline
 from herald.ops import replay
 from herald.ops.common import TopicRef
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.faults
 
 
 def test_same_request_published_twice_is_delivered_once(
-    users: list[load.User], oracle: Oracle, publisher: Publisher
+    users: list[load.User], oracle: Oracle, publisher: RequestFeed
 ) -> None:
     requests = mixed_requests(users, 12)
     oracle.expect(requests)
@@ -56,7 +56,7 @@ def test_replayed_window_sends_nothing_twice(
     pipeline: Pipeline,
     users: list[load.User],
     oracle: Oracle,
-    publisher: Publisher,
+    publisher: RequestFeed,
 ) -> None:
     requests = mixed_requests(users, 16)
     oracle.expect(requests)

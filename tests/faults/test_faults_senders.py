@@ -14,7 +14,7 @@ from herald.bench import load
 from herald.bench.scenario import (
     FAST_SENDER_ENV,
     FAULTS_TOPIC_PREFIX,
-    Publisher,
+    RequestFeed,
     mixed_requests,
     oracle_for,
     start_pipeline,
@@ -38,7 +38,7 @@ def own_pipeline(kafka: KafkaSettings) -> Iterator[Pipeline]:
 
 
 def publish_in_background(
-    publisher: Publisher, requests: list[dict[str, object]], rate: float
+    publisher: RequestFeed, requests: list[dict[str, object]], rate: float
 ) -> threading.Thread:
     t = threading.Thread(target=publisher.send, args=(requests,), kwargs={"rate": rate})
     t.start()
@@ -46,7 +46,7 @@ def publish_in_background(
 
 
 def test_sender_sigkill_mid_batch_then_restart(
-    own_pipeline: Pipeline, users: list[load.User], publisher: Publisher, session: Session
+    own_pipeline: Pipeline, users: list[load.User], publisher: RequestFeed, session: Session
 ) -> None:
     oracle = oracle_for(own_pipeline, session)
     try:
@@ -65,7 +65,7 @@ def test_sender_sigkill_mid_batch_then_restart(
 
 
 def test_two_senders_rebalance_mid_run(
-    own_pipeline: Pipeline, users: list[load.User], publisher: Publisher, session: Session
+    own_pipeline: Pipeline, users: list[load.User], publisher: RequestFeed, session: Session
 ) -> None:
     oracle = oracle_for(own_pipeline, session)
     try:
@@ -88,7 +88,7 @@ def test_two_senders_racing_the_same_deliveries_send_each_once(
     kafka: KafkaSettings,
     own_pipeline: Pipeline,
     users: list[load.User],
-    publisher: Publisher,
+    publisher: RequestFeed,
     session: Session,
 ) -> None:
     """A second sender in groups of its own reads every record the first one reads: every

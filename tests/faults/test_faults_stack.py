@@ -16,7 +16,7 @@ from cassandra.cluster import Session
 from herald.bench import load
 from herald.bench.scenario import (
     FAULTS_TOPIC_PREFIX,
-    Publisher,
+    RequestFeed,
     mixed_requests,
     oracle_for,
     start_pipeline,
@@ -45,7 +45,7 @@ def test_restart_under_load(
     session: Session,
 ) -> None:
     oracle = oracle_for(own_pipeline, session)
-    publisher = Publisher(kafka, own_pipeline.topic(topics.REQUESTED))
+    publisher = RequestFeed(kafka, own_pipeline.topic(topics.REQUESTED))
     try:
         requests = mixed_requests(users, 200)
         oracle.expect(requests)

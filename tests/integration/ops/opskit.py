@@ -12,7 +12,7 @@ from cassandra.cluster import Session
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
-from herald.ops import kafkaio
+from herald.ops import slices
 from infra.settings import KafkaSettings
 from schemas import codec, ids
 from schemas.events import now_ms
@@ -55,9 +55,9 @@ def produce_records(
 
 
 def end_offsets(kafka: KafkaSettings, topic: str) -> dict[int, int]:
-    c = kafkaio.ops_consumer(kafka, "ops-test")
+    c = slices.ops_consumer(kafka, "ops-test")
     try:
-        return {p: hi for p, (_lo, hi) in kafkaio.watermarks(c, topic).items()}
+        return {p: hi for p, (_lo, hi) in slices.watermarks(c, topic).items()}
     finally:
         c.close()
 
@@ -66,13 +66,13 @@ def read_since(
     kafka: KafkaSettings, topic: str, since: dict[int, int], keep: Callable[[Any], bool]
 ) -> list[Any]:
     """Records produced to `topic` after the `since` offsets that `keep` accepts."""
-    c = kafkaio.ops_consumer(kafka, "ops-test")
+    c = slices.ops_consumer(kafka, "ops-test")
     try:
         ranges = [
-            kafkaio.PartitionRange(p, since.get(p, 0), hi)
-            for p, (_lo, hi) in kafkaio.watermarks(c, topic).items()
+            slices.PartitionRange(p, since.get(p, 0), hi)
+            for p, (_lo, hi) in slices.watermarks(c, topic).items()
         ]
-        return [m for batch in kafkaio.read_ranges(c, topic, ranges) for m in batch if keep(m)]
+        return [m for batch in slices.read_ranges(c, topic, ranges) for m in batch if keep(m)]
     finally:
         c.close()
 
