@@ -6,11 +6,10 @@ import os
 from pathlib import Path
 
 from pydantic import BaseModel, Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from infra import topics
 from infra.links import LinkSettings
-from infra.settings import CassandraSettings, KafkaSettings
+from infra.settings import ServiceSettings
 from infra.tracking import TrackingSettings
 from schemas.channels import Category
 from schemas.contract import Topics
@@ -31,13 +30,7 @@ def _default_caps() -> dict[str, RateCap]:
     }
 
 
-class ProcessorSettings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="HERALD_", env_nested_delimiter="__", extra="ignore"
-    )
-
-    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
-    cassandra: CassandraSettings = Field(default_factory=CassandraSettings)
+class ProcessorSettings(ServiceSettings):
     tracking: TrackingSettings = Field(default_factory=TrackingSettings)
     # Unsubscribe and preference links in non-mandatory email (HERALD_LINKS__SECRET).
     links: LinkSettings = Field(default_factory=LinkSettings)
@@ -62,7 +55,6 @@ class ProcessorSettings(BaseSettings):
     metrics_port: int = 9401
     web_port: int | None = None  # Faust's own web server; off unless set
     datadir: Path | None = None  # default .run/processor/<pid>
-    log_level: str = "INFO"
     profile: str = ""  # HERALD_PROFILE; "dev" allows the published default secrets
 
     cache_ttl_s: float = 60.0

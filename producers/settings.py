@@ -6,10 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import BaseModel, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from infra.links import LinkSettings
-from infra.settings import CassandraSettings, KafkaSettings
+from infra.settings import ServiceSettings
 from producers.request import DEFAULT_MAX_PAYLOAD_BYTES
 from schemas.contract import Topics
 from schemas.validation import DEFAULT_PHONE_REGION
@@ -64,13 +63,7 @@ class SmsInboundSection(BaseModel):
     start_text: str = "You are resubscribed. Reply STOP to unsubscribe."
 
 
-class IntakeSettings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="HERALD_", env_nested_delimiter="__", extra="ignore"
-    )
-
-    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
-    cassandra: CassandraSettings = Field(default_factory=CassandraSettings)
+class IntakeSettings(ServiceSettings):
     api: ApiSection = Field(default_factory=ApiSection)
     contacts: ContactsSection = Field(default_factory=ContactsSection)
     scheduler: SchedulerSection = Field(default_factory=SchedulerSection)
@@ -80,7 +73,6 @@ class IntakeSettings(BaseSettings):
     # Prepended to every topic name (HERALD_TOPIC_PREFIX), as in the processor and senders:
     # isolated topic families for tests or tenants sharing a cluster.
     topic_prefix: str = ""
-    log_level: str = "INFO"
     profile: str = ""  # HERALD_PROFILE; "dev" allows the published default secrets
 
     def published_secrets(self) -> list[str]:

@@ -6,9 +6,8 @@ import uuid
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from infra.settings import CassandraSettings, KafkaSettings
+from infra.settings import ServiceSettings
 from infra.topics import RETRY_TIERS
 from schemas.channels import Channel
 from senders.providers.settings import ProvidersSettings
@@ -120,13 +119,7 @@ class RateLimitSettings(BaseModel):
         return self.per_second.get(provider, self.default_per_second)
 
 
-class SenderSettings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="HERALD_", env_nested_delimiter="__", extra="ignore"
-    )
-
-    kafka: KafkaSettings = KafkaSettings()
-    cassandra: CassandraSettings = CassandraSettings()
+class SenderSettings(ServiceSettings):
     providers: ProvidersSettings = Field(default_factory=ProvidersSettings)
     routing: RoutingSettings = Field(default_factory=lambda: RoutingSettings.model_validate({}))
     retry: RetrySettings = RetrySettings()
@@ -152,7 +145,6 @@ class SenderSettings(BaseSettings):
     shutdown_grace_s: float = 30.0  # SIGTERM: time given to in-flight sends
     metrics_port: int = 9402
     metrics_enabled: bool = True
-    log_level: str = "INFO"
     # Written into every claim; a fresh one per process so claims of a dead one are told apart.
     instance_id: str = Field(default_factory=lambda: uuid.uuid4().hex[:12])
 
