@@ -29,7 +29,6 @@ from confluent_kafka import KafkaException
 
 from infra.links import LIST_UNSUBSCRIBE, add_footer
 from infra.scheduling import ScheduleStore
-from infra.tracking import TrackingSettings, rewrite_html
 from processors import decisions, metrics
 from processors.decisions import Reason, Target
 from processors.enrichment import (
@@ -43,6 +42,7 @@ from processors.enrichment import (
 from processors.kafkaio import AsyncProducer, Batch, is_permanent
 from processors.render import Rendered, RenderError, render
 from processors.settings import ProcessorSettings
+from processors.tracking import TrackingSettings, rewrite_html
 from schemas import codec, ids
 from schemas.channels import Channel, Outcome, PreferenceChannel
 from schemas.contract import Header

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field, model_validator
 from infra import topics
 from infra.links import LinkSettings
 from infra.settings import ServiceSettings
-from infra.tracking import TrackingSettings
+from processors.tracking import TrackingSettings
 from schemas.channels import Category
 from schemas.contract import Topics
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field, SecretStr
 
 from infra.settings import ServiceSettings
-from infra.tracking import TrackingSettings
+from processors.tracking import TrackingSettings
 
 LOCAL_APP_KEY = "herald-local-app-key"
 

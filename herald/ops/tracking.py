@@ -32,7 +32,7 @@ from starlette.routing import Mount, Route
 
 from herald.ops.settings import OpsSettings
 from infra.cassandra import aexecute
-from infra.tracking import BadToken, Claim, verify
+from processors.tracking import BadToken, Claim, verify
 from schemas import codec
 from schemas.channels import Channel, Outcome
 from schemas.contract import Topics

@@ -13,7 +13,7 @@ from pydantic import SecretStr
 from herald.services import ServiceSpec, free_port, python_module, running
 from infra import topics
 from infra.settings import KafkaSettings
-from infra.tracking import TrackingSettings, rewrite_html
+from processors.tracking import TrackingSettings, rewrite_html
 from schemas import codec
 from tests.conftest import KAFKA
 from tests.integration.ops.opskit import end_offsets, read_since
