@@ -19,7 +19,7 @@ import io
 import json
 import re
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 from functools import cache
@@ -62,11 +62,11 @@ class SchemaVersion:
     fingerprint: bytes  # 8 bytes, little-endian as on the wire
     source: str = dc_field(default="", compare=False, repr=False)  # the .avsc text
     # The compiled writer of the body (schemas.avro_writer), None: fastavro writes it.
-    compiled: Callable[[dict[str, Any]], bytes] | None = dc_field(
+    compiled: Callable[[Mapping[str, Any]], bytes] | None = dc_field(
         default=None, compare=False, repr=False
     )
 
-    def body(self, record: dict[str, Any]) -> bytes:
+    def body(self, record: Mapping[str, Any]) -> bytes:
         if self.compiled is not None:
             return self.compiled(record)
         buf = io.BytesIO()
@@ -129,7 +129,7 @@ def registry() -> Registry:
     return Registry(versions)
 
 
-def encode(fullname: str, record: dict[str, Any], *, version: int | None = None) -> bytes:
+def encode(fullname: str, record: Mapping[str, Any], *, version: int | None = None) -> bytes:
     """Encode with the newest (or the given) version of a schema."""
     reg = registry()
     sv = reg.latest(fullname) if version is None else reg.version(fullname, version)
@@ -175,7 +175,7 @@ class Codec(Protocol):
     """What producers and consumers call; `topic` picks the registry subject."""
 
     def encode(
-        self, fullname: str, record: dict[str, Any], *, topic: str, version: int | None = None
+        self, fullname: str, record: Mapping[str, Any], *, topic: str, version: int | None = None
     ) -> bytes: ...
 
     def decode(self, data: bytes, expect: str | None = None) -> dict[str, Any]: ...
@@ -185,7 +185,7 @@ class SingleObjectCodec:
     """The default: Avro single-object encoding, no registry needed."""
 
     def encode(
-        self, fullname: str, record: dict[str, Any], *, topic: str, version: int | None = None
+        self, fullname: str, record: Mapping[str, Any], *, topic: str, version: int | None = None
     ) -> bytes:
         return encode(fullname, record, version=version)
 
@@ -224,7 +224,7 @@ class RegistryCodec:
         return self._ids[key]
 
     def encode(
-        self, fullname: str, record: dict[str, Any], *, topic: str, version: int | None = None
+        self, fullname: str, record: Mapping[str, Any], *, topic: str, version: int | None = None
     ) -> bytes:
         reg = registry()
         sv = reg.latest(fullname) if version is None else reg.version(fullname, version)

@@ -3,6 +3,7 @@ user changes."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,6 +11,7 @@ from schemas import codec
 from schemas.channels import Outcome
 from schemas.contract import Header, Topics
 from schemas.events import now_ms, status_event
+from schemas.records import UserChange
 
 SOURCE = "senders"
 
@@ -19,7 +21,7 @@ class Record:
     topic: str
     key: bytes
     schema: str
-    value: dict[str, Any]
+    value: Mapping[str, Any]
     headers: tuple[tuple[str, bytes], ...] = ()
 
     def encode(self, values: codec.Codec) -> bytes:
@@ -64,7 +66,7 @@ def status(
 
 def device_removed(user_id: str, prefix: str = "") -> Record:
     """The user's devices changed: processors drop their cached copy of the user."""
-    change = {"user_id": user_id, "kind": "device", "changed_at": now_ms()}
+    change: UserChange = {"user_id": user_id, "kind": "device", "changed_at": now_ms()}
     return Record(Topics(prefix).user_changes, user_id.encode(), codec.USER_CHANGE, change)
 
 

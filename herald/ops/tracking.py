@@ -19,7 +19,7 @@ import contextlib
 import hmac
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from cassandra.cluster import Session
@@ -64,7 +64,7 @@ class StatusSink:
         while not self._stop.is_set():
             self.producer.poll(0.1)
 
-    def produce(self, event: dict[str, Any]) -> asyncio.Future[None]:
+    def produce(self, event: Mapping[str, Any]) -> asyncio.Future[None]:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
 
