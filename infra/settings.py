@@ -150,4 +150,8 @@ class ServiceSettings(BaseSettings):
 
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     cassandra: CassandraSettings = Field(default_factory=CassandraSettings)
+    # Prepended to every topic name (HERALD_TOPIC_PREFIX): an isolated topic family on a
+    # shared cluster (a test run, a benchmark, a staging tenant). Empty in production.
+    topic_prefix: str = ""
     log_level: str = "INFO"
+    profile: str = ""  # HERALD_PROFILE; "dev" allows the published default secrets

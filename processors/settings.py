@@ -48,14 +48,9 @@ class ProcessorSettings(ServiceSettings):
     user_changes_topic: str = topics.USER_CHANGES
     template_changes_topic: str = topics.TEMPLATE_CHANGES
 
-    # Prefixes every topic the processor reads or writes, channel topics included, so a
-    # benchmark or fault run can use a topic family of its own on a shared broker.
-    topic_prefix: str = ""
-
     metrics_port: int = 9401
     web_port: int | None = None  # Faust's own web server; off unless set
     datadir: Path | None = None  # default .run/processor/<pid>
-    profile: str = ""  # HERALD_PROFILE; "dev" allows the published default secrets
 
     cache_ttl_s: float = 60.0
     cache_max_entries: int = 200_000

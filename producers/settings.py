@@ -70,10 +70,6 @@ class IntakeSettings(ServiceSettings):
     # Verifies the unsubscribe and preference links the processor signs (same secret).
     links: LinkSettings = Field(default_factory=LinkSettings)
     sms_inbound: SmsInboundSection = Field(default_factory=SmsInboundSection)
-    # Prepended to every topic name (HERALD_TOPIC_PREFIX), as in the processor and senders:
-    # isolated topic families for tests or tenants sharing a cluster.
-    topic_prefix: str = ""
-    profile: str = ""  # HERALD_PROFILE; "dev" allows the published default secrets
 
     def published_secrets(self) -> list[str]:
         """Variables whose secrets still hold the default published in herald's source."""

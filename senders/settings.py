@@ -127,9 +127,6 @@ class SenderSettings(ServiceSettings):
     rate_limits: RateLimitSettings = RateLimitSettings()
 
     group_prefix: str = "herald-sender"  # consumer group = <prefix>-<channel>
-    # Prepended to every topic this sender reads and writes, to run an isolated copy of
-    # herald on a shared cluster (a staging tenant, a test run). Empty in production.
-    topic_prefix: str = ""
     # Where a new consumer group starts: `latest` skips the backlog of a fresh group.
     start_at: Literal["earliest", "latest"] = "earliest"
     # How fast the group notices a dead sender and hands its partitions to the others.

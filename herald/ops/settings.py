@@ -44,9 +44,6 @@ class OpsSettings(ServiceSettings):
     lag: LagSection = Field(default_factory=LagSection)
     tracking_server: TrackingServerSection = Field(default_factory=TrackingServerSection)
     status: StatusSection = Field(default_factory=StatusSection)
-    # Every topic name starts with this (a topic family of its own, as the senders take it).
-    topic_prefix: str = ""
-    profile: str = ""  # HERALD_PROFILE; "dev" allows the published default secrets
 
     def published_secrets(self) -> list[str]:
         """Variables of the tracking server whose secrets still hold the published default."""
