@@ -82,7 +82,7 @@ scheduler: install ## Run the recurring-schedule firing loop (python -m producer
 	$(PY) -m producers scheduler
 
 loadtest: stack-up ## Load-test the send API (spawns it; prints requests/s)
-	$(PY) -m producers.loadtest --spawn -c 32 -d 10
+	$(PY) -m herald.bench.loadtest --spawn -c 32 -d 10
 
 lint: install ## ruff lint and format check
 	$(VENV)/bin/ruff check .

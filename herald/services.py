@@ -17,6 +17,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from schemas.errors import HeraldError
+
 
 @dataclass
 class ServiceSpec:
@@ -26,7 +28,7 @@ class ServiceSpec:
     env: Mapping[str, str] = field(default_factory=dict)
 
 
-class ServiceError(RuntimeError):
+class ServiceError(HeraldError, RuntimeError):
     pass
 
 

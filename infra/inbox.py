@@ -24,6 +24,7 @@ from cassandra.query import BatchStatement, BatchType
 from pydantic import BaseModel
 
 from infra.cassandra import aexecute
+from schemas.errors import HeraldError
 
 State = Literal["seen", "read", "archived"]
 STATES: tuple[State, ...] = ("seen", "read", "archived")
@@ -53,7 +54,7 @@ class InboxSettings(BaseModel):
     frame_ancestors: str = "'self'"
 
 
-class BadCursor(ValueError):
+class BadCursor(HeraldError, ValueError):
     """A pagination cursor that this API did not issue; answer 400, never retry as is."""
 
 

@@ -22,6 +22,8 @@ from urllib.parse import quote
 
 from pydantic import BaseModel, SecretStr
 
+from schemas.errors import HeraldError
+
 # `inbox`: a user token for the in-app feed, minted by an API client (producers.inbox).
 Purpose = Literal["unsubscribe", "preferences", "inbox"]
 LOCAL_LINK_SECRET = "herald-local-link-secret"
@@ -50,7 +52,7 @@ class LinkSettings(BaseModel):
         return [name] if self.secret.get_secret_value() == LOCAL_LINK_SECRET else []
 
 
-class BadLink(ValueError):
+class BadLink(HeraldError, ValueError):
     """Not signed by us, altered, for another purpose, or expired. Answer 400/403."""
 
 

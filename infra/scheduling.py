@@ -25,11 +25,10 @@ from datetime import UTC, datetime
 from cassandra.cluster import Session
 
 from infra.cassandra import aexecute
+from schemas.contract import Header
 
 log = logging.getLogger(__name__)
 
-RELEASED_HEADER = "herald.released"
-REASON_HEADER = "herald.schedule_reason"
 HELD, RELEASING, RELEASED, CANCELED = "held", "releasing", "released", "canceled"
 # Buckets stay scannable this many minutes after they pass, for clocks that disagree.
 _SKEW_MINUTES = 2
@@ -215,7 +214,7 @@ class ScheduleStore:
             await publish(
                 h.user_id,
                 h.payload,
-                [(RELEASED_HEADER, b"1"), (REASON_HEADER, (h.reason or "").encode())],
+                [(Header.RELEASED, b"1"), (Header.SCHEDULE_REASON, (h.reason or "").encode())],
             )
             await aexecute(
                 self._s, self._transition, (RELEASED, datetime.now(UTC), h.event_id, RELEASING)

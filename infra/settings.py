@@ -10,6 +10,7 @@ import ssl
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:
     from faust.types.auth import CredentialsT
@@ -136,3 +137,21 @@ class CassandraSettings(BaseModel):
     password: SecretStr | None = None
     local_dc: str = "datacenter1"
     request_timeout_s: float = 10.0
+
+
+class ServiceSettings(BaseSettings):
+    """The base of every service's settings: read from `HERALD_*` variables, nested sections
+    joined by `__` (`HERALD_KAFKA__BOOTSTRAP_SERVERS`). Variables another service uses are
+    ignored, so one environment can serve them all."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="HERALD_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    cassandra: CassandraSettings = Field(default_factory=CassandraSettings)
+    # Prepended to every topic name (HERALD_TOPIC_PREFIX): an isolated topic family on a
+    # shared cluster (a test run, a benchmark, a staging tenant). Empty in production.
+    topic_prefix: str = ""
+    log_level: str = "INFO"
+    profile: str = ""  # HERALD_PROFILE; "dev" allows the published default secrets

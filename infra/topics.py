@@ -11,33 +11,19 @@ from dataclasses import dataclass, field
 
 from schemas.channels import Channel
 
+# The names are the contract's (`schemas.contract`); this module adds their configuration.
+from schemas.contract import REQUESTED as REQUESTED
+from schemas.contract import REQUESTED_DLQ as REQUESTED_DLQ
+from schemas.contract import REQUESTED_PRIORITY as REQUESTED_PRIORITY
+from schemas.contract import RETRY_TIERS as RETRY_TIERS
+from schemas.contract import STATUS as STATUS
+from schemas.contract import TEMPLATE_CHANGES as TEMPLATE_CHANGES
+from schemas.contract import USER_CHANGES as USER_CHANGES
+from schemas.contract import channel_topic as channel_topic
+from schemas.contract import dlq_topic as dlq_topic
+from schemas.contract import retry_topic as retry_topic
+
 DAY_MS = 24 * 3600 * 1000
-
-REQUESTED = "notifications.requested"
-# Urgent requests (priority high, mandatory categories): a lane of their own, so a marketing
-# backlog on the request topic cannot delay a login code.
-REQUESTED_PRIORITY = "notifications.requested.priority"
-REQUESTED_DLQ = "notifications.requested.dlq"
-STATUS = "notifications.status"
-USER_CHANGES = "users.changes"
-# Keyed by template id: every processor drops its cached rows of a template that changed.
-TEMPLATE_CHANGES = "templates.changes"
-RETRY_TIERS = 3
-
-
-def channel_topic(channel: Channel | str, *, priority: bool = False) -> str:
-    """Main topic of a channel; high-priority requests take their own lane."""
-    return f"notifications.{channel}" + (".priority" if priority else "")
-
-
-def retry_topic(channel: Channel | str, tier: int) -> str:
-    if not 1 <= tier <= RETRY_TIERS:
-        raise ValueError(f"retry tier must be 1..{RETRY_TIERS}, got {tier}")
-    return f"notifications.{channel}.retry.{tier}"
-
-
-def dlq_topic(channel: Channel | str) -> str:
-    return f"notifications.{channel}.dlq"
 
 
 @dataclass(frozen=True)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
 
 from cassandra.cluster import NoHostAvailable, Session
 
 from infra.cassandra import connect
 from infra.kafka_producer import AsyncProducer
 from infra.logging import configure_logging
+from infra.retry import Backoff, retrying_blocking
 from infra.settings import refuse_published_secrets
 from processors.app import create_app
 from processors.pipeline import Processor
@@ -21,14 +21,14 @@ log = logging.getLogger("processors")
 
 def _connect(settings: ProcessorSettings) -> Session:
     # Fail closed at start too: without Cassandra there is no opt-out check, so wait.
-    delay = 0.5
-    while True:
-        try:
-            return connect(settings.cassandra)
-        except NoHostAvailable:
-            log.warning("cassandra unreachable, retrying", extra={"retry_in_s": delay})
-            time.sleep(delay)
-            delay = min(delay * 2, settings.cassandra_retry_max_s)
+    return retrying_blocking(
+        lambda: connect(settings.cassandra),
+        Backoff(0.5, settings.cassandra_retry_max_s),
+        retriable=lambda exc: isinstance(exc, NoHostAvailable),
+        on_retry=lambda _exc, delay: log.warning(
+            "cassandra unreachable, retrying", extra={"retry_in_s": delay}
+        ),
+    )
 
 
 def main() -> None:

@@ -19,13 +19,11 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 import faust
-from cassandra import OperationTimedOut, RequestExecutionException
-from cassandra.cluster import NoHostAvailable
-from confluent_kafka import KafkaException
 from faust import streams as faust_streams
 from faust.types import TP
 from prometheus_client import start_http_server
 
+from infra.retry import SERVER_OUTAGES
 from infra.scheduling import ScheduleStore, run_releaser
 from processors import metrics
 from processors.invalidation import ChangeListener
@@ -34,7 +32,7 @@ from processors.settings import ProcessorSettings
 
 log = logging.getLogger(__name__)
 
-_OUTAGES = (KafkaException, NoHostAvailable, OperationTimedOut, RequestExecutionException)
+_OUTAGES = SERVER_OUTAGES
 
 
 def _headers(raw: Any) -> dict[str, bytes]:

@@ -12,30 +12,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from schemas.channels import MANDATORY_CATEGORIES, Channel, Platform, PreferenceChannel, Priority
-
-
-class Reason:
-    """Values of `StatusEvent.reason` written by the processor."""
-
-    DUPLICATE = "duplicate"
-    UNKNOWN_USER = "unknown_user"
-    OPTED_OUT = "opted_out"
-    UNSUBSCRIBED_ALL = "unsubscribed_all"
-    NO_CONTACT = "no_contact"
-    NO_DEVICE = "no_device"
-    INVALID_CONTACT = "invalid_contact"
-    INVALID_TOKEN = "invalid_token"
-    EXPIRED = "expired"
-    RATE_LIMITED = "rate_limited"
-    QUIET_HOURS = "quiet_hours"
-    SCHEDULED = "scheduled"
-    CANCELED = "canceled"
-    NO_CONTENT = "no_content"
-    NO_TEMPLATE = "no_template"
-    NO_CHANNEL = "no_channel"
-    INVALID_SEND_AT = "invalid_send_at"
-    # The request or its fan-out is over Kafka's record size limit: dead-lettered.
-    TOO_LARGE = "too_large"
+from schemas.contract import Reason as Reason  # the values of `StatusEvent.reason`
 
 
 def is_mandatory(category: str) -> bool:

@@ -19,9 +19,10 @@ from typing import Any
 from cassandra import InvalidRequest
 from cassandra.cluster import Session
 
+from infra import retry
+from infra.cache import TTLCache
 from infra.cassandra import aexecute
 from processors import metrics
-from processors.cache import TTLCache
 from processors.decisions import Device
 from schemas.validation import (
     ValidationError,
@@ -73,20 +74,21 @@ async def retrying(
     session: Session, stmt: Any, params: Any, *, max_backoff_s: float
 ) -> list[dict[str, Any]]:
     """Run a query until it succeeds; only a malformed query (our bug) raises."""
-    delay = 0.05
-    while True:
-        try:
-            return await aexecute(session, stmt, params)
-        except InvalidRequest:
-            raise
-        except Exception as exc:  # timeouts, unavailable, no host: all worth retrying
-            metrics.CASSANDRA_RETRIES.inc()
-            log.warning(
-                "cassandra query failed, retrying",
-                extra={"error": type(exc).__name__, "retry_in_s": delay},
-            )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, max_backoff_s)
+
+    def retried(exc: Exception, delay: float) -> None:
+        metrics.CASSANDRA_RETRIES.inc()
+        log.warning(
+            "cassandra query failed, retrying",
+            extra={"error": type(exc).__name__, "retry_in_s": delay},
+        )
+
+    # Timeouts, unavailable, no host, anything but a malformed query: worth retrying.
+    return await retry.retrying(
+        lambda: aexecute(session, stmt, params),
+        retry.Backoff(0.05, max_backoff_s),
+        retriable=lambda exc: not isinstance(exc, InvalidRequest),
+        on_retry=retried,
+    )
 
 
 # Keys per IN query or unlogged batch: one request to the coordinator covers many

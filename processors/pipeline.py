@@ -29,8 +29,7 @@ from confluent_kafka import KafkaException
 
 from infra.kafka_producer import AsyncProducer, Batch, is_permanent
 from infra.links import LIST_UNSUBSCRIBE, add_footer
-from infra.scheduling import RELEASED_HEADER, ScheduleStore
-from infra.tracking import TrackingSettings, rewrite_html
+from infra.scheduling import ScheduleStore
 from processors import decisions, digests, metrics
 from processors.decisions import Reason, Target
 from processors.enrichment import (
@@ -43,13 +42,15 @@ from processors.enrichment import (
 )
 from processors.render import Rendered, RenderError, render
 from processors.settings import ProcessorSettings
+from processors.tracking import TrackingSettings, rewrite_html
 from schemas import codec, ids
 from schemas.channels import Channel, Outcome, PreferenceChannel
+from schemas.contract import Header
+from schemas.errors import HeraldError
 from schemas.events import now_ms, status_event, to_ms
 
 log = logging.getLogger(__name__)
 
-REPLAY_HEADER = "herald.replay"
 DONE, DEFERRED = "done", "deferred"
 # A dead letter keeps at most this much of a request too large to copy whole.
 TRUNCATED_BYTES = 64 * 1024
@@ -87,11 +88,11 @@ class Incoming:
 
     @property
     def replay(self) -> bool:
-        return self.src.headers.get(REPLAY_HEADER) == b"1"
+        return self.src.headers.get(Header.REPLAY) == b"1"
 
     @property
     def released(self) -> bool:
-        return self.src.headers.get(RELEASED_HEADER) == b"1"
+        return self.src.headers.get(Header.RELEASED) == b"1"
 
 
 @dataclass
@@ -104,7 +105,7 @@ class _Decision:
     dead_letter: str | None = None  # reason: the raw request goes to the request DLQ
 
 
-class TooLarge(Exception):
+class TooLarge(HeraldError):
     """A record of the fan-out is over `max_record_bytes`: Kafka would refuse it forever."""
 
 
@@ -432,11 +433,11 @@ class Processor:
         metrics.DLQ.labels(reason.split(":", 1)[0]).inc()
         headers = [(k, v) for k, v in src.headers.items() if not k.startswith("herald.")]
         headers += [
-            ("herald.reason", reason.encode()),
-            ("herald.original_topic", src.topic.encode()),
-            ("herald.original_partition", str(src.partition).encode()),
-            ("herald.original_offset", str(src.offset).encode()),
-            ("herald.failed_at", str(now_ms()).encode()),
+            (Header.REASON, reason.encode()),
+            (Header.ORIGINAL_TOPIC, src.topic.encode()),
+            (Header.ORIGINAL_PARTITION, str(src.partition).encode()),
+            (Header.ORIGINAL_OFFSET, str(src.offset).encode()),
+            (Header.FAILED_AT, str(now_ms()).encode()),
         ]
         topic = self.settings.requested_dlq_topic
         if len(inc.raw) <= self.settings.max_record_bytes:
@@ -447,7 +448,7 @@ class Processor:
                 if not is_permanent(exc.args[0]):
                     raise
         # The whole record cannot be copied; its position says where the rest is.
-        headers.append(("herald.truncated_from", str(len(inc.raw)).encode()))
+        headers.append((Header.TRUNCATED_FROM, str(len(inc.raw)).encode()))
         out.send(topic, inc.raw[:TRUNCATED_BYTES], key=src.key, headers=headers)
 
     def _log_dead_letter(self, src: Source, reason: str) -> None:

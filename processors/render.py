@@ -17,11 +17,13 @@ from jinja2 import StrictUndefined, Template, TemplateSyntaxError, UndefinedErro
 from jinja2.sandbox import SandboxedEnvironment, SecurityError
 from markupsafe import escape
 
+from schemas.errors import HeraldError
+
 _TEXT = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
 _HTML = SandboxedEnvironment(undefined=StrictUndefined, autoescape=True)
 
 
-class RenderError(ValueError):
+class RenderError(HeraldError, ValueError):
     """A template that cannot be rendered with the request's parameters. Never retry:
     the same request always fails the same way; `reason` goes to the dead-letter topic."""
 

@@ -6,13 +6,13 @@ import os
 from pathlib import Path
 
 from pydantic import BaseModel, Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from infra import topics
 from infra.links import LinkSettings
-from infra.settings import CassandraSettings, KafkaSettings
-from infra.tracking import TrackingSettings
+from infra.settings import ServiceSettings
+from processors.tracking import TrackingSettings
 from schemas.channels import Category
+from schemas.contract import Topics
 
 
 class RateCap(BaseModel):
@@ -30,13 +30,7 @@ def _default_caps() -> dict[str, RateCap]:
     }
 
 
-class ProcessorSettings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="HERALD_", env_nested_delimiter="__", extra="ignore"
-    )
-
-    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
-    cassandra: CassandraSettings = Field(default_factory=CassandraSettings)
+class ProcessorSettings(ServiceSettings):
     tracking: TrackingSettings = Field(default_factory=TrackingSettings)
     # Unsubscribe and preference links in non-mandatory email (HERALD_LINKS__SECRET).
     links: LinkSettings = Field(default_factory=LinkSettings)
@@ -54,15 +48,9 @@ class ProcessorSettings(BaseSettings):
     user_changes_topic: str = topics.USER_CHANGES
     template_changes_topic: str = topics.TEMPLATE_CHANGES
 
-    # Prefixes every topic the processor reads or writes, channel topics included, so a
-    # benchmark or fault run can use a topic family of its own on a shared broker.
-    topic_prefix: str = ""
-
     metrics_port: int = 9401
     web_port: int | None = None  # Faust's own web server; off unless set
     datadir: Path | None = None  # default .run/processor/<pid>
-    log_level: str = "INFO"
-    profile: str = ""  # HERALD_PROFILE; "dev" allows the published default secrets
 
     cache_ttl_s: float = 60.0
     cache_max_entries: int = 200_000
@@ -106,11 +94,11 @@ class ProcessorSettings(BaseSettings):
             ):
                 value = getattr(self, name)
                 if value and not value.startswith(self.topic_prefix):
-                    object.__setattr__(self, name, self.topic_prefix + value)
+                    object.__setattr__(self, name, Topics(self.topic_prefix).of(value))
         return self
 
     def channel_topic(self, channel: str, *, priority: bool = False) -> str:
-        return self.topic_prefix + topics.channel_topic(channel, priority=priority)
+        return Topics(self.topic_prefix).channel(channel, priority=priority)
 
     def resolved_datadir(self) -> Path:
         return self.datadir or Path(".run") / "processor" / str(os.getpid())

@@ -29,11 +29,9 @@ import binascii
 import json
 import logging
 import math
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 from cassandra import DriverException, RequestExecutionException
@@ -44,7 +42,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from infra import topics
+from infra.cache import TTLCache
 from infra.cassandra import aexecute, connect
 from infra.inbox import BadCursor, InboxStore, State
 from infra.links import BadLink
@@ -77,6 +75,8 @@ from producers.request import NotificationRequest, parse_request
 from producers.schedules import RecurringStore
 from producers.settings import IntakeSettings
 from producers.templates import Conflict, TemplateStore, preview, split_ref
+from schemas.contract import Topics
+from schemas.errors import HeraldError
 from schemas.ids import notification_id
 from schemas.validation import ValidationError, check_header_value, check_text, has_line_break
 
@@ -87,7 +87,7 @@ _CASSANDRA_DOWN = (DriverException, RequestExecutionException, NoHostAvailable)
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-class ApiError(Exception):
+class ApiError(HeraldError):
     def __init__(
         self,
         status: int,
@@ -110,26 +110,6 @@ class ApiError(Exception):
 
 def _invalid(err: ValidationError) -> ApiError:
     return ApiError(400, "invalid", err.message, field=err.field)
-
-
-@dataclass
-class _TtlSet:
-    """Positive lookups remembered for a while: known users and templates are the norm."""
-
-    ttl_s: float
-    _seen: dict[str, float] = field(default_factory=dict)
-
-    def __contains__(self, key: str) -> bool:
-        exp = self._seen.get(key)
-        return exp is not None and exp > time.monotonic()
-
-    def add(self, key: str) -> None:
-        if len(self._seen) > 100_000:
-            self._seen.clear()
-        self._seen[key] = time.monotonic() + self.ttl_s
-
-    def discard(self, key: str) -> None:
-        self._seen.pop(key, None)
 
 
 class Intake:
@@ -161,8 +141,9 @@ class Intake:
         self.schedules = RecurringStore(session)
         self.templates = TemplateStore(session, self.publisher)
         self.idempotency = IdempotencyKeys(session)
-        self.known_users = _TtlSet(s.api.cache_ttl_s)
-        self.known_templates = _TtlSet(s.api.cache_ttl_s)
+        # Positive lookups remembered for a while: known users and templates are the norm.
+        self.known_users: TTLCache[bool] = TTLCache(100_000, s.api.cache_ttl_s)
+        self.known_templates: TTLCache[bool] = TTLCache(100_000, s.api.cache_ttl_s)
         self.header_params = HeaderParams(session, ttl_s=s.api.cache_ttl_s)
         self._user = session.prepare("SELECT user_id FROM users WHERE user_id = ?")
         self._template = session.prepare(
@@ -172,7 +153,7 @@ class Intake:
             "SELECT delivery_id, channel, state, reason, attempt, provider, updated_at"
             " FROM notification_log WHERE notification_id = ?"
         )
-        self.held = _schedule_store(session, s.topic_prefix + topics.REQUESTED)
+        self.held = _schedule_store(session, Topics(s.topic_prefix).requested)
         self.inbox = InboxStore(session, s.inbox)
 
     async def close(self) -> None:
@@ -187,7 +168,7 @@ class Intake:
         assert self.session is not None
         found = bool(await aexecute(self.session, self._user, (user_id,)))
         if found:
-            self.known_users.add(user_id)
+            self.known_users.put(user_id, True)
         return found
 
     async def deliveries(self, notification_id: str) -> list[dict[str, Any]]:
@@ -200,7 +181,7 @@ class Intake:
         assert self.session is not None
         found = bool(await aexecute(self.session, self._template, (template_id,)))
         if found:
-            self.known_templates.add(template_id)
+            self.known_templates.put(template_id, True)
         return found
 
 
@@ -723,7 +704,7 @@ def _changed(request: Request, template_id: str) -> None:
     # This process's own caches learn at once; other API replicas within cache_ttl_s.
     intake: Intake = request.app.state.intake
     intake.header_params.forget(template_id)
-    intake.known_templates.discard(template_id)
+    intake.known_templates.invalidate(template_id)
 
 
 @endpoint

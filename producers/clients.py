@@ -35,16 +35,17 @@ import asyncio
 import base64
 import hashlib
 import hmac
-import math
 import secrets
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from cassandra.cluster import Session
 
+from infra.cache import TTLCache
 from infra.cassandra import aexecute
+from infra.ratelimit import TokenBucket
+from schemas.errors import HeraldError
 
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
 CONTACTS_READ, CONTACTS_WRITE = "contacts:read", "contacts:write"
@@ -111,33 +112,10 @@ class ApiClient:
         return not self.categories or category in self.categories
 
 
-@dataclass
-class TokenBucket:
-    rate: float
-    burst: float
-    tokens: float = -1.0
-    stamp: float = field(default_factory=time.monotonic)
-
-    def take(self, n: int = 1, now: float | None = None) -> float:
-        """Take `n` tokens; 0.0 when granted, else seconds until they would be."""
-        now = time.monotonic() if now is None else now
-        if self.tokens < 0:
-            self.tokens = self.burst
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if n > self.burst:
-            return math.inf
-        if self.tokens >= n:
-            self.tokens -= n
-            return 0.0
-        return (n - self.tokens) / self.rate if self.rate > 0 else math.inf
-
-    def refund(self, n: int = 1) -> None:
-        self.tokens = min(self.burst, self.tokens + n)
-
-
-class LoginThrottled(Exception):
+class LoginThrottled(HeraldError):
     """Too many failed logins for this app key or from this address."""
+
+    retriable = True
 
     def __init__(self, retry_after: float) -> None:
         super().__init__(f"too many failed logins; retry after {retry_after:.0f}s")
@@ -162,7 +140,6 @@ class ClientStore:
         failed_logins_per_minute: float = 10.0,
     ) -> None:
         self.session = session
-        self.cache_ttl_s = cache_ttl_s
         self.failed_logins_burst = failed_logins_burst
         self.failed_logins_per_s = failed_logins_per_minute / 60
         self._failures: dict[str, TokenBucket] = {}
@@ -179,7 +156,7 @@ class ClientStore:
             "UPDATE api_clients SET scopes = scopes + ? WHERE app_key = ? IF EXISTS"
         )
         self._cache_key = secrets.token_bytes(32)
-        self._verified: dict[str, tuple[float, bytes, ApiClient]] = {}
+        self._verified: TTLCache[tuple[bytes, ApiClient]] = TTLCache(100_000, cache_ttl_s)
         self._buckets: dict[str, TokenBucket] = {}
 
     def create(
@@ -236,9 +213,8 @@ class ClientStore:
         `LoginThrottled` after too many failures for this key or from `address`."""
         proof = hmac.new(self._cache_key, f"{app_key}\0{secret}".encode(), "sha256").digest()
         hit = self._verified.get(app_key)
-        now = time.monotonic()
-        if hit and hit[0] > now and hmac.compare_digest(hit[1], proof):
-            return hit[2]
+        if hit and hmac.compare_digest(hit[0], proof):
+            return hit[1]
         buckets = self._attempt([f"key:{app_key}", *([f"address:{address}"] if address else [])])
         rows = await aexecute(self.session, self._get, (app_key,))
         row = rows[0] if rows else {}
@@ -250,7 +226,7 @@ class ClientStore:
         for bucket in buckets:
             bucket.refund()
         client = _client(row)
-        self._verified[app_key] = (now + self.cache_ttl_s, proof, client)
+        self._verified.put(app_key, (proof, client))
         return client
 
     def _attempt(self, keys: list[str]) -> list[TokenBucket]:
@@ -273,7 +249,7 @@ class ClientStore:
 
     def take(self, client: ApiClient, n: int = 1) -> float:
         bucket = self._buckets.get(client.app_key)
-        if bucket is None or bucket.rate != client.rate_per_s or bucket.burst != client.burst:
+        if bucket is None or bucket.rate != client.rate_per_s or bucket.capacity != client.burst:
             bucket = self._buckets[client.app_key] = TokenBucket(client.rate_per_s, client.burst)
         return bucket.take(n)
 

@@ -8,11 +8,10 @@ break (rare), so the common request costs no extra lookup.
 
 from __future__ import annotations
 
-import time
-
 from cassandra.cluster import Session
 from jinja2 import Environment, TemplateSyntaxError, meta
 
+from infra.cache import TTLCache
 from infra.cassandra import aexecute
 
 _PARSER = Environment()
@@ -24,25 +23,22 @@ class HeaderParams:
 
     def __init__(self, session: Session, *, ttl_s: float) -> None:
         self.session = session
-        self.ttl_s = ttl_s
         self._select = session.prepare("SELECT subject, title FROM templates WHERE template_id = ?")
-        self._seen: dict[str, tuple[float, frozenset[str]]] = {}
+        self._seen: TTLCache[frozenset[str]] = TTLCache(10_000, ttl_s)
 
     async def of(self, template_id: str) -> frozenset[str]:
         hit = self._seen.get(template_id)
-        if hit is not None and hit[0] > time.monotonic():
-            return hit[1]
+        if hit is not None:
+            return hit
         rows = await aexecute(self.session, self._select, (template_id,))
         names = frozenset(
             name for row in rows for src in (row["subject"], row["title"]) for name in _names(src)
         )
-        if len(self._seen) > 10_000:
-            self._seen.clear()
-        self._seen[template_id] = (time.monotonic() + self.ttl_s, names)
+        self._seen.put(template_id, names)
         return names
 
     def forget(self, template_id: str) -> None:
-        self._seen.pop(template_id, None)
+        self._seen.invalidate(template_id)
 
 
 def _names(source: str | None) -> set[str]:

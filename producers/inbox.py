@@ -43,6 +43,7 @@ from infra.links import Link, sign, verify
 from producers.clients import ApiClient
 from schemas.channels import Channel, Outcome
 from schemas.events import status_event
+from schemas.records import StatusEvent
 
 # Which state change is announced on the status topic, and as which outcome.
 ANNOUNCED: dict[State, str] = {"read": Outcome.READ, "seen": Outcome.SEEN}
@@ -87,7 +88,7 @@ def verify_user_token(token: str, user_id: str, secret: Any) -> Link:
     return link
 
 
-def status_for(item: Item, outcome: str) -> dict[str, Any]:
+def status_for(item: Item, outcome: str) -> StatusEvent:
     return status_event(
         notification_id=item.notification_id,
         delivery_id=item.item_id,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
@@ -33,6 +33,7 @@ from infra.settings import KafkaSettings
 from producers.request import DEFAULT_MAX_PAYLOAD_BYTES, NotificationRequest, validate_request
 from schemas import codec as avro
 from schemas.channels import MANDATORY_CATEGORIES, Priority
+from schemas.errors import HeraldError
 from schemas.validation import ValidationError
 
 Headers = list[tuple[str, str | bytes | None]]
@@ -55,7 +56,7 @@ class PublishResult:
         return self.error is None
 
 
-class PublishError(RuntimeError):
+class PublishError(HeraldError, RuntimeError):
     """The broker did not take the record. `retriable`: the same request may succeed later."""
 
     def __init__(self, message: str, *, retriable: bool, event_id: str | None = None) -> None:
@@ -306,7 +307,7 @@ class AsyncPublisher(_Base):
         if err is not None:
             raise PublishError(err.str(), retriable=err.retriable())
 
-    async def publish_status(self, topic: str, event: dict[str, Any]) -> None:
+    async def publish_status(self, topic: str, event: Mapping[str, Any]) -> None:
         """One `herald.StatusEvent` (key = notification id), acknowledged by Kafka."""
         value = self.codec.encode(avro.STATUS, event, topic=topic)
         err, _ = await (await self._submit(topic, event["notification_id"].encode(), value, None))

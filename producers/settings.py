@@ -6,13 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import BaseModel, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from infra import topics
 from infra.inbox import InboxSettings
 from infra.links import LinkSettings
-from infra.settings import CassandraSettings, KafkaSettings
+from infra.settings import ServiceSettings
 from producers.request import DEFAULT_MAX_PAYLOAD_BYTES
+from schemas.contract import Topics
 from schemas.validation import DEFAULT_PHONE_REGION
 
 
@@ -65,13 +64,7 @@ class SmsInboundSection(BaseModel):
     start_text: str = "You are resubscribed. Reply STOP to unsubscribe."
 
 
-class IntakeSettings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="HERALD_", env_nested_delimiter="__", extra="ignore"
-    )
-
-    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
-    cassandra: CassandraSettings = Field(default_factory=CassandraSettings)
+class IntakeSettings(ServiceSettings):
     api: ApiSection = Field(default_factory=ApiSection)
     contacts: ContactsSection = Field(default_factory=ContactsSection)
     scheduler: SchedulerSection = Field(default_factory=SchedulerSection)
@@ -80,11 +73,6 @@ class IntakeSettings(BaseSettings):
     sms_inbound: SmsInboundSection = Field(default_factory=SmsInboundSection)
     # The in-app feed's API: page sizes, the cap, the live stream, user tokens.
     inbox: InboxSettings = Field(default_factory=InboxSettings)
-    # Prepended to every topic name (HERALD_TOPIC_PREFIX), as in the processor and senders:
-    # isolated topic families for tests or tenants sharing a cluster.
-    topic_prefix: str = ""
-    log_level: str = "INFO"
-    profile: str = ""  # HERALD_PROFILE; "dev" allows the published default secrets
 
     def published_secrets(self) -> list[str]:
         """Variables whose secrets still hold the default published in herald's source."""
@@ -96,8 +84,8 @@ class IntakeSettings(BaseSettings):
         """Keyword arguments of `Publisher`/`AsyncPublisher` for this deployment."""
         return {
             "client": client,
-            "topic": self.topic_prefix + topics.REQUESTED,
-            "changes_topic": self.topic_prefix + topics.USER_CHANGES,
-            "template_changes_topic": self.topic_prefix + topics.TEMPLATE_CHANGES,
+            "topic": Topics(self.topic_prefix).requested,
+            "changes_topic": Topics(self.topic_prefix).user_changes,
+            "template_changes_topic": Topics(self.topic_prefix).template_changes,
             "max_payload_bytes": self.api.max_payload_bytes,
         }

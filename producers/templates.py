@@ -24,6 +24,7 @@ from producers.contacts import validate_locale
 from producers.publisher import AsyncPublisher
 from producers.request import parse_digest
 from schemas import templating
+from schemas.errors import HeraldError
 from schemas.templating import Variant
 from schemas.validation import ValidationError
 
@@ -32,7 +33,7 @@ _PARAM = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _CATALOG = 0  # the catalog's single partition
 
 
-class Conflict(Exception):
+class Conflict(HeraldError):
     """The template exists (create) or another writer took the version number (retry)."""
 
 

@@ -14,10 +14,12 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from schemas.errors import HeraldError
+
 Write = Callable[[bytearray, Any], None]
 
 
-class Unsupported(Exception):
+class Unsupported(HeraldError):
     """The schema uses a type this writer does not compile."""
 
 

@@ -19,7 +19,7 @@ import io
 import json
 import re
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 from functools import cache
@@ -30,6 +30,7 @@ import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from schemas.avro_writer import compile_writer
+from schemas.errors import HeraldError
 
 MAGIC = b"\xc3\x01"
 HEADER_LEN = 10
@@ -44,7 +45,7 @@ USER_CHANGE = "herald.UserChange"
 TEMPLATE_CHANGE = "herald.TemplateChange"
 
 
-class DecodeError(ValueError):
+class DecodeError(HeraldError, ValueError):
     """Bytes that cannot be decoded; `reason` is a short machine-readable cause."""
 
     def __init__(self, reason: str, detail: str) -> None:
@@ -61,11 +62,11 @@ class SchemaVersion:
     fingerprint: bytes  # 8 bytes, little-endian as on the wire
     source: str = dc_field(default="", compare=False, repr=False)  # the .avsc text
     # The compiled writer of the body (schemas.avro_writer), None: fastavro writes it.
-    compiled: Callable[[dict[str, Any]], bytes] | None = dc_field(
+    compiled: Callable[[Mapping[str, Any]], bytes] | None = dc_field(
         default=None, compare=False, repr=False
     )
 
-    def body(self, record: dict[str, Any]) -> bytes:
+    def body(self, record: Mapping[str, Any]) -> bytes:
         if self.compiled is not None:
             return self.compiled(record)
         buf = io.BytesIO()
@@ -128,7 +129,7 @@ def registry() -> Registry:
     return Registry(versions)
 
 
-def encode(fullname: str, record: dict[str, Any], *, version: int | None = None) -> bytes:
+def encode(fullname: str, record: Mapping[str, Any], *, version: int | None = None) -> bytes:
     """Encode with the newest (or the given) version of a schema."""
     reg = registry()
     sv = reg.latest(fullname) if version is None else reg.version(fullname, version)
@@ -174,7 +175,7 @@ class Codec(Protocol):
     """What producers and consumers call; `topic` picks the registry subject."""
 
     def encode(
-        self, fullname: str, record: dict[str, Any], *, topic: str, version: int | None = None
+        self, fullname: str, record: Mapping[str, Any], *, topic: str, version: int | None = None
     ) -> bytes: ...
 
     def decode(self, data: bytes, expect: str | None = None) -> dict[str, Any]: ...
@@ -184,7 +185,7 @@ class SingleObjectCodec:
     """The default: Avro single-object encoding, no registry needed."""
 
     def encode(
-        self, fullname: str, record: dict[str, Any], *, topic: str, version: int | None = None
+        self, fullname: str, record: Mapping[str, Any], *, topic: str, version: int | None = None
     ) -> bytes:
         return encode(fullname, record, version=version)
 
@@ -223,7 +224,7 @@ class RegistryCodec:
         return self._ids[key]
 
     def encode(
-        self, fullname: str, record: dict[str, Any], *, topic: str, version: int | None = None
+        self, fullname: str, record: Mapping[str, Any], *, topic: str, version: int | None = None
     ) -> bytes:
         reg = registry()
         sv = reg.latest(fullname) if version is None else reg.version(fullname, version)

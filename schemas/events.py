@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
 from schemas import ids
+from schemas.records import StatusEvent
 
 
 def now_ms() -> int:
@@ -35,7 +35,7 @@ def status_event(
     trace_id: str | None = None,
     requested_at: datetime | int | None = None,
     occurred_at: datetime | int | None = None,
-) -> dict[str, Any]:
+) -> StatusEvent:
     """A StatusEvent record; its status_id is deterministic for deterministic outcomes."""
     subject = delivery_id or f"{notification_id}:{channel or '-'}"
     return {

@@ -18,6 +18,7 @@ import email_validator
 import phonenumbers
 
 from schemas.channels import Platform
+from schemas.errors import HeraldError
 
 DEFAULT_PHONE_REGION = "US"
 MAX_TOKEN_LEN = 4096
@@ -34,10 +35,8 @@ _LINE_BREAK = re.compile("[\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029\x00]")
 _PHONE_SHAPE = re.compile(r"^\+?[\d ().-]{7,}$")
 
 
-class ValidationError(ValueError):
+class ValidationError(HeraldError, ValueError):
     """Input rejected; `field` names it (dotted path, e.g. `content.email.body`). Not retriable."""
-
-    retriable = False
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")

@@ -13,36 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import ssl
 
-from senders.providers.base import DeliveryError
+from senders.providers.base import NOT_SENT, DeliveryError
 
 
 class Kind(enum.Enum):
     PERMANENT = "permanent"
     DEFINITE = "definite"
     AMBIGUOUS = "ambiguous"
-
-
-def _connect_error_types() -> tuple[type[BaseException], ...]:
-    """Exceptions raised before any byte of the request left this process."""
-    types: list[type[BaseException]] = [ConnectionRefusedError, ssl.SSLError]
-    try:
-        import httpx
-
-        types += [httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout]
-    except ImportError:  # pragma: no cover - httpx is a dependency
-        pass
-    try:
-        import aiosmtplib
-
-        types += [aiosmtplib.SMTPConnectError, aiosmtplib.SMTPConnectTimeoutError]
-    except ImportError:  # pragma: no cover - aiosmtplib is a dependency
-        pass
-    return tuple(types)
-
-
-CONNECT_ERRORS = _connect_error_types()
 
 
 def _causes(exc: BaseException) -> list[BaseException]:
@@ -66,7 +44,7 @@ def classify(exc: BaseException) -> Kind:
             return Kind.DEFINITE
     elif isinstance(exc, TimeoutError | asyncio.TimeoutError):
         return Kind.AMBIGUOUS  # our own deadline: the request may be in flight
-    if any(isinstance(c, CONNECT_ERRORS) for c in _causes(exc)):
+    if any(isinstance(c, NOT_SENT) for c in _causes(exc)):
         return Kind.DEFINITE
     return Kind.AMBIGUOUS
 

@@ -27,41 +27,32 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
-from cassandra import OperationTimedOut, RequestExecutionException
-from cassandra.cluster import NoHostAvailable
-from confluent_kafka import KafkaException
-
-from infra.kafka_producer import refusal
+from infra.ratelimit import TokenBucket
+from infra.retry import is_outage as is_outage
 from schemas import codec
 from schemas.channels import Outcome as StatusOutcome
+from schemas.contract import Reason
 from schemas.events import now_ms
 from senders import metrics, status
 from senders.breaker import CircuitBreaker
 from senders.decisions import Kind, classify, reason_of
 from senders.ledger import FINAL, UNCERTAIN_AFTER_CRASH, Ledger, LedgerRow, Outcome, Ref, State
 from senders.providers.base import DeliveryError, Message, Provider
-from senders.ratelimit import TokenBucket
 from senders.settings import SenderSettings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-UNCERTAIN_TIMEOUT = "uncertain_timeout"
-RETRIES_EXHAUSTED = "retries_exhausted"
-EXPIRED = "expired"
-TOKEN_INVALIDATED = "token_invalidated"
-DUPLICATE = "duplicate"
+UNCERTAIN_TIMEOUT = Reason.UNCERTAIN_TIMEOUT
+RETRIES_EXHAUSTED = Reason.RETRIES_EXHAUSTED
+EXPIRED = Reason.EXPIRED
+TOKEN_INVALIDATED = Reason.TOKEN_INVALIDATED
+DUPLICATE = Reason.DUPLICATE
 LOST = "claim_lost"
 
 # A step that keeps failing for a reason nobody foresaw (a bug, a poison value) is given up
 # after this many attempts, instead of stalling its partition forever.
 MAX_ATTEMPTS = 5
-_OUTAGES = (KafkaException, NoHostAvailable, OperationTimedOut, RequestExecutionException, OSError)
-
-
-def is_outage(exc: BaseException) -> bool:
-    """Kafka or Cassandra not answering: waited out however long it lasts (fail closed)."""
-    return isinstance(exc, _OUTAGES) and refusal(exc) is None
 
 
 class Publisher(Protocol):

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import enum
 import logging
 import time
 from collections.abc import Callable
@@ -30,12 +29,13 @@ from cassandra.cluster import Session
 from cassandra.query import BatchStatement, BatchType, PreparedStatement
 
 from infra.cassandra import aexecute
+from schemas.contract import FINAL_STATES, LedgerState, Reason
 from senders import metrics
 
 log = logging.getLogger(__name__)
 
 HOUR_MS = 3600 * 1000
-UNCERTAIN_AFTER_CRASH = "uncertain_after_crash"
+UNCERTAIN_AFTER_CRASH = Reason.UNCERTAIN_AFTER_CRASH
 # Rows per conditional batch and statements per unlogged batch: a ledger row is ~300 bytes,
 # so a batch stays well under Cassandra's default `batch_size_fail_threshold` (50 KiB).
 MAX_CONDITIONAL = 100
@@ -43,18 +43,8 @@ MAX_PLAIN = 60
 _ROWS = {k: metrics.LEDGER_BATCH_ROWS.labels(k) for k in ("conditional", "plain")}
 _TOOK = {k: metrics.LEDGER_BATCH_SECONDS.labels(k) for k in ("conditional", "plain")}
 
-
-class State(enum.StrEnum):
-    SENDING = "sending"
-    RETRYING = "retrying"
-    SENT = "sent"
-    FAILED = "failed"
-    DEAD_LETTERED = "dead_lettered"
-    DROPPED = "dropped"
-
-
-# A delivery in one of these states is never sent again.
-FINAL = frozenset({State.SENT, State.FAILED, State.DEAD_LETTERED, State.DROPPED})
+State = LedgerState
+FINAL = FINAL_STATES  # a delivery in one of these states is never sent again
 
 
 @dataclass(frozen=True)

@@ -30,10 +30,10 @@ from typing import Any
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka import Message as KafkaMessage
 
-from infra import topics
 from infra.kafka_producer import refusal
 from schemas import codec
 from schemas.channels import Channel
+from schemas.contract import Header, Reason, Topics
 from schemas.events import now_ms
 from senders import metrics, status
 from senders.handler import MAX_ATTEMPTS, DeliveryHandler, Publisher, Stopping, is_outage
@@ -43,9 +43,7 @@ from senders.settings import SenderSettings
 log = logging.getLogger(__name__)
 
 TP = tuple[str, int]
-UNDECODABLE = "undecodable"
-# Set by `herald dlq redrive` on a dead letter sent back by an operator.
-REDRIVEN_HEADER = "herald.redriven_from"
+UNDECODABLE = Reason.UNDECODABLE
 # What is kept of a dead letter Kafka refused (too large): enough to review it, and well
 # under any topic's size limit; a topic stricter still gets half as much, and so on.
 TRUNCATED_BYTES = 64 * 1024
@@ -62,14 +60,13 @@ class LaneSpec:
 
 def lanes_for(channel: Channel, max_in_flight: int, prefix: str = "") -> list[LaneSpec]:
     reserve = max(1, max_in_flight // 8) if max_in_flight > 1 else 0
-    tiers = range(1, topics.RETRY_TIERS + 1)
     return [
-        LaneSpec(channel, "main", [prefix + topics.channel_topic(channel)], reserve=reserve),
-        LaneSpec(channel, "priority", [prefix + topics.channel_topic(channel, priority=True)]),
+        LaneSpec(channel, "main", [Topics(prefix).channel(channel)], reserve=reserve),
+        LaneSpec(channel, "priority", [Topics(prefix).channel(channel, priority=True)]),
         LaneSpec(
             channel,
             "retry",
-            [prefix + topics.retry_topic(channel, t) for t in tiers],
+            Topics(prefix).retries(channel),
             delayed=True,
         ),
     ]
@@ -321,7 +318,7 @@ class Lane:
                 return
         self._offsets.start(topic, partition, offset)
         if delivery is not None:
-            redriven = any(h[0] == REDRIVEN_HEADER for h in msg.headers() or ())
+            redriven = any(h[0] == Header.REDRIVEN_FROM for h in msg.headers() or ())
             # Records of one user (the key) go out in order: each waits for the previous.
             user = msg.key()
             before = self._last_of_user.get(user) if user else None
@@ -408,7 +405,7 @@ class Lane:
         while True:
             try:
                 await self.publisher.produce(
-                    self.settings.topic_prefix + topics.dlq_topic(self.spec.channel),
+                    Topics(self.settings.topic_prefix).dlq(self.spec.channel),
                     value,
                     key=msg.key(),
                     headers=headers,
@@ -434,7 +431,7 @@ class Lane:
                             first_error=reason,
                             last_error=exc.args[0].name(),
                         ),
-                        ("herald.truncated_from", str(len(original)).encode()),
+                        (Header.TRUNCATED_FROM, str(len(original)).encode()),
                     )
                     continue
                 log.exception("dead letter not produced; retrying", extra={"topic": topic})

@@ -6,9 +6,8 @@ import uuid
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from infra.settings import CassandraSettings, KafkaSettings
+from infra.settings import ServiceSettings
 from infra.topics import RETRY_TIERS
 from schemas.channels import Channel
 from senders.providers.settings import ProvidersSettings
@@ -110,25 +109,21 @@ class RateLimitSettings(BaseModel):
 
     # Merged over the defaults: setting one provider's rate keeps the others'.
     per_second: dict[str, float] = Field(default_factory=lambda: dict(_DEFAULT_RATES))
-    default_per_second: float = 100.0
+    default_per_second: float = Field(default=100.0, gt=0)
     burst_s: float = 1.0  # bucket capacity, in seconds of rate
 
     @field_validator("per_second")
     @classmethod
     def _over_defaults(cls, v: dict[str, float]) -> dict[str, float]:
+        if any(rate <= 0 for rate in v.values()):
+            raise ValueError("a provider's rate must be > 0 (sends per second)")
         return {**_DEFAULT_RATES, **v}
 
     def rate(self, provider: str) -> float:
         return self.per_second.get(provider, self.default_per_second)
 
 
-class SenderSettings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="HERALD_", env_nested_delimiter="__", extra="ignore"
-    )
-
-    kafka: KafkaSettings = KafkaSettings()
-    cassandra: CassandraSettings = CassandraSettings()
+class SenderSettings(ServiceSettings):
     providers: ProvidersSettings = Field(default_factory=ProvidersSettings)
     routing: RoutingSettings = Field(default_factory=lambda: RoutingSettings.model_validate({}))
     retry: RetrySettings = RetrySettings()
@@ -136,9 +131,6 @@ class SenderSettings(BaseSettings):
     rate_limits: RateLimitSettings = RateLimitSettings()
 
     group_prefix: str = "herald-sender"  # consumer group = <prefix>-<channel>
-    # Prepended to every topic this sender reads and writes, to run an isolated copy of
-    # herald on a shared cluster (a staging tenant, a test run). Empty in production.
-    topic_prefix: str = ""
     # Where a new consumer group starts: `latest` skips the backlog of a fresh group.
     start_at: Literal["earliest", "latest"] = "earliest"
     # How fast the group notices a dead sender and hands its partitions to the others.
@@ -154,7 +146,6 @@ class SenderSettings(BaseSettings):
     shutdown_grace_s: float = 30.0  # SIGTERM: time given to in-flight sends
     metrics_port: int = 9402
     metrics_enabled: bool = True
-    log_level: str = "INFO"
     # Written into every claim; a fresh one per process so claims of a dead one are told apart.
     instance_id: str = Field(default_factory=lambda: uuid.uuid4().hex[:12])
 

@@ -3,13 +3,15 @@ user changes."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from infra import topics
 from schemas import codec
 from schemas.channels import Outcome
+from schemas.contract import Header, Topics
 from schemas.events import now_ms, status_event
+from schemas.records import UserChange
 
 SOURCE = "senders"
 
@@ -19,7 +21,7 @@ class Record:
     topic: str
     key: bytes
     schema: str
-    value: dict[str, Any]
+    value: Mapping[str, Any]
     headers: tuple[tuple[str, bytes], ...] = ()
 
     def encode(self, values: codec.Codec) -> bytes:
@@ -55,7 +57,7 @@ def status(
         requested_at=delivery.get("requested_at"),
     )
     return Record(
-        prefix + topics.STATUS,
+        Topics(prefix).status,
         delivery["notification_id"].encode(),
         codec.STATUS,
         event,
@@ -64,14 +66,14 @@ def status(
 
 def device_removed(user_id: str, prefix: str = "") -> Record:
     """The user's devices changed: processors drop their cached copy of the user."""
-    change = {"user_id": user_id, "kind": "device", "changed_at": now_ms()}
-    return Record(prefix + topics.USER_CHANGES, user_id.encode(), codec.USER_CHANGE, change)
+    change: UserChange = {"user_id": user_id, "kind": "device", "changed_at": now_ms()}
+    return Record(Topics(prefix).user_changes, user_id.encode(), codec.USER_CHANGE, change)
 
 
 def origin_topic(delivery: dict[str, Any], consumed_from: str, prefix: str = "") -> str:
     """The channel topic a record came in on, before any retry tier (where a redrive goes)."""
     if ".retry." in consumed_from or consumed_from.endswith(".dlq"):
-        return prefix + topics.channel_topic(
+        return Topics(prefix).channel(
             delivery["channel"], priority=delivery.get("priority") == "high"
         )
     return consumed_from
@@ -87,7 +89,7 @@ def retry(
         "last_error": last_error,
     }
     return Record(
-        prefix + topics.retry_topic(delivery["channel"], tier),
+        Topics(prefix).retry(delivery["channel"], tier),
         delivery["user_id"].encode(),
         codec.DELIVERY,
         value,
@@ -112,7 +114,7 @@ def dead_letter(
         last_error=last_error,
     )
     return Record(
-        prefix + topics.dlq_topic(delivery["channel"]),
+        Topics(prefix).dlq(delivery["channel"]),
         delivery["user_id"].encode(),
         codec.DELIVERY,
         value,
@@ -129,10 +131,10 @@ def dead_letter_headers(
     last_error: str | None = None,
 ) -> tuple[tuple[str, bytes], ...]:
     return (
-        ("herald.reason", reason.encode()),
-        ("herald.attempts", str(attempts).encode()),
-        ("herald.first_error", (first_error or reason).encode()),
-        ("herald.last_error", (last_error or reason).encode()),
-        ("herald.original_topic", original_topic.encode()),
-        ("herald.failed_at", str(now_ms()).encode()),
+        (Header.REASON, reason.encode()),
+        (Header.ATTEMPTS, str(attempts).encode()),
+        (Header.FIRST_ERROR, (first_error or reason).encode()),
+        (Header.LAST_ERROR, (last_error or reason).encode()),
+        (Header.ORIGINAL_TOPIC, original_topic.encode()),
+        (Header.FAILED_AT, str(now_ms()).encode()),
     )

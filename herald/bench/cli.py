@@ -23,8 +23,6 @@ from typing import Any
 
 import psutil
 import typer
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -41,7 +39,7 @@ from herald.bench import services as bench_services
 from herald.bench.sampler import Sampler, listener_pid
 from herald.services import ServiceError
 from infra.cassandra import connect
-from infra.settings import CassandraSettings, KafkaSettings
+from infra.settings import ServiceSettings
 from schemas import codec
 from senders.settings import RoutingSettings
 
@@ -70,11 +68,8 @@ PACED_SECONDS = 20
 PASSTHROUGH_MIN = 20_000
 
 
-class BenchSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="HERALD_", env_nested_delimiter="__")
-
-    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
-    cassandra: CassandraSettings = Field(default_factory=CassandraSettings)
+class BenchSettings(ServiceSettings):
+    """Where the benchmark finds Kafka and Cassandra (`HERALD_KAFKA__*`, `HERALD_CASSANDRA__*`)."""
 
 
 def _progress() -> Progress:

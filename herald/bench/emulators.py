@@ -36,7 +36,7 @@ from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
 from rich.console import Console
 from rich.table import Table
 
-from herald.bench.services import Ports, emulator_spec
+from herald.bench.services import emulator_spec
 from herald.services import Service, start
 from infra.emulators.lean import (
     ACK,
@@ -48,7 +48,7 @@ from infra.emulators.lean import (
     PREFACE,
     SETTINGS,
 )
-from infra.emulators.server import DEV_CREDENTIALS, EmulatorSettings
+from infra.emulators.server import DEV_CREDENTIALS, EmulatorSettings, Ports
 from senders.providers.webpush import VapidSigner, encrypt, parse_subscription
 
 EMULATORS = ("apns", "fcm", "webpush", "twilio", "vonage", "sendgrid", "smtp")

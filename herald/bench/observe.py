@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from confluent_kafka import Consumer, TopicPartition
 
 from herald.bench.kafkautil import end_offsets
-from infra import topics
 from infra.settings import KafkaSettings
 from schemas import codec
 from schemas.channels import Channel, Outcome
+from schemas.contract import Topics
 from schemas.events import to_ms
 
 # Delivery outcomes after which herald will not touch the delivery again.
@@ -30,7 +30,7 @@ REQUEST_LEVEL = frozenset(
 
 
 def fanout_topics(prefix: str = "") -> list[str]:
-    return [prefix + topics.channel_topic(ch, priority=p) for ch in Channel for p in (False, True)]
+    return [Topics(prefix).channel(ch, priority=p) for ch in Channel for p in (False, True)]
 
 
 @dataclass
@@ -80,7 +80,7 @@ class Observer(threading.Thread):
                 "isolation.level": "read_committed",
             }
         )
-        self._status_topic = topic_prefix + topics.STATUS
+        self._status_topic = Topics(topic_prefix).status
         # Pin the start now, before anything is published.
         start: list[TopicPartition] = []
         for topic in [self._status_topic, *fanout_topics(topic_prefix)]:

@@ -32,9 +32,9 @@ from infra import topics
 from infra.settings import KafkaSettings
 from schemas import codec
 from schemas.channels import Channel, Outcome
+from schemas.contract import Header, Topics
 
 FINAL = frozenset({Outcome.SENT, Outcome.FAILED, Outcome.DEAD_LETTERED, Outcome.DROPPED})
-REASON_HEADER = "herald.reason"
 
 
 def _headers(
@@ -45,11 +45,11 @@ def _headers(
 
 
 def watched_topics(prefix: str = "") -> list[str]:
-    out = [topics.STATUS, topics.REQUESTED_DLQ]
+    named = Topics(prefix)
+    out = [named.status, named.requested_dlq]
     for ch in Channel:
-        out += [topics.channel_topic(ch), topics.channel_topic(ch, priority=True)]
-        out.append(topics.dlq_topic(ch))
-    return [prefix + t for t in out]
+        out += [named.channel(ch), named.channel(ch, priority=True), named.dlq(ch)]
+    return out
 
 
 @dataclass
@@ -187,7 +187,7 @@ class Oracle:
         topic = topic.removeprefix(self.topic_prefix)
         if topic == topics.REQUESTED_DLQ:
             if key is not None:
-                s.rejected[key].append(headers.get(REASON_HEADER, ""))
+                s.rejected[key].append(headers.get(Header.REASON, ""))
             try:
                 req = self.values.decode(value, codec.REQUEST)
             except codec.DecodeError:
@@ -195,7 +195,7 @@ class Oracle:
             s.statuses[req["notification_id"]].append(
                 {
                     "outcome": Outcome.DEAD_LETTERED,
-                    "reason": headers.get(REASON_HEADER),
+                    "reason": headers.get(Header.REASON),
                     "delivery_id": None,
                     "via": "requested.dlq",
                 }
@@ -209,7 +209,7 @@ class Oracle:
             s.statuses[record["notification_id"]].append(record)
         elif topic.endswith(".dlq"):
             if "delivery_id" in record:
-                s.dead_letters[record["delivery_id"]].append(headers.get(REASON_HEADER, ""))
+                s.dead_letters[record["delivery_id"]].append(headers.get(Header.REASON, ""))
         elif "delivery_id" in record:
             s.fanned.setdefault(record["delivery_id"], record)
             s.fanned_count[record["delivery_id"]] += 1
@@ -300,7 +300,7 @@ class Oracle:
             elif len(rejects) > 1:
                 problems.append(f"doubled: rejected record {key!r} dead-lettered {len(rejects)}x")
             elif rejects and not rejects[0]:
-                problems.append(f"dead letter {key!r} without a {REASON_HEADER} header")
+                problems.append(f"dead letter {key!r} without a {Header.REASON} header")
         return Verdict(
             fates,
             {k: v for k, v in s.rejected.items() if k in self._expected_rejects},

@@ -18,10 +18,10 @@ from confluent_kafka import Producer
 
 from herald.bench.load import publish
 from herald.bench.observe import Observer
-from infra import topics
 from infra.settings import KafkaSettings
 from schemas import codec
 from schemas.channels import Outcome
+from schemas.contract import Topics
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -106,7 +106,7 @@ def run_phase(
             on_progress(len(created) // 2, len(requests))
 
     t0 = time.perf_counter()
-    topic = topic_prefix + topics.REQUESTED
+    topic = Topics(topic_prefix).requested
     values = codec.codec_for(kafka.schema_registry_url)
     publish(producer, topic, iter(requests), values=values, rate=rate, on_published=published)
     publish_seconds = time.perf_counter() - t0

@@ -22,8 +22,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from herald.bench.services import Ports, emulator_spec
+from herald.bench.services import emulator_spec
 from herald.services import start
+from infra.emulators.server import Ports
 from senders.providers import create
 from senders.providers.base import DeliveryError, Message
 from senders.providers.settings import ProvidersSettings

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +111,9 @@ def mixed_requests(users: Sequence[load.User], n: int) -> list[dict[str, Any]]:
     ]
 
 
-class Publisher:
+class RequestFeed:
+    """Publishes notification requests for a fault scenario (raw bytes too)."""
+
     def __init__(self, kafka: KafkaSettings, topic: str = topics.REQUESTED) -> None:
         self.producer = Producer(kafka.producer_config("faults"))
         self.values = codec.codec_for(kafka.schema_registry_url)
@@ -132,11 +134,3 @@ class Publisher:
 
     def flush(self) -> None:
         assert self.producer.flush(60) == 0, "requests not acknowledged by Kafka"
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.2)

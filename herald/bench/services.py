@@ -18,29 +18,10 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from herald.bench.kafkautil import end_offsets
 from herald.services import Service, ServiceError, ServiceSpec, free_port, python_module, start
 from infra import topics
+from infra.emulators.server import Ports
 from infra.settings import DEV_PROFILE, KafkaSettings
 from schemas.channels import Channel
-
-
-@dataclass(frozen=True)
-class Ports:
-    """The emulators' ports; free ones, so a run never collides with a demo or a test."""
-
-    apns: int
-    fcm: int
-    twilio: int
-    vonage: int
-    smtp: int
-    sendgrid: int
-    control: int
-
-    @classmethod
-    def pick(cls) -> Ports:
-        return cls(*(free_port() for _ in range(7)))
-
-    @property
-    def control_url(self) -> str:
-        return f"http://127.0.0.1:{self.control}"
+from schemas.contract import Topics
 
 
 def emulator_spec(ports: Ports, *, lean: bool = False, receipts: Path | None = None) -> ServiceSpec:
@@ -137,14 +118,15 @@ def sender_spec(
 
 
 def processor_topics(prefix: str = "") -> list[str]:
-    return [prefix + topics.REQUESTED, prefix + topics.USER_CHANGES]
+    return [Topics(prefix).requested, Topics(prefix).user_changes]
 
 
 def sender_topics(channel: Channel, prefix: str = "") -> list[str]:
+    named = Topics(prefix)
     return [
-        prefix + topics.channel_topic(channel),
-        prefix + topics.channel_topic(channel, priority=True),
-        *(prefix + topics.retry_topic(channel, t) for t in range(1, topics.RETRY_TIERS + 1)),
+        named.channel(channel),
+        named.channel(channel, priority=True),
+        *named.retries(channel),
     ]
 
 
@@ -153,9 +135,9 @@ def ensure_prefixed_topics(kafka: KafkaSettings, prefix: str) -> None:
     admin = AdminClient(dict(kafka.base_config("bench-admin")))
     existing = set(admin.list_topics(timeout=15).topics)
     missing = [
-        NewTopic(prefix + t.name, t.partitions, t.replication, config=t.config())
+        NewTopic(Topics(prefix).of(t.name), t.partitions, t.replication, config=t.config())
         for t in topics.all_topics()
-        if prefix + t.name not in existing
+        if Topics(prefix).of(t.name) not in existing
     ]
     if not missing:
         return
@@ -231,7 +213,7 @@ class Pipeline:
 
     def topic(self, name: str) -> str:
         """The run's name of one of herald's topics (infra.topics)."""
-        return self.topic_prefix + name
+        return Topics(self.topic_prefix).of(name)
 
     @property
     def control_url(self) -> str:

@@ -28,9 +28,9 @@ from rich.table import Table
 from rich.text import Text
 
 from herald.ops import dlq as dlqmod
-from herald.ops.common import Outcome, TopicRef, topic_ref
-from herald.ops.kafkaio import parse_time
+from herald.ops.common import ReplayReport, TopicRef, topic_ref
 from herald.ops.settings import OpsSettings
+from herald.ops.slices import parse_time
 from schemas.channels import Channel, PreferenceChannel
 
 app = typer.Typer(help="Operations: replay, dead letters, status, stats.", no_args_is_help=True)
@@ -98,7 +98,7 @@ def infra_errors(command: Callable[..., None]) -> Callable[..., None]:
     return run
 
 
-def render_outcome(title: str, outcome: Outcome) -> Table:
+def render_outcome(title: str, outcome: ReplayReport) -> Table:
     table = Table(title=title + (" (dry run: nothing produced)" if outcome.dry_run else ""))
     table.add_column("what")
     table.add_column("count", justify="right")

@@ -10,12 +10,12 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from herald.ops.kafkaio import Headers, header_list
+from herald.ops.slices import Headers, header_list
 from infra import topics
 from infra.settings import KafkaSettings
 from schemas.channels import Channel
+from schemas.contract import Header, Topics
 
-REPLAY_HEADER = "herald.replay"
 SAMPLE_SIZE = 20
 _CHANNEL_TOPIC = re.compile(
     r"^notifications\.(?P<channel>[a-z.]+?)(?P<lane>\.priority|\.retry\.\d+|\.dlq)?$"
@@ -39,10 +39,10 @@ class TopicRef:
     def main(self) -> str:
         """Where records of this topic go to be processed again."""
         if self.channel is None:
-            return self.prefix + topics.REQUESTED
+            return Topics(self.prefix).requested
         if self.lane in ("main", "priority"):
             return self.name
-        return self.prefix + topics.channel_topic(self.channel)
+        return Topics(self.prefix).channel(self.channel)
 
 
 def topic_ref(text: str, *, dlq: bool = False, prefix: str = "") -> TopicRef:
@@ -50,14 +50,15 @@ def topic_ref(text: str, *, dlq: bool = False, prefix: str = "") -> TopicRef:
     without `prefix`."""
     if prefix and text.startswith(prefix):
         text = text[len(prefix) :]
+    named = Topics(prefix)
     if text in _REQUEST_ALIASES or text == topics.REQUESTED_DLQ:
         if dlq or text == topics.REQUESTED_DLQ:
-            return TopicRef(prefix + topics.REQUESTED_DLQ, None, "dlq", prefix)
-        return TopicRef(prefix + topics.REQUESTED, None, "main", prefix)
+            return TopicRef(named.requested_dlq, None, "dlq", prefix)
+        return TopicRef(named.requested, None, "main", prefix)
     if text in {c.value for c in Channel}:
         channel = Channel(text)
-        name = topics.dlq_topic(channel) if dlq else topics.channel_topic(channel)
-        return TopicRef(prefix + name, channel, "dlq" if dlq else "main", prefix)
+        name = named.dlq(channel) if dlq else named.channel(channel)
+        return TopicRef(name, channel, "dlq" if dlq else "main", prefix)
     m = _CHANNEL_TOPIC.match(text)
     if m is None or m["channel"] not in {c.value for c in Channel}:
         raise ValueError(
@@ -65,7 +66,7 @@ def topic_ref(text: str, *, dlq: bool = False, prefix: str = "") -> TopicRef:
             f"({', '.join(c.value for c in Channel)}) or a notifications.* topic name"
         )
     lane = (m["lane"] or ".main").split(".")[1]
-    return TopicRef(prefix + text, Channel(m["channel"]), lane, prefix)
+    return TopicRef(named.of(text), Channel(m["channel"]), lane, prefix)
 
 
 def channel_matches(wanted: str | None, channel: str) -> bool:
@@ -84,15 +85,15 @@ def request_matches(wanted: str | None, channels: Sequence[str]) -> bool:
 
 
 def replay_headers(msg: Message, extra: dict[str, str] | None = None) -> Headers:
-    drop = {REPLAY_HEADER, *(extra or {})}
+    drop = {Header.REPLAY, *(extra or {})}
     kept: Headers = [(k, v) for k, v in header_list(msg) if k not in drop]
-    kept.append((REPLAY_HEADER, b"1"))
+    kept.append((Header.REPLAY, b"1"))
     kept.extend((k, v.encode()) for k, v in (extra or {}).items())
     return kept
 
 
 @dataclass
-class Outcome:
+class ReplayReport:
     """What a replay or redrive did (or, dry, would do)."""
 
     dry_run: bool
@@ -122,7 +123,7 @@ class Outcome:
 class Republisher:
     """Produces records back, counting broker acknowledgements and failures."""
 
-    def __init__(self, kafka: KafkaSettings, client: str, outcome: Outcome) -> None:
+    def __init__(self, kafka: KafkaSettings, client: str, outcome: ReplayReport) -> None:
         self.outcome = outcome
         self.producer = None if outcome.dry_run else Producer(kafka.producer_config(client))
 

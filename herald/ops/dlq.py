@@ -19,20 +19,12 @@ from typing import Any
 
 from cassandra.cluster import Session
 
-from herald.ops import kafkaio, ledger
-from herald.ops.common import Outcome, Republisher, TopicRef, topic_ref
+from herald.ops import ledger, slices
+from herald.ops.common import ReplayReport, Republisher, TopicRef, topic_ref
 from infra.logging import mask_address
 from infra.settings import KafkaSettings
 from schemas import codec
-
-DEAD_LETTER_HEADERS = (
-    "herald.reason",
-    "herald.attempts",
-    "herald.first_error",
-    "herald.last_error",
-    "herald.original_topic",
-    "herald.failed_at",
-)
+from schemas.contract import DEAD_LETTER_HEADERS, Header, Reason
 
 
 @dataclass
@@ -48,21 +40,22 @@ class DeadLetter:
     decode_error: str | None = None
 
     def header(self, name: str) -> str | None:
-        raw = self.headers.get(f"herald.{name}")
+        """The value of header `name` (one of `schemas.contract.Header`)."""
+        raw = self.headers.get(name)
         return raw.decode(errors="replace") if raw is not None else None
 
     @property
     def reason(self) -> str:
-        return self.header("reason") or (self.decode_error and "undecodable") or "unknown"
+        return self.header(Header.REASON) or (self.decode_error and Reason.UNDECODABLE) or "unknown"
 
     @property
     def attempts(self) -> int | None:
-        raw = self.header("attempts")
+        raw = self.header(Header.ATTEMPTS)
         return int(raw) if raw and raw.isdigit() else None
 
     @property
     def failed_at_ms(self) -> int:
-        raw = self.header("failed_at")
+        raw = self.header(Header.FAILED_AT)
         if raw:
             if raw.isdigit():
                 return int(raw)
@@ -88,9 +81,9 @@ class DeadLetter:
             "notification_id": self.record.get("notification_id") if self.record else None,
             "reason": self.reason,
             "attempts": self.attempts,
-            "first_error": self.header("first_error"),
-            "last_error": self.header("last_error"),
-            "original_topic": self.header("original_topic"),
+            "first_error": self.header(Header.FIRST_ERROR),
+            "last_error": self.header(Header.LAST_ERROR),
+            "original_topic": self.header(Header.ORIGINAL_TOPIC),
             "age_s": max(0, now - self.failed_at_ms) // 1000,
         }
 
@@ -112,13 +105,13 @@ class DeadLetter:
 
 def read(kafka: KafkaSettings, ref: TopicRef) -> list[DeadLetter]:
     """Every record currently in the dead-letter topic, oldest first."""
-    consumer = kafkaio.ops_consumer(kafka, "ops-dlq")
+    consumer = slices.ops_consumer(kafka, "ops-dlq")
     expect = codec.REQUEST if ref.is_request else codec.DELIVERY
     values = codec.codec_for(kafka.schema_registry_url)
     out: list[DeadLetter] = []
     try:
-        ranges = kafkaio.whole_topic(consumer, ref.name)
-        for batch in kafkaio.read_ranges(consumer, ref.name, ranges):
+        ranges = slices.whole_topic(consumer, ref.name)
+        for batch in slices.read_ranges(consumer, ref.name, ranges):
             for msg in batch:
                 value = msg.value() or b""
                 record, error = None, None
@@ -134,7 +127,7 @@ def read(kafka: KafkaSettings, ref: TopicRef) -> list[DeadLetter]:
                         timestamp_ms=msg.timestamp()[1],
                         key=msg.key(),
                         value=value,
-                        headers=kafkaio.headers(msg),
+                        headers=slices.headers(msg),
                         record=record,
                         decode_error=error,
                     )
@@ -168,12 +161,12 @@ class Selection:
 
 @dataclass
 class RedriveResult:
-    outcome: Outcome
+    outcome: ReplayReport
     redriven: list[str] = field(default_factory=list)  # refs
 
 
 def target_topic(ref: TopicRef, d: DeadLetter) -> str:
-    original = d.header("original_topic")
+    original = d.header(Header.ORIGINAL_TOPIC)
     if original and not ref.is_request:
         try:
             orig = topic_ref(original, prefix=ref.prefix)
@@ -204,7 +197,7 @@ def redrive(
     on_progress: Callable[[int], None] | None = None,
 ) -> RedriveResult:
     """Send the selected dead letters back; `force` ignores earlier redrives, not the ledger."""
-    result = RedriveResult(Outcome(dry_run=dry_run))
+    result = RedriveResult(ReplayReport(dry_run=dry_run))
     outcome = result.outcome
     chosen = [
         d for d in (letters if letters is not None else read(kafka, ref)) if selection.matches(d)
@@ -255,12 +248,12 @@ def redrive(
             if taken:
                 outcome.skipped["already_redriven"] += 1
                 continue
-        hdrs: kafkaio.Headers = [
+        hdrs: slices.Headers = [
             (k, v)
             for k, v in d.headers.items()
-            if k not in DEAD_LETTER_HEADERS and k not in ("herald.replay", "herald.redriven_from")
+            if k not in DEAD_LETTER_HEADERS and k not in (Header.REPLAY, Header.REDRIVEN_FROM)
         ]
-        hdrs += [("herald.replay", b"1"), ("herald.redriven_from", f"{d.topic}:{d.ref}".encode())]
+        hdrs += [(Header.REPLAY, b"1"), (Header.REDRIVEN_FROM, f"{d.topic}:{d.ref}".encode())]
 
         def failed(d: DeadLetter = d) -> None:
             # Not produced: free the claim so the next redrive tries again.

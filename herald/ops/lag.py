@@ -22,7 +22,7 @@ from prometheus_client import Counter, start_http_server
 from prometheus_client.core import REGISTRY, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from herald.ops import kafkaio
+from herald.ops import slices
 from herald.ops.settings import LagSection, OpsSettings
 from infra.settings import KafkaSettings
 
@@ -86,7 +86,7 @@ class LagProbe:
     def __init__(self, kafka: KafkaSettings, section: LagSection | None = None) -> None:
         self.section = section or LagSection()
         self.admin = AdminClient(dict(kafka.base_config("ops-lag")))
-        self.consumer = kafkaio.ops_consumer(kafka, "ops-lag")
+        self.consumer = slices.ops_consumer(kafka, "ops-lag")
         self._stamps: OrderedDict[tuple[str, int, int], int] = OrderedDict()
 
     def close(self) -> None:
@@ -127,8 +127,8 @@ class LagProbe:
     def measure(self, groups: list[str] | None = None) -> list[PartitionLag]:
         offsets = self.committed(groups if groups is not None else self.groups())
         every = {tp for committed in offsets.values() for tp in committed}
-        lows = kafkaio.list_offsets(self.admin, every, latest=False)
-        highs = kafkaio.list_offsets(self.admin, every, latest=True)
+        lows = slices.list_offsets(self.admin, every, latest=False)
+        highs = slices.list_offsets(self.admin, every, latest=True)
         marks = {tp: (lows[tp], highs[tp]) for tp in every}
 
         def start(tp: tuple[str, int], off: int) -> int:

@@ -12,12 +12,14 @@ from collections.abc import Iterable
 from cassandra.cluster import Session
 from cassandra.concurrent import execute_concurrent_with_args
 
+from schemas.contract import FINAL_STATES, LedgerState
+
 # A replay must not re-produce these: the delivery reached an end, is being sent now, or
 # waits in a retry tier (which will send it).
-REPLAY_FINAL = frozenset({"sent", "failed", "dead_lettered", "dropped", "sending", "retrying"})
+REPLAY_FINAL = FINAL_STATES | {LedgerState.SENDING, LedgerState.RETRYING}
 # A redrive exists to retry dead letters, so only a send or a permanent verdict stops it.
-REDRIVE_FINAL = frozenset({"sent", "failed", "dropped", "sending", "retrying"})
-_REASONS = {"sending": "in_flight", "retrying": "in_retry"}
+REDRIVE_FINAL = REPLAY_FINAL - {LedgerState.DEAD_LETTERED}
+_REASONS: dict[str, str] = {LedgerState.SENDING: "in_flight", LedgerState.RETRYING: "in_retry"}
 
 
 def states(session: Session, delivery_ids: Iterable[str]) -> dict[str, str]:

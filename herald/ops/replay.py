@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from cassandra.cluster import Session
 from confluent_kafka import Message
 
-from herald.ops import kafkaio, ledger
+from herald.ops import ledger, slices
 from herald.ops.common import (
-    Outcome,
+    ReplayReport,
     Republisher,
     TopicRef,
     channel_matches,
@@ -39,10 +39,10 @@ class ReplayRequest:
     run_id: str | None = None
 
 
-def plan(kafka: KafkaSettings, req: ReplayRequest) -> list[kafkaio.PartitionRange]:
-    consumer = kafkaio.ops_consumer(kafka, "replay", req.run_id)
+def plan(kafka: KafkaSettings, req: ReplayRequest) -> list[slices.PartitionRange]:
+    consumer = slices.ops_consumer(kafka, "replay", req.run_id)
     try:
-        return kafkaio.resolve_window(consumer, req.topic.name, req.start_ms, req.end_ms)
+        return slices.resolve_window(consumer, req.topic.name, req.start_ms, req.end_ms)
     finally:
         consumer.close()
 
@@ -52,23 +52,23 @@ def replay(
     session: Session | None,
     req: ReplayRequest,
     *,
-    ranges: list[kafkaio.PartitionRange] | None = None,
+    ranges: list[slices.PartitionRange] | None = None,
     on_progress: Callable[[int], None] | None = None,
-) -> Outcome:
+) -> ReplayReport:
     """Re-produce what the window lost downstream; `session` is needed for channel topics."""
     if req.topic.lane == "dlq":
         raise ValueError("dead-letter topics are redriven, not replayed: use `herald dlq redrive`")
     if not req.topic.is_request and session is None:
         raise ValueError("replaying a channel topic needs the Cassandra ledger")
-    outcome = Outcome(dry_run=req.dry_run)
+    outcome = ReplayReport(dry_run=req.dry_run)
     values = codec.codec_for(kafka.schema_registry_url)
     out = Republisher(kafka, "ops-replay", outcome)
-    consumer = kafkaio.ops_consumer(kafka, "replay", req.run_id)
+    consumer = slices.ops_consumer(kafka, "replay", req.run_id)
     seen: set[str] = set()
     try:
         if ranges is None:
-            ranges = kafkaio.resolve_window(consumer, req.topic.name, req.start_ms, req.end_ms)
-        for batch in kafkaio.read_ranges(consumer, req.topic.name, ranges):
+            ranges = slices.resolve_window(consumer, req.topic.name, req.start_ms, req.end_ms)
+        for batch in slices.read_ranges(consumer, req.topic.name, ranges):
             outcome.scanned += len(batch)
             if req.topic.is_request:
                 _requests(batch, req, out, values)

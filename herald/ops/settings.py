@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from pydantic import BaseModel, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from infra.settings import CassandraSettings, KafkaSettings
-from infra.tracking import TrackingSettings
+from infra.settings import ServiceSettings
+from processors.tracking import TrackingSettings
 
 LOCAL_APP_KEY = "herald-local-app-key"
 
@@ -40,21 +39,11 @@ class StatusSection(BaseModel):
     )
 
 
-class OpsSettings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="HERALD_", env_nested_delimiter="__", extra="ignore"
-    )
-
-    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
-    cassandra: CassandraSettings = Field(default_factory=CassandraSettings)
+class OpsSettings(ServiceSettings):
     tracking: TrackingSettings = Field(default_factory=TrackingSettings)
     lag: LagSection = Field(default_factory=LagSection)
     tracking_server: TrackingServerSection = Field(default_factory=TrackingServerSection)
     status: StatusSection = Field(default_factory=StatusSection)
-    # Every topic name starts with this (a topic family of its own, as the senders take it).
-    topic_prefix: str = ""
-    log_level: str = "INFO"
-    profile: str = ""  # HERALD_PROFILE; "dev" allows the published default secrets
 
     def published_secrets(self) -> list[str]:
         """Variables of the tracking server whose secrets still hold the published default."""

@@ -14,12 +14,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from herald.ops import kafkaio
+from herald.ops import slices
 from herald.ops.common import channel_matches
-from infra import topics
 from infra.settings import KafkaSettings
 from schemas import codec
 from schemas.channels import Outcome
+from schemas.contract import Topics
 from schemas.events import to_ms
 
 # Status events are produced just after they occur; read this far past the window's end.
@@ -132,13 +132,13 @@ def read_status(
 ) -> Iterable[dict[str, Any]]:
     """Decoded status events produced in [start_ms, end_ms + LATE_MS); undecodable skipped."""
     values = codec.codec_for(kafka.schema_registry_url)
-    consumer = kafkaio.ops_consumer(kafka, "ops-stats")
+    consumer = slices.ops_consumer(kafka, "ops-stats")
     try:
-        topic = topic_prefix + topics.STATUS
-        ranges = kafkaio.resolve_window(consumer, topic, start_ms, end_ms + LATE_MS)
+        topic = Topics(topic_prefix).status
+        ranges = slices.resolve_window(consumer, topic, start_ms, end_ms + LATE_MS)
         if on_total is not None:
             on_total(sum(r.size for r in ranges))
-        for batch in kafkaio.read_ranges(consumer, topic, ranges):
+        for batch in slices.read_ranges(consumer, topic, ranges):
             for msg in batch:
                 try:
                     yield values.decode(msg.value() or b"", codec.STATUS)

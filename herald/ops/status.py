@@ -19,7 +19,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from herald.ops import kafkaio
+from herald.ops import slices
 from herald.ops.common import topic_ref
 from herald.ops.lag import LagProbe, TopicLag, by_topic
 from herald.ops.settings import OpsSettings
@@ -126,8 +126,8 @@ class StatusProbe:
             if (lane := _lane(name, self.settings.topic_prefix)) is not None
             for p in tmeta.partitions
         }
-        highs = kafkaio.list_offsets(self.admin, lanes, latest=True)
-        dlq_lows = kafkaio.list_offsets(
+        highs = slices.list_offsets(self.admin, lanes, latest=True)
+        dlq_lows = slices.list_offsets(
             self.admin, [tp for tp, lane in lanes.items() if lane[1] == "dlq"], latest=False
         )
         for tp, (row, kind) in lanes.items():

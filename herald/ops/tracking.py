@@ -18,7 +18,7 @@ import base64
 import contextlib
 import hmac
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from cassandra.cluster import Session
@@ -30,12 +30,12 @@ from starlette.responses import JSONResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Mount, Route
 
 from herald.ops.settings import OpsSettings
-from infra import topics
 from infra.cassandra import aexecute
 from infra.kafka_producer import AsyncProducer
-from infra.tracking import BadToken, Claim, verify
+from processors.tracking import BadToken, Claim, verify
 from schemas import codec
 from schemas.channels import Channel, Outcome
+from schemas.contract import Topics
 from schemas.events import status_event
 
 log = logging.getLogger("herald.ops.tracking")  # not "__main__" when run with -m
@@ -57,7 +57,7 @@ class StatusSink:
         self.topic = topic
         self.values = values
 
-    async def produce(self, event: dict[str, Any]) -> asyncio.Future[None]:
+    async def produce(self, event: Mapping[str, Any]) -> asyncio.Future[None]:
         """Queued; the future settles once the broker acked it, or raises (and logs) if not."""
         answer = await self.producer.submit(
             self.topic,
@@ -118,7 +118,7 @@ def create_app(
         nonlocal sink
         sink = StatusSink(
             producer,
-            settings.topic_prefix + topics.STATUS,
+            Topics(settings.topic_prefix).status,
             codec.codec_for(settings.kafka.schema_registry_url),
         )
         try:

@@ -79,6 +79,8 @@ class EmulatorSettings(BaseSettings):
 
 
 class Ports(BaseModel):
+    """The emulators' ports, as bound (`Emulators.start`) or chosen for a run (`pick`)."""
+
     apns: int
     fcm: int
     twilio: int
@@ -86,6 +88,21 @@ class Ports(BaseModel):
     smtp: int
     sendgrid: int
     control: int
+
+    @classmethod
+    def pick(cls) -> Ports:
+        """Free ports, so a run never collides with a demo or a test."""
+        return cls(**{name: _free_port() for name in cls.model_fields})
+
+    @property
+    def control_url(self) -> str:
+        return f"http://127.0.0.1:{self.control}"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 @dataclass(frozen=True)

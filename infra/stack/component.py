@@ -16,6 +16,7 @@ import psutil
 
 from infra.stack.jars import ensure_jars
 from infra.stack.settings import StackSettings
+from schemas.errors import HeraldError
 
 RESOURCES = Path(__file__).parent
 
@@ -28,7 +29,7 @@ def port_open(port: int, host: str) -> bool:
         return False
 
 
-class StackError(RuntimeError):
+class StackError(HeraldError, RuntimeError):
     pass
 
 

@@ -8,12 +8,13 @@ import subprocess
 from pathlib import Path
 
 from infra.stack.settings import StackSettings
+from schemas.errors import HeraldError
 
 DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
 _COMPLETE = ".complete"
 
 
-class JarResolutionError(RuntimeError):
+class JarResolutionError(HeraldError, RuntimeError):
     pass
 
 

@@ -33,6 +33,7 @@ import h2.events
 import h2.exceptions
 import h2.settings
 
+from schemas.errors import HeraldError
 from senders.providers._http import ssl_context
 
 # Inbound flow-control windows: answers are small, so the server never waits on us.
@@ -43,8 +44,10 @@ _LAST_STREAM_ID = (1 << 31) - 1024
 _BREAKS_HEADER = re.compile(rb"[\r\n\x00]")
 
 
-class StreamError(Exception):
+class StreamError(HeraldError):
     """No answer for one request. `sent=False`: the server certainly did not process it."""
+
+    retriable = True
 
     def __init__(self, reason: str, *, sent: bool) -> None:
         super().__init__(reason)

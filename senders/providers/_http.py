@@ -11,7 +11,13 @@ from typing import Any
 
 import httpx
 
-from senders.providers.base import DeliveryError, PermanentError, RetriableError, parse_retry_after
+from senders.providers.base import (
+    NOT_SENT,
+    DeliveryError,
+    PermanentError,
+    RetriableError,
+    parse_retry_after,
+)
 
 
 def ssl_context(ca_file: Path | None) -> ssl.SSLContext:
@@ -105,10 +111,6 @@ def client(
         for n in sizes
     ]
     return PooledClient(shards, sizes)
-
-
-# Raised before any byte of the request was sent: the provider cannot have taken it.
-NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
 def transport_error(provider: str, exc: httpx.TransportError) -> RetriableError:

@@ -9,13 +9,18 @@ ledger: the sender runtime decides what an error means for the delivery from
 from __future__ import annotations
 
 import abc
+import ssl
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 
+import aiosmtplib
+import httpx
+
 from infra.links import LIST_UNSUBSCRIBE
 from schemas.channels import MANDATORY_CATEGORIES
+from schemas.errors import HeraldError
 
 
 @dataclass(frozen=True)
@@ -56,10 +61,8 @@ class SendResult:
     message_id: str | None  # the provider's id for the accepted message, when it gives one
 
 
-class DeliveryError(Exception):
+class DeliveryError(HeraldError):
     """A failed send. `retriable` says whether the same message may succeed later."""
-
-    retriable: bool = False
 
     def __init__(
         self,
@@ -83,6 +86,19 @@ class DeliveryError(Exception):
         # Whether the provider may have accepted the message despite the error; None lets
         # the runtime infer it (an answer with a status = not accepted; no answer = maybe).
         self.ambiguous = ambiguous
+
+
+# Raised before any byte of the request left this process: the provider cannot have taken
+# the message, so failing over or retrying is safe.
+NOT_SENT: tuple[type[BaseException], ...] = (
+    ConnectionRefusedError,
+    ssl.SSLError,
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+    aiosmtplib.SMTPConnectError,
+    aiosmtplib.SMTPConnectTimeoutError,
+)
 
 
 class RetriableError(DeliveryError):

@@ -14,7 +14,7 @@ from cassandra.cluster import Session
 
 from herald.bench import load
 from herald.bench.oracle import Oracle
-from herald.bench.scenario import FAULTS_TOPIC_PREFIX, Publisher, oracle_for, start_pipeline
+from herald.bench.scenario import FAULTS_TOPIC_PREFIX, RequestFeed, oracle_for, start_pipeline
 from herald.bench.services import Pipeline
 from infra import topics
 from infra.cassandra import connect
@@ -69,5 +69,5 @@ def oracle(kafka: KafkaSettings, pipeline: Pipeline, session: Session) -> Iterat
 
 
 @pytest.fixture
-def publisher(kafka: KafkaSettings) -> Publisher:
-    return Publisher(kafka, FAULTS_TOPIC_PREFIX + topics.REQUESTED)
+def publisher(kafka: KafkaSettings) -> RequestFeed:
+    return RequestFeed(kafka, FAULTS_TOPIC_PREFIX + topics.REQUESTED)

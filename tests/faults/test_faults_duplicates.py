@@ -9,19 +9,20 @@ import pytest
 
 from herald.bench import load
 from herald.bench.oracle import Oracle
-from herald.bench.scenario import Publisher, mixed_requests, wait_until
+from herald.bench.scenario import RequestFeed, mixed_requests
 from herald.bench.services import Pipeline
 from herald.ops import replay
 from herald.ops.common import TopicRef
 from infra import topics
 from infra.settings import KafkaSettings
 from schemas import codec
+from tests.support import wait_for
 
 pytestmark = pytest.mark.faults
 
 
 def test_same_request_published_twice_is_delivered_once(
-    users: list[load.User], oracle: Oracle, publisher: Publisher
+    users: list[load.User], oracle: Oracle, publisher: RequestFeed
 ) -> None:
     requests = mixed_requests(users, 12)
     oracle.expect(requests)
@@ -30,7 +31,7 @@ def test_same_request_published_twice_is_delivered_once(
     for r in requests[:6]:
         publisher.raw(r["user_id"].encode(), codec.encode(codec.REQUEST, r))
     publisher.flush()
-    wait_until(lambda: oracle.settled(), 45, "the originals to settle")
+    wait_for(lambda: oracle.settled(), 45, "the originals to settle")
     # Later: the copy arrives after the original was delivered.
     for r in requests[6:]:
         publisher.raw(r["user_id"].encode(), codec.encode(codec.REQUEST, r))
@@ -55,7 +56,7 @@ def test_replayed_window_sends_nothing_twice(
     pipeline: Pipeline,
     users: list[load.User],
     oracle: Oracle,
-    publisher: Publisher,
+    publisher: RequestFeed,
 ) -> None:
     requests = mixed_requests(users, 16)
     oracle.expect(requests)
@@ -75,7 +76,7 @@ def test_replayed_window_sends_nothing_twice(
     outcome = replay.replay(kafka, None, window)
     assert outcome.scanned >= len(requests)
     # The processor fans the replayed requests out again, to the same delivery ids.
-    wait_until(
+    wait_for(
         lambda: all(n > before[d] for d, n in oracle.fanout_counts(nids).items()),
         45,
         "the replayed requests to be fanned out again",

@@ -12,7 +12,7 @@ from cassandra.cluster import Session
 
 from herald.bench import load
 from herald.bench.oracle import Oracle, Verdict
-from herald.bench.scenario import Publisher, make_request, mixed_requests
+from herald.bench.scenario import RequestFeed, make_request, mixed_requests
 from schemas import codec
 from schemas.channels import Platform
 
@@ -28,7 +28,7 @@ def assert_refused(verdict: Verdict, request: dict[str, Any]) -> str:
     return fate.reason
 
 
-def run(oracle: Oracle, publisher: Publisher, requests: list[dict[str, Any]]) -> Verdict:
+def run(oracle: Oracle, publisher: RequestFeed, requests: list[dict[str, Any]]) -> Verdict:
     oracle.expect(requests)
     publisher.send(requests)
     verdict = oracle.wait(timeout=45)
@@ -37,7 +37,7 @@ def run(oracle: Oracle, publisher: Publisher, requests: list[dict[str, Any]]) ->
 
 
 def test_malformed_bytes_and_unknown_fingerprint_are_dead_lettered(
-    users: list[load.User], oracle: Oracle, publisher: Publisher
+    users: list[load.User], oracle: Oracle, publisher: RequestFeed
 ) -> None:
     good = mixed_requests(users, 8)
     garbage_key = f"faults-garbage-{uuid.uuid4()}".encode()
@@ -57,7 +57,7 @@ def test_malformed_bytes_and_unknown_fingerprint_are_dead_lettered(
 
 
 def test_oversized_payloads_end_with_a_reason(
-    users: list[load.User], oracle: Oracle, publisher: Publisher
+    users: list[load.User], oracle: Oracle, publisher: RequestFeed
 ) -> None:
     ios_user = next(u for u in users if any(d.platform == Platform.IOS for d in u.devices))
     # APNs refuses payloads over 4 KB; the literal body alone is twice that.
@@ -78,7 +78,7 @@ def test_oversized_payloads_end_with_a_reason(
 
 
 def test_unknown_user_is_dropped_with_a_reason(
-    users: list[load.User], oracle: Oracle, publisher: Publisher
+    users: list[load.User], oracle: Oracle, publisher: RequestFeed
 ) -> None:
     ghost = make_request(f"faults-nobody-{uuid.uuid4()}", "email")
     verdict = run(oracle, publisher, [ghost, *mixed_requests(users, 3)])
@@ -86,7 +86,7 @@ def test_unknown_user_is_dropped_with_a_reason(
 
 
 def test_invalid_contacts_are_refused_with_a_reason(
-    session: Session, users: list[load.User], oracle: Oracle, publisher: Publisher
+    session: Session, users: list[load.User], oracle: Oracle, publisher: RequestFeed
 ) -> None:
     bad = load.User(
         user_id=f"faults-bad-contacts-{uuid.uuid4().hex[:8]}",
@@ -105,7 +105,7 @@ def test_invalid_contacts_are_refused_with_a_reason(
 
 
 def test_missing_template_parameter_is_refused_with_a_reason(
-    users: list[load.User], oracle: Oracle, publisher: Publisher
+    users: list[load.User], oracle: Oracle, publisher: RequestFeed
 ) -> None:
     missing = make_request(users[2].user_id, "email", params={"name": "Ada"})  # no `ref`
     verdict = run(oracle, publisher, [missing, *mixed_requests(users, 3)])

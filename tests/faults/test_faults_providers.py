@@ -12,7 +12,7 @@ import pytest
 
 from herald.bench import load
 from herald.bench.oracle import Oracle, Verdict
-from herald.bench.scenario import Publisher, mixed_requests
+from herald.bench.scenario import RequestFeed, mixed_requests
 from herald.bench.services import Pipeline
 
 pytestmark = pytest.mark.faults
@@ -26,7 +26,7 @@ def inject(
     pipeline: Pipeline,
     providers: tuple[str, ...],
     *,
-    warm: tuple[Oracle, Publisher, list[load.User]],
+    warm: tuple[Oracle, RequestFeed, list[load.User]],
     **fault: Any,
 ) -> None:
     """Close every circuit breaker a previous scenario left open (a clean batch through each
@@ -42,7 +42,7 @@ def inject(
 
 
 def judge(
-    oracle: Oracle, publisher: Publisher, requests: list[dict[str, Any]], timeout: float = 60
+    oracle: Oracle, publisher: RequestFeed, requests: list[dict[str, Any]], timeout: float = 60
 ) -> Verdict:
     oracle.expect(requests)
     publisher.send(requests)
@@ -54,7 +54,7 @@ def judge(
 
 
 def test_500s_are_retried_then_dead_lettered(
-    pipeline: Pipeline, users: list[load.User], oracle: Oracle, publisher: Publisher
+    pipeline: Pipeline, users: list[load.User], oracle: Oracle, publisher: RequestFeed
 ) -> None:
     inject(pipeline, EVERY, warm=(oracle, publisher, users), mode="error", status=500, rate=0.5)
     verdict = judge(oracle, publisher, mixed_requests(users, 30))
@@ -62,7 +62,7 @@ def test_500s_are_retried_then_dead_lettered(
 
 
 def test_429_with_retry_after_is_honoured(
-    pipeline: Pipeline, users: list[load.User], oracle: Oracle, publisher: Publisher
+    pipeline: Pipeline, users: list[load.User], oracle: Oracle, publisher: RequestFeed
 ) -> None:
     inject(
         pipeline,
@@ -79,14 +79,14 @@ def test_429_with_retry_after_is_honoured(
 
 
 def test_timeouts_never_cause_a_double_send(
-    pipeline: Pipeline, users: list[load.User], oracle: Oracle, publisher: Publisher
+    pipeline: Pipeline, users: list[load.User], oracle: Oracle, publisher: RequestFeed
 ) -> None:
     inject(pipeline, PRIMARY, warm=(oracle, publisher, users), mode="timeout", rate=1.0, count=2)
     judge(oracle, publisher, mixed_requests(users, 16), timeout=75)
 
 
 def test_slow_provider_is_waited_for(
-    pipeline: Pipeline, users: list[load.User], oracle: Oracle, publisher: Publisher
+    pipeline: Pipeline, users: list[load.User], oracle: Oracle, publisher: RequestFeed
 ) -> None:
     inject(
         pipeline, PRIMARY, warm=(oracle, publisher, users), mode="slow", latency_ms=1500, rate=1.0

@@ -14,11 +14,10 @@ from herald.bench import load
 from herald.bench.scenario import (
     FAST_SENDER_ENV,
     FAULTS_TOPIC_PREFIX,
-    Publisher,
+    RequestFeed,
     mixed_requests,
     oracle_for,
     start_pipeline,
-    wait_until,
 )
 from herald.bench.services import Pipeline, wait_for_groups
 from herald.ops import replay
@@ -26,6 +25,7 @@ from infra import topics
 from infra.settings import KafkaSettings
 from schemas.channels import Channel
 from tests.faults.test_faults_duplicates import RunTopic
+from tests.support import wait_for
 
 pytestmark = pytest.mark.faults
 
@@ -38,7 +38,7 @@ def own_pipeline(kafka: KafkaSettings) -> Iterator[Pipeline]:
 
 
 def publish_in_background(
-    publisher: Publisher, requests: list[dict[str, object]], rate: float
+    publisher: RequestFeed, requests: list[dict[str, object]], rate: float
 ) -> threading.Thread:
     t = threading.Thread(target=publisher.send, args=(requests,), kwargs={"rate": rate})
     t.start()
@@ -46,14 +46,14 @@ def publish_in_background(
 
 
 def test_sender_sigkill_mid_batch_then_restart(
-    own_pipeline: Pipeline, users: list[load.User], publisher: Publisher, session: Session
+    own_pipeline: Pipeline, users: list[load.User], publisher: RequestFeed, session: Session
 ) -> None:
     oracle = oracle_for(own_pipeline, session)
     try:
         requests = mixed_requests(users, 240)
         oracle.expect(requests)
         feeder = publish_in_background(publisher, requests, rate=80)
-        wait_until(lambda: sum(oracle.ledger().values()) >= 40, 45, "40 deliveries")
+        wait_for(lambda: sum(oracle.ledger().values()) >= 40, 45, "40 deliveries")
         own_pipeline.kill("senders-1")
         own_pipeline.restart("senders-1")
         feeder.join(timeout=60)
@@ -65,16 +65,16 @@ def test_sender_sigkill_mid_batch_then_restart(
 
 
 def test_two_senders_rebalance_mid_run(
-    own_pipeline: Pipeline, users: list[load.User], publisher: Publisher, session: Session
+    own_pipeline: Pipeline, users: list[load.User], publisher: RequestFeed, session: Session
 ) -> None:
     oracle = oracle_for(own_pipeline, session)
     try:
         requests = mixed_requests(users, 240)
         oracle.expect(requests)
         feeder = publish_in_background(publisher, requests, rate=60)
-        wait_until(lambda: sum(oracle.ledger().values()) >= 30, 45, "30 deliveries")
+        wait_for(lambda: sum(oracle.ledger().values()) >= 30, 45, "30 deliveries")
         own_pipeline.start_sender(2, env=FAST_SENDER_ENV)  # joins: partitions move
-        wait_until(lambda: sum(oracle.ledger().values()) >= 120, 45, "120 deliveries")
+        wait_for(lambda: sum(oracle.ledger().values()) >= 120, 45, "120 deliveries")
         own_pipeline.services["senders-1"].stop()  # leaves: its partitions move back
         feeder.join(timeout=60)
         verdict = oracle.wait(timeout=75, quiet_s=3)
@@ -88,7 +88,7 @@ def test_two_senders_racing_the_same_deliveries_send_each_once(
     kafka: KafkaSettings,
     own_pipeline: Pipeline,
     users: list[load.User],
-    publisher: Publisher,
+    publisher: RequestFeed,
     session: Session,
 ) -> None:
     """A second sender in groups of its own reads every record the first one reads: every
@@ -106,7 +106,7 @@ def test_two_senders_racing_the_same_deliveries_send_each_once(
         start = datetime.now(UTC)
         publisher.send(requests)
         end = datetime.now(UTC)
-        wait_until(lambda: oracle.settled(), 60, "the first pass to settle")
+        wait_for(lambda: oracle.settled(), 60, "the first pass to settle")
         own_pipeline.faults(provider="all", mode="ok")
         nids = [r["notification_id"] for r in requests]
         before = oracle.fanout_counts(nids)
@@ -115,7 +115,7 @@ def test_two_senders_racing_the_same_deliveries_send_each_once(
             ref, int(start.timestamp() * 1000), int(end.timestamp() * 1000) + 1, run_id="race"
         )
         assert replay.replay(kafka, None, window).scanned >= len(requests)
-        wait_until(
+        wait_for(
             lambda: all(n > before[d] for d, n in oracle.fanout_counts(nids).items()),
             45,
             "the replayed requests to be fanned out again",

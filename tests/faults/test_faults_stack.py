@@ -16,15 +16,15 @@ from cassandra.cluster import Session
 from herald.bench import load
 from herald.bench.scenario import (
     FAULTS_TOPIC_PREFIX,
-    Publisher,
+    RequestFeed,
     mixed_requests,
     oracle_for,
     start_pipeline,
-    wait_until,
 )
 from herald.bench.services import Pipeline
 from infra import topics
 from infra.settings import KafkaSettings
+from tests.support import wait_for
 
 pytestmark = pytest.mark.faults
 
@@ -45,13 +45,13 @@ def test_restart_under_load(
     session: Session,
 ) -> None:
     oracle = oracle_for(own_pipeline, session)
-    publisher = Publisher(kafka, own_pipeline.topic(topics.REQUESTED))
+    publisher = RequestFeed(kafka, own_pipeline.topic(topics.REQUESTED))
     try:
         requests = mixed_requests(users, 200)
         oracle.expect(requests)
         feeder = threading.Thread(target=publisher.send, args=(requests,), kwargs={"rate": 40})
         feeder.start()
-        wait_until(lambda: sum(oracle.ledger().values()) >= 20, 45, "20 deliveries")
+        wait_for(lambda: sum(oracle.ledger().values()) >= 20, 45, "20 deliveries")
         done = subprocess.run(
             [sys.executable, "-m", "infra.stack", "restart", component],
             capture_output=True,

@@ -9,11 +9,12 @@ import pytest
 from confluent_kafka import Producer
 
 from herald.bench.oracle import Oracle
-from herald.bench.scenario import make_request, wait_until
+from herald.bench.scenario import make_request
 from infra import topics
 from schemas import codec
 from schemas.events import status_event
 from tests.conftest import KAFKA_SETTINGS
+from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -71,7 +72,7 @@ def test_oracle_reads_status_channel_and_dlq_topics() -> None:
         assert producer.flush(30) == 0
 
         # Sent but not yet in the ledger: not settled.
-        wait_until(lambda: did in oracle.seen.fanned, 20, "the delivery to be seen")
+        wait_for(lambda: did in oracle.seen.fanned, 20, "the delivery to be seen")
         assert not oracle.settled()
         oracle.receipts = Counter({did: 1})
         verdict = oracle.wait(timeout=20, quiet_s=0)

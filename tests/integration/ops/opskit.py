@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import pytest
 from cassandra.cluster import Session
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
-from herald.ops import kafkaio
+from herald.ops import slices
 from infra.settings import KafkaSettings
 from schemas import codec, ids
 from schemas.events import now_ms
 from tests.conftest import KAFKA
+from tests.support import wait_for
 
 # The test session's own topic family (deleted at the end): no other run's sender reads it,
 # so the ledger and the emulators see only what these tests do.
@@ -56,9 +55,9 @@ def produce_records(
 
 
 def end_offsets(kafka: KafkaSettings, topic: str) -> dict[int, int]:
-    c = kafkaio.ops_consumer(kafka, "ops-test")
+    c = slices.ops_consumer(kafka, "ops-test")
     try:
-        return {p: hi for p, (_lo, hi) in kafkaio.watermarks(c, topic).items()}
+        return {p: hi for p, (_lo, hi) in slices.watermarks(c, topic).items()}
     finally:
         c.close()
 
@@ -67,13 +66,13 @@ def read_since(
     kafka: KafkaSettings, topic: str, since: dict[int, int], keep: Callable[[Any], bool]
 ) -> list[Any]:
     """Records produced to `topic` after the `since` offsets that `keep` accepts."""
-    c = kafkaio.ops_consumer(kafka, "ops-test")
+    c = slices.ops_consumer(kafka, "ops-test")
     try:
         ranges = [
-            kafkaio.PartitionRange(p, since.get(p, 0), hi)
-            for p, (_lo, hi) in kafkaio.watermarks(c, topic).items()
+            slices.PartitionRange(p, since.get(p, 0), hi)
+            for p, (_lo, hi) in slices.watermarks(c, topic).items()
         ]
-        return [m for batch in kafkaio.read_ranges(c, topic, ranges) for m in batch if keep(m)]
+        return [m for batch in slices.read_ranges(c, topic, ranges) for m in batch if keep(m)]
     finally:
         c.close()
 
@@ -84,15 +83,6 @@ def set_ledger(session: Session, delivery_id: str, state: str) -> None:
         "VALUES (%s, %s, %s, 1, toTimestamp(now()))",
         (delivery_id, "n", state),
     )
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 20.0, every: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(every)
 
 
 def foreign_consumers(kafka: KafkaSettings, topic: str, ours: str | None = None) -> list[str]:
@@ -115,8 +105,14 @@ def foreign_consumers(kafka: KafkaSettings, topic: str, ours: str | None = None)
 def wait_until_unconsumed(kafka: KafkaSettings, topic: str, ours: str | None = None) -> None:
     """A sender still reading `topic` (one a previous test of this session left running)
     would take this test's records: wait for the topic to be ours, or fail naming it."""
-    if not wait_for(lambda: not foreign_consumers(kafka, topic, ours), timeout=20, every=1.0):
-        pytest.fail(f"other consumers read {topic}: {foreign_consumers(kafka, topic, ours)}")
+    wait_for(
+        lambda: not foreign_consumers(kafka, topic, ours),
+        timeout=20,
+        what=lambda: (
+            f"no other consumer of {topic} (still: {foreign_consumers(kafka, topic, ours)})"
+        ),
+        every=1.0,
+    )
 
 
 @contextlib.contextmanager

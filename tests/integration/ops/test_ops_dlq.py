@@ -8,7 +8,7 @@ import pytest
 from cassandra.cluster import Session
 from confluent_kafka import Producer
 
-from herald.ops import dlq, kafkaio
+from herald.ops import dlq, slices
 from herald.ops.common import topic_ref
 from infra import topics
 from infra.settings import KafkaSettings
@@ -81,7 +81,7 @@ def test_redrive_produces_once_then_guards_hold(
     assert len(back) == 1  # the dry run produced nothing, the second redrive neither
     redriven = codec.decode(back[0].value(), codec.DELIVERY)
     assert redriven["attempt"] == 1 and redriven["last_error"] is None
-    hdrs = kafkaio.headers(back[0])
+    hdrs = slices.headers(back[0])
     assert hdrs["herald.replay"] == b"1" and "herald.reason" not in hdrs
 
     # The sender delivered it: even a forced redrive is refused by the ledger.
@@ -112,7 +112,7 @@ def test_request_dead_letter_goes_back_to_requests(
         kafka,
         PREFIX + topics.REQUESTED,
         before,
-        lambda m: kafkaio.headers(m).get("herald.redriven_from", b"").endswith(last.ref.encode()),
+        lambda m: slices.headers(m).get("herald.redriven_from", b"").endswith(last.ref.encode()),
     )
     assert [m.value() for m in back] == [junk]
     again = dlq.redrive(kafka, session, ref, dlq.Selection(refs=frozenset({last.ref})))

@@ -43,8 +43,8 @@ from tests.integration.ops.opskit import (
     exclusive,
     produce_records,
     set_ledger,
-    wait_for,
 )
+from tests.support import wait_for
 
 pytestmark = pytest.mark.e2e
 CHANNEL = Channel.EMAIL
@@ -104,13 +104,13 @@ def test_replay_after_outage_delivers_exactly_the_lost_window(
         before = emails(category, 4)
         produce_records(producer, TOPIC, before)
         ids_before = {d["delivery_id"] for d in before}
-        assert wait_for(lambda: len(delivered(pipe, ids_before)) == 4, timeout=30)
+        wait_for(lambda: len(delivered(pipe, ids_before)) == 4, 30, "the first 4 deliveries")
 
         # Outage: the sender is down while a batch arrives; the lag rises.
         pipe.services[SENDER].stop()
         lost = emails(category, 3)
         produce_records(producer, TOPIC, lost)
-        assert wait_for(lambda: group_lag(kafka, pipe) >= 3)
+        wait_for(lambda: group_lag(kafka, pipe) >= 3, what="a lag of 3 while the sender is down")
         # ... and the batch is lost downstream: the group's offsets jump past it.
         start_groups_at_end(kafka, {group(pipe): sender_topics(CHANNEL, PREFIX)})
         end = now_ms() + 1
@@ -126,8 +126,8 @@ def test_replay_after_outage_delivers_exactly_the_lost_window(
         assert outcome.produced == {TOPIC: 3} and outcome.skipped["already_sent"] == 4
 
         everything = ids_before | ids_lost
-        assert wait_for(lambda: len(delivered(pipe, everything)) == 7, timeout=30)
-        assert wait_for(lambda: group_lag(kafka, pipe) == 0)
+        wait_for(lambda: len(delivered(pipe, everything)) == 7, 30, "all 7 delivered after replay")
+        wait_for(lambda: group_lag(kafka, pipe) == 0, what="the sender group's lag to reach 0")
         # A second replay of the same window finds every delivery sent.
         again = replay(kafka, session, req)
         assert again.total_produced == 0 and again.skipped["already_sent"] == 7
@@ -162,14 +162,15 @@ def test_redriven_dead_letter_is_delivered_once(
 
         first = dlq.redrive(kafka, session, ref, pick)
         assert first.outcome.produced == {TOPIC: 1}
-        assert wait_for(lambda: delivered(pipe, {did}) == {did: 1}, timeout=30)
-        assert wait_for(
+        wait_for(lambda: delivered(pipe, {did}) == {did: 1}, 30, "the redriven delivery, once")
+        wait_for(
             lambda: (
                 session.execute(
                     "SELECT state FROM deliveries WHERE delivery_id = %s", (did,)
                 ).one()["state"]
                 == "sent"
-            )
+            ),
+            what="the ops ledger to say sent",
         )
         second = dlq.redrive(kafka, session, ref, pick, force=True)
         assert second.outcome.total_produced == 0 and second.outcome.skipped == {"already_sent": 1}
@@ -210,13 +211,13 @@ def test_exported_lag_rises_while_the_sender_is_down_and_falls_when_it_resumes(
     )
     url = f"http://127.0.0.1:{port}/metrics"
     with exclusive(kafka, TOPIC, group(pipe)), running([exporter], tmp_path):
-        assert wait_for(lambda: _exported_lag(url, group(pipe)) == 0)
+        wait_for(lambda: _exported_lag(url, group(pipe)) == 0, what="an exported lag of 0")
         pipe.services[SENDER].stop()
         queued = emails(category, 5)
         produce_records(producer, TOPIC, queued)
-        assert wait_for(lambda: (_exported_lag(url, group(pipe)) or 0) >= 5)
+        wait_for(lambda: (_exported_lag(url, group(pipe)) or 0) >= 5, what="an exported lag of 5")
 
         pipe.restart(SENDER)
         ids = {d["delivery_id"] for d in queued}
-        assert wait_for(lambda: len(delivered(pipe, ids)) == 5, timeout=30)
-        assert wait_for(lambda: _exported_lag(url, group(pipe)) == 0)
+        wait_for(lambda: len(delivered(pipe, ids)) == 5, 30, "the 5 queued deliveries")
+        wait_for(lambda: _exported_lag(url, group(pipe)) == 0, what="an exported lag of 0")

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from herald.services import ServiceSpec, free_port, python_module, running
 from infra.settings import KafkaSettings
 from tests.conftest import KAFKA
-from tests.integration.ops.opskit import wait_for
+from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
 TOPIC = "herald.test.ops-lag"  # created once, reused by every run; never deleted
@@ -75,24 +75,32 @@ def test_lag_rises_without_consumer_and_falls_after(
     url = f"http://127.0.0.1:{port}/metrics"
     try:
         with running([spec], tmp_path):
-            assert wait_for(lambda: _lag(url, group) == (0.0, 0.0))
+            wait_for(lambda: _lag(url, group) == (0.0, 0.0), what="no lag before producing")
 
             producer = Producer(kafka.producer_config("ops-test-lag"))
             for i in range(5):
                 producer.produce(topic, f"r{i}".encode(), b"k")
             assert producer.flush(10) == 0
-            first = wait_for(lambda: (v := _lag(url, group)) and v[0] == 5 and v[1] > 0 and v)
-            assert first, _lag(url, group)
+            first = wait_for(
+                lambda: (v := _lag(url, group)) and v[0] == 5 and v[1] > 0 and v,
+                what=lambda: f"a lag of 5 records with an age (last seen {_lag(url, group)})",
+            )
             # Nobody consumes: the oldest record only gets older.
-            later = wait_for(lambda: (v := _lag(url, group)) and v[1] > first[1] + 0.3 and v)
-            assert later and later[0] == 5
+            later = wait_for(
+                lambda: (v := _lag(url, group)) and v[1] > first[1] + 0.3 and v,
+                what=lambda: f"the oldest record's age to grow (last seen {_lag(url, group)})",
+            )
+            assert later[0] == 5
 
             consumer.assign([TopicPartition(topic, 0, high)])
             got = 0
             while got < 5:
                 got += sum(1 for m in consumer.consume(5, timeout=2) if m.error() is None)
             consumer.commit(offsets=[TopicPartition(topic, 0, high + 5)], asynchronous=False)
-            assert wait_for(lambda: _lag(url, group) == (0.0, 0.0)), _lag(url, group)
+            wait_for(
+                lambda: _lag(url, group) == (0.0, 0.0),
+                what=lambda: f"no lag after the commit (last seen {_lag(url, group)})",
+            )
     finally:
         consumer.close()
         _forget(kafka, group)

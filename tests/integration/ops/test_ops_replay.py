@@ -9,7 +9,7 @@ import pytest
 from cassandra.cluster import Session
 from confluent_kafka import Producer
 
-from herald.ops import kafkaio
+from herald.ops import slices
 from herald.ops.common import topic_ref
 from herald.ops.replay import ReplayRequest, replay
 from infra import topics
@@ -80,7 +80,7 @@ def test_channel_window_replays_only_what_the_ledger_lacks(
         kafka, TOPIC, before, lambda m: codec.decode(m.value())["delivery_id"] in mine
     )
     assert sorted(_ids_in(again, codec.DELIVERY, "delivery_id")) == sorted(missing)
-    assert all(kafkaio.headers(m)["herald.replay"] == b"1" for m in again)
+    assert all(slices.headers(m)["herald.replay"] == b"1" for m in again)
 
 
 @owns_topic(TOPIC)
@@ -136,4 +136,4 @@ def test_request_topic_replay_marks_records(
     assert sorted(_ids_in(again, codec.REQUEST, "event_id")) == sorted(
         r["event_id"] for r in reqs[::2]
     )
-    assert all(kafkaio.headers(m)["herald.replay"] == b"1" for m in again)
+    assert all(slices.headers(m)["herald.replay"] == b"1" for m in again)

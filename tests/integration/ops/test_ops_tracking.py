@@ -13,10 +13,11 @@ from pydantic import SecretStr
 from herald.services import ServiceSpec, free_port, python_module, running
 from infra import topics
 from infra.settings import KafkaSettings
-from infra.tracking import TrackingSettings, rewrite_html
+from processors.tracking import TrackingSettings, rewrite_html
 from schemas import codec
 from tests.conftest import KAFKA
-from tests.integration.ops.opskit import end_offsets, read_since, wait_for
+from tests.integration.ops.opskit import end_offsets, read_since
+from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
 SECRET = "ops-test-secret"
@@ -52,7 +53,10 @@ def _status_for(kafka: KafkaSettings, since: dict[int, int], delivery_id: str, n
         )
         return msgs if len(msgs) >= n else []
 
-    return [codec.decode(m.value(), codec.STATUS) for m in wait_for(found, timeout=15)]
+    return [
+        codec.decode(m.value(), codec.STATUS)
+        for m in wait_for(found, 15, f"{n} status events of {delivery_id}")
+    ]
 
 
 def test_open_and_click_become_status_events(server: str, kafka: KafkaSettings) -> None:

@@ -11,10 +11,9 @@ import contextlib
 import functools
 import socket
 import threading
-import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,19 +30,10 @@ from schemas import codec, ids
 from schemas.channels import Channel
 from schemas.events import now_ms
 from tests.conftest import CASSANDRA_PORT, CASSANDRA_SETTINGS, KAFKA
+from tests.support import wait_for
 
 PARTITIONS = 6
 LOG_DIR = Path(".run") / "test-logs" / "processors"
-
-
-def wait_for(pred: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def census(

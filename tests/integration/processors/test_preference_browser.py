@@ -18,7 +18,8 @@ from selenium.webdriver.support.ui import WebDriverWait
 from herald.services import Service, ServiceSpec, free_port, python_module, start
 from infra.links import LinkSettings, preferences_url
 from infra.settings import DEV_PROFILE
-from tests.integration.processors.prockit import Harness, wait_for
+from tests.integration.processors.prockit import Harness
+from tests.support import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 

@@ -13,7 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.processors.prockit import Harness, Proxy, make_harness, wait_for
+from tests.integration.processors.prockit import Harness, Proxy, make_harness
+from tests.support import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 

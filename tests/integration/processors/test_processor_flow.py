@@ -15,7 +15,8 @@ from infra.scheduling import ScheduleStore
 from schemas import codec, ids
 from schemas.events import now_ms
 from tests.conftest import CASSANDRA_SETTINGS
-from tests.integration.processors.prockit import Harness, wait_for
+from tests.integration.processors.prockit import Harness
+from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,8 @@ from collections.abc import Iterator
 import pytest
 
 from schemas import codec, ids
-from tests.integration.processors.prockit import Harness, make_harness, wait_for
+from tests.integration.processors.prockit import Harness, make_harness
+from tests.support import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 

@@ -19,7 +19,8 @@ from producers.publisher import AsyncPublisher
 from producers.settings import IntakeSettings
 from producers.templates import TemplateStore
 from tests.conftest import KAFKA_SETTINGS
-from tests.integration.processors.prockit import Harness, wait_for
+from tests.integration.processors.prockit import Harness
+from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
 

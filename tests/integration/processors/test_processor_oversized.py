@@ -13,7 +13,8 @@ import pytest
 from confluent_kafka import Producer
 
 from tests.conftest import KAFKA
-from tests.integration.processors.prockit import Harness, census, make_harness, wait_for
+from tests.integration.processors.prockit import Harness, census, make_harness
+from tests.support import wait_for
 
 pytestmark = [pytest.mark.integration]
 

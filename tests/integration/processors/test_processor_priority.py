@@ -8,7 +8,8 @@ from collections.abc import Iterator
 import pytest
 
 from schemas import codec
-from tests.integration.processors.prockit import Harness, create_topics, make_harness, wait_for
+from tests.integration.processors.prockit import Harness, create_topics, make_harness
+from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
 

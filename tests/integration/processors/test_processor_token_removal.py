@@ -17,7 +17,8 @@ from senders.ledger import CassandraLedger, State
 from senders.providers.base import Message, PermanentError, Provider, SendResult
 from senders.settings import SenderSettings
 from tests.conftest import KAFKA
-from tests.integration.processors.prockit import Harness, wait_for
+from tests.integration.processors.prockit import Harness
+from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -18,6 +17,7 @@ from infra.settings import CassandraSettings, KafkaSettings
 from schemas import codec
 from schemas.events import now_ms
 from tests.conftest import CASSANDRA_PORT, KAFKA
+from tests.support import wait_for
 
 
 class TopicTap:
@@ -71,19 +71,6 @@ class TopicTap:
         self._stop.set()
         self._thread.join(timeout=5)
         self._consumer.close()
-
-
-def wait_for(
-    check: Callable[[], Any], timeout: float = 20.0, what: str | Callable[[], str] = "condition"
-) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what() if callable(what) else what}")
-        time.sleep(0.05)
 
 
 def make_delivery(channel: str, **over: Any) -> dict[str, Any]:

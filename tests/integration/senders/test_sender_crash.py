@@ -30,7 +30,8 @@ from herald.services import Service, ServiceSpec, free_port, python_module, star
 from infra.settings import KafkaSettings
 from schemas.channels import Channel
 from tests.conftest import KAFKA
-from tests.integration.senders.conftest import PREFIX, ledger_row, make_delivery, wait_for
+from tests.integration.senders.conftest import PREFIX, ledger_row, make_delivery
+from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -17,8 +17,9 @@ import httpx
 import pytest
 from cassandra.cluster import Session
 
-from herald.bench.services import Ports, emulator_spec, provider_env
+from herald.bench.services import emulator_spec, provider_env
 from herald.services import Service, ServiceSpec, free_port, python_module, start
+from infra.emulators.server import Ports
 from tests.integration.senders.conftest import (
     PREFIX,
     TopicTap,

@@ -16,7 +16,8 @@ from senders.runtime import SenderRuntime
 from senders.service import sender
 from senders.settings import SenderSettings
 from tests.conftest import CASSANDRA_PORT, KAFKA
-from tests.integration.senders.conftest import PREFIX, make_delivery, wait_for
+from tests.integration.senders.conftest import PREFIX, make_delivery
+from tests.support import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from herald.ops.common import channel_matches, request_matches, topic_ref
-from herald.ops.kafkaio import parse_time
 from herald.ops.ledger import REDRIVE_FINAL, REPLAY_FINAL, skip_reason
+from herald.ops.slices import parse_time
 
 NOW = 1_764_079_582_000
 

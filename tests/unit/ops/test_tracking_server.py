@@ -11,7 +11,7 @@ from starlette.testclient import TestClient
 
 from herald.ops.settings import OpsSettings, TrackingServerSection
 from herald.ops.tracking import create_app
-from infra.tracking import Claim, TrackingSettings, sign
+from processors.tracking import Claim, TrackingSettings, sign
 from schemas import codec
 
 SECRET = SecretStr("unit-secret")

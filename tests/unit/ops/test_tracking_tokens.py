@@ -7,7 +7,7 @@ import re
 import pytest
 from pydantic import SecretStr
 
-from infra.tracking import BadToken, Claim, TrackingSettings, rewrite_html, sign, verify
+from processors.tracking import BadToken, Claim, TrackingSettings, rewrite_html, sign, verify
 
 SETTINGS = TrackingSettings(base_url="https://t.example.com/", secret=SecretStr("s3cret"))
 HTML = """<html><body>

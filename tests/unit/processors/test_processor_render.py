@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from jinja2 import StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 
-from processors.cache import TTLCache
+from infra.cache import TTLCache
 from processors.enrichment import TemplateRow, pick_template
 from processors.render import RenderError, render, render_text
 

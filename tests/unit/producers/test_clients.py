@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -13,7 +12,6 @@ from producers.clients import (
     ApiClient,
     ClientStore,
     LoginThrottled,
-    TokenBucket,
     hash_secret,
     verify_secret,
 )
@@ -27,15 +25,6 @@ def test_secret_hash_is_salted_and_verifies() -> None:
     assert not verify_secret("s3cret!", a)
     assert not verify_secret("s3cret", "garbage")
     assert not verify_secret("s3cret", "bcrypt$1$2$3$4$5")
-
-
-def test_token_bucket_refills_at_its_rate() -> None:
-    bucket = TokenBucket(rate=10, burst=5, stamp=0.0)
-    assert [bucket.take(now=0.0) for _ in range(5)] == [0.0] * 5
-    assert bucket.take(now=0.0) == 0.1
-    assert bucket.take(now=0.1) == 0.0  # one token back after 100 ms
-    assert bucket.take(3, now=0.2) == 0.2  # one token there, two more needed
-    assert bucket.take(6, now=5.0) == math.inf  # more than the burst: never
 
 
 def test_client_permissions() -> None:

@@ -14,7 +14,7 @@ import pytest
 from pydantic import SecretStr
 from starlette.testclient import TestClient
 
-from herald.ops import dlq, kafkaio, replay, stats
+from herald.ops import dlq, replay, slices, stats
 from herald.ops.common import topic_ref
 from herald.ops.settings import OpsSettings, TrackingServerSection
 from herald.ops.tracking import create_app
@@ -137,11 +137,11 @@ def topic_holds(monkeypatch: pytest.MonkeyPatch) -> Callable[[list[bytes]], None
         def read(*_a: Any, **_k: Any) -> Iterator[list[FakeMessage]]:
             yield [FakeMessage(v, i) for i, v in enumerate(data)]
 
-        range_ = [kafkaio.PartitionRange(0, 0, len(data))]
-        monkeypatch.setattr(kafkaio, "ops_consumer", lambda *_a, **_k: _Consumer())
-        monkeypatch.setattr(kafkaio, "resolve_window", lambda *_a, **_k: range_)
-        monkeypatch.setattr(kafkaio, "whole_topic", lambda *_a, **_k: range_)
-        monkeypatch.setattr(kafkaio, "read_ranges", read)
+        range_ = [slices.PartitionRange(0, 0, len(data))]
+        monkeypatch.setattr(slices, "ops_consumer", lambda *_a, **_k: _Consumer())
+        monkeypatch.setattr(slices, "resolve_window", lambda *_a, **_k: range_)
+        monkeypatch.setattr(slices, "whole_topic", lambda *_a, **_k: range_)
+        monkeypatch.setattr(slices, "read_ranges", read)
 
     return hold
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from infra.tracking import TrackingSettings
 from processors.settings import ProcessorSettings
+from processors.tracking import TrackingSettings
 from senders.settings import SenderSettings
 
 DOC = (Path(__file__).resolve().parents[3] / "docs" / "providers.md").read_text()

@@ -1,6 +1,6 @@
 """How many requests per second the send API sustains here: prints figures, asserts none.
 
-    python -m producers.loadtest --spawn --concurrency 64 --duration 10
+    python -m herald.bench.loadtest --spawn --concurrency 64 --duration 10
 
 `--spawn` starts `python -m producers api` on a free port for the run; without it the
 API at `--url` is used. Without `--app-key`, a load-test client (quota high enough not to
@@ -21,6 +21,7 @@ from tempfile import mkdtemp
 import httpx
 import typer
 
+from herald.services import ServiceSpec, free_port, python_module, start
 from infra.settings import DEV_PROFILE
 from producers.settings import IntakeSettings
 
@@ -108,8 +109,6 @@ def main(
     if not spawn:
         asyncio.run(_run(url, app_key, app_secret, user, concurrency, duration, batch))
         return
-    from herald.services import ServiceSpec, free_port, python_module, start
-
     port = free_port()
     svc = start(
         ServiceSpec(

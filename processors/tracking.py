@@ -23,6 +23,8 @@ from typing import Literal
 
 from pydantic import BaseModel, SecretStr
 
+from schemas.errors import HeraldError
+
 Kind = Literal["open", "click"]
 LOCAL_TRACKING_SECRET = "herald-local-tracking-secret"
 _SALT = b"herald.tracking.v1"
@@ -47,7 +49,7 @@ class TrackingSettings(BaseModel):
         )
 
 
-class BadToken(ValueError):
+class BadToken(HeraldError, ValueError):
     """A token that was not signed by us, or was altered. Never retry; answer 400."""
 
 

@@ -1,4 +1,6 @@
-"""A bounded in-process cache with a time to live, counting hits and misses."""
+"""A bounded in-process cache with a time to live, counting hits and misses: the
+processors' users and templates, the send API's known ids, verified keys and header
+parameters."""
 
 from __future__ import annotations
 
@@ -43,6 +45,9 @@ class TTLCache(Generic[V]):
         self._data.move_to_end(key)
         while len(self._data) > self._max:
             self._data.popitem(last=False)
+
+    def __contains__(self, key: Hashable) -> bool:
+        return self.get(key) is not None
 
     def invalidate(self, key: Hashable) -> None:
         self._data.pop(key, None)
