@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
 from infra.ratelimit import TokenBucket
+from infra.retry import Backoff, retrying
 from infra.retry import is_outage as is_outage
 from schemas import codec
 from schemas.channels import Outcome as StatusOutcome
@@ -53,6 +54,7 @@ LOST = "claim_lost"
 # A step that keeps failing for a reason nobody foresaw (a bug, a poison value) is given up
 # after this many attempts, instead of stalling its partition forever.
 MAX_ATTEMPTS = 5
+DURABLE_BACKOFF = Backoff(first_s=0.2, max_s=5.0)
 
 
 class Publisher(Protocol):
@@ -563,19 +565,13 @@ class DeliveryHandler:
         """Retry a step whose failure would leave the outcome unrecorded. An outage (Cassandra
         or Kafka unavailable) is waited out: fail closed, never skip the step. Any other
         failure is raised after `MAX_ATTEMPTS`, and at shutdown `Stopping`."""
-        delay = 0.2
-        failures = 0
-        while True:
-            try:
-                return await op()
-            except Exception as exc:
-                if not is_outage(exc):
-                    failures += 1
-                    if failures >= MAX_ATTEMPTS:
-                        raise
-                log.exception("ledger/outcome write failed; retrying")
-                await self._sleep(delay)
-                delay = min(delay * 2, 5.0)
+        return await retrying(
+            op,
+            DURABLE_BACKOFF,
+            attempts=MAX_ATTEMPTS,
+            on_retry=lambda _exc, _delay: log.exception("ledger/outcome write failed; retrying"),
+            sleep=self._sleep,
+        )
 
 
 def retry_tier(delays: list[float], attempt: int, retry_after: float) -> int:
