@@ -5,12 +5,9 @@ marketing email to that user is dropped as opted_out by the running processor.""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from selenium import webdriver
-from selenium.webdriver.chrome.options import Options
-from selenium.webdriver.chrome.service import Service as DriverService
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
@@ -18,22 +15,11 @@ from selenium.webdriver.support.ui import WebDriverWait
 from herald.services import Service, ServiceSpec, free_port, python_module, start
 from infra.links import LinkSettings, preferences_url
 from infra.settings import DEV_PROFILE
+from tests.browser import chromium
 from tests.integration.processors.prockit import Harness
 from tests.support import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
-
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-dev-shm-usage",
-)
 
 
 @pytest.fixture(scope="module")
@@ -57,23 +43,9 @@ def send_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture
 def browser() -> Iterator[webdriver.Chrome]:
-    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not Path(p).exists()]
-    assert not missing, f"{missing} missing: run `make install` (apt-get chromium chromium-driver)"
-    options = Options()
-    options.binary_location = CHROMIUM
-    for flag in FLAGS:
-        options.add_argument(flag)
     # The page must work without JavaScript, so the test runs without it.
-    options.add_experimental_option(
-        "prefs", {"profile.managed_default_content_settings.javascript": 2}
-    )
-    # An explicit driver path: Selenium Manager never looks for (or downloads) one.
-    driver = webdriver.Chrome(service=DriverService(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(30)
-    try:
+    with chromium(javascript=False) as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def test_unticking_marketing_email_drops_the_next_marketing_email(

@@ -16,8 +16,6 @@ import pytest
 from cassandra.cluster import Session
 from confluent_kafka.admin import AdminClient, NewTopic
 from selenium import webdriver
-from selenium.webdriver.chrome.options import Options
-from selenium.webdriver.chrome.service import Service as DriverService
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -25,21 +23,11 @@ from herald.services import Service, ServiceSpec, free_port, python_module, star
 from infra import topics
 from infra.inbox import InboxStore, NewItem
 from producers.clients import ClientStore
+from tests.browser import chromium
 from tests.conftest import KAFKA
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-dev-shm-usage",
-)
 # Read and seen events go to this module's own status topic.
 PREFIX = f"test.inbox-browser.{uuid.uuid4().hex[:8]}."
 
@@ -74,19 +62,8 @@ def send_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture
 def browser() -> Iterator[webdriver.Chrome]:
-    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not Path(p).exists()]
-    assert not missing, f"{missing} missing: run `make install` (apt-get chromium chromium-driver)"
-    options = Options()
-    options.binary_location = CHROMIUM
-    for flag in FLAGS:
-        options.add_argument(flag)
-    # An explicit driver path: Selenium Manager never looks for (or downloads) one.
-    driver = webdriver.Chrome(service=DriverService(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(30)
-    try:
+    with chromium() as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def write(session: Session, user_id: str, title: str, at: datetime) -> str:
