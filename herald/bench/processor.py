@@ -39,7 +39,7 @@ from cassandra.concurrent import execute_concurrent_with_args
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from herald.bench.sampler import listener_pid
+from herald.bench.sampler import cpu_seconds, listener_pid
 from infra.cassandra import connect
 from infra.kafka_producer import AsyncProducer
 from infra.settings import DEV_PROFILE, CassandraSettings, KafkaSettings
@@ -135,16 +135,6 @@ def _scrape(port: int) -> dict[str, float]:
         if m:
             out[m[1]] = out.get(m[1], 0.0) + float(m[2])
     return out
-
-
-def _cpu(p: psutil.Process | None) -> float:
-    if p is None:
-        return 0.0
-    try:
-        t = p.cpu_times()
-        return float(t.user + t.system)
-    except psutil.Error:
-        return 0.0
 
 
 def _request(tag: str, i: int, uid: str, template_id: str, rng: random.Random) -> bytes:
@@ -250,7 +240,7 @@ def run(
     peak_rss = 0
 
     def mark(name: str) -> None:
-        marks[name] = {k: _cpu(p) for k, p in watched.items()}
+        marks[name] = {k: cpu_seconds(p) for k, p in watched.items()}
         marks[name]["t"] = time.monotonic()
 
     deadline = time.monotonic() + timeout_s

@@ -33,6 +33,17 @@ class ProcessUsage:
         return self.cpu_sum / self.samples if self.samples else 0.0
 
 
+def cpu_seconds(p: psutil.Process | None) -> float:
+    """User + system CPU seconds of one process so far (0 when it is gone or unknown)."""
+    if p is None:
+        return 0.0
+    try:
+        t = p.cpu_times()
+        return float(t.user + t.system)
+    except psutil.Error:
+        return 0.0
+
+
 def listener_pid(port: int) -> int | None:
     """The process listening on a local TCP port (Kafka and Cassandra are ours to watch)."""
     with contextlib.suppress(psutil.Error):

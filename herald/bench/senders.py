@@ -28,7 +28,7 @@ from confluent_kafka.admin import AdminClient
 from rich.console import Console
 from rich.table import Table
 
-from herald.bench.sampler import listener_pid
+from herald.bench.sampler import cpu_seconds, listener_pid
 from herald.bench.services import ensure_prefixed_topics
 from infra import topics
 from infra.settings import KafkaSettings
@@ -120,15 +120,6 @@ def _thread_cpu(p: psutil.Process, native_id: int | None) -> float:
     return 0.0
 
 
-def _cpu(p: psutil.Process | None) -> float:
-    if p is None:
-        return 0.0
-    with contextlib.suppress(psutil.Error):
-        t = p.cpu_times()
-        return t.user + t.system
-    return 0.0
-
-
 async def _drain(settings: SenderSettings, n: int, profile: Path | None) -> dict[str, float]:
     me = psutil.Process()
     cas = listener_pid(settings.cassandra.port)
@@ -150,9 +141,9 @@ async def _drain(settings: SenderSettings, n: int, profile: Path | None) -> dict
         start_sent = _sent()
         b0 = {k: _batches(k) for k in ("conditional", "plain")}
         refused0 = _refused()
-        c0 = {k: _cpu(p) for k, p in ext.items()}
+        c0 = {k: cpu_seconds(p) for k, p in ext.items()}
         loop0 = _thread_cpu(me, threading.main_thread().native_id)
-        cpu0, wall0 = _cpu(me), time.perf_counter()
+        cpu0, wall0 = cpu_seconds(me), time.perf_counter()
         prof = cProfile.Profile() if profile else None
         if prof:
             prof.enable()
@@ -166,12 +157,12 @@ async def _drain(settings: SenderSettings, n: int, profile: Path | None) -> dict
         if prof:
             prof.disable()
             prof.dump_stats(str(profile))
-        wall, cpu = time.perf_counter() - wall0, _cpu(me) - cpu0
+        wall, cpu = time.perf_counter() - wall0, cpu_seconds(me) - cpu0
         loop_cpu = _thread_cpu(me, threading.main_thread().native_id) - loop0
         done = _sent() - start_sent
         out = {"deliveries": done, "expected": n - start_sent, "seconds": wall}
         out |= {"senders_cpu": cpu, "loop_cpu": loop_cpu}
-        out.update({k: _cpu(p) - c0[k] for k, p in ext.items()})
+        out.update({k: cpu_seconds(p) - c0[k] for k, p in ext.items()})
         for kind in ("conditional", "plain"):
             b1 = _batches(kind)
             out[f"{kind}_batches"] = b1[0] - b0[kind][0]
