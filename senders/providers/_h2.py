@@ -32,6 +32,7 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+import hpack
 
 from schemas.errors import HeraldError
 from senders.providers._http import ssl_context
@@ -40,6 +41,10 @@ from senders.providers._http import ssl_context
 _WINDOW = 1 << 24
 # Stop opening streams on a connection this close to running out of stream ids (2^31).
 _LAST_STREAM_ID = (1 << 31) - 1024
+# h2 counts a connection's open streams by walking every stream it still holds, once per
+# new stream; the client keeps its own count against the server's limit, so the walk (which
+# also drops closed streams) runs once per this many new streams.
+_SWEEP_EVERY = 64
 # A CR, LF or NUL would end the header field; nothing is sent for such a request.
 _BREAKS_HEADER = re.compile(rb"[\r\n\x00]")
 
@@ -73,10 +78,35 @@ class _Stream:
         self.timer: asyncio.TimerHandle | None = None
 
 
+class _Encoder(hpack.Encoder):
+    """Header values as literal octets, not Huffman-coded: hpack's pure-Python Huffman
+    coder cost more client CPU than any other step of a push request, to save a few
+    dozen bytes of each request's headers."""
+
+    def encode(self, headers: Any, huffman: bool = False) -> bytes:
+        return super().encode(headers, huffman=huffman)
+
+
 class _Draining(h2.connection.H2Connection):
     """h2 closes its state machine on GOAWAY and would then refuse the frames that still
     answer the streams at or below last-stream-id, which the server promises to finish
-    (RFC 9113 §6.8): stay open to read them (`_Connection.closed` opens no new stream)."""
+    (RFC 9113 §6.8): stay open to read them (`_Connection.closed` opens no new stream).
+
+    Also the two cuts of client CPU: `_Encoder`, and h2's own open-stream count only every
+    `_SWEEP_EVERY` new streams (`_Connection.active` is what keeps the server's limit)."""
+
+    def __init__(self, config: h2.config.H2Configuration) -> None:
+        super().__init__(config)
+        self.encoder = _Encoder()
+        self._new_streams = 0
+
+    @property
+    def open_outbound_streams(self) -> int:
+        self._new_streams += 1
+        if self._new_streams % _SWEEP_EVERY:
+            return 0
+        # never more than `_Connection.active`: a stream closes before its slot is freed
+        return int(super().open_outbound_streams)
 
     def _receive_goaway_frame(self, frame: Any) -> tuple[list[Any], list[Any]]:
         state = self.state_machine.state

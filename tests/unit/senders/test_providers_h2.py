@@ -129,6 +129,22 @@ async def test_streams_per_connection_never_exceed_the_servers_limit(serve) -> N
         await client.aclose()
 
 
+async def test_closed_streams_are_dropped_while_the_limit_holds(serve) -> None:  # type: ignore[no-untyped-def]
+    # h2's own open-stream walk runs only every _SWEEP_EVERY new streams: the server's
+    # limit still holds (the client's count) and h2 does not keep every closed stream.
+    url, servers = await serve(5, lambda s, sid: later(0.001, lambda: s.answer(sid)))
+    client = H2Client(url, max_connections=1, timeout_s=5)
+    try:
+        for _ in range(4):
+            await asyncio.gather(*(client.request("POST", "/", [], b"x") for _ in range(100)))
+        (server,) = servers
+        assert server.peak == 5
+        (connection,) = client._connections
+        assert len(connection._h2.streams) < 100  # of the 400 streams opened
+    finally:
+        await client.aclose()
+
+
 async def test_a_lowered_limit_is_honoured_for_new_streams(serve) -> None:  # type: ignore[no-untyped-def]
     def on_request(server: Server, stream_id: int) -> None:
         if stream_id == 1:
