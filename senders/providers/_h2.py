@@ -191,7 +191,7 @@ class _Connection(asyncio.Protocol):
                 ],
                 end_stream=not body,
             )
-            self._flush()
+            # Headers and the first DATA frames leave in one write (one syscall).
             view = memoryview(body)
             while view:
                 window = min(
@@ -199,6 +199,7 @@ class _Connection(asyncio.Protocol):
                     self._h2.max_outbound_frame_size,
                 )
                 if window <= 0:
+                    self._flush()
                     waiter = self._window_open[stream_id] = loop.create_future()
                     await asyncio.wait((waiter, stream.done), return_when=asyncio.FIRST_COMPLETED)
                     self._window_open.pop(stream_id, None)
@@ -207,7 +208,7 @@ class _Connection(asyncio.Protocol):
                     continue
                 chunk, view = view[:window], view[window:]
                 self._h2.send_data(stream_id, chunk.tobytes(), end_stream=not view)
-                self._flush()
+            self._flush()
             return await stream.done
         except asyncio.CancelledError:
             self._reset(stream_id)
