@@ -15,8 +15,10 @@ from confluent_kafka import Message as KafkaMessage
 from infra.settings import KafkaSettings
 from schemas import codec
 from schemas.channels import Channel
-from senders.runtime import Lane, Slots, lanes_for
+from senders.consumer import lanes_for
+from senders.runtime import Lane
 from senders.settings import SenderSettings
+from senders.slots import Slots
 from tests.unit.senders.fakes import MemoryPublisher, delivery
 
 DLQ = "notifications.sms.dlq"
