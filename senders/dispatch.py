@@ -16,12 +16,14 @@ from confluent_kafka import KafkaError, TopicPartition
 from confluent_kafka import Message as KafkaMessage
 
 from infra.kafka_producer import refusal
+from infra.retry import is_outage
 from schemas import codec
 from schemas.contract import Header, Reason, Topics
 from schemas.events import now_ms
 from senders import metrics, status
 from senders.consumer import TP, LaneConsumer, LaneSpec
-from senders.handler import MAX_ATTEMPTS, DeliveryHandler, Publisher, Stopping, is_outage
+from senders.handler import DeliveryHandler
+from senders.outputs import MAX_ATTEMPTS, RecordSink, Stopping
 from senders.settings import SenderSettings
 from senders.slots import Slots
 
@@ -42,7 +44,7 @@ class LaneDispatch(LaneConsumer):
         *,
         settings: SenderSettings,
         handler: DeliveryHandler,
-        publisher: Publisher,
+        publisher: RecordSink,
         slots: Slots,
         stopping: asyncio.Event,
     ) -> None:

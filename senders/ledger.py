@@ -101,7 +101,7 @@ class LedgerRow:
 
 
 @dataclass(frozen=True)
-class Outcome:
+class LedgerOutcome:
     """The fields a transition out of `sending` writes."""
 
     state: State
@@ -167,15 +167,15 @@ class Ledger(Protocol):
     async def set_provider(self, ref: Ref, owner: str, provider: str) -> bool:
         """Record the provider about to be called (failover), if `owner` still holds it."""
 
-    async def finish(self, ref: Ref, owner: str, outcome: Outcome) -> bool:
+    async def finish(self, ref: Ref, owner: str, outcome: LedgerOutcome) -> bool:
         """Leave `sending` held by `owner`; False if the claim was lost meanwhile."""
 
     async def resolve_stale(
-        self, ref: Ref, owner: str, expect: LedgerRow, outcome: Outcome
+        self, ref: Ref, owner: str, expect: LedgerRow, outcome: LedgerOutcome
     ) -> bool:
         """Take over the `sending` claim `expect` of a dead owner straight into `outcome`."""
 
-    async def correct_uncertain(self, ref: Ref, owner: str, outcome: Outcome) -> bool:
+    async def correct_uncertain(self, ref: Ref, owner: str, outcome: LedgerOutcome) -> bool:
         """Replace an `uncertain_after_crash` verdict by what the owner knows happened."""
 
     async def published(self, ref: Ref, delivery: dict[str, Any], row: LedgerRow) -> None:
@@ -461,7 +461,7 @@ class CassandraLedger:
         params = (provider, _now(), *self._key(ref), owner)
         return await self._write(ref, self._set_provider, params, held_by(owner))
 
-    def _finish_params(self, ref: Ref, owner: str, o: Outcome) -> tuple[Any, ...]:
+    def _finish_params(self, ref: Ref, owner: str, o: LedgerOutcome) -> tuple[Any, ...]:
         return (
             o.state.value,
             o.reason,
@@ -475,17 +475,17 @@ class CassandraLedger:
             *self._key(ref),
         )
 
-    async def finish(self, ref: Ref, owner: str, outcome: Outcome) -> bool:
+    async def finish(self, ref: Ref, owner: str, outcome: LedgerOutcome) -> bool:
         params = (*self._finish_params(ref, owner, outcome), owner)
         return await self._write(ref, self._finish, params, held_by(owner))
 
     async def resolve_stale(
-        self, ref: Ref, owner: str, expect: LedgerRow, outcome: Outcome
+        self, ref: Ref, owner: str, expect: LedgerRow, outcome: LedgerOutcome
     ) -> bool:
         params = (*self._finish_params(ref, owner, outcome), expect.owner, expect.attempt)
         return await self._write(ref, self._resolve, params, held_as(expect))
 
-    async def correct_uncertain(self, ref: Ref, owner: str, outcome: Outcome) -> bool:
+    async def correct_uncertain(self, ref: Ref, owner: str, outcome: LedgerOutcome) -> bool:
         params = self._finish_params(ref, owner, outcome)
         return await self._write(ref, self._correct, params, uncertain())
 

@@ -30,7 +30,8 @@ from confluent_kafka import KafkaException
 from schemas.channels import Channel
 from senders.consumer import lanes_for
 from senders.dispatch import LaneDispatch
-from senders.handler import DeliveryHandler, Publisher
+from senders.handler import DeliveryHandler
+from senders.outputs import RecordSink
 from senders.settings import SenderSettings
 from senders.slots import Slots
 
@@ -87,7 +88,7 @@ class SenderRuntime:
         channels: list[Channel],
         *,
         handler: DeliveryHandler,
-        publisher: Publisher,
+        publisher: RecordSink,
     ) -> None:
         self.settings = settings
         self.handler = handler

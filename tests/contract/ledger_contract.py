@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import pytest
 
-from senders.ledger import UNCERTAIN_AFTER_CRASH, Ledger, LedgerRow, Outcome, Ref, State
+from senders.ledger import UNCERTAIN_AFTER_CRASH, Ledger, LedgerOutcome, LedgerRow, Ref, State
 
 HOUR = 490_000
 AddDevice = Callable[[str, str, str], None]
@@ -35,8 +35,8 @@ def delivery_of(ref: Ref) -> dict[str, str]:
     }
 
 
-SENT = Outcome(State.SENT, provider="twilio", provider_message_id="SM1")
-UNCERTAIN = Outcome(State.DEAD_LETTERED, reason=UNCERTAIN_AFTER_CRASH)
+SENT = LedgerOutcome(State.SENT, provider="twilio", provider_message_id="SM1")
+UNCERTAIN = LedgerOutcome(State.DEAD_LETTERED, reason=UNCERTAIN_AFTER_CRASH)
 
 
 class LedgerContract:
@@ -78,7 +78,7 @@ class LedgerContract:
     async def test_only_the_owner_finishes_and_the_row_records_it(self, ledger: Ledger) -> None:
         ref = new_ref()
         assert await ledger.claim(ref, "n", 1, "me", "twilio") is None
-        sent = Outcome(State.SENT, provider="vonage", provider_message_id="SM1")
+        sent = LedgerOutcome(State.SENT, provider="vonage", provider_message_id="SM1")
         assert not await ledger.finish(ref, "someone-else", sent)
         assert await ledger.finish(ref, "me", sent)
         assert not await ledger.finish(ref, "me", sent)  # no longer `sending`
@@ -109,7 +109,7 @@ class LedgerContract:
     async def test_next_attempt_claims_a_retrying_row_once(self, ledger: Ledger) -> None:
         ref = new_ref()
         await ledger.claim(ref, "n", 1, "a", "smtp")
-        retrying = Outcome(State.RETRYING, last_error="smtp:421", pinned_provider="smtp")
+        retrying = LedgerOutcome(State.RETRYING, last_error="smtp:421", pinned_provider="smtp")
         assert await ledger.finish(ref, "a", retrying)
         row = await ledger.claim(ref, "n", 2, "b", "smtp")
         assert row is not None and row.state == "retrying" and row.pinned_provider == "smtp"
@@ -122,7 +122,7 @@ class LedgerContract:
     async def test_a_reclaim_expecting_another_attempt_is_refused(self, ledger: Ledger) -> None:
         ref = new_ref()
         await ledger.claim(ref, "n", 1, "a", "smtp")
-        await ledger.finish(ref, "a", Outcome(State.RETRYING, last_error="smtp:421"))
+        await ledger.finish(ref, "a", LedgerOutcome(State.RETRYING, last_error="smtp:421"))
         stale = LedgerRow(State.RETRYING, 7)
         assert not await ledger.reclaim(ref, "n", 8, "b", "smtp", stale)
 
@@ -141,7 +141,7 @@ class LedgerContract:
             "uncertain_after_crash",
         )
         # The dead owner, back from a pause, cannot overwrite the verdict.
-        assert not await ledger.finish(ref, "dead", Outcome(State.SENT, provider="twilio"))
+        assert not await ledger.finish(ref, "dead", LedgerOutcome(State.SENT, provider="twilio"))
 
     async def test_only_an_uncertain_verdict_can_be_corrected(self, ledger: Ledger) -> None:
         ref = new_ref()
@@ -149,7 +149,7 @@ class LedgerContract:
         stale = await ledger.read(ref)
         assert stale is not None
         assert await ledger.resolve_stale(ref, "other", stale, UNCERTAIN)
-        sent = Outcome(State.SENT, provider="twilio", provider_message_id="SM9")
+        sent = LedgerOutcome(State.SENT, provider="twilio", provider_message_id="SM9")
         assert await ledger.correct_uncertain(ref, "slow", sent)
         row = await ledger.read(ref)
         assert row is not None and (row.state, row.provider_message_id) == ("sent", "SM9")
@@ -158,7 +158,9 @@ class LedgerContract:
     async def test_a_dead_letter_for_another_reason_is_not_corrected(self, ledger: Ledger) -> None:
         ref = new_ref()
         await ledger.claim(ref, "n", 1, "me", "twilio")
-        await ledger.finish(ref, "me", Outcome(State.DEAD_LETTERED, reason="retries_exhausted"))
+        await ledger.finish(
+            ref, "me", LedgerOutcome(State.DEAD_LETTERED, reason="retries_exhausted")
+        )
         assert not await ledger.correct_uncertain(ref, "me", SENT)
 
     async def test_claims_made_together_where_some_rows_are_held(self, ledger: Ledger) -> None:
@@ -188,7 +190,7 @@ class LedgerContract:
         claimed, retrying, stale, uncertain = (new_ref(slot=2) for _ in range(4))
         for ref in (claimed, retrying, stale, uncertain):
             await ledger.claim(ref, "n", 1, "a", "twilio")
-        await ledger.finish(retrying, "a", Outcome(State.RETRYING, last_error="twilio:503"))
+        await ledger.finish(retrying, "a", LedgerOutcome(State.RETRYING, last_error="twilio:503"))
         await ledger.resolve_stale(uncertain, "b", LedgerRow(State.SENDING, 1, "a"), UNCERTAIN)
         fresh = new_ref(slot=2)
         stale_row = await ledger.read(stale)
@@ -217,7 +219,7 @@ class LedgerContract:
         the first left, not on the row before both."""
         ref = new_ref(slot=3)
         await ledger.claim(ref, "n", 1, "me", "twilio")
-        retrying = Outcome(State.RETRYING, last_error="twilio:503")
+        retrying = LedgerOutcome(State.RETRYING, last_error="twilio:503")
         finished, reclaimed = await asyncio.gather(
             ledger.finish(ref, "me", retrying),
             ledger.reclaim(ref, "n", 2, "me", "twilio", LedgerRow(State.RETRYING, 1)),

@@ -12,7 +12,7 @@ from cassandra.query import BatchStatement
 
 from infra.cassandra import connect
 from infra.settings import CassandraSettings
-from senders.ledger import CassandraLedger, Ledger, Outcome, Ref, State
+from senders.ledger import CassandraLedger, Ledger, LedgerOutcome, Ref, State
 from tests.conftest import CASSANDRA_PORT
 from tests.contract.ledger_contract import HOUR, AddDevice, LedgerContract, new_ref
 
@@ -62,8 +62,14 @@ async def test_a_batch_of_claims_is_one_transaction_and_a_conflict_costs_one_rea
         *(cql_ledger.claim(ref, "n", 1, "me", "twilio") for ref in [*free, *taken])
     )
     await asyncio.gather(
-        *(cql_ledger.finish(ref, "me", Outcome(State.SENT, provider="twilio")) for ref in free),
-        *(cql_ledger.finish(ref, "me", Outcome(State.SENT, provider="twilio")) for ref in taken),
+        *(
+            cql_ledger.finish(ref, "me", LedgerOutcome(State.SENT, provider="twilio"))
+            for ref in free
+        ),
+        *(
+            cql_ledger.finish(ref, "me", LedgerOutcome(State.SENT, provider="twilio"))
+            for ref in taken
+        ),
     )
     # Per step: the batch, refused; one read of its rows; the batch again without the taken.
     assert trips == ["batch", "read", "batch"] * 2

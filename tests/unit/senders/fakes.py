@@ -12,8 +12,8 @@ from schemas import codec
 from schemas.events import now_ms
 from senders.ledger import (
     Condition,
+    LedgerOutcome,
     LedgerRow,
-    Outcome,
     Ref,
     State,
     absent,
@@ -97,7 +97,7 @@ class MemoryLedger:
     async def set_provider(self, ref: Ref, owner: str, provider: str) -> bool:
         return self._write(ref, held_by(owner), provider=provider)
 
-    def _outcome(self, ref: Ref, condition: Condition, owner: str, o: Outcome) -> bool:
+    def _outcome(self, ref: Ref, condition: Condition, owner: str, o: LedgerOutcome) -> bool:
         return self._write(
             ref,
             condition,
@@ -112,16 +112,16 @@ class MemoryLedger:
             published=False,
         )
 
-    async def finish(self, ref: Ref, owner: str, outcome: Outcome) -> bool:
+    async def finish(self, ref: Ref, owner: str, outcome: LedgerOutcome) -> bool:
         self._maybe_fail()
         return self._outcome(ref, held_by(owner), owner, outcome)
 
     async def resolve_stale(
-        self, ref: Ref, owner: str, expect: LedgerRow, outcome: Outcome
+        self, ref: Ref, owner: str, expect: LedgerRow, outcome: LedgerOutcome
     ) -> bool:
         return self._outcome(ref, held_as(expect), owner, outcome)
 
-    async def correct_uncertain(self, ref: Ref, owner: str, outcome: Outcome) -> bool:
+    async def correct_uncertain(self, ref: Ref, owner: str, outcome: LedgerOutcome) -> bool:
         return self._outcome(ref, uncertain(), owner, outcome)
 
     async def published(self, ref: Ref, delivery: dict[str, Any], row: LedgerRow) -> None:

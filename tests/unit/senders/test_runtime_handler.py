@@ -11,8 +11,9 @@ import httpx
 import pytest
 
 from schemas.events import now_ms
-from senders.handler import DeliveryHandler, retry_tier
+from senders.handler import DeliveryHandler
 from senders.ledger import LedgerRow, State
+from senders.outputs import retry_tier
 from senders.providers.base import RetriableError
 from senders.settings import BreakerSettings, RetrySettings, RoutingSettings, SenderSettings
 from tests.unit.senders.fakes import (
