@@ -15,7 +15,7 @@ from cassandra.cluster import Session
 
 from herald.bench.scenario import start_pipeline
 from herald.bench.services import Pipeline
-from herald.demo import status_reader
+from herald.demo.collection import status_reader
 from infra.cassandra import connect
 from infra.inbox import InboxStore
 from producers.contacts import SyncDirectory

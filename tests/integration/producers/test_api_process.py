@@ -53,7 +53,8 @@ def test_entry_point_serves_openapi_and_accepts_a_request(session: Session, tmp_
 def test_the_demo_puts_its_templates_through_the_template_api(
     session: Session, tmp_path: Path
 ) -> None:
-    from herald.demo import put_templates, template_bodies
+    from herald.demo.fixtures import template_bodies
+    from herald.demo.seeding import put_templates
 
     port = free_port()
     svc = start(

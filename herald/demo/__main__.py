@@ -1,0 +1,5 @@
+"""`python -m herald.demo` (`make demo`)."""
+
+from herald.demo import app
+
+app()
