@@ -62,14 +62,18 @@ async def retrying(
     attempts: int = 1,
     on_retry: OnRetry | None = None,
     sleep: Callable[[float], Awaitable[object]] | None = None,
+    stop_on: tuple[type[Exception], ...] = (),
 ) -> T:
     """`await op()` until it succeeds. A failure `retriable` accepts is retried for as long
-    as it lasts; any other is raised once it has happened `attempts` times. `on_retry(exc,
-    delay)` runs inside the `except` (so `log.exception` shows the error) before each wait."""
+    as it lasts; any other is raised once it has happened `attempts` times, and one of
+    `stop_on` (a shutdown) at once. `on_retry(exc, delay)` runs inside the `except` (so
+    `log.exception` shows the error) before each wait."""
     failures = 0
     for delay in backoff.delays():
         try:
             return await op()
+        except stop_on:
+            raise
         except Exception as exc:
             if not retriable(exc):
                 failures += 1

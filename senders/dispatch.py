@@ -16,14 +16,14 @@ from confluent_kafka import KafkaError, TopicPartition
 from confluent_kafka import Message as KafkaMessage
 
 from infra.kafka_producer import refusal
-from infra.retry import is_outage
+from infra.retry import retrying
 from schemas import codec
 from schemas.contract import Header, Reason, Topics
 from schemas.events import now_ms
 from senders import metrics, status
 from senders.consumer import TP, LaneConsumer, LaneSpec
 from senders.handler import DeliveryHandler
-from senders.outputs import MAX_ATTEMPTS, RecordSink, Stopping
+from senders.outputs import DURABLE_BACKOFF, MAX_ATTEMPTS, RecordSink, Stopping
 from senders.settings import SenderSettings
 from senders.slots import Slots
 
@@ -133,36 +133,40 @@ class LaneDispatch(LaneConsumer):
 
     async def _handle(self, delivery: dict[str, Any], msg: KafkaMessage, redriven: bool) -> bool:
         topic, partition = msg.topic() or "", msg.partition() or 0
-        delay = 0.2
-        failures = 0
-        while True:
-            try:
-                await self.handler.handle(delivery, topic, partition=partition, redriven=redriven)
-                return True
-            except Stopping:
-                return False
-            except Exception as exc:
-                # The ledger makes a second try harmless. Cassandra or Kafka not answering:
-                # fail closed, wait however long. Anything else that repeats is a bug or a
-                # poison value: dead-lettered rather than stalling the partition.
-                if not is_outage(exc):
-                    failures += 1
-                    if failures >= MAX_ATTEMPTS:
-                        log.exception(
-                            "delivery failed repeatedly; dead-lettered",
-                            extra={"delivery_id": delivery.get("delivery_id")},
-                        )
-                        reason = f"processing_error:{type(exc).__name__}"
-                        origin = status.origin_topic(delivery, topic, self.settings.topic_prefix)
-                        return await self._poison(msg, reason, origin)
-                log.exception(
-                    "delivery not processed; retrying",
-                    extra={"delivery_id": delivery.get("delivery_id")},
-                )
-                if self.stopping.is_set():
-                    return False
-                await asyncio.sleep(delay)
-                delay = min(2 * delay, 5.0)
+        did = delivery.get("delivery_id")
+
+        def again(_exc: Exception, _delay: float) -> None:
+            log.exception("delivery not processed; retrying", extra={"delivery_id": did})
+
+        # The ledger makes a second try harmless. Cassandra or Kafka not answering: fail
+        # closed, wait however long. Anything else that repeats is a bug or a poison value:
+        # dead-lettered rather than stalling the partition.
+        try:
+            await retrying(
+                lambda: self.handler.handle(
+                    delivery, topic, partition=partition, redriven=redriven
+                ),
+                DURABLE_BACKOFF,
+                attempts=MAX_ATTEMPTS,
+                on_retry=again,
+                sleep=self._pause,
+                stop_on=(Stopping,),
+            )
+            return True
+        except Stopping:
+            return False
+        except Exception as exc:
+            log.exception("delivery failed repeatedly; dead-lettered", extra={"delivery_id": did})
+            reason = f"processing_error:{type(exc).__name__}"
+            origin = status.origin_topic(delivery, topic, self.settings.topic_prefix)
+            return await self._poison(msg, reason, origin)
+
+    async def _pause(self, delay: float) -> None:
+        """The wait between tries; none once the process is stopping (the record stays
+        unacknowledged and comes back)."""
+        if self.stopping.is_set():
+            raise Stopping
+        await asyncio.sleep(delay)
 
     async def _poison(self, msg: KafkaMessage, reason: str, original_topic: str = "") -> bool:
         """A record that cannot be processed: to the DLQ as is, for review."""
@@ -173,41 +177,49 @@ class LaneDispatch(LaneConsumer):
             reason=reason, attempts=0, original_topic=original_topic or topic
         )
         log.error("unprocessable record dead-lettered", extra={"topic": topic, "reason": reason})
-        delay = 0.2
+
+        def again(_exc: Exception, _delay: float) -> None:
+            log.exception("dead letter not produced; retrying", extra={"topic": topic})
+
         while True:
             try:
-                await self.publisher.produce(
-                    Topics(self.settings.topic_prefix).dlq(self.spec.channel),
-                    value,
-                    key=msg.key(),
-                    headers=headers,
+                # Anything but a refusal is retried for as long as it lasts.
+                await retrying(
+                    functools.partial(
+                        self.publisher.produce,
+                        Topics(self.settings.topic_prefix).dlq(self.spec.channel),
+                        value,
+                        key=msg.key(),
+                        headers=headers,
+                    ),
+                    DURABLE_BACKOFF,
+                    retriable=lambda exc: refusal(exc) is None,
+                    on_retry=again,
+                    sleep=self._pause,
+                    stop_on=(Stopping,),
                 )
                 return True
+            except Stopping:
+                return False
             except Exception as exc:
                 refused = refusal(exc)
-                if refused is not None:
-                    if not value:
-                        # Refused with nothing left to cut: it stays only in its own topic.
-                        log.error(
-                            "dead letter refused by Kafka; given up",
-                            extra={"topic": topic, "reason": refused},
-                        )
-                        return True
-                    # Sending it again can never succeed: a truncated copy that says why.
-                    value = original[: min(TRUNCATED_BYTES, len(value) // 2)]
-                    headers = (
-                        *status.dead_letter_headers(
-                            reason=refused,
-                            attempts=0,
-                            original_topic=original_topic or topic,
-                            first_error=reason,
-                            last_error=exc.args[0].name(),
-                        ),
-                        (Header.TRUNCATED_FROM, str(len(original)).encode()),
+                assert refused is not None  # `retriable` kept everything else
+                if not value:
+                    # Refused with nothing left to cut: it stays only in its own topic.
+                    log.error(
+                        "dead letter refused by Kafka; given up",
+                        extra={"topic": topic, "reason": refused},
                     )
-                    continue
-                log.exception("dead letter not produced; retrying", extra={"topic": topic})
-                if self.stopping.is_set():
-                    return False
-                await asyncio.sleep(delay)
-                delay = min(2 * delay, 5.0)
+                    return True
+                # Sending it again can never succeed: a truncated copy that says why.
+                value = original[: min(TRUNCATED_BYTES, len(value) // 2)]
+                headers = (
+                    *status.dead_letter_headers(
+                        reason=refused,
+                        attempts=0,
+                        original_topic=original_topic or topic,
+                        first_error=reason,
+                        last_error=exc.args[0].name(),
+                    ),
+                    (Header.TRUNCATED_FROM, str(len(original)).encode()),
+                )

@@ -53,6 +53,24 @@ async def test_any_other_failure_is_raised_after_the_allowed_attempts() -> None:
     assert len(calls) == 3
 
 
+async def test_a_stop_is_raised_at_once_even_with_attempts_left() -> None:
+    class Stop(Exception):
+        pass
+
+    calls = []
+
+    async def op() -> None:
+        calls.append(1)
+        raise Stop
+
+    async def sleep(_s: float) -> None:
+        pass
+
+    with pytest.raises(Stop):
+        await retrying(op, Backoff(0, 0), attempts=5, sleep=sleep, stop_on=(Stop,))
+    assert len(calls) == 1
+
+
 def test_blocking_retries_only_what_it_is_told_to() -> None:
     with pytest.raises(KeyError):
         retrying_blocking(lambda: {}["x"], Backoff(0, 0))

@@ -16,6 +16,7 @@ from infra.settings import KafkaSettings
 from schemas import codec
 from schemas.channels import Channel
 from senders.consumer import lanes_for
+from senders.outputs import Stopping
 from senders.runtime import Lane
 from senders.settings import SenderSettings
 from senders.slots import Slots
@@ -177,4 +178,33 @@ async def test_an_outage_is_waited_out_however_long(make_lane: Any, outage: Exce
         assert await lane._handle(d, record(codec.encode(codec.DELIVERY, d)), False)
 
     assert handler.calls == 13
+    assert out.records == []
+
+
+async def test_a_shutdown_leaves_the_record_unfinished_without_retrying(make_lane: Any) -> None:
+    # The handler gives up at shutdown (`Stopping`): the record is neither retried nor
+    # dead-lettered, its offset is not passed, and it comes back after the restart.
+    handler = ScriptedHandler(Stopping(), KeyError("never reached"))
+    out = MemoryPublisher()
+    lane = make_lane(handler, out)
+    d = delivery()
+
+    async with asyncio.timeout(5):
+        assert not await lane._handle(d, record(codec.encode(codec.DELIVERY, d)), False)
+
+    assert handler.calls == 1
+    assert out.records == []
+
+
+async def test_an_outage_during_shutdown_stops_the_waiting(make_lane: Any) -> None:
+    handler = ScriptedHandler(*(NoHostAvailable("down", {}) for _ in range(50)))
+    out = MemoryPublisher()
+    lane = make_lane(handler, out)
+    handler.stopping.set()
+    d = delivery()
+
+    async with asyncio.timeout(5):
+        assert not await lane._handle(d, record(codec.encode(codec.DELIVERY, d)), False)
+
+    assert handler.calls == 1
     assert out.records == []
