@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from confluent_kafka import KafkaError, TopicPartition
@@ -142,15 +143,12 @@ class LaneDispatch(LaneConsumer):
         # closed, wait however long. Anything else that repeats is a bug or a poison value:
         # dead-lettered rather than stalling the partition.
         try:
-            await retrying(
+            await self._retrying(
                 lambda: self.handler.handle(
                     delivery, topic, partition=partition, redriven=redriven
                 ),
-                DURABLE_BACKOFF,
+                again,
                 attempts=MAX_ATTEMPTS,
-                on_retry=again,
-                sleep=self._pause,
-                stop_on=(Stopping,),
             )
             return True
         except Stopping:
@@ -161,12 +159,23 @@ class LaneDispatch(LaneConsumer):
             origin = status.origin_topic(delivery, topic, self.settings.topic_prefix)
             return await self._poison(msg, reason, origin)
 
-    async def _pause(self, delay: float) -> None:
-        """The wait between tries; none once the process is stopping (the record stays
-        unacknowledged and comes back)."""
-        if self.stopping.is_set():
-            raise Stopping
-        await asyncio.sleep(delay)
+    async def _retrying(
+        self,
+        op: Callable[[], Awaitable[object]],
+        again: Callable[[Exception, float], None],
+        **rule: Any,
+    ) -> None:
+        """`infra.retry.retrying` with the lane's backoff, and no wait once the process is
+        stopping: `Stopping` is raised (the record stays unacknowledged and comes back)."""
+
+        async def pause(delay: float) -> None:
+            if self.stopping.is_set():
+                raise Stopping
+            await asyncio.sleep(delay)
+
+        await retrying(
+            op, DURABLE_BACKOFF, on_retry=again, sleep=pause, stop_on=(Stopping,), **rule
+        )
 
     async def _poison(self, msg: KafkaMessage, reason: str, original_topic: str = "") -> bool:
         """A record that cannot be processed: to the DLQ as is, for review."""
@@ -184,7 +193,7 @@ class LaneDispatch(LaneConsumer):
         while True:
             try:
                 # Anything but a refusal is retried for as long as it lasts.
-                await retrying(
+                await self._retrying(
                     functools.partial(
                         self.publisher.produce,
                         Topics(self.settings.topic_prefix).dlq(self.spec.channel),
@@ -192,11 +201,8 @@ class LaneDispatch(LaneConsumer):
                         key=msg.key(),
                         headers=headers,
                     ),
-                    DURABLE_BACKOFF,
+                    again,
                     retriable=lambda exc: refusal(exc) is None,
-                    on_retry=again,
-                    sleep=self._pause,
-                    stop_on=(Stopping,),
                 )
                 return True
             except Stopping:
