@@ -36,7 +36,7 @@ from senders.ledger import (
     State,
 )
 from senders.outputs import DUPLICATE, EXPIRED, RecordSink, Stopping, _ms, ledger_row
-from senders.sending import Sending
+from senders.sending import Room, Sending
 
 log = logging.getLogger(__name__)
 
@@ -81,59 +81,68 @@ class DeliveryHandler(Sending):
         first = route.providers[0]
         pinned: str | None = None
         first_error: str | None = None
-        # Wait for the rate limit before claiming, not after: a claim should live for as
-        # short a time as possible, since a crash while it is held makes it uncertain.
+        # Wait for the rate limit and for room at the provider before claiming, not after:
+        # a claim should live for as short a time as possible, since a crash while it is
+        # held makes it uncertain.
         await self.buckets[first].acquire()
-        while True:
-            row = await self.ledger.claim(ref, nid, attempt, self.owner, first)
-            if row is None:
-                break
-            if redriven and row.state == State.DEAD_LETTERED:
-                if await self.ledger.reclaim(ref, nid, attempt, self.owner, first, row):
-                    pinned = row.pinned_provider
+        room = Room()
+        await room.take(self.rooms.get(first))
+        try:
+            while True:
+                row = await self.ledger.claim(ref, nid, attempt, self.owner, first)
+                if row is None:
                     break
-                continue
-            if row.state in FINAL:
-                if not row.published:
-                    await self._publish(d, ref, row, consumed_from)
-                return self._count(d, row.provider, DUPLICATE)
-            if row.state == State.RETRYING:
-                if row.attempt < attempt:
+                if redriven and row.state == State.DEAD_LETTERED:
+                    if await self.ledger.reclaim(ref, nid, attempt, self.owner, first, row):
+                        pinned = row.pinned_provider
+                        break
+                    continue
+                if row.state in FINAL:
+                    if not row.published:
+                        await self._publish(d, ref, row, consumed_from)
+                    return self._count(d, row.provider, DUPLICATE)
+                if row.state == State.RETRYING:
+                    if row.attempt < attempt:
+                        if await self.ledger.reclaim(ref, nid, attempt, self.owner, first, row):
+                            pinned, first_error = row.pinned_provider, row.first_error
+                            break
+                        continue
+                    if row.attempt == attempt and not row.published:
+                        await self._publish(d, ref, row, consumed_from)
+                    return self._count(d, row.provider, DUPLICATE)
+                # `sending`
+                if row.attempt > attempt:
+                    return self._count(d, row.provider, DUPLICATE)
+                if row.owner == self.owner and did not in self._called:
+                    # Our own claim from an earlier try that failed before any provider call.
                     if await self.ledger.reclaim(ref, nid, attempt, self.owner, first, row):
                         pinned, first_error = row.pinned_provider, row.first_error
                         break
                     continue
-                if row.attempt == attempt and not row.published:
-                    await self._publish(d, ref, row, consumed_from)
-                return self._count(d, row.provider, DUPLICATE)
-            # `sending`
-            if row.attempt > attempt:
-                return self._count(d, row.provider, DUPLICATE)
-            if row.owner == self.owner and did not in self._called:
-                # Our own claim from an earlier try that failed before any provider call.
-                if await self.ledger.reclaim(ref, nid, attempt, self.owner, first, row):
-                    pinned, first_error = row.pinned_provider, row.first_error
-                    break
-                continue
-            resolved = await self._resolve_stale(d, ref, row, consumed_from)
-            if resolved is not None:
-                return resolved
+                room.release()  # waiting out another sender's claim holds no room
+                resolved = await self._resolve_stale(d, ref, row, consumed_from)
+                if resolved is not None:
+                    return resolved
+                await room.take(self.rooms.get(first))
 
-        if (expires := _ms(d.get("expires_at"))) is not None and expires <= now_ms():
-            return await self._finish(
-                d, ref, attempt, LedgerOutcome(State.DROPPED, reason=EXPIRED), first
+            if (expires := _ms(d.get("expires_at"))) is not None and expires <= now_ms():
+                return await self._finish(
+                    d, ref, attempt, LedgerOutcome(State.DROPPED, reason=EXPIRED), first
+                )
+            return await self._send(
+                d,
+                ref,
+                attempt,
+                route.providers,
+                route.retry_ambiguous,
+                pinned,
+                first_error,
+                consumed_from,
+                prepaid=first,
+                room=room,
             )
-        return await self._send(
-            d,
-            ref,
-            attempt,
-            route.providers,
-            route.retry_ambiguous,
-            pinned,
-            first_error,
-            consumed_from,
-            prepaid=first,
-        )
+        finally:
+            room.release()
 
     async def _resolve_stale(
         self, d: dict[str, Any], ref: Ref, row: LedgerRow, consumed_from: str

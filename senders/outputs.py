@@ -107,6 +107,10 @@ class OutcomeWriter:
             name: TokenBucket(r.rate(name), max(1.0, r.rate(name) * r.burst_s))
             for name in providers
         }
+        # Room for calls per provider (`Provider.concurrency`), taken before the claim.
+        self.rooms = {
+            name: asyncio.Semaphore(p.concurrency) for name, p in providers.items() if p.concurrency
+        }
         self._local: dict[str, asyncio.Event] = {}
         # Claims of this process whose provider call started but whose outcome is unknown.
         self._called: set[str] = set()

@@ -60,6 +60,29 @@ def _as_datetime(v: Any) -> datetime | None:
     return datetime.fromtimestamp(v / 1000, UTC)
 
 
+class Room:
+    """A delivery's room for one call at a provider (`Provider.concurrency`): taken before
+    the claim and given back as soon as the call returns, so a delivery waiting for a busy
+    provider holds no claim, and a crash cannot leave it `uncertain_after_crash`. One room
+    at a time: a failover gives back the first provider's before waiting for the next."""
+
+    __slots__ = ("_gate",)
+
+    def __init__(self) -> None:
+        self._gate: asyncio.Semaphore | None = None
+
+    async def take(self, gate: asyncio.Semaphore | None) -> None:
+        self.release()
+        if gate is not None:
+            await gate.acquire()
+            self._gate = gate
+
+    def release(self) -> None:
+        if self._gate is not None:
+            self._gate.release()
+            self._gate = None
+
+
 class Sending(OutcomeWriter):
     async def _send(
         self,
@@ -73,8 +96,12 @@ class Sending(OutcomeWriter):
         consumed_from: str,
         *,
         prepaid: str | None = None,
+        room: Room | None = None,
     ) -> str:
+        """`prepaid`: the provider whose rate token and room (`room`) the caller took before
+        claiming."""
         did, channel = d["delivery_id"], d["channel"]
+        room = room or Room()
         message = to_message(d)
         current = providers[0]
         errors: list[str] = []
@@ -102,6 +129,7 @@ class Sending(OutcomeWriter):
                 prepaid = None
             else:
                 await self.buckets[name].acquire()
+                await room.take(self.rooms.get(name))
             self._called.add(did)
             started = time.monotonic()
             try:
@@ -109,12 +137,14 @@ class Sending(OutcomeWriter):
                 async with asyncio.timeout(self.settings.send_timeout_s):
                     result = await self.providers[name].send(message)
             except Exception as caught:
+                room.release()
                 exc = caught
                 kind = classify(exc)
                 metrics.PROVIDER_LATENCY.labels(name, kind.value).observe(
                     time.monotonic() - started
                 )
             else:
+                room.release()
                 metrics.PROVIDER_LATENCY.labels(name, "ok").observe(time.monotonic() - started)
                 breaker.record_success()
                 outcome = LedgerOutcome(

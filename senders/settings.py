@@ -136,11 +136,12 @@ class SenderSettings(ServiceSettings):
     # How fast the group notices a dead sender and hands its partitions to the others.
     session_timeout_ms: int = 10000
     # Deliveries in flight per process, over all channels: also the largest batch a lane
-    # fetches, and so the most a SIGKILL can leave `uncertain_after_crash`. A delivery is
-    # in flight for its provider call and three ledger round trips, so throughput is
-    # in-flight ÷ latency until the process runs out of CPU: on the 2-core bench box 512
-    # gave 370-384 deliveries/s, 1024 gave 455, 2048 gave 520 (docs/benchmarks.md).
-    max_in_flight: int = 1024
+    # fetches, and so the most a SIGKILL can leave `uncertain_after_crash` (make
+    # bench-crash: 369 at 512, 770 at 1,024). A delivery is in flight for its provider call
+    # and three ledger round trips, so throughput is in-flight ÷ latency until the process
+    # runs out of CPU: on the 2-core bench box 512 gave 370-384 deliveries/s, 1,024 gave
+    # 455, 2,048 gave 520 (docs/benchmarks.md). More is a trade, not a free win.
+    max_in_flight: int = 512
     # In-flight limit reached for longer than this: pause the partitions (backpressure to
     # Kafka); shorter: just stop fetching and keep librdkafka's prefetched records.
     pause_after_s: float = 1.0

@@ -2,8 +2,9 @@
 
 `python -m herald.bench.crash [--requests 4000] [--users 2000] [--kill-after 1500]`
 
-Starts the emulators, a processor and a sender (the fault scenarios' fast retries: a
-claim is stale after 8 s; `max_in_flight` as configured), publishes the requests at once
+Starts the emulators, a processor and a sender (send timeout 15 s, a claim stale after
+20 s, so the restarted sender resolves the dead one's claims within the run;
+`max_in_flight` as configured), publishes the requests at once
 so the sender drains a backlog at its full rate, SIGKILLs the sender once `--kill-after`
 deliveries have reached the emulators, starts it again, and waits until every request
 has settled. Prints the delivery rate before the kill, how many deliveries were
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import Counter
 
 import typer
 from rich.console import Console
@@ -24,16 +26,21 @@ from rich.table import Table
 from herald.bench import load
 from herald.bench.scenario import (
     FAULTS_TOPIC_PREFIX,
+    LOG_ROOT,
     RequestFeed,
     mixed_requests,
     oracle_for,
-    start_pipeline,
 )
+from herald.bench.services import Pipeline
 from infra import topics
 from infra.cassandra import connect
 from infra.settings import CassandraSettings, KafkaSettings
 from schemas.contract import Reason
 from senders.settings import SenderSettings
+
+# Timeouts as in production, shorter only where the run would otherwise wait a minute for
+# the dead sender's claims to go stale.
+SENDER_ENV = {"HERALD_SEND_TIMEOUT_S": "15", "HERALD_RETRY__CLAIM_STALE_AFTER_S": "20"}
 
 app = typer.Typer(add_completion=False)
 console = Console()
@@ -53,7 +60,16 @@ def main(
         users, prefix=f"crash-{uuid.uuid4().hex[:8]}", devices_per_user=(1, 2), opt_out_share=0
     )
     load.seed_cassandra(session, population)
-    pipe = start_pipeline(kafka, "crash-bench", topic_prefix=FAULTS_TOPIC_PREFIX)
+    run_id = f"crash-bench-{uuid.uuid4().hex[:6]}"
+    pipe = Pipeline(run_id, kafka, LOG_ROOT / run_id, topic_prefix=FAULTS_TOPIC_PREFIX)
+    try:
+        pipe.start_emulators()
+        pipe.start_processor(1)
+        pipe.start_sender(1, env=SENDER_ENV)
+        pipe.wait_ready(timeout=60)
+    except BaseException:
+        pipe.stop()
+        raise
     oracle = oracle_for(pipe, session)
     try:
         batch = mixed_requests(population, requests)
@@ -81,6 +97,10 @@ def main(
             if Reason.UNCERTAIN_AFTER_CRASH in reasons
         }
         arrived = {did for did in uncertain if verdict.receipts.get(did)}
+        reasons = Counter(r for rs in oracle.seen.dead_letters.values() for r in rs)
+        by_channel = Counter(
+            str(oracle.seen.fanned.get(did, {}).get("channel", "?")) for did in uncertain
+        )
     finally:
         oracle.stop()
         pipe.stop()
@@ -99,6 +119,8 @@ def main(
     )
     table.add_row("verdict", "ok" if not verdict.problems else f"{len(verdict.problems)} problems")
     console.print(table)
+    console.print(f"uncertain by channel: {dict(by_channel)}")
+    console.print(f"dead letters by reason: {dict(reasons)}")
     console.print(verdict.summary())
 
 

@@ -177,7 +177,7 @@ async def _drain(settings: SenderSettings, n: int, profile: Path | None) -> dict
 def main(
     deliveries: int = typer.Option(20_000, help="Delivery records to drain."),
     users: int = typer.Option(5_000, help="Distinct user ids (keys) among them."),
-    max_in_flight: int = typer.Option(1024, help="The senders' in-flight limit."),
+    max_in_flight: int = typer.Option(512, help="The senders' in-flight limit."),
     profile: Path | None = typer.Option(None, help="Write a cProfile of the drain here."),
 ) -> None:
     """Drain N deliveries through one sender process (null provider) and print its cost."""

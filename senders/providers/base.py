@@ -139,6 +139,11 @@ class Provider(abc.ABC):
     channels: frozenset[str]
     # Stores into herald's own Cassandra (the inapp feed): created with the sender's session.
     needs_session: bool = False
+    # Sends this client can have in progress at once (its connection pool); a send beyond
+    # it waits inside the client. The handler takes a delivery's claim only once there is
+    # room, so a delivery queued here is never claimed, and a crash cannot leave it
+    # `uncertain_after_crash`. None: no limit of its own (HTTP/2 streams: the server's).
+    concurrency: int | None = None
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Open connections, load credentials. Raising here stops the sender."""

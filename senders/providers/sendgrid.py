@@ -68,6 +68,7 @@ class SendgridProvider(Provider):
 
     def __init__(self, settings: SendgridSettings) -> None:
         self.settings = settings
+        self.concurrency = settings.max_connections
         self._client: _http.Client | None = None
 
     async def start(self) -> None:

@@ -133,6 +133,7 @@ class SmtpProvider(Provider):
         self.settings = settings
         self._idle: list[tuple[aiosmtplib.SMTP, float]] = []
         self._slots = asyncio.Semaphore(settings.pool_size)
+        self.concurrency = settings.pool_size
         self._tls: ssl.SSLContext | None = None
         # The envelope's MAIL FROM, quoted once (aiosmtplib's `sendmail` re-parses both
         # addresses with `email.utils` on every message).

@@ -25,6 +25,7 @@ class TwilioProvider(Provider):
 
     def __init__(self, settings: TwilioSettings) -> None:
         self.settings = settings
+        self.concurrency = settings.max_connections
         self._client: _http.Client | None = None
 
     async def start(self) -> None:

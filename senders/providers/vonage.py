@@ -29,6 +29,7 @@ class VonageProvider(Provider):
 
     def __init__(self, settings: VonageSettings) -> None:
         self.settings = settings
+        self.concurrency = settings.max_connections
         self._client: _http.Client | None = None
 
     async def start(self) -> None:

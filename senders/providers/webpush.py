@@ -140,6 +140,7 @@ class WebpushProvider(Provider):
 
     def __init__(self, settings: WebpushSettings) -> None:
         self.settings = settings
+        self.concurrency = settings.max_connections
         self._client: _http.Client | None = None
         self._vapid: VapidSigner | None = None
 

@@ -454,3 +454,36 @@ async def test_a_stalled_owner_that_did_send_corrects_the_uncertain_verdict() ->
     redrive = w.make_handler("ops")
     assert await redrive.handle(delivery(), "x", partition=0, redriven=True) == "duplicate"
     assert w.twilio.calls == 1
+
+
+async def test_a_delivery_waiting_for_room_at_the_provider_holds_no_claim() -> None:
+    # Twilio's client can have one send in progress (`Provider.concurrency`): the second
+    # delivery waits for that room before claiming, so a crash now would leave one
+    # delivery uncertain, not two.
+    w = World()
+    w.twilio.concurrency = 1
+    w.handler = w.make_handler("me")
+    w.twilio.gate = asyncio.Event()
+    first = asyncio.create_task(w.handle(delivery()))
+    second = asyncio.create_task(w.handle(delivery(delivery_id="d-2")))
+    await asyncio.sleep(0.05)
+    assert w.twilio.calls == 1
+    assert w.ledger.rows["d-1"].state == State.SENDING
+    assert "d-2" not in w.ledger.rows
+    w.twilio.gate.set()
+    assert await asyncio.gather(first, second) == ["sent", "sent"]
+    assert w.twilio.calls == 2
+
+
+async def test_failover_gives_back_the_first_providers_room() -> None:
+    w = World()
+    w.twilio.concurrency = 1
+    w.vonage.concurrency = 1
+    w.handler = w.make_handler("me")
+    w.twilio.steps = [retriable("twilio:503", status=503)]
+    assert await w.handle(delivery()) == State.SENT  # failed over to vonage
+    assert (w.twilio.calls, w.vonage.calls) == (1, 1)
+    # Neither room is still held: the next delivery goes straight to twilio.
+    async with asyncio.timeout(1):
+        assert await w.handle(delivery(delivery_id="d-2")) == State.SENT
+    assert w.twilio.calls == 2
