@@ -137,7 +137,7 @@ class SenderSettings(ServiceSettings):
     session_timeout_ms: int = 10000
     # Deliveries in flight per process, over all channels: also the largest batch a lane
     # fetches, and so the most a SIGKILL can leave `uncertain_after_crash` (make
-    # bench-crash: 369 at 512, 770 at 1,024). A delivery is in flight for its provider call
+    # bench-crash: 39 at 512, 153 at 1,024). A delivery is in flight for its provider call
     # and three ledger round trips, so throughput is in-flight ÷ latency until the process
     # runs out of CPU: on the 2-core bench box 512 gave 370-384 deliveries/s, 1,024 gave
     # 455, 2,048 gave 520 (docs/benchmarks.md). More is a trade, not a free win.
