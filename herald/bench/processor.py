@@ -39,6 +39,7 @@ from cassandra.concurrent import execute_concurrent_with_args
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from herald.bench.kafkautil import delete_topics, require_broker
 from herald.bench.sampler import cpu_seconds, listener_pid
 from infra.cassandra import connect
 from infra.kafka_producer import AsyncProducer
@@ -174,11 +175,27 @@ def run(
     kafka = KafkaSettings(
         bootstrap_servers=os.environ.get("HERALD_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:9092")
     )
+    admin = require_broker(kafka)
+    tag = uuid.uuid4().hex[:10]
+    try:
+        return _run(kafka, admin, tag, requests, users, engine, timeout_s)
+    finally:
+        # The run's topics, and the Faust app's changelogs, go with the run.
+        delete_topics(admin, (f"bench.processor.{tag}.", f"bench-processor-{tag}-"))
+
+
+def _run(
+    kafka: KafkaSettings,
+    admin: AdminClient,
+    tag: str,
+    requests: int,
+    users: int,
+    engine: str,
+    timeout_s: float,
+) -> BenchResult:
     cassandra_port = int(os.environ.get("HERALD_CASSANDRA__PORT", "9042"))
     kafka_port = int(kafka.bootstrap_servers.split(",")[0].rsplit(":", 1)[1])
-    tag = uuid.uuid4().hex[:10]
     topic, status = f"bench.processor.{tag}.requested", f"bench.processor.{tag}.status"
-    admin = AdminClient(dict(kafka.base_config("bench-admin")))
     futures = admin.create_topics(
         [NewTopic(topic, 6, 1), NewTopic(status, 3, 1), NewTopic(f"{topic}.dlq", 1, 1)]
     )

@@ -13,7 +13,6 @@ delivery dear. Real Kafka and Cassandra; nothing asserted.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import cProfile
 import threading
 import time
@@ -23,11 +22,12 @@ from typing import Any
 
 import psutil
 import typer
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 from rich.console import Console
 from rich.table import Table
 
+from herald.bench.kafkautil import delete_topics, require_broker
 from herald.bench.sampler import cpu_seconds, listener_pid
 from herald.bench.services import ensure_prefixed_topics
 from infra import topics
@@ -195,6 +195,7 @@ def main(
             "routing": {name: {"providers": ["null"]} for name in RoutingSettings.model_fields},
         }
     )
+    require_broker(settings.kafka)
     ensure_prefixed_topics(settings.kafka, prefix)
     _load(settings.kafka, prefix, deliveries, users)
     # The clock starts at the first `sent`: what the first fetch brought before is not timed.
@@ -224,11 +225,7 @@ def main(
 
 def _drop_topics(kafka: KafkaSettings, prefix: str) -> None:
     """The run's private topic family goes when the run ends."""
-    admin = AdminClient(dict(kafka.base_config("bench-admin")))
-    mine = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix)]
-    for fut in admin.delete_topics(mine, operation_timeout=30).values():
-        with contextlib.suppress(KafkaException):
-            fut.result()
+    delete_topics(AdminClient(dict(kafka.base_config("bench-admin"))), (prefix,))
 
 
 if __name__ == "__main__":
