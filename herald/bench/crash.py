@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from herald.bench import load
+from herald.bench.kafkautil import require_broker
 from herald.bench.scenario import (
     FAULTS_TOPIC_PREFIX,
     LOG_ROOT,
@@ -51,10 +52,13 @@ def main(
     requests: int = typer.Option(4000, help="Requests published at once (a backlog)."),
     users: int = typer.Option(2000, help="Synthetic users (1-2 devices, email, phone)."),
     kill_after: int = typer.Option(1500, help="Deliveries received before the SIGKILL."),
-    timeout: float = typer.Option(600.0, help="Seconds to wait for every request to settle."),
+    timeout: float = typer.Option(
+        600.0, help="Seconds to wait for each phase (the kill, the settling)."
+    ),
 ) -> None:
     """SIGKILL a sender mid-backlog and count what it left uncertain."""
     kafka, cassandra = KafkaSettings(), CassandraSettings()
+    require_broker(kafka)
     session = connect(cassandra)
     population = load.make_users(
         users, prefix=f"crash-{uuid.uuid4().hex[:8]}", devices_per_user=(1, 2), opt_out_share=0
@@ -76,10 +80,15 @@ def main(
         oracle.expect(batch)
         feed = RequestFeed(kafka, FAULTS_TOPIC_PREFIX + topics.REQUESTED)
         feed.send(batch)
-        started = received = 0.0
-        first_at = killed_at = 0.0
+        started = received = first_at = 0.0
+        deadline = time.monotonic() + timeout
         with console.status("waiting for the sender to reach full rate…") as spinner:
             while received < kill_after:
+                if time.monotonic() > deadline:
+                    raise SystemExit(
+                        f"only {received:,.0f} of {kill_after:,} deliveries after {timeout:.0f} s"
+                        f"; the services' logs are in {pipe.log_dir}/"
+                    )
                 time.sleep(0.5)
                 received = sum(oracle.ledger().values())
                 if received and not first_at:
