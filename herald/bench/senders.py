@@ -23,7 +23,6 @@ from typing import Any
 import psutil
 import typer
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient
 from rich.console import Console
 from rich.table import Table
 
@@ -195,7 +194,7 @@ def main(
             "routing": {name: {"providers": ["null"]} for name in RoutingSettings.model_fields},
         }
     )
-    require_broker(settings.kafka)
+    admin = require_broker(settings.kafka)
     ensure_prefixed_topics(settings.kafka, prefix)
     _load(settings.kafka, prefix, deliveries, users)
     # The clock starts at the first `sent`: what the first fetch brought before is not timed.
@@ -220,12 +219,8 @@ def main(
         )
     table.add_row("ledger conditional batches refused", f"{f['refused']:,.0f}")
     Console(width=None if Console().is_terminal else 120).print(table)
-    _drop_topics(settings.kafka, prefix)
-
-
-def _drop_topics(kafka: KafkaSettings, prefix: str) -> None:
-    """The run's private topic family goes when the run ends."""
-    delete_topics(AdminClient(dict(kafka.base_config("bench-admin"))), (prefix,))
+    # The run's private topic family goes when the run ends.
+    delete_topics(admin, (prefix,))
 
 
 if __name__ == "__main__":

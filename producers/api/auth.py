@@ -140,6 +140,14 @@ async def read_json(request: Request) -> Any:
     return data
 
 
+async def read_object(request: Request) -> dict[str, Any]:
+    """`read_json` of a body that must be a JSON object."""
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid", "must be a JSON object", field="body")
+    return body
+
+
 def endpoint(handler: Handler) -> Handler:
     """Authenticate, map errors to JSON bodies. Handlers raise; they never build errors."""
 

@@ -7,7 +7,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from producers.api.auth import ApiError, charge, endpoint, read_json
+from producers.api.auth import ApiError, charge, endpoint, read_object
 from producers.api.intake import Intake
 from producers.clients import (
     ApiClient,
@@ -30,9 +30,7 @@ async def create_schedule(request: Request) -> Response:
     """Create a recurring schedule: a cron expression and the request to publish."""
     charge(request, request.state.client)
     intake: Intake = request.app.state.intake
-    body = await read_json(request)
-    if not isinstance(body, dict):
-        raise ApiError(400, "invalid", "must be a JSON object", field="body")
+    body = await read_object(request)
     owner = _owner(request, body.get("owner"))
     req = body.get("request")
     if not isinstance(req, dict):

@@ -9,7 +9,7 @@ from jinja2 import TemplateError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from producers.api.auth import ApiError, endpoint, read_json, scoped_intake
+from producers.api.auth import ApiError, endpoint, read_json, read_object, scoped_intake
 from producers.api.intake import Intake
 from producers.clients import (
     TEMPLATES_READ,
@@ -105,9 +105,7 @@ async def delete_template(request: Request) -> Response:
 async def preview_template(request: Request) -> Response:
     """Render a version for a locale with sample params, per channel; nothing is sent."""
     store = _templates(request, TEMPLATES_READ)
-    body = await read_json(request)
-    if not isinstance(body, dict):
-        raise ApiError(400, "invalid", "must be a JSON object", field="body")
+    body = await read_object(request)
     version = body.get("version")
     if version is not None and not (isinstance(version, int) and version > 0):
         raise ApiError(400, "invalid", "a version number", field="version")

@@ -8,7 +8,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from producers.api.auth import ApiError, contacts_directory, endpoint, read_json
+from producers.api.auth import ApiError, contacts_directory, endpoint, read_json, read_object
 from producers.clients import (
     CONTACTS_READ,
     CONTACTS_WRITE,
@@ -32,9 +32,7 @@ async def get_user(request: Request) -> Response:
 async def put_user(request: Request) -> Response:
     """Create or update a user; fields left out are unchanged, null clears one."""
     directory = contacts_directory(request, CONTACTS_WRITE)
-    body = await read_json(request)
-    if not isinstance(body, dict):
-        raise ApiError(400, "invalid", "must be a JSON object", field="body")
+    body = await read_object(request)
     unknown = set(body) - {*USER_FIELDS, "unsubscribed_all"}
     if unknown:
         raise ApiError(400, "invalid", "unknown field", field=sorted(unknown)[0])
@@ -71,9 +69,7 @@ async def delete_user_field(request: Request) -> Response:
 async def register_device(request: Request) -> Response:
     """Register a device (ios, android, web) with its token and app id."""
     directory = contacts_directory(request, CONTACTS_WRITE)
-    body = await read_json(request)
-    if not isinstance(body, dict):
-        raise ApiError(400, "invalid", "must be a JSON object", field="body")
+    body = await read_object(request)
     for name in ("platform", "token", "app_id"):
         if not isinstance(body.get(name), str):
             raise ApiError(400, "invalid", "required string", field=name)
