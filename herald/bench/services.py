@@ -6,6 +6,7 @@ topics' end, so it never shares work with a demo, a test or another run on the s
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -15,7 +16,7 @@ import httpx
 from confluent_kafka import Consumer, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from herald.bench.kafkautil import end_offsets
+from herald.bench.kafkautil import delete_topics, end_offsets
 from herald.services import Service, ServiceError, ServiceSpec, free_port, python_module, start
 from infra import topics
 from infra.emulators.server import Ports
@@ -287,6 +288,12 @@ class Pipeline:
         httpx.post(f"{self.control_url}/reset", timeout=10).raise_for_status()
 
     def stop(self) -> None:
+        """Stop every service, then drop the processor's Faust topics (changelogs,
+        repartitions) of this run: they are the run's alone, and thousands of leftovers
+        slow the broker's start and inflate its CPU in later runs."""
         for svc in reversed(list(self.services.values())):
             svc.stop()
         self.services.clear()
+        with contextlib.suppress(KafkaException):
+            admin = AdminClient(dict(self.kafka.base_config("herald-pipeline-admin")))
+            delete_topics(admin, (processor_group(self.run_id) + "-",))

@@ -22,6 +22,7 @@ from cassandra.cluster import Session
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from herald.bench.kafkautil import delete_topics
 from herald.services import Service, ServiceSpec, free_port, python_module, start
 from infra import topics
 from infra.cassandra import connect
@@ -71,6 +72,15 @@ def create_topics(names: list[str], partitions: int = PARTITIONS) -> None:
     admin = AdminClient({"bootstrap.servers": KAFKA})
     for fut in admin.create_topics([NewTopic(n, partitions, 1) for n in names]).values():
         fut.result(timeout=30)
+
+
+def delete_topics_of(tag: str) -> None:
+    """Drop every topic a harness made, its own and Faust's (changelogs, repartitions):
+    thousands of leftovers slow the shared broker's start and inflate its CPU."""
+    delete_topics(
+        AdminClient({"bootstrap.servers": KAFKA}),
+        (f"test.processor.{tag}.", f"test-processor-{tag}-"),
+    )
 
 
 def device_token(platform: str) -> str:
@@ -302,6 +312,7 @@ def make_harness(
         watcher.close()
         producer.flush(5)
         session.cluster.shutdown()
+        delete_topics_of(tag)
 
 
 class Proxy:
