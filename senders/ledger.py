@@ -1,4 +1,4 @@
-"""The delivery ledger (`herald.delivery_ledger`) and what the senders write beside it.
+"""The delivery ledger (`herald.delivery_ledger_by_minute`) and what the senders write beside it.
 
 Every state change of a delivery is conditioned on the state (and owner) the writer
 expects, so two senders holding the same Kafka record (rebalance, replay, retry race) can
@@ -34,7 +34,8 @@ from senders import metrics
 
 log = logging.getLogger(__name__)
 
-HOUR_MS = 3600 * 1000
+MINUTE_MS = 60 * 1000
+TABLE = "delivery_ledger_by_minute"
 UNCERTAIN_AFTER_CRASH = Reason.UNCERTAIN_AFTER_CRASH
 # Rows per conditional batch and statements per unlogged batch: a ledger row is ~300 bytes,
 # so a batch stays well under Cassandra's default `batch_size_fail_threshold` (50 KiB).
@@ -53,17 +54,17 @@ class Ref:
 
     delivery_id: str
     slot: int  # Kafka partition index of the record
-    hour: int  # requested_at, hours since the epoch
+    minute: int  # requested_at, minutes since the epoch
 
     @classmethod
     def of(cls, delivery: dict[str, Any], partition: int) -> Ref:
         requested = delivery["requested_at"]
         ms = requested if isinstance(requested, int) else int(requested.timestamp() * 1000)
-        return cls(delivery["delivery_id"], partition, ms // HOUR_MS)
+        return cls(delivery["delivery_id"], partition, ms // MINUTE_MS)
 
     @property
     def partition(self) -> tuple[int, int]:
-        return (self.slot, self.hour)
+        return (self.slot, self.minute)
 
 
 @dataclass(frozen=True)
@@ -359,23 +360,23 @@ class CassandraLedger:
         self._session = session
         ks = session.keyspace or "herald"
         prep = session.prepare
-        where = "WHERE slot = ? AND hour = ? AND delivery_id = ?"
+        where = "WHERE slot = ? AND minute = ? AND delivery_id = ?"
         self._claim = prep(
-            f"INSERT INTO {ks}.delivery_ledger (slot, hour, delivery_id, notification_id, state,"
+            f"INSERT INTO {ks}.{TABLE} (slot, minute, delivery_id, notification_id, state,"
             " attempt, owner, provider, published, updated_at)"
             " VALUES (?, ?, ?, ?, 'sending', ?, ?, ?, false, ?) IF NOT EXISTS"
         )
         self._reclaim = prep(
-            f"UPDATE {ks}.delivery_ledger SET state = 'sending', attempt = ?, owner = ?,"
+            f"UPDATE {ks}.{TABLE} SET state = 'sending', attempt = ?, owner = ?,"
             f" provider = ?, published = false, updated_at = ? {where}"
             " IF state = ? AND attempt = ?"
         )
         self._set_provider = prep(
-            f"UPDATE {ks}.delivery_ledger SET provider = ?, updated_at = ? {where}"
+            f"UPDATE {ks}.{TABLE} SET provider = ?, updated_at = ? {where}"
             " IF state = 'sending' AND owner = ?"
         )
         finish_set = (
-            f"UPDATE {ks}.delivery_ledger SET state = ?, reason = ?, provider = ?,"
+            f"UPDATE {ks}.{TABLE} SET state = ?, reason = ?, provider = ?,"
             " provider_message_id = ?, first_error = ?, last_error = ?, pinned_provider = ?,"
             f" owner = ?, published = false, updated_at = ? {where}"
         )
@@ -384,11 +385,11 @@ class CassandraLedger:
         self._correct = prep(
             finish_set + f" IF state = 'dead_lettered' AND reason = '{UNCERTAIN_AFTER_CRASH}'"
         )
-        self._published = prep(f"UPDATE {ks}.delivery_ledger SET published = true {where}")
-        self._read = prep(f"SELECT * FROM {ks}.delivery_ledger {where}")
+        self._published = prep(f"UPDATE {ks}.{TABLE} SET published = true {where}")
+        self._read = prep(f"SELECT * FROM {ks}.{TABLE} {where}")
         self._read.consistency_level = ConsistencyLevel.SERIAL  # see in-progress LWTs
         self._read_many = prep(
-            f"SELECT * FROM {ks}.delivery_ledger WHERE slot = ? AND hour = ? AND delivery_id IN ?"
+            f"SELECT * FROM {ks}.{TABLE} WHERE slot = ? AND minute = ? AND delivery_id IN ?"
         )
         self._read_many.consistency_level = ConsistencyLevel.SERIAL
         self._view = prep(
@@ -409,7 +410,7 @@ class CassandraLedger:
 
     @staticmethod
     def _key(ref: Ref) -> tuple[int, int, str]:
-        return (ref.slot, ref.hour, ref.delivery_id)
+        return (ref.slot, ref.minute, ref.delivery_id)
 
     async def _write(
         self, ref: Ref, stmt: PreparedStatement, params: tuple[Any, ...], condition: Condition

@@ -17,12 +17,12 @@ import pytest
 
 from senders.ledger import UNCERTAIN_AFTER_CRASH, Ledger, LedgerOutcome, LedgerRow, Ref, State
 
-HOUR = 490_000
+MINUTE = 29_400_000  # a minute since the epoch (late 2025)
 AddDevice = Callable[[str, str, str], None]
 
 
 def new_ref(slot: int = 0) -> Ref:
-    return Ref(str(uuid.uuid4()), slot, HOUR)
+    return Ref(str(uuid.uuid4()), slot, MINUTE)
 
 
 def delivery_of(ref: Ref) -> dict[str, str]:

@@ -160,15 +160,15 @@ def produce(kafka_producer: Producer) -> Callable[[str, dict[str, Any]], None]:
 
 
 def ledger_row(session: Session, delivery: dict[str, Any]) -> dict[str, Any] | None:
-    """The delivery's row in the senders' ledger (`herald.delivery_ledger`), wherever its
+    """The delivery's row in the senders' ledger (`senders.ledger.TABLE`), wherever its
     Kafka partition put it."""
     from infra import topics
-    from senders.ledger import HOUR_MS
+    from senders.ledger import MINUTE_MS, TABLE
 
     slots = ", ".join(str(i) for i in range(max(s.partitions for s in topics.all_topics())))
     row: dict[str, Any] | None = session.execute(
-        f"SELECT * FROM delivery_ledger WHERE slot IN ({slots}) AND hour = %s AND delivery_id = %s",
-        (delivery["requested_at"] // HOUR_MS, delivery["delivery_id"]),
+        f"SELECT * FROM {TABLE} WHERE slot IN ({slots}) AND minute = %s AND delivery_id = %s",
+        (delivery["requested_at"] // MINUTE_MS, delivery["delivery_id"]),
     ).one()
     return row
 

@@ -14,7 +14,7 @@ from infra.cassandra import connect
 from infra.settings import CassandraSettings
 from senders.ledger import CassandraLedger, Ledger, LedgerOutcome, Ref, State
 from tests.conftest import CASSANDRA_PORT
-from tests.contract.ledger_contract import HOUR, AddDevice, LedgerContract, new_ref
+from tests.contract.ledger_contract import MINUTE, AddDevice, LedgerContract, new_ref
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
@@ -54,7 +54,7 @@ async def test_a_batch_of_claims_is_one_transaction_and_a_conflict_costs_one_rea
     """Claims made together go as one conditional batch; refused because another sender
     holds some rows, they cost one read of the rows and one more batch, not a trip each."""
     taken = [new_ref(slot=1) for _ in range(3)]
-    free = [Ref(str(uuid.uuid4()), 1, HOUR) for _ in range(20)]
+    free = [Ref(str(uuid.uuid4()), 1, MINUTE) for _ in range(20)]
     for ref in taken:
         assert await cql_ledger.claim(ref, "n", 1, "other", "twilio") is None
     trips = count_round_trips(session, monkeypatch)
