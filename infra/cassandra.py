@@ -36,7 +36,7 @@ def connect(settings: CassandraSettings, *, keyspace: bool = True) -> Session:
         port=settings.port,
         auth_provider=auth,
         execution_profiles={EXEC_PROFILE_DEFAULT: profile},
-        protocol_version=5,
+        protocol_version=settings.protocol_version,
     )
     return cluster.connect(settings.keyspace if keyspace else None)
 

@@ -33,6 +33,7 @@ def _connect(settings: ProcessorSettings) -> Session:
 
 def main() -> None:
     settings = ProcessorSettings()
+    settings.tune_interpreter()
     refuse_published_secrets(settings.profile, settings.published_secrets())
     configure_logging("processor", settings.log_level)
     session = _connect(settings)

@@ -31,6 +31,7 @@ def run(
     from senders.settings import SenderSettings
 
     settings = SenderSettings()  # the only place the environment is read
+    settings.tune_interpreter()
     configure_logging("senders", settings.log_level)
     # httpx logs every request URL at INFO, and an APNs URL carries the device token.
     for noisy in ("httpx", "httpcore"):

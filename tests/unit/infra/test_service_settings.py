@@ -1,0 +1,52 @@
+"""Service-wide settings that tune the client libraries and the interpreter."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from unittest import mock
+
+import pytest
+from pydantic import ValidationError
+
+from infra.cassandra import connect
+from infra.settings import CassandraSettings, ServiceSettings
+
+
+@pytest.fixture
+def restore_switch_interval() -> Iterator[None]:
+    before = sys.getswitchinterval()
+    yield
+    sys.setswitchinterval(before)
+
+
+def test_the_gil_switch_interval_is_shortened_by_default(restore_switch_interval: None) -> None:
+    ServiceSettings().tune_interpreter()
+    assert sys.getswitchinterval() == pytest.approx(0.0005)
+
+
+def test_the_gil_switch_interval_comes_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, restore_switch_interval: None
+) -> None:
+    monkeypatch.setenv("HERALD_GIL_SWITCH_INTERVAL_S", "0.005")
+    ServiceSettings().tune_interpreter()
+    assert sys.getswitchinterval() == pytest.approx(0.005)
+
+
+def test_a_switch_interval_of_zero_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HERALD_GIL_SWITCH_INTERVAL_S", "0")
+    with pytest.raises(ValidationError, match="gil_switch_interval_s"):
+        ServiceSettings()
+
+
+def test_the_cassandra_driver_speaks_the_configured_protocol_version() -> None:
+    with mock.patch("infra.cassandra.Cluster") as cluster:
+        connect(CassandraSettings())
+        assert cluster.call_args.kwargs["protocol_version"] == 4
+        connect(CassandraSettings(protocol_version=5))
+        assert cluster.call_args.kwargs["protocol_version"] == 5
+
+
+def test_an_unknown_protocol_version_is_refused() -> None:
+    with pytest.raises(ValidationError, match="protocol_version"):
+        CassandraSettings(protocol_version=3)
