@@ -26,7 +26,7 @@ from senders.consumer import TP, LaneConsumer, LaneSpec
 from senders.handler import DeliveryHandler
 from senders.outputs import DURABLE_BACKOFF, MAX_ATTEMPTS, RecordSink, Stopping
 from senders.settings import SenderSettings
-from senders.slots import Slots
+from senders.slots import CURRENT, Slots
 
 log = logging.getLogger(__name__)
 
@@ -124,13 +124,15 @@ class LaneDispatch(LaneConsumer):
         # Counted (since dispatch) while waiting for the user's previous record, so a burst
         # for one user stops the fetching instead of piling up tasks; the semaphore is
         # taken only after that wait, so waiting records never starve those they wait for.
+        lease = self.slots.lease()
         try:
             if before is not None:
                 await asyncio.wait([before])
-            async with self.slots.sending:
-                return await self._handle(delivery, msg, redriven)
+            await lease.send()
+            CURRENT.set(lease)  # this task's own context: the handler settles it
+            return await self._handle(delivery, msg, redriven)
         finally:
-            self.slots.give()
+            lease.end()
 
     async def _handle(self, delivery: dict[str, Any], msg: KafkaMessage, redriven: bool) -> bool:
         topic, partition = msg.topic() or "", msg.partition() or 0

@@ -29,6 +29,7 @@ from senders.ledger import (
 )
 from senders.providers.base import Provider
 from senders.settings import SenderSettings
+from senders.slots import settle
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -152,6 +153,7 @@ class OutcomeWriter:
             log.warning("claim lost before the outcome was recorded", extra={"delivery_id": did})
             return self._count(d, provider, LOST)
         row = ledger_row(outcome, attempt, self.owner)
+        await settle()  # the claim is over: what is left holds a publishing slot
         await self._publish(d, ref, row, consumed_from, retry_at)
         return self._count(d, outcome.provider or provider, outcome.state, outcome.reason)
 
