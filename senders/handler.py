@@ -4,9 +4,10 @@ The order of writes is what makes a redelivered record harmless:
 
 1. claim the delivery in the ledger (conditional write) — only one sender can hold it;
 2. call the provider (failing over only where the primary certainly did not accept);
-3. move the ledger out of `sending` (conditional write, `published = false`);
+3. move the ledger out of `sending` (conditional write);
 4. produce the outcome's records (status event, retry or dead letter) and await acks;
-5. mark the row published; the caller then stores the Kafka offset.
+5. show the outcome in the `deliveries` view, which marks it published; the caller then
+   stores the Kafka offset.
 
 Each step awaits only its own record, but the ledger and the producer serve the records
 that reach a step together with one round trip (see `senders.ledger`): deliveries handled

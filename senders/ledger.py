@@ -10,7 +10,12 @@ transaction for the lot), one batch in flight per partition and process; what qu
 meanwhile goes in the next one. A batch applies all or nothing, so when it is refused
 (another sender holds some of the rows) the rows are read once, the writes whose
 condition no longer holds are answered `False`, and the rest go again. Plain writes
-(`published`, the `deliveries` view, the notification log) share unlogged batches.
+(the `deliveries` view, the notification log) share unlogged batches.
+
+Whether an outcome's records were published is read from the `deliveries` view, which is
+written only once they are acknowledged: the ledger row itself is never written for it,
+and the view is read only when a copy of a finished delivery comes back (a replay, a
+redelivery after a crash).
 """
 
 from __future__ import annotations
@@ -180,8 +185,8 @@ class Ledger(Protocol):
         """Replace an `uncertain_after_crash` verdict by what the owner knows happened."""
 
     async def published(self, ref: Ref, delivery: dict[str, Any], row: LedgerRow) -> None:
-        """The outcome's records are acknowledged by Kafka: flag the row, show the outcome
-        in the `deliveries` view and the notification log."""
+        """The outcome's records are acknowledged by Kafka: show the outcome in the
+        `deliveries` view (which is what marks it published) and the notification log."""
 
     async def read(self, ref: Ref) -> LedgerRow | None: ...
 
@@ -363,12 +368,12 @@ class CassandraLedger:
         where = "WHERE slot = ? AND minute = ? AND delivery_id = ?"
         self._claim = prep(
             f"INSERT INTO {ks}.{TABLE} (slot, minute, delivery_id, notification_id, state,"
-            " attempt, owner, provider, published, updated_at)"
-            " VALUES (?, ?, ?, ?, 'sending', ?, ?, ?, false, ?) IF NOT EXISTS"
+            " attempt, owner, provider, updated_at)"
+            " VALUES (?, ?, ?, ?, 'sending', ?, ?, ?, ?) IF NOT EXISTS"
         )
         self._reclaim = prep(
             f"UPDATE {ks}.{TABLE} SET state = 'sending', attempt = ?, owner = ?,"
-            f" provider = ?, published = false, updated_at = ? {where}"
+            f" provider = ?, updated_at = ? {where}"
             " IF state = ? AND attempt = ?"
         )
         self._set_provider = prep(
@@ -378,14 +383,13 @@ class CassandraLedger:
         finish_set = (
             f"UPDATE {ks}.{TABLE} SET state = ?, reason = ?, provider = ?,"
             " provider_message_id = ?, first_error = ?, last_error = ?, pinned_provider = ?,"
-            f" owner = ?, published = false, updated_at = ? {where}"
+            f" owner = ?, updated_at = ? {where}"
         )
         self._finish = prep(finish_set + " IF state = 'sending' AND owner = ?")
         self._resolve = prep(finish_set + " IF state = 'sending' AND owner = ? AND attempt = ?")
         self._correct = prep(
             finish_set + f" IF state = 'dead_lettered' AND reason = '{UNCERTAIN_AFTER_CRASH}'"
         )
-        self._published = prep(f"UPDATE {ks}.{TABLE} SET published = true {where}")
         self._read = prep(f"SELECT * FROM {ks}.{TABLE} {where}")
         self._read.consistency_level = ConsistencyLevel.SERIAL  # see in-progress LWTs
         self._read_many = prep(
@@ -395,6 +399,9 @@ class CassandraLedger:
         self._view = prep(
             f"INSERT INTO {ks}.deliveries (delivery_id, notification_id, attempt, {_FIELDS})"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        )
+        self._view_state = prep(
+            f"SELECT attempt, state, published FROM {ks}.deliveries WHERE delivery_id = ?"
         )
         self._log = prep(
             f"INSERT INTO {ks}.notification_log (notification_id, delivery_id, user_id, channel,"
@@ -444,7 +451,7 @@ class CassandraLedger:
         if result is True:
             return None
         assert isinstance(result, LedgerRow)  # `absent` fails only on a row
-        return result
+        return await self._with_published(ref, result)
 
     async def reclaim(
         self,
@@ -490,13 +497,27 @@ class CassandraLedger:
         params = self._finish_params(ref, owner, outcome)
         return await self._write(ref, self._correct, params, uncertain())
 
+    async def _with_published(self, ref: Ref, row: LedgerRow) -> LedgerRow:
+        """`row` with `published` from the view: its records went out if the view shows
+        this very outcome (attempt and state). A view row missing or older (a write not
+        yet seen, a crash before it) reads as unpublished: one more idempotent publish."""
+        if row.state == State.SENDING:
+            return dataclasses.replace(row, published=False)
+        found = await aexecute(self._session, self._view_state, (ref.delivery_id,))
+        view = found[0] if found else None
+        published = (
+            view is not None
+            and bool(view["published"])
+            and view["attempt"] == row.attempt
+            and view["state"] == row.state
+        )
+        return dataclasses.replace(row, published=published)
+
     async def published(self, ref: Ref, delivery: dict[str, Any], row: LedgerRow) -> None:
-        # Plain writes, not conditional: the flag follows our own transition from the same
-        # client, and any later transition sets it back to false; at worst a lost flag
-        # means one more idempotent re-publish.
+        # Plain writes, not conditional: the view follows our own transition from the same
+        # client; at worst a lost write means one more idempotent re-publish.
         shown = dataclasses.replace(row, published=True)
         await self._plain.write(
-            (self._published, self._key(ref)),
             (self._view, self._view_params(ref, delivery["notification_id"], shown)),
             (
                 self._log,
@@ -518,7 +539,7 @@ class CassandraLedger:
 
     async def read(self, ref: Ref) -> LedgerRow | None:
         rows = await aexecute(self._session, self._read, self._key(ref))
-        return LedgerRow.from_row(rows[0]) if rows else None
+        return await self._with_published(ref, LedgerRow.from_row(rows[0])) if rows else None
 
     async def delete_device(self, user_id: str, device_id: str, token: str) -> bool:
         rows = await aexecute(self._session, self._delete_device, (user_id, device_id, token))

@@ -161,7 +161,8 @@ def produce(kafka_producer: Producer) -> Callable[[str, dict[str, Any]], None]:
 
 def ledger_row(session: Session, delivery: dict[str, Any]) -> dict[str, Any] | None:
     """The delivery's row in the senders' ledger (`senders.ledger.TABLE`), wherever its
-    Kafka partition put it."""
+    Kafka partition put it, with `published`: whether the `deliveries` view shows this
+    very outcome, which the senders write only once its records are acknowledged."""
     from infra import topics
     from senders.ledger import MINUTE_MS, TABLE
 
@@ -170,6 +171,17 @@ def ledger_row(session: Session, delivery: dict[str, Any]) -> dict[str, Any] | N
         f"SELECT * FROM {TABLE} WHERE slot IN ({slots}) AND minute = %s AND delivery_id = %s",
         (delivery["requested_at"] // MINUTE_MS, delivery["delivery_id"]),
     ).one()
+    if row is None:
+        return None
+    view = session.execute(
+        "SELECT attempt, state, published FROM deliveries WHERE delivery_id = %s",
+        (delivery["delivery_id"],),
+    ).one()
+    row["published"] = bool(
+        view
+        and view["published"]
+        and (view["attempt"], view["state"]) == (row["attempt"], row["state"])
+    )
     return row
 
 
