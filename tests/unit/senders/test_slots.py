@@ -90,11 +90,20 @@ async def test_a_delivery_waiting_for_its_status_ack_holds_no_sending_slot() -> 
         finally:
             lease.end()
 
+    both_sent = asyncio.Event()
+    send = w.twilio.send
+
+    async def counted(message: Any) -> Any:
+        result = await send(message)
+        if w.twilio.calls == 2:
+            both_sent.set()
+        return result
+
+    setattr(w.twilio, "send", counted)  # noqa: B010
     first = asyncio.create_task(process(delivery()))
     second = asyncio.create_task(process(delivery(delivery_id="d-2")))
-    async with asyncio.timeout(2):
-        while w.twilio.calls < 2:
-            await asyncio.sleep(0.01)
+    await asyncio.wait_for(both_sent.wait(), 2)
+    await asyncio.sleep(0.05)  # the second outcome reaches the ledger
     assert {w.ledger.rows[d].state for d in ("d-1", "d-2")} == {State.SENT}
     assert out.outcomes() == []  # neither is acknowledged yet
     out.ack.set()
