@@ -228,6 +228,30 @@ class LedgerContract:
         row = await ledger.read(ref)
         assert row is not None and (row.state, row.attempt) == ("sending", 2)
 
+    async def test_a_redrive_that_ends_as_before_is_not_taken_for_published(
+        self, ledger: Ledger
+    ) -> None:
+        # Dead-lettered and published; an operator redrives it (same attempt) and it is
+        # dead-lettered again for the same reason: until that outcome's records are out,
+        # the row must not read as published, or its new dead letter would never be made.
+        ref = new_ref()
+        failed = LedgerOutcome(State.DEAD_LETTERED, reason="retries_exhausted")
+        await ledger.claim(ref, "n", 1, "me", "twilio")
+        await ledger.finish(ref, "me", failed)
+        row = await ledger.read(ref)
+        assert row is not None
+        await ledger.published(ref, delivery_of(ref), row)
+        row = await ledger.read(ref)
+        assert row is not None and row.published
+        assert await ledger.reclaim(ref, "n", 1, "operator", "twilio", row)
+        assert await ledger.finish(ref, "operator", failed)
+        again = await ledger.read(ref)
+        assert again is not None and (again.state, again.attempt) == ("dead_lettered", 1)
+        assert not again.published
+        await ledger.published(ref, delivery_of(ref), again)
+        final = await ledger.read(ref)
+        assert final is not None and final.published
+
     async def test_publishing_flags_only_that_row(self, ledger: Ledger) -> None:
         one, other = new_ref(slot=4), new_ref(slot=4)
         for ref in (one, other):
