@@ -75,7 +75,19 @@ def test_sigkill_while_collecting_loses_no_item_and_doubles_none(killable: Harne
             sum(len(items) for items in digests_of(h, uid).values()) >= ITEMS for uid in users
         )
 
-    wait_for(complete, timeout=180, what="every item in a delivered digest")
+    def shortfall() -> str:
+        # What a timeout saw: which requests never got their `digested` status, and which
+        # users' digests lack items, so a failure says where the items stopped.
+        short = {
+            uid: ITEMS - sum(len(items) for items in digests_of(h, uid).values()) for uid in users
+        }
+        short = {uid: n for uid, n in short.items() if n > 0}
+        return (
+            f"every item in a delivered digest: {digested()} of {len(reqs)} requests"
+            f" digested; {len(short)} users short of items, e.g. {dict(list(short.items())[:5])}"
+        )
+
+    wait_for(complete, timeout=180, what=shortfall)
     time.sleep(WINDOW_S / 2)  # a digest sent twice would show up by now
     for u, uid in enumerate(users):
         carried = Counter(n for items in digests_of(h, uid).values() for n in items)
