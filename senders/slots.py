@@ -23,8 +23,9 @@ class Slots:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.used = 0  # records taken from Kafka whose claim is not over yet
-        self._sem = asyncio.Semaphore(limit)
-        self._publishing = asyncio.Semaphore(limit)
+        # Held by a record from its turn until its claim is over / while it publishes.
+        self.sending = asyncio.Semaphore(limit)
+        self.publishing = asyncio.Semaphore(limit)
         self._freed = asyncio.Event()
 
     def free(self, reserve: int = 0) -> int:
@@ -52,11 +53,6 @@ class Slots:
                 await asyncio.wait_for(self._freed.wait(), remaining)
         return True
 
-    @property
-    def sending(self) -> asyncio.Semaphore:
-        """Held while a record is being processed: never more than `limit` at once."""
-        return self._sem
-
     def lease(self) -> Lease:
         """The slots of one record taken with `take()`; `end()` gives back what it holds."""
         return Lease(self)
@@ -71,23 +67,23 @@ class Lease:
         self.state = "taken"
 
     async def send(self) -> None:
-        await self._slots._sem.acquire()
+        await self._slots.sending.acquire()
         self.state = "sending"
 
     async def settle(self) -> None:
         """The record's claim is over: trade its sending slot for a publishing one."""
         if self.state != "sending":
             return
-        await self._slots._publishing.acquire()
-        self._slots._sem.release()
+        await self._slots.publishing.acquire()
+        self._slots.sending.release()
         self._slots.give()
         self.state = "publishing"
 
     def end(self) -> None:
         if self.state == "sending":
-            self._slots._sem.release()
+            self._slots.sending.release()
         elif self.state == "publishing":
-            self._slots._publishing.release()
+            self._slots.publishing.release()
         if self.state in ("taken", "sending"):
             self._slots.give()
         self.state = "ended"

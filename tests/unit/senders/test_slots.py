@@ -20,11 +20,11 @@ async def test_a_lease_moves_from_sending_to_publishing_and_gives_everything_bac
     await lease.send()
     assert (slots.used, slots.sending._value) == (1, 1)
     await lease.settle()
-    assert (slots.used, slots.sending._value, slots._publishing._value) == (0, 2, 1)
+    assert (slots.used, slots.sending._value, slots.publishing._value) == (0, 2, 1)
     lease.end()
-    assert (slots.used, slots.sending._value, slots._publishing._value) == (0, 2, 2)
+    assert (slots.used, slots.sending._value, slots.publishing._value) == (0, 2, 2)
     lease.end()  # idempotent
-    assert (slots.used, slots.sending._value, slots._publishing._value) == (0, 2, 2)
+    assert (slots.used, slots.sending._value, slots.publishing._value) == (0, 2, 2)
 
 
 async def test_a_lease_that_never_got_its_turn_gives_back_its_count() -> None:
@@ -108,4 +108,4 @@ async def test_a_delivery_waiting_for_its_status_ack_holds_no_sending_slot() -> 
     assert out.outcomes() == []  # neither is acknowledged yet
     out.ack.set()
     assert await asyncio.gather(first, second) == [State.SENT, State.SENT]
-    assert (slots.used, slots.sending._value, slots._publishing._value) == (0, 1, 1)
+    assert (slots.used, slots.sending._value, slots.publishing._value) == (0, 1, 1)
