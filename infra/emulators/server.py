@@ -273,11 +273,16 @@ class Emulators:
         for lean_server in self._servers:
             lean_server.close()
         self._servers.clear()
-        for task in self._tasks:
-            try:
-                await asyncio.wait_for(task, 5)
-            except (TimeoutError, asyncio.CancelledError):
+        # Bounded throughout: `wait_for` would wait without end for a task that is slow to
+        # honour its cancellation, and a stop must never hang its caller.
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=5)
+            for task in pending:
                 task.cancel()
+            if pending:
+                _, stuck = await asyncio.wait(pending, timeout=5)
+                for task in stuck:
+                    log.error("emulator server did not stop", extra={"server": task.get_name()})
         self._tasks.clear()
 
     async def run_forever(self) -> None:
