@@ -11,21 +11,22 @@ import pytest
 from tests import conftest
 
 
+async def ignore_cancellation() -> None:
+    while True:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            continue
+
+
 def test_a_task_that_ignores_cancellation_is_named_not_waited_for(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(conftest, "CANCEL_GRACE_S", 0.2)
 
-    async def stubborn() -> None:
-        while True:
-            try:
-                await asyncio.sleep(3600)
-            except asyncio.CancelledError:
-                continue
-
     runner = asyncio.Runner()
     loop = runner.get_loop()
-    loop.create_task(stubborn(), name="stubborn-task")
+    loop.create_task(ignore_cancellation(), name="stubborn-task")
     loop.run_until_complete(asyncio.sleep(0))  # the task is inside its try
     with pytest.raises(conftest.TaskIgnoredCancellation, match="stubborn-task"):
         runner.close()
@@ -49,11 +50,7 @@ def test_a_stuck_async_generator_close_names_the_generator(
         try:
             yield 1
         finally:
-            while True:  # a cleanup that swallows its cancellation
-                try:
-                    await asyncio.sleep(3600)
-                except asyncio.CancelledError:
-                    continue
+            await ignore_cancellation()  # a cleanup that swallows its cancellation
 
     runner = asyncio.Runner()
     loop = runner.get_loop()
