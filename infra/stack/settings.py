@@ -18,7 +18,7 @@ class StackSettings(BaseSettings):
     kafka_heap: str = "768m"
     cassandra_port: int = 9042
     cassandra_storage_port: int = 7000
-    cassandra_heap: str = "1G"
+    cassandra_heap: str = "2G"
     java: str = "java"
     maven: str = "mvn"
     # A separate local Maven repository (e.g. for a clean-room check); default ~/.m2.

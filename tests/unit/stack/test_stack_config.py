@@ -39,11 +39,16 @@ def test_cassandra_yaml_is_valid_and_uses_the_run_dir(tmp_path: Path) -> None:
     assert conf["storage_port"] == 17000
     assert conf["seed_provider"][0]["parameters"][0]["seeds"] == "127.0.0.1:17000"
     assert conf["data_file_directories"][0].startswith(str(tmp_path))
+    # Memtables large enough that a bench's writes do not flush every few seconds, their
+    # cells off the heap and their on-heap part well inside the 2 GiB heap.
+    assert conf["memtable_allocation_type"] == "offheap_objects"
+    assert conf["memtable_heap_space"] == "768MiB"
+    assert conf["memtable_offheap_space"] == "1536MiB"
 
 
 def test_cassandra_jvm_gets_java17_flags_and_a_fixed_heap(tmp_path: Path) -> None:
     args = Cassandra(_settings(tmp_path)).java_args(tmp_path)
-    assert "-Xmx1G" in args and "-Xms1G" in args
+    assert "-Xmx2G" in args and "-Xms2G" in args
     assert "--add-opens=java.base/java.nio=ALL-UNNAMED" in args
     assert args[-1] == "org.apache.cassandra.service.CassandraDaemon"
 
