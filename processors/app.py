@@ -23,6 +23,7 @@ from faust import streams as faust_streams
 from faust.types import TP
 from prometheus_client import start_http_server
 
+from infra.diagnostics import StallWatch
 from infra.retry import SERVER_OUTAGES
 from infra.scheduling import ScheduleStore, run_releaser
 from processors import metrics
@@ -193,6 +194,7 @@ def create_app(
         manual = cast("faust.Stream[bytes]", stream).noack()
         queue: asyncio.Queue[faust.types.EventT] = asyncio.Queue(settings.batch_size * 2)
         lane_digests = digest_table if digests_here else None
+        watch = StallWatch(log, settings.stall_report_s)
 
         async def work() -> None:
             loop = asyncio.get_running_loop()
@@ -202,7 +204,8 @@ def create_app(
                 if lane_digests is not None and loop.time() >= next_tick:
                     # Between batches, in this task: no batch writes the table meanwhile.
                     try:
-                        await emit_digests()
+                        with watch.busy("publishing due digests"):
+                            await emit_digests()
                     except Exception:
                         log.critical("digest emission failed, stopping the worker", exc_info=True)
                         os._exit(70)
@@ -219,7 +222,8 @@ def create_app(
                 while len(batch) < settings.batch_size and not queue.empty():
                     batch.append(queue.get_nowait())
                 try:
-                    await decide([_incoming(e) for e in batch], lane_digests)
+                    with watch.busy(f"deciding a batch of {len(batch)} requests"):
+                        await decide([_incoming(e) for e in batch], lane_digests)
                 except Exception:
                     # Not an outage and not one request (both handled in decide): a bug.
                     # Acking later batches would leave this one's offsets as a gap that a
@@ -230,11 +234,13 @@ def create_app(
                     await manual.ack(event)
 
         worker = asyncio.create_task(work())
+        watcher = asyncio.create_task(watch.run(worker))
         try:
             async for event in manual.events():
                 await queue.put(event)
         finally:
             worker.cancel()
+            watcher.cancel()
 
     app.agent(requests, name="requests")(lane(True))
     if settings.requested_priority_topic:

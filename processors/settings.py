@@ -63,6 +63,9 @@ class ProcessorSettings(ServiceSettings):
     # produce flush and one dedup write per batch. A batch is whatever has arrived (up to
     # this many) when the previous one is done, so a quiet topic still gets batches of one.
     batch_size: int = 500
+    # A batch (or a round of digests) still unfinished after this long is logged with where
+    # it waits, and again as long as it lasts: an outage is waited out, a hang is named.
+    stall_report_s: float = 60.0
     # Digests (processors/digests.py): items rendered into a digest at most (the count
     # covers all), how often due digests are looked for, and how long the event ids of a
     # sent digest are remembered so a request replayed after a crash is not sent twice.

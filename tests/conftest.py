@@ -13,6 +13,7 @@ import socket
 
 import pytest
 
+from infra.diagnostics import await_chain
 from infra.settings import DEV_PROFILE, CassandraSettings, KafkaSettings
 
 # The services the suite starts inherit this: they run on a local stack with the secrets
@@ -62,7 +63,8 @@ def _cancel_all_tasks(loop: asyncio.AbstractEventLoop) -> None:
         for task in tasks:
             if not task.done():
                 print(_describe(task), file=report)
-                task.print_stack(file=report)
+                for line in await_chain(task):
+                    print(f"  {line}", file=report)
         raise TaskIgnoredCancellation(
             f"tasks still running {CANCEL_GRACE_S:.0f} s after the loop cancelled them:\n"
             + report.getvalue()

@@ -35,6 +35,8 @@ def killable() -> Iterator[Harness]:
             "HERALD_RATE_CAPS": "{}",
             "HERALD_BATCH_SIZE": "50",
             "HERALD_DIGEST_MAX_ITEMS": "50",
+            # A stuck batch or digest round names where it waits in the processor's log.
+            "HERALD_STALL_REPORT_S": "15",
         }
     )
 
