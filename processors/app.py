@@ -176,13 +176,58 @@ def create_app(
                 )
                 await asyncio.sleep(1.0)
 
-    def lane(digests_here: bool) -> Any:
+    def consumer_state(topic: str) -> dict[str, Any]:
+        """Faust's view of fetching from `topic`: for a report when requests wait unread."""
+        consumer: Any = app.consumer  # its fetch state is not in Faust's interface
+
+        def parts(name: str) -> list[int]:
+            return sorted(
+                tp.partition for tp in getattr(consumer, name, None) or () if tp.topic == topic
+            )
+
+        lag = {}
+        for tp in consumer.assignment():
+            if tp.topic == topic:
+                read = consumer._read_offset.get(tp)
+                # Nothing read yet: the next record is the committed one (or the first).
+                at = read + 1 if read is not None else consumer._committed_offset.get(tp) or 0
+                high = consumer.highwater(tp)
+                if high is not None and at < high:
+                    lag[tp.partition] = (read, high)
+        return {
+            "lagging": lag,  # partition → (last offset read, highwater)
+            "active": parts("_active_partitions"),
+            "paused": parts("_paused_partitions"),
+            "buffer_full": parts("_buffered_partitions"),
+            "flow_active": consumer.flow_active,
+            "flow_control": app.flow_control.is_active(),
+            "rebalancing": app.rebalancing,
+            "in_recovery": app.in_recovery,
+        }
+
+    async def watch_reads(topic: str, last_event: list[float]) -> None:
+        """Report requests left unread: partitions with records past the last one read while
+        no event has arrived for `stall_report_s` (the worker idle, nothing to decide)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(settings.stall_report_s / 2)
+            if loop.time() - last_event[0] < settings.stall_report_s:
+                continue
+            try:
+                state = consumer_state(topic)
+            except Exception:  # Faust's internals moved: the report is not worth a crash
+                log.debug("consumer state unavailable", exc_info=True)
+                continue
+            if state["lagging"]:
+                log.warning("no progress: requests wait unread", extra={"topic": topic, **state})
+
+    def lane(topic: str, digests_here: bool) -> Any:
         async def process(stream: faust.StreamT[bytes]) -> None:
-            await consume(stream, digests_here)
+            await consume(stream, topic, digests_here)
 
         return process
 
-    async def consume(stream: faust.StreamT[bytes], digests_here: bool) -> None:
+    async def consume(stream: faust.StreamT[bytes], topic: str, digests_here: bool) -> None:
         """Requests are decided in batches, one batch at a time, in the order consumed.
 
         herald owns the commit decision: events are acked to Faust only once their whole
@@ -234,15 +279,21 @@ def create_app(
                     await manual.ack(event)
 
         worker = asyncio.create_task(work())
-        watcher = asyncio.create_task(watch.run(worker))
+        last_event = [asyncio.get_running_loop().time()]
+        watchers = [
+            asyncio.create_task(watch.run(worker)),
+            asyncio.create_task(watch_reads(topic, last_event)),
+        ]
         try:
             async for event in manual.events():
+                last_event[0] = asyncio.get_running_loop().time()
                 await queue.put(event)
         finally:
             worker.cancel()
-            watcher.cancel()
+            for task in watchers:
+                task.cancel()
 
-    app.agent(requests, name="requests")(lane(True))
+    app.agent(requests, name="requests")(lane(settings.requested_topic, True))
     if settings.requested_priority_topic:
         # Its own agent, stream and in-flight slots: a backlog of ordinary requests
         # cannot hold back urgent ones (a user's order holds within each lane).
@@ -253,7 +304,7 @@ def create_app(
             value_serializer="raw",
         )
         # Urgent requests never wait in a digest: this lane has no digest table.
-        app.agent(urgent, name="requests-priority")(lane(False))
+        app.agent(urgent, name="requests-priority")(lane(settings.requested_priority_topic, False))
 
     def leads_releases() -> bool:
         # One releaser per group: whoever owns partition 0 of the request topic.
