@@ -11,6 +11,7 @@ import contextlib
 import functools
 import socket
 import threading
+import urllib.request
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
@@ -210,6 +211,34 @@ class Harness:
         if self.service is not None:
             self.service.stop()
             self.service = None
+
+    def progress(self) -> str:
+        """For a timeout's message: per partition of the request topic, the processor's
+        committed offset against the end, and the processor's own decision counters."""
+        consumer = Consumer({"bootstrap.servers": KAFKA, "group.id": self.env["HERALD_APP_ID"]})
+        try:
+            parts = consumer.list_topics(self.topic, timeout=10).topics[self.topic].partitions
+            tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
+            offsets = {
+                tp.partition: f"{tp.offset}/{consumer.get_watermark_offsets(tp, timeout=10)[1]}"
+                for tp in consumer.committed(tps, timeout=10)
+            }
+        finally:
+            consumer.close()
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5
+            ) as r:
+                counters = [
+                    line
+                    for line in r.read().decode().splitlines()
+                    if line.startswith(
+                        ("herald_processor_requests_total", "herald_processor_decisions_total")
+                    )
+                ]
+        except OSError as exc:
+            counters = [f"metrics unavailable: {exc}"]
+        return f"committed/end per partition {offsets}; processor counters {counters}"
 
     def kill(self) -> None:
         if self.service is not None:

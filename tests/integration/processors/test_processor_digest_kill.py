@@ -86,7 +86,8 @@ def test_sigkill_while_collecting_loses_no_item_and_doubles_none(killable: Harne
         short = {uid: n for uid, n in short.items() if n > 0}
         return (
             f"every item in a delivered digest: {digested()} of {len(reqs)} requests"
-            f" digested; {len(short)} users short of items, e.g. {dict(list(short.items())[:5])}"
+            f" digested; {len(short)} users short of items, e.g. {dict(list(short.items())[:5])};"
+            f" {h.progress()}"
         )
 
     wait_for(complete, timeout=180, what=shortfall)
