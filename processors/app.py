@@ -146,9 +146,11 @@ def create_app(
         produces the same records with the same ids."""
         while True:
             try:
-                await processor.handle_batch(batch, rates, enter, lane_digests)
-                # The tables' changelogs are as durable as the outputs before any ack.
-                await app.producer.flush()
+                # The tables' changelogs are flushed before the event ids are recorded
+                # (then a redelivered copy is skipped), so before any ack too.
+                await processor.handle_batch(
+                    batch, rates, enter, lane_digests, tables_durable=app.producer.flush
+                )
                 return
             except _OUTAGES as exc:
                 metrics.BATCH_RETRIES.inc()

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -218,11 +218,17 @@ class Processor:
         rates: RateTable,
         enter: Callable[[Incoming], None] | None = None,
         digest_table: DigestTable | None = None,
+        tables_durable: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         """Decide every record of `batch`, in order; return once every output is acked by
         Kafka and every decided event id is recorded. `enter` is called before each record
         is decided (the rate and digest tables need to know whose partition they write
         to). Without `digest_table`, requests naming a digest are sent on their own.
+
+        `tables_durable` (the tables' changelog flush) is awaited before the event ids are
+        recorded: a record redelivered after a crash is skipped once its id is recorded
+        at its position, so by then every output of it must be durable, a digest item
+        added to its table included.
 
         Raises on an infrastructure failure (Kafka or Cassandra): the caller retries the
         whole batch, which produces the same records with the same ids.
@@ -284,6 +290,8 @@ class Processor:
                 self._log_dead_letter(inc.src, d.dead_letter)
         for inc, reason in undecodable:
             self._log_dead_letter(inc.src, reason)
+        if tables_durable is not None:
+            await tables_durable()
         await self.dedup.mark(
             [
                 (req["event_id"], req["notification_id"], d.mark, inc.src.position)

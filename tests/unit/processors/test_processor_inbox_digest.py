@@ -330,3 +330,25 @@ async def test_quiet_hours_and_rate_caps_apply_to_the_digest_as_sent(
     assert ("u1", "dropped", "rate_limited") in statuses
     assert len(outputs(proc, "notifications.push.ios")) == 2  # one digest, two iPhones
     assert [eid for eid in scheduler.held if eid.startswith("digest:u2:")]  # held till morning
+
+
+async def test_an_items_table_write_is_durable_before_its_event_id_is_recorded(
+    proc: Processor,
+) -> None:
+    # A crash between recording the id and the changelog flush would lose the item: its
+    # redelivered copy is skipped as already done (same id, same position).
+    order: list[str] = []
+    dedup = proc.dedup
+    record = dedup.mark
+
+    async def mark(rows: Any) -> None:
+        order.append("event ids recorded")
+        await record(rows)
+
+    async def flush() -> None:
+        order.append("tables durable")
+
+    dedup.mark = mark  # type: ignore[method-assign]
+    batch = [Incoming(codec.encode(codec.REQUEST, social("e1", "ann")), src(0))]
+    await proc.handle_batch(batch, {}, None, {}, tables_durable=flush)
+    assert order == ["tables durable", "event ids recorded"]
