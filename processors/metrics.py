@@ -24,6 +24,10 @@ CASSANDRA_RETRIES = Counter(
 BATCH_RETRIES = Counter(
     "herald_processor_batch_retries_total", "Batches retried whole after an outage"
 )
+SKIPPED_REFETCHED = Counter(
+    "herald_processor_skipped_refetched_total",
+    "Request records the consumer skipped and the worker fetched again (processors/gaps.py)",
+)
 RELEASED = Counter("herald_processor_released_total", "Held requests released by the scheduler")
 LATENCY = Histogram(
     "herald_processor_latency_seconds",
