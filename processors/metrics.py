@@ -24,9 +24,9 @@ CASSANDRA_RETRIES = Counter(
 BATCH_RETRIES = Counter(
     "herald_processor_batch_retries_total", "Batches retried whole after an outage"
 )
-SKIPPED_REFETCHED = Counter(
-    "herald_processor_skipped_refetched_total",
-    "Request records the consumer skipped and the worker fetched again (processors/gaps.py)",
+SKIPPED = Counter(
+    "herald_processor_skipped_total",
+    "Request records the consumer skipped past (a jump in offsets, processors/gaps.py)",
 )
 RELEASED = Counter("herald_processor_released_total", "Held requests released by the scheduler")
 LATENCY = Histogram(
