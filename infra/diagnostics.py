@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 MAX_DEPTH = 64
@@ -47,17 +47,15 @@ class StallWatch:
     while `run` watches, logs a warning with the worker's await chain whenever that piece
     has taken longer than `after_s` (again every `after_s` while it lasts)."""
 
-    def __init__(
-        self, log: logging.Logger, after_s: float, clock: Callable[[], float] | None = None
-    ) -> None:
+    def __init__(self, log: logging.Logger, after_s: float) -> None:
         self._log = log
         self.after_s = after_s
-        self._clock = clock
         self._doing: str | None = None
         self._since = 0.0
 
-    def _now(self) -> float:
-        return self._clock() if self._clock else asyncio.get_running_loop().time()
+    @staticmethod
+    def _now() -> float:
+        return asyncio.get_running_loop().time()
 
     @contextlib.contextmanager
     def busy(self, doing: str) -> Iterator[None]:
@@ -68,12 +66,13 @@ class StallWatch:
             self._doing = None
 
     async def run(self, worker: asyncio.Task[Any]) -> None:
-        reported = 0.0
+        piece, reported = -1.0, 0.0  # the piece last reported (by start time), and when
         while not worker.done():
             await asyncio.sleep(min(self.after_s / 4, 5.0))
             if self._doing is None:
-                reported = 0.0
                 continue
+            if self._since != piece:
+                piece, reported = self._since, 0.0
             took = self._now() - self._since
             if took >= self.after_s and took - reported >= self.after_s:
                 reported = took

@@ -68,3 +68,20 @@ async def test_work_that_finishes_in_time_is_not_reported(
     with caplog.at_level(logging.WARNING, logger="test.quick"):
         await asyncio.gather(worker, watch.run(worker))
     assert not [r for r in caplog.records if r.name == "test.quick"]
+
+
+async def test_each_slow_piece_is_reported_on_its_own_clock(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    log = logging.getLogger("test.pieces")
+    watch = StallWatch(log, after_s=0.2)
+
+    async def work() -> None:
+        for name in ("first", "second"):  # back to back: no idle moment between them
+            with watch.busy(name):
+                await asyncio.sleep(0.3)
+
+    worker = asyncio.create_task(work())
+    with caplog.at_level(logging.WARNING, logger="test.pieces"):
+        await asyncio.gather(worker, watch.run(worker))
+    assert [r.doing for r in caplog.records if r.name == "test.pieces"] == ["first", "second"]  # type: ignore[attr-defined]
