@@ -65,9 +65,9 @@ concurrent_writes: 16
 concurrent_counter_writes: 8
 # Memtables flush once they fill `memtable_cleanup_threshold` (1/3) of this space. At 128 MiB
 # on the heap they flushed every few seconds under load, in 1-3 MiB sstables, and merging
-# those again and again took 40-50% of Cassandra's CPU (Flight Recorder, issue 15). Off the
-# heap, with room to grow: a tenth as many flushes, a ledger row's claim and finish meet
-# in the memtable, and the 1 GiB heap is left to the rest.
+# those again and again took 40-50% of Cassandra's CPU (Flight Recorder, issue 15). Cells
+# off the heap and room to grow (the heap is 2 GiB, `cassandra_heap`): far fewer flushes,
+# and a ledger row's claim and finish meet in the memtable.
 memtable_allocation_type: offheap_objects
 memtable_heap_space: 768MiB
 memtable_offheap_space: 1536MiB
