@@ -19,15 +19,17 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 import faust
+from confluent_kafka import KafkaException
 from faust import streams as faust_streams
 from faust.types import TP
+from faust.types.tuples import ConsumerMessage
 from prometheus_client import start_http_server
 
 from infra.diagnostics import StallWatch
 from infra.retry import SERVER_OUTAGES
 from infra.scheduling import ScheduleStore, run_releaser
 from processors import metrics
-from processors.gaps import Gaps
+from processors.gaps import Gaps, Refetcher, RefetchTimeout
 from processors.invalidation import ChangeListener
 from processors.pipeline import Incoming, Processor, Source
 from processors.settings import ProcessorSettings
@@ -48,6 +50,57 @@ def _incoming(event: faust.types.EventT) -> Incoming:
     msg = event.message
     src = Source(msg.topic, msg.partition, msg.offset, msg.key, _headers(msg.headers))
     return Incoming(msg.value if isinstance(msg.value, bytes) else b"", src, event)
+
+
+class _Refetched(faust.Event):
+    """A skipped record read again by the worker (processors/gaps.py): Faust never
+    delivered it, so it is acked straight to the consumer, not through the stream."""
+
+
+class _Gone(faust.Event):
+    """Skipped offsets that no longer exist (deleted by retention): nothing to decide.
+    Reaching it in order, the worker hands the range to Faust as done."""
+
+    def __init__(self, app: faust.App, tp: TP, offsets: range) -> None:
+        message = ConsumerMessage(
+            tp.topic, tp.partition, offsets.start, 0.0, 0, None, None, None, None, tp=tp
+        )
+        super().__init__(app, None, None, None, message)
+        self.offsets = offsets
+
+
+def _refetched(app: faust.App, record: Any) -> _Refetched:
+    ts_type, ts = record.timestamp()
+    tp = TP(record.topic(), record.partition())
+    headers = record.headers() or []
+    message = ConsumerMessage(
+        tp.topic,
+        tp.partition,
+        record.offset(),
+        ts / 1000.0,
+        ts_type,
+        headers,
+        record.key(),
+        record.value(),
+        None,
+        tp=tp,
+    )
+    return _Refetched(app, record.key(), record.value(), headers, message)
+
+
+class _App(faust.App):
+    def _new_consumer(self) -> Any:
+        consumer: Any = super()._new_consumer()
+        # Faust counts a jump in offsets as done (its "gap"); for herald's request topics a
+        # jump is records Faust skipped, which the worker reads again and decides
+        # (processors/gaps.py). Only the worker may say an offset is done.
+        consumer._faust_add_gap = consumer._add_gap
+
+        async def no_gap(tp: TP, offset_from: int, offset_to: int) -> None:
+            return None
+
+        consumer._add_gap = no_gap
+        return consumer
 
 
 class _At:
@@ -82,7 +135,7 @@ def create_app(
 ) -> faust.App:
     datadir = settings.resolved_datadir()
     datadir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    app = _App(
         settings.app_id,
         broker=[f"kafka://{h}" for h in settings.kafka.bootstrap_servers.split(",")],
         broker_credentials=settings.kafka.faust_credentials(),
@@ -243,6 +296,8 @@ def create_app(
         queue: asyncio.Queue[faust.types.EventT] = asyncio.Queue(settings.batch_size * 2)
         lane_digests = digest_table if digests_here else None
         watch = StallWatch(log, settings.stall_report_s)
+        consumer: Any = app.consumer  # _App's: it has the gap hook (`_faust_add_gap`)
+        refetcher = Refetcher(settings.kafka, f"{settings.app_id}-refetch")
 
         async def work() -> None:
             loop = asyncio.get_running_loop()
@@ -269,9 +324,11 @@ def create_app(
                 getter = None
                 while len(batch) < settings.batch_size and not queue.empty():
                     batch.append(queue.get_nowait())
+                todo = [_incoming(e) for e in batch if not isinstance(e, _Gone)]
                 try:
                     with watch.busy(f"deciding a batch of {len(batch)} requests"):
-                        await decide([_incoming(e) for e in batch], lane_digests)
+                        if todo:
+                            await decide(todo, lane_digests)
                 except Exception:
                     # Not an outage and not one request (both handled in decide): a bug.
                     # Acking later batches would leave this one's offsets as a gap that a
@@ -279,7 +336,45 @@ def create_app(
                     log.critical("batch failed, stopping the worker", exc_info=True)
                     os._exit(70)
                 for event in batch:
-                    await manual.ack(event)
+                    if isinstance(event, _Gone):
+                        # Everything before it is acked: the commit may pass the range.
+                        offsets = event.offsets
+                        await consumer._faust_add_gap(
+                            event.message.tp, offsets.start, offsets.stop - 1
+                        )
+                    elif isinstance(event, _Refetched):
+                        event.ack()
+                    else:
+                        await manual.ack(event)
+
+        async def refill(tp: TP, skipped: range) -> list[faust.types.EventT]:
+            """The skipped records read again, in order; waits out a Kafka outage (the
+            partition cannot commit past them anyway)."""
+            while True:
+                try:
+                    got = await asyncio.to_thread(refetcher.fetch, tp.topic, tp.partition, skipped)
+                    break
+                except (RefetchTimeout, KafkaException) as exc:
+                    log.warning(
+                        "skipped records unreadable, retrying",
+                        extra={"topic": tp.topic, "partition": tp.partition, "error": str(exc)},
+                    )
+                    await asyncio.sleep(1.0)
+            events: list[faust.types.EventT] = []
+            if got.gone:
+                log.warning(
+                    "skipped records deleted before they were read again",
+                    extra={
+                        "topic": tp.topic,
+                        "partition": tp.partition,
+                        "first": got.gone.start,
+                        "last": got.gone.stop - 1,
+                    },
+                )
+                events.append(_Gone(app, tp, got.gone))
+            events.extend(_refetched(app, r) for r in got.records)
+            metrics.REFETCHED.inc(len(got.records))
+            return events
 
         worker = asyncio.create_task(work())
         last_event = [asyncio.get_running_loop().time()]
@@ -297,11 +392,10 @@ def create_app(
                 msg = event.message
                 skipped = gaps.check(msg.partition, msg.offset, committed.get(msg.tp))
                 if skipped:
-                    # Acks past these records no longer form a gap-free prefix: Faust's
-                    # commit stops at them until a restart, or with its off-by-one check
-                    # may pass them (processors/gaps.py, docs/processor.md).
+                    # Decided before this record, so the acked prefix stays gap-free and
+                    # the user's order holds (processors/gaps.py, docs/processor.md).
                     log.warning(
-                        "records skipped by the consumer",
+                        "records skipped by the consumer, reading them again",
                         extra={
                             "topic": topic,
                             "partition": msg.partition,
@@ -310,9 +404,12 @@ def create_app(
                         },
                     )
                     metrics.SKIPPED.inc(len(skipped))
+                    for again in await refill(msg.tp, skipped):
+                        await queue.put(again)
                 await queue.put(event)
         finally:
             worker.cancel()
+            await asyncio.to_thread(refetcher.close)
             for task in watchers:
                 task.cancel()
 

@@ -28,6 +28,10 @@ SKIPPED = Counter(
     "herald_processor_skipped_total",
     "Request records the consumer skipped past (a jump in offsets, processors/gaps.py)",
 )
+REFETCHED = Counter(
+    "herald_processor_refetched_total",
+    "Skipped request records read again and decided by the worker (processors/gaps.py)",
+)
 RELEASED = Counter("herald_processor_released_total", "Held requests released by the scheduler")
 LATENCY = Histogram(
     "herald_processor_latency_seconds",

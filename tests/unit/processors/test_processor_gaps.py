@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+
+from processors.app import _App
 from processors.gaps import Gaps
 
 
@@ -28,3 +31,23 @@ def test_partitions_are_independent() -> None:
     g = Gaps()
     g.check(1, 10)
     assert g.check(2, 99) is None
+
+
+def test_a_committed_offset_ahead_of_the_expected_one_wins() -> None:
+    # Another worker owned the partition meanwhile and committed up to 500: the records it
+    # decided were not skipped.
+    g = Gaps()
+    g.check(2, 99)
+    assert g.check(2, 500, committed=500) is None
+    assert g.check(2, 503, committed=500) == range(501, 503)
+
+
+def test_faust_gap_bookkeeping_is_off_for_the_request_topics() -> None:
+    # Faust would count a jump in offsets as done; only the worker may (it reads the jump
+    # again and decides it), so the consumer's gap hook does nothing.
+    app = _App("herald-test-gaps", broker="kafka://127.0.0.1:1")
+    consumer = app.consumer
+    before = {tp: list(t) for tp, t in consumer._gap.items()}
+    asyncio.run(consumer._add_gap(("t", 0), 5, 9))  # type: ignore[arg-type]
+    assert {tp: list(t) for tp, t in consumer._gap.items()} == before
+    assert consumer._faust_add_gap is not None  # the original, for deleted offsets
