@@ -47,6 +47,8 @@ class KafkaSettings(BaseModel):
     ssl_key_location: str | None = None
     ssl_key_password: SecretStr | None = None
     ssl_endpoint_identification: bool = True  # check the broker's hostname
+    # Of the records herald produces. The broker decompresses every batch to validate it.
+    compression: Literal["none", "lz4", "zstd", "snappy", "gzip"] = "lz4"
 
     def base_config(self, client: str) -> dict[str, str | int | bool]:
         return {
@@ -111,7 +113,7 @@ class KafkaSettings(BaseModel):
             "acks": "all",
             "max.in.flight.requests.per.connection": 5,
             "linger.ms": 5,
-            "compression.type": "lz4",
+            "compression.type": self.compression,
         }
 
     def consumer_config(self, client: str, group_id: str) -> dict[str, str | int | bool]:

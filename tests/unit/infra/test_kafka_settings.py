@@ -88,3 +88,11 @@ def test_the_processor_app_uses_them(tmp_path: Any) -> None:
     settings = ProcessorSettings(kafka=KafkaSettings(**SASL_SSL), datadir=tmp_path)
     app = create_app(settings, MagicMock(), MagicMock())
     assert isinstance(app.conf.broker_credentials, SASLCredentials)
+
+
+def test_compression_is_lz4_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert KafkaSettings().producer_config("x")["compression.type"] == "lz4"
+    monkeypatch.setenv("HERALD_KAFKA__COMPRESSION", "none")
+    assert ProcessorSettings().kafka.producer_config("x")["compression.type"] == "none"
+    with pytest.raises(ValueError, match="compression"):
+        KafkaSettings(compression="brotli")  # type: ignore[arg-type]
