@@ -8,9 +8,7 @@ whoever holds the link may change that one user's preferences, nothing else.
 
 from __future__ import annotations
 
-import base64
 import binascii
-import hashlib
 import hmac
 import html as htmllib
 import json
@@ -22,13 +20,13 @@ from urllib.parse import quote
 
 from pydantic import BaseModel, SecretStr
 
+from infra.tokens import b64, compact_json, mac, unb64
 from schemas.errors import HeraldError
 
 # `inbox`: a user token for the in-app feed, minted by an API client (producers.inbox).
 Purpose = Literal["unsubscribe", "preferences", "inbox"]
 LOCAL_LINK_SECRET = "herald-local-link-secret"
 _SALT = b"herald.links.v1"
-_B64URL = re.compile(r"[A-Za-z0-9_-]+")
 _BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
 DAY_S = 86_400
 # Delivery `data` key the processor fills and the email senders turn into the
@@ -66,19 +64,8 @@ class Link:
     client: str | None = None  # the API client that minted an inbox token
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _unb64(text: str) -> bytes:
-    if not text or not _B64URL.fullmatch(text):
-        raise ValueError("not base64url")
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
 def _signature(payload: str, secret: SecretStr) -> bytes:
-    key = hmac.new(secret.get_secret_value().encode(), _SALT, hashlib.sha256).digest()
-    return hmac.new(key, payload.encode("ascii"), hashlib.sha256).digest()
+    return mac(payload, secret, _SALT)
 
 
 def sign(link: Link, secret: SecretStr) -> str:
@@ -87,21 +74,21 @@ def sign(link: Link, secret: SecretStr) -> str:
         body.update(c=link.channel, k=link.category or "*")
     if link.client is not None:
         body["a"] = link.client
-    payload = _b64(json.dumps(body, separators=(",", ":")).encode())
-    return f"{payload}.{_b64(_signature(payload, secret))}"
+    payload = b64(compact_json(body))
+    return f"{payload}.{b64(_signature(payload, secret))}"
 
 
 def verify(token: str, secret: SecretStr, purpose: Purpose, *, now: float | None = None) -> Link:
     payload, _, sig = token.partition(".")
     try:
-        given = _unb64(sig)
+        given = unb64(sig)
         expected = _signature(payload, secret)
     except (binascii.Error, ValueError):
         raise BadLink("malformed link") from None
     if not hmac.compare_digest(given, expected):
         raise BadLink("bad signature")
     try:
-        body = json.loads(_unb64(payload))
+        body = json.loads(unb64(payload))
         link = Link(
             body["p"], body["u"], int(body["e"]), body.get("c"), body.get("k"), body.get("a")
         )

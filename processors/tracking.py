@@ -11,9 +11,7 @@ cannot become an open redirect.
 
 from __future__ import annotations
 
-import base64
 import binascii
-import hashlib
 import hmac
 import html as htmllib
 import json
@@ -23,13 +21,13 @@ from typing import Literal
 
 from pydantic import BaseModel, SecretStr
 
+from infra.tokens import b64, compact_json, mac, unb64
 from schemas.errors import HeraldError
 
 Kind = Literal["open", "click"]
 LOCAL_TRACKING_SECRET = "herald-local-tracking-secret"
 _SALT = b"herald.tracking.v1"
 _ANCHOR_HREF = re.compile(r"""(<a\b[^>]*?\bhref\s*=\s*)(["'])(.*?)\2""", re.IGNORECASE | re.DOTALL)
-_B64URL = re.compile(r"[A-Za-z0-9_-]+")
 _BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
 
 
@@ -76,20 +74,8 @@ _FIELDS = {
 }
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _unb64(text: str) -> bytes:
-    # The decoder silently skips foreign characters; a token must not carry any.
-    if not _B64URL.fullmatch(text):
-        raise ValueError("not base64url")
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
 def _signature(payload: str, secret: SecretStr) -> bytes:
-    key = hmac.new(secret.get_secret_value().encode(), _SALT, hashlib.sha256).digest()
-    return hmac.new(key, payload.encode("ascii"), hashlib.sha256).digest()
+    return mac(payload, secret, _SALT)
 
 
 def sign(claim: Claim, secret: SecretStr) -> str:
@@ -101,8 +87,8 @@ def sign(claim: Claim, secret: SecretStr) -> str:
             if getattr(claim, name) is not None
         }
     )
-    payload = _b64(json.dumps(body, separators=(",", ":")).encode())
-    return f"{payload}.{_b64(_signature(payload, secret))}"
+    payload = b64(compact_json(body))
+    return f"{payload}.{b64(_signature(payload, secret))}"
 
 
 def verify(token: str, secret: SecretStr, *, kind: Kind | None = None) -> Claim:
@@ -111,13 +97,13 @@ def verify(token: str, secret: SecretStr, *, kind: Kind | None = None) -> Claim:
     if not sep or not payload or not sig:
         raise BadToken("malformed token")
     try:
-        given = _unb64(sig)
+        given = unb64(sig)
     except (binascii.Error, ValueError):
         raise BadToken("malformed signature") from None
     if not hmac.compare_digest(given, _signature(payload, secret)):
         raise BadToken("bad signature")
     try:
-        body = json.loads(_unb64(payload))
+        body = json.loads(unb64(payload))
         claim = Claim(kind=body["k"], **{name: body.get(short) for short, name in _FIELDS.items()})
         if not (isinstance(claim.delivery_id, str) and isinstance(claim.notification_id, str)):
             raise ValueError("ids missing")
