@@ -15,8 +15,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import httpx
-
 from senders.providers import _http
 from senders.providers.base import Message, Provider, SendResult
 from senders.providers.settings import SendgridSettings
@@ -50,7 +48,7 @@ def build_body(message: Message, settings: SendgridSettings) -> dict[str, Any]:
     }
 
 
-def _rejects_recipient(resp: httpx.Response) -> bool:
+def _rejects_recipient(resp: _http.AnyResponse) -> bool:
     try:
         errors = resp.json().get("errors") or []
     except (ValueError, AttributeError):

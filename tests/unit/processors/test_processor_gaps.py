@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from processors.app import _App
 from processors.gaps import Gaps
@@ -46,8 +47,8 @@ def test_faust_gap_bookkeeping_is_off_for_the_request_topics() -> None:
     # Faust would count a jump in offsets as done; only the worker may (it reads the jump
     # again and decides it), so the consumer's gap hook does nothing.
     app = _App("herald-test-gaps", broker="kafka://127.0.0.1:1")
-    consumer = app.consumer
+    consumer: Any = app.consumer
     before = {tp: list(t) for tp, t in consumer._gap.items()}
-    asyncio.run(consumer._add_gap(("t", 0), 5, 9))  # type: ignore[arg-type]
+    asyncio.run(consumer._add_gap(("t", 0), 5, 9))
     assert {tp: list(t) for tp, t in consumer._gap.items()} == before
     assert consumer._faust_add_gap is not None  # the original, for deleted offsets

@@ -11,7 +11,7 @@ import pytest
 
 from senders.providers import PROVIDERS, create
 from senders.providers._h2 import H2Client
-from senders.providers._http import PooledClient
+from senders.providers._http1 import LeanClient
 from senders.providers.settings import DEV_CREDENTIALS, ProvidersSettings
 
 CA = DEV_CREDENTIALS / "emulator-tls.crt"
@@ -24,11 +24,11 @@ def _trusts_emulator(context: ssl.SSLContext) -> bool:
     return stats["x509"] > stats["x509_ca"]
 
 
-def _contexts(client: httpx.AsyncClient | H2Client | PooledClient) -> list[ssl.SSLContext]:
+def _contexts(client: httpx.AsyncClient | H2Client | LeanClient) -> list[ssl.SSLContext]:
     if isinstance(client, H2Client):
         return [client._ssl] if client._ssl else []
-    if isinstance(client, PooledClient):
-        return [c for shard in client.shards for c in _contexts(shard)]
+    if isinstance(client, LeanClient):
+        return [client.ssl_context]
     # Mounted transports (firebase-admin mounts http:// and https://) replace the default.
     transports: list[Any] = list(client._mounts.values()) or [client._transport]
     out = []
@@ -40,7 +40,7 @@ def _contexts(client: httpx.AsyncClient | H2Client | PooledClient) -> list[ssl.S
     return out
 
 
-def _client(provider: Any) -> httpx.AsyncClient | H2Client | PooledClient:
+def _client(provider: Any) -> httpx.AsyncClient | H2Client | LeanClient:
     return provider._client  # type: ignore[no-any-return]
 
 
