@@ -347,6 +347,17 @@ def create_app(
                     else:
                         await manual.ack(event)
 
+        async def log_start(tp: TP) -> int:
+            while True:
+                try:
+                    return await asyncio.to_thread(refetcher.log_start, tp.topic, tp.partition)
+                except KafkaException as exc:
+                    log.warning(
+                        "partition start unreadable, retrying",
+                        extra={"topic": tp.topic, "partition": tp.partition, "error": str(exc)},
+                    )
+                    await asyncio.sleep(1.0)
+
         async def refill(tp: TP, skipped: range) -> list[faust.types.EventT]:
             """The skipped records read again, in order; waits out a Kafka outage (the
             partition cannot commit past them anyway)."""
@@ -385,12 +396,17 @@ def create_app(
         gaps = Gaps()
         # The committed offsets are not in Faust's interface: without them (another Faust
         # version), the first record of a partition is simply not checked.
-        committed: Any = getattr(app.consumer, "_committed_offset", {})
+        committed: Any = getattr(app.consumer, "_committed_offset", None)
         try:
             async for event in manual.events():
                 last_event[0] = asyncio.get_running_loop().time()
                 msg = event.message
-                skipped = gaps.check(msg.partition, msg.offset, committed.get(msg.tp))
+                start = committed.get(msg.tp) if committed is not None else None
+                if start is None and committed is not None and msg.partition not in gaps.expected:
+                    # No committed offset (a new group): reading began at the log's start,
+                    # and a record skipped there is as lost as any other.
+                    start = await log_start(msg.tp)
+                skipped = gaps.check(msg.partition, msg.offset, start)
                 if skipped:
                     # Decided before this record, so the acked prefix stays gap-free and
                     # the user's order holds (processors/gaps.py, docs/processor.md).

@@ -113,6 +113,16 @@ class Refetcher:
         end = min(first, offsets.stop) if first is not None else offsets.stop
         return Refetched(records, range(offsets.start, end))
 
+    def log_start(self, topic: str, partition: int, timeout_s: float = 10.0) -> int:
+        """The partition's first offset still stored: where a group without a committed
+        offset starts reading (auto.offset.reset = earliest)."""
+        if self._consumer is None:
+            self._consumer = Consumer(self._config)
+        low, _high = self._consumer.get_watermark_offsets(
+            TopicPartition(topic, partition), timeout=timeout_s
+        )
+        return int(low)
+
     def close(self) -> None:
         if self._consumer is not None:
             self._consumer.close()

@@ -193,12 +193,13 @@ class Harness:
     env: dict[str, str]
     metrics_port: int
     service: Service | None = None
+    module: str = "processors"  # the entry point; a test may wrap it (skipping.py)
 
     def start(self) -> Service:
         self.service = start(
             ServiceSpec(
                 name=f"processor-{self.topic}",
-                argv=python_module("processors"),
+                argv=python_module(self.module),
                 ready_port=self.metrics_port,
                 env=self.env,
             ),

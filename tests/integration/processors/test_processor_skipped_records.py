@@ -1,0 +1,88 @@
+"""Records the consumer skipped are read again and decided (processors/gaps.py).
+
+The processor runs with a consumer that drops the first records of every partition it
+fetches, as faust-streaming 0.15 does right after a restart's recovery. Without the
+worker reading them again those requests get no outcome and the partition's commit stays
+at the first of them; with it, every request gets exactly one outcome, each user's
+requests in the order published, and the group commits to the end of every partition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from tests.conftest import KAFKA
+from tests.integration.processors.prockit import PARTITIONS, Harness, census, make_harness
+from tests.support import wait_for
+
+pytestmark = pytest.mark.integration
+
+SKIP = 5
+USERS = 30
+PER_USER = 6
+
+
+@pytest.fixture
+def skipping() -> Iterator[Harness]:
+    for h in make_harness({"HERALD_TEST_SKIP_FIRST": str(SKIP), "HERALD_BATCH_SIZE": "20"}):
+        h.module = "tests.integration.processors.skipping"
+        yield h
+
+
+def _committed(h: Harness) -> dict[int, tuple[int, int]]:
+    consumer = Consumer({"bootstrap.servers": KAFKA, "group.id": h.env["HERALD_APP_ID"]})
+    try:
+        tps = [TopicPartition(h.topic, p) for p in range(PARTITIONS)]
+        return {
+            tp.partition: (tp.offset, consumer.get_watermark_offsets(tp, timeout=10)[1])
+            for tp in consumer.committed(tps, timeout=10)
+        }
+    finally:
+        consumer.close()
+
+
+def _round(h: Harness, users: list[str]) -> int:
+    """Publish a round while the processor is down, start it, check the round; how many
+    skips the processor's log has reported so far."""
+    nids = [
+        h.publish(h.request(users[u], channels=["sms"]))
+        for _ in range(PER_USER)
+        for u in range(USERS)
+    ]
+    h.start()  # its consumer drops the first records it fetches of every partition
+    wait_for(
+        lambda: all(h.watcher.outcomes(nid) for nid in nids),
+        timeout=90,
+        what=lambda: f"an outcome for every request; {h.progress()}",
+    )
+    lost, doubled = census(h, nids, expect=("accepted", None, None), deliveries=1)
+    assert lost == [] and doubled == []
+    # Each user's deliveries in the order their requests were published.
+    order = {nid: i for i, nid in enumerate(nids)}
+    by_user: dict[str, list[int]] = {}
+    with h.watcher.lock:
+        for nid in nids:
+            for _topic, d in h.watcher.deliveries.get(nid, []):
+                by_user.setdefault(d["user_id"], []).append(order[nid])
+    assert all(seq == sorted(seq) for seq in by_user.values())
+    wait_for(
+        lambda: all(c == end for c, end in _committed(h).values()),
+        timeout=30,
+        what=lambda: f"the group committed to the end of every partition: {_committed(h)}",
+    )
+    assert h.service is not None
+    log = h.service.log_path.read_text(errors="replace")
+    h.stop()
+    return log.count("records skipped by the consumer, reading them again")
+
+
+def test_skipped_records_are_decided_in_order_and_committed(skipping: Harness) -> None:
+    h = skipping
+    users = [h.user() for _ in range(USERS)]
+    # A new group (no committed offset: reading starts at each partition's log start),
+    # then the same group again (reading starts at its committed offsets).
+    assert _round(h, users) == PARTITIONS
+    assert _round(h, users) == 2 * PARTITIONS  # the log file is appended to
