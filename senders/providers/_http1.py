@@ -22,12 +22,16 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+from schemas.errors import HeraldError
+
 USER_AGENT = b"herald"
 _BAD_VALUE = re.compile(r"[\r\n\x00]")
 
 
-class HttpError(Exception):
+class HttpError(HeraldError):
     """The request got no complete answer."""
+
+    retriable = True
 
 
 class ConnectFailed(HttpError):
@@ -42,7 +46,7 @@ class TimedOut(HttpError):
     """No complete answer in time after the request was written."""
 
 
-class Unsendable(ValueError):
+class Unsendable(HeraldError):
     """The request cannot be written as given (a line break in a header, a bad URL)."""
 
 
