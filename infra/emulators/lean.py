@@ -33,7 +33,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from infra.emulators import apns, fcm, webpush
-from infra.emulators.hpack_lean import HeaderDecoder
+from infra.hpack_lean import HeaderDecoder
 from infra.emulators.state import Accepted, EmulatorState
 
 Headers = dict[bytes, bytes]

@@ -2,8 +2,10 @@
 
 httpx/httpcore cost milliseconds of CPU per request at a few hundred concurrent streams
 and fold every stream failure into one `RemoteProtocolError`, losing what HTTP/2 says
-about whether the server can have processed a request. This client speaks HTTP/2 through
-`h2` on an asyncio protocol and keeps that per stream (RFC 9113 §8.7):
+about whether the server can have processed a request. This client frames HTTP/2 itself
+on an asyncio protocol (the `h2` package's state machine and `hpack` cost ~300 to 400 µs of
+CPU per push; header blocks go out as never-indexed literals and come in through
+`infra.hpack_lean`) and keeps that per stream (RFC 9113 §8.7):
 
 - a stream refused with REFUSED_STREAM, or above the last-stream-id of a GOAWAY, was
   certainly not processed: `StreamError(sent=False)`;
@@ -21,19 +23,13 @@ import asyncio
 import collections
 import re
 import ssl
+import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 from urllib.parse import urlsplit
 
-import h2.config
-import h2.connection
-import h2.errors
-import h2.events
-import h2.exceptions
-import h2.settings
-import hpack
-
+from infra.hpack_lean import HeaderDecoder, encode_request
 from schemas.errors import HeraldError
 from senders.providers._http import ssl_context
 
@@ -41,10 +37,6 @@ from senders.providers._http import ssl_context
 _WINDOW = 1 << 24
 # Stop opening streams on a connection this close to running out of stream ids (2^31).
 _LAST_STREAM_ID = (1 << 31) - 1024
-# h2 counts a connection's open streams by walking every stream it still holds, once per
-# new stream; the client keeps its own count against the server's limit, so the walk (which
-# also drops closed streams) runs once per this many new streams.
-_SWEEP_EVERY = 64
 # A CR, LF or NUL would end the header field; nothing is sent for such a request.
 _BREAKS_HEADER = re.compile(rb"[\r\n\x00]")
 
@@ -68,69 +60,85 @@ class Response:
 
 
 class _Stream:
-    __slots__ = ("body", "done", "headers", "status", "timer")
+    __slots__ = ("body", "done", "ended", "headers", "status", "timer")
 
     def __init__(self, done: asyncio.Future[Response]) -> None:
         self.done = done
+        self.ended = False  # END_STREAM or RST_STREAM seen, or reset by us
         self.status = 0
         self.headers: dict[bytes, bytes] = {}
         self.body = bytearray()
         self.timer: asyncio.TimerHandle | None = None
 
 
-class _Encoder(hpack.Encoder):
-    """Header values as literal octets, not Huffman-coded: hpack's pure-Python Huffman
-    coder cost more client CPU than any other step of a push request, to save a few
-    dozen bytes of each request's headers."""
+# Frame types, flags, SETTINGS ids and error codes (RFC 9113 §6, §7).
+DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY = range(8)
+WINDOW_UPDATE, CONTINUATION = 8, 9
+END_STREAM = ACK = 0x1
+END_HEADERS, PADDED, PRIORITY_FLAG = 0x4, 0x8, 0x20
+S_HEADER_TABLE_SIZE, S_ENABLE_PUSH, S_MAX_CONCURRENT_STREAMS = 0x1, 0x2, 0x3
+S_INITIAL_WINDOW_SIZE, S_MAX_FRAME_SIZE = 0x4, 0x5
+NO_ERROR, PROTOCOL_ERROR, REFUSED_STREAM, CANCEL, COMPRESSION_ERROR = 0x0, 0x1, 0x7, 0x8, 0x9
+_CODE_NAMES = {
+    0x0: "NO_ERROR",
+    0x1: "PROTOCOL_ERROR",
+    0x2: "INTERNAL_ERROR",
+    0x3: "FLOW_CONTROL_ERROR",
+    0x4: "SETTINGS_TIMEOUT",
+    0x5: "STREAM_CLOSED",
+    0x6: "FRAME_SIZE_ERROR",
+    0x7: "REFUSED_STREAM",
+    0x8: "CANCEL",
+    0x9: "COMPRESSION_ERROR",
+    0xA: "CONNECT_ERROR",
+    0xB: "ENHANCE_YOUR_CALM",
+    0xC: "INADEQUATE_SECURITY",
+    0xD: "HTTP_1_1_REQUIRED",
+}
+_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+_DEFAULT_WINDOW = 65_535
+_OUR_MAX_FRAME = 16_384  # we never raise SETTINGS_MAX_FRAME_SIZE
+_UNLIMITED = 2**32 + 1  # no SETTINGS_MAX_CONCURRENT_STREAMS from the server yet
 
-    def encode(self, headers: Any, huffman: bool = False) -> bytes:
-        return super().encode(headers, huffman=huffman)
+
+def _frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
+    return (
+        len(payload).to_bytes(3, "big")
+        + bytes((kind, flags))
+        + stream_id.to_bytes(4, "big")
+        + payload
+    )
 
 
-class _Draining(h2.connection.H2Connection):
-    """h2 closes its state machine on GOAWAY and would then refuse the frames that still
-    answer the streams at or below last-stream-id, which the server promises to finish
-    (RFC 9113 §6.8): stay open to read them (`_Connection.closed` opens no new stream).
+class _ProtocolError(HeraldError):
+    """The server broke HTTP/2; the connection is closed with this code."""
 
-    Also the two cuts of client CPU: `_Encoder`, and h2's own open-stream count only every
-    `_SWEEP_EVERY` new streams (`_Connection.active` is what keeps the server's limit)."""
-
-    def __init__(self, config: h2.config.H2Configuration) -> None:
-        super().__init__(config)
-        self.encoder = _Encoder()
-        self._new_streams = 0
-
-    @property
-    def open_outbound_streams(self) -> int:
-        self._new_streams += 1
-        if self._new_streams % _SWEEP_EVERY:
-            return 0
-        # never more than `_Connection.active`: a stream closes before its slot is freed
-        return int(super().open_outbound_streams)
-
-    def _receive_goaway_frame(self, frame: Any) -> tuple[list[Any], list[Any]]:
-        state = self.state_machine.state
-        frames, events = super()._receive_goaway_frame(frame)
-        self.state_machine.state = state
-        return frames, events
+    def __init__(self, reason: str, code: int = PROTOCOL_ERROR) -> None:
+        super().__init__(reason)
+        self.code = code
 
 
 class _Connection(asyncio.Protocol):
+    """One HTTP/2 connection, framed by hand (RFC 9113): HEADERS and DATA out, answers,
+    resets, GOAWAY, SETTINGS, PING and flow control in. A GOAWAY closes it to new streams
+    while the streams at or below its last-stream-id are still answered (§6.8)."""
+
     def __init__(self, client: H2Client) -> None:
         self._client = client
-        self._h2 = _Draining(
-            h2.config.H2Configuration(
-                client_side=True,
-                header_encoding=None,
-                # Our own headers are lowercase and checked for line breaks in `request`.
-                validate_outbound_headers=False,
-                normalize_outbound_headers=False,
-                validate_inbound_headers=False,
-            )
-        )
         self._transport: asyncio.Transport | None = None
         self._streams: dict[int, _Stream] = {}
         self._window_open: dict[int, asyncio.Future[None]] = {}
+        self._send_windows: dict[int, int] = {}  # streams with body left to send
+        self._decoder = HeaderDecoder()
+        self._buf = bytearray()
+        self._out: list[bytes] = []
+        self._pending: tuple[int, int, bytearray] | None = None  # HEADERS awaiting CONTINUATION
+        self._next_id = 1
+        self._max_streams = _UNLIMITED
+        self._peer_window = _DEFAULT_WINDOW  # SETTINGS_INITIAL_WINDOW_SIZE of the server
+        self._peer_max_frame = 16_384
+        self._conn_window = _DEFAULT_WINDOW  # what we may still send on the connection
+        self._unacked_in = 0  # DATA received since our last connection WINDOW_UPDATE
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.active = 0  # streams opened or reserved on this connection
         self.closed = False  # no new streams: GOAWAY received, lost, or out of stream ids
@@ -138,29 +146,28 @@ class _Connection(asyncio.Protocol):
     # The server's limit, as of its latest SETTINGS frame.
     @property
     def max_streams(self) -> int:
-        return int(self._h2.remote_settings.max_concurrent_streams)
+        return self._max_streams
 
     def has_room(self) -> bool:
-        return not self.closed and self.ready.done() and self.active < self.max_streams
+        return not self.closed and self.ready.done() and self.active < self._max_streams
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
-        self._h2.local_settings = h2.settings.Settings(
-            client=True,
-            initial_values={
-                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: _WINDOW,
-                h2.settings.SettingCodes.ENABLE_PUSH: 0,
-            },
+        settings = struct.pack(">HIHI", S_ENABLE_PUSH, 0, S_INITIAL_WINDOW_SIZE, _WINDOW)
+        self._out += (
+            _PREFACE,
+            _frame(SETTINGS, 0, 0, settings),
+            _frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", _WINDOW - _DEFAULT_WINDOW)),
         )
-        self._h2.initiate_connection()
-        self._h2.increment_flow_control_window(_WINDOW)
         self._flush()
 
     def _flush(self) -> None:
-        data = self._h2.data_to_send()
-        if data and self._transport is not None and not self._transport.is_closing():
-            self._transport.write(data)
+        if self._out:
+            data = b"".join(self._out)
+            self._out.clear()
+            if self._transport is not None and not self._transport.is_closing():
+                self._transport.write(data)
 
     async def request(
         self,
@@ -173,31 +180,22 @@ class _Connection(asyncio.Protocol):
         timeout_s: float,
     ) -> Response:
         loop = asyncio.get_running_loop()
-        stream_id = self._h2.get_next_available_stream_id()
+        stream_id = self._next_id
+        self._next_id += 2
         if stream_id >= _LAST_STREAM_ID:
             self.closed = True
         stream = _Stream(loop.create_future())
         self._streams[stream_id] = stream
         try:
             stream.timer = loop.call_later(timeout_s, self._timed_out, stream_id)
-            self._h2.send_headers(
-                stream_id,
-                [
-                    (b":method", method),
-                    (b":authority", authority),
-                    (b":scheme", scheme),
-                    (b":path", path),
-                    *headers,
-                ],
-                end_stream=not body,
-            )
+            block = encode_request(method, authority, scheme, path, headers)
+            self._headers(stream_id, block, end_stream=not body)
             # Headers and the first DATA frames leave in one write (one syscall).
             view = memoryview(body)
+            if view:
+                self._send_windows[stream_id] = self._peer_window
             while view:
-                window = min(
-                    self._h2.local_flow_control_window(stream_id),
-                    self._h2.max_outbound_frame_size,
-                )
+                window = min(self._send_windows[stream_id], self._conn_window, self._peer_max_frame)
                 if window <= 0:
                     self._flush()
                     waiter = self._window_open[stream_id] = loop.create_future()
@@ -207,7 +205,9 @@ class _Connection(asyncio.Protocol):
                         break
                     continue
                 chunk, view = view[:window], view[window:]
-                self._h2.send_data(stream_id, chunk.tobytes(), end_stream=not view)
+                self._send_windows[stream_id] -= len(chunk)
+                self._conn_window -= len(chunk)
+                self._out.append(_frame(DATA, 0 if view else END_STREAM, stream_id, bytes(chunk)))
             self._flush()
             return await stream.done
         except asyncio.CancelledError:
@@ -216,10 +216,20 @@ class _Connection(asyncio.Protocol):
         finally:
             self._end(stream_id)
 
+    def _headers(self, stream_id: int, block: bytes, *, end_stream: bool) -> None:
+        size = self._peer_max_frame
+        first, rest = block[:size], block[size:]
+        flags = (END_STREAM if end_stream else 0) | (0 if rest else END_HEADERS)
+        self._out.append(_frame(HEADERS, flags, stream_id, first))
+        while rest:
+            part, rest = rest[:size], rest[size:]
+            self._out.append(_frame(CONTINUATION, 0 if rest else END_HEADERS, stream_id, part))
+
     def _end(self, stream_id: int) -> None:
         stream = self._streams.pop(stream_id, None)
         if stream is not None and stream.timer is not None:
             stream.timer.cancel()
+        self._send_windows.pop(stream_id, None)
         self.active -= 1
         self._client._released(self)
 
@@ -229,62 +239,153 @@ class _Connection(asyncio.Protocol):
             stream.done.set_exception(error)
 
     def _reset(self, stream_id: int) -> None:
-        try:
-            self._h2.reset_stream(stream_id, h2.errors.ErrorCodes.CANCEL)
+        stream = self._streams.get(stream_id)
+        if stream is not None and not stream.ended:
+            stream.ended = True
+            self._out.append(_frame(RST_STREAM, 0, stream_id, struct.pack(">I", CANCEL)))
             self._flush()
-        except h2.exceptions.H2Error:
-            pass  # the stream already ended
 
     def _timed_out(self, stream_id: int) -> None:
         self._fail(stream_id, StreamError("timeout", sent=True))
         self._reset(stream_id)
 
+    # -- what the server sends ------------------------------------------------------------
+
     def data_received(self, data: bytes) -> None:
+        buf = self._buf
+        buf += data
+        pos = 0
         try:
-            events = self._h2.receive_data(data)
-        except h2.exceptions.ProtocolError as exc:
-            self._flush()  # h2 queued a GOAWAY
-            self._lost(f"protocol error: {type(exc).__name__}")
+            while len(buf) - pos >= 9:
+                length = int.from_bytes(buf[pos : pos + 3], "big")
+                if length > _OUR_MAX_FRAME:
+                    raise _ProtocolError(f"frame of {length} bytes")
+                if len(buf) - pos < 9 + length:
+                    break
+                kind, flags = buf[pos + 3], buf[pos + 4]
+                stream_id = int.from_bytes(buf[pos + 5 : pos + 9], "big") & 0x7FFFFFFF
+                payload = bytes(buf[pos + 9 : pos + 9 + length])
+                pos += 9 + length
+                if self._pending is not None and kind != CONTINUATION:
+                    raise _ProtocolError("header block interrupted")
+                self._on_frame(kind, flags, stream_id, payload)
+        except (_ProtocolError, ValueError, IndexError, struct.error) as exc:
+            code = exc.code if isinstance(exc, _ProtocolError) else COMPRESSION_ERROR
+            # last-stream-id 0: we accept no streams from the server
+            self._out.append(_frame(GOAWAY, 0, 0, struct.pack(">II", 0, code)))
+            self._flush()
+            self._lost(f"protocol error: {exc}")
             return
-        for event in events:
-            if isinstance(event, h2.events.DataReceived):
-                stream = self._streams.get(event.stream_id)
-                if stream is not None:
-                    stream.body += event.data
-                self._h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-            elif isinstance(event, h2.events.ResponseReceived):
-                stream = self._streams.get(event.stream_id)
-                if stream is not None:
-                    stream.headers = dict(event.headers)
-                    stream.status = int(stream.headers.get(b":status", b"0"))
-            elif isinstance(event, h2.events.StreamEnded):
-                stream = self._streams.get(event.stream_id)
-                if stream is not None and not stream.done.done():
-                    stream.done.set_result(
-                        Response(stream.status, stream.headers, bytes(stream.body))
-                    )
-            elif isinstance(event, h2.events.StreamReset):
-                refused = event.error_code == h2.errors.ErrorCodes.REFUSED_STREAM
-                self._fail(
-                    event.stream_id,
-                    StreamError(f"stream reset: {_code(event.error_code)}", sent=not refused),
-                )
-            elif isinstance(event, h2.events.WindowUpdated):
-                self._window_updated()
-            elif isinstance(event, h2.events.RemoteSettingsChanged):
-                if not self.ready.done():
-                    self.ready.set_result(None)
-                self._client._released(self, everyone=True)  # the limit may have risen
-            elif isinstance(event, h2.events.ConnectionTerminated):
-                self._goaway(event)
+        del buf[:pos]
         self._flush()
 
-    def _goaway(self, event: h2.events.ConnectionTerminated) -> None:
+    def _on_frame(self, kind: int, flags: int, stream_id: int, payload: bytes) -> None:
+        if kind == DATA:
+            self._received(len(payload))  # padding counts against the window too
+            if flags & PADDED:
+                payload = payload[1 : len(payload) - payload[0]]
+            stream = self._streams.get(stream_id)
+            if stream is not None:
+                stream.body += payload
+                if flags & END_STREAM:
+                    self._complete(stream)
+        elif kind == HEADERS:
+            if flags & PADDED:
+                payload = payload[1 : len(payload) - payload[0]]
+            if flags & PRIORITY_FLAG:
+                payload = payload[5:]
+            self._pending = (stream_id, flags, bytearray(payload))
+            if flags & END_HEADERS:
+                self._header_block()
+        elif kind == CONTINUATION:
+            if self._pending is None or self._pending[0] != stream_id:
+                raise _ProtocolError("CONTINUATION without HEADERS")
+            self._pending[2].extend(payload)
+            if flags & END_HEADERS:
+                self._header_block()
+        elif kind == RST_STREAM:
+            (code,) = struct.unpack(">I", payload)
+            stream = self._streams.get(stream_id)
+            if stream is not None:
+                stream.ended = True
+            self._fail(
+                stream_id,
+                StreamError(f"stream reset: {_code(code)}", sent=code != REFUSED_STREAM),
+            )
+        elif kind == SETTINGS:
+            if not flags & ACK:
+                self._settings(payload)
+        elif kind == PING:
+            if not flags & ACK:
+                self._out.append(_frame(PING, ACK, 0, payload))
+        elif kind == GOAWAY:
+            last, code = struct.unpack(">II", payload[:8])
+            self._goaway(last & 0x7FFFFFFF, code)
+        elif kind == WINDOW_UPDATE:
+            (increment,) = struct.unpack(">I", payload)
+            increment &= 0x7FFFFFFF
+            if stream_id == 0:
+                self._conn_window += increment
+            elif stream_id in self._send_windows:
+                self._send_windows[stream_id] += increment
+            self._window_updated()
+        elif kind == PUSH_PROMISE:
+            raise _ProtocolError("PUSH_PROMISE with push disabled")
+        # PRIORITY and unknown frame types are ignored (§5.5).
+
+    def _header_block(self) -> None:
+        assert self._pending is not None
+        stream_id, flags, block = self._pending
+        self._pending = None
+        headers = self._decoder.decode(bytes(block))  # decoded even for a finished stream
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            return
+        status = headers.get(b":status")
+        if status is not None:
+            code = int(status)
+            if 100 <= code < 200:
+                return  # an interim answer: the final one follows
+            stream.headers, stream.status = headers, code
+        if flags & END_STREAM:
+            self._complete(stream)
+
+    def _complete(self, stream: _Stream) -> None:
+        stream.ended = True
+        if not stream.done.done():
+            stream.done.set_result(Response(stream.status, stream.headers, bytes(stream.body)))
+
+    def _received(self, length: int) -> None:
+        # Streams' windows (16 MiB each) outlast any answer; the connection's is topped up.
+        self._unacked_in += length
+        if self._unacked_in >= _WINDOW // 2:
+            self._out.append(_frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", self._unacked_in)))
+            self._unacked_in = 0
+
+    def _settings(self, payload: bytes) -> None:
+        if len(payload) % 6:
+            raise _ProtocolError("SETTINGS of a bad length")
+        for i in range(0, len(payload), 6):
+            key, value = struct.unpack(">HI", payload[i : i + 6])
+            if key == S_MAX_CONCURRENT_STREAMS:
+                self._max_streams = value
+            elif key == S_INITIAL_WINDOW_SIZE:
+                delta, self._peer_window = value - self._peer_window, value
+                for sid in self._send_windows:
+                    self._send_windows[sid] += delta
+            elif key == S_MAX_FRAME_SIZE:
+                self._peer_max_frame = value
+        self._out.append(_frame(SETTINGS, ACK, 0))
+        if not self.ready.done():
+            self.ready.set_result(None)
+        self._window_updated()
+        self._client._released(self, everyone=True)  # the limit may have risen
+
+    def _goaway(self, last: int, code: int) -> None:
         self.closed = True
-        last = event.last_stream_id or 0
         for stream_id in list(self._streams):
             if stream_id > last:
-                self._fail(stream_id, StreamError(f"goaway: {_code(event.error_code)}", sent=False))
+                self._fail(stream_id, StreamError(f"goaway: {_code(code)}", sent=False))
         if not any(stream_id <= last for stream_id in self._streams) and self._transport:
             self._transport.close()
 
@@ -308,12 +409,9 @@ class _Connection(asyncio.Protocol):
 
     def close(self) -> None:
         if self._transport is not None and not self._transport.is_closing():
-            self._h2.close_connection()
+            self._out.append(_frame(GOAWAY, 0, 0, struct.pack(">II", 0, NO_ERROR)))
             self._flush()
             self._transport.close()
-
-
-_CODE_NAMES = {code.value: code.name for code in h2.errors.ErrorCodes}
 
 
 def _code(code: int | None) -> str:

@@ -7,7 +7,7 @@ import random
 import hpack
 import pytest
 
-from infra.emulators.hpack_lean import HeaderDecoder, huffman_decode
+from infra.hpack_lean import HeaderDecoder, huffman_decode
 
 
 def test_huffman_round_trip_of_every_byte_value() -> None:

@@ -1,9 +1,11 @@
-"""An HPACK decoder (RFC 7541) for the lean HTTP/2 server, several times cheaper than
-`hpack.Decoder`: bytes in, `dict[bytes, bytes]` out, and Huffman decoded a byte at a time
+"""HPACK (RFC 7541) for the lean HTTP/2 code: the push providers' client
+(`senders/providers/_h2.py`) and the emulators' server. Several times cheaper than the
+`hpack` package: bytes in, `dict[bytes, bytes]` out, Huffman decoded a byte at a time
 through a table built once from the code (one lookup per input byte, not per bit).
 
-Decoding only, of well-formed blocks from a conforming client: a malformed block raises
-`ValueError` or `IndexError` (the connection is then closed).
+Decoding, of well-formed blocks: a malformed block raises `ValueError` or `IndexError`
+(the connection is then closed). Encoding (`encode_request`) writes every field as a
+literal that is never indexed, so it needs no table state.
 """
 
 from __future__ import annotations
@@ -153,3 +155,41 @@ def _string(data: bytes, pos: int) -> tuple[bytes, int]:
     if len(raw) != length:
         raise ValueError("truncated header block")
     return (huffman_decode(raw) if huffman else raw), pos + length
+
+
+def _int(value: int, prefix: int, flags: int) -> bytes:
+    """An HPACK integer with `prefix` bits in the first byte, its other bits `flags`."""
+    mask = (1 << prefix) - 1
+    if value < mask:
+        return bytes((flags | value,))
+    out = bytearray((flags | mask,))
+    value -= mask
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _literal(value: bytes) -> bytes:
+    return _int(len(value), 7, 0) + value
+
+
+_METHODS = {b"GET": b"\x82", b"POST": b"\x83"}
+_SCHEMES = {b"http": b"\x86", b"https": b"\x87"}
+
+
+def encode_request(
+    method: bytes, authority: bytes, scheme: bytes, path: bytes, headers: list[tuple[bytes, bytes]]
+) -> bytes:
+    """A request's header block: the pseudo-headers by static-table index where the RFC's
+    table has them, every other field a literal without indexing (lowercase names)."""
+    out = [
+        _METHODS.get(method) or (b"\x02" + _literal(method)),
+        _SCHEMES.get(scheme) or (b"\x06" + _literal(scheme)),
+        b"\x01" + _literal(authority),  # :authority (static index 1)
+        b"\x04" + _literal(path),  # :path (static index 4)
+    ]
+    for name, value in headers:
+        out.append(b"\x00" + _literal(name) + _literal(value))
+    return b"".join(out)
