@@ -17,7 +17,6 @@ import base64
 import json
 import re
 import ssl
-import struct
 import tempfile
 import time
 from collections.abc import Callable
@@ -38,7 +37,8 @@ from rich.table import Table
 
 from herald.bench.services import emulator_spec
 from herald.services import Service, start
-from infra.emulators.lean import (
+from infra.emulators.server import DEV_CREDENTIALS, EmulatorSettings, Ports
+from infra.h2frames import (
     ACK,
     DATA,
     END_HEADERS,
@@ -47,8 +47,9 @@ from infra.emulators.lean import (
     PING,
     PREFACE,
     SETTINGS,
+    FrameReader,
+    frame,
 )
-from infra.emulators.server import DEV_CREDENTIALS, EmulatorSettings, Ports
 from senders.providers.webpush import VapidSigner, encrypt, parse_subscription
 
 EMULATORS = ("apns", "fcm", "webpush", "twilio", "vonage", "sendgrid", "smtp")
@@ -208,7 +209,7 @@ class _ApnsClient(asyncio.Protocol):
         self._constant, self._varying = headers
         self._encoder = hpack.Encoder()
         self._indexed: bytes | None = None
-        self._buf = bytearray()
+        self._frames = FrameReader()
         self._next_stream = 1
         self._transport: asyncio.Transport | None = None
         self._status: dict[int, bool] = {}
@@ -216,7 +217,7 @@ class _ApnsClient(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
-        out = [PREFACE, _frame(SETTINGS, 0, 0, b"")]
+        out = [PREFACE, frame(SETTINGS, 0, 0, b"")]
         out += [self._request() for _ in range(self._streams) if self._c.more()]
         transport.write(b"".join(out))
 
@@ -232,42 +233,27 @@ class _ApnsClient(asyncio.Protocol):
         for name, value in self._varying(self._c.sent):
             coded = _HUFFMAN.encode(value)
             block += b"\x00%c%s%c%s" % (len(name), name, 0x80 | len(coded), coded)
-        return _frame(HEADERS, END_HEADERS, stream, block) + _frame(
+        return frame(HEADERS, END_HEADERS, stream, block) + frame(
             DATA, END_STREAM, stream, self._body
         )
 
     def data_received(self, data: bytes) -> None:
         assert self._transport is not None
-        buf = self._buf
-        buf += data
         out: list[bytes] = []
-        pos = 0
-        while len(buf) - pos >= 9:
-            length = int.from_bytes(buf[pos : pos + 3], "big")
-            if len(buf) - pos < 9 + length:
-                break
-            kind, flags = buf[pos + 3], buf[pos + 4]
-            stream = int.from_bytes(buf[pos + 5 : pos + 9], "big") & 0x7FFFFFFF
-            payload = bytes(buf[pos + 9 : pos + 9 + length])
-            pos += 9 + length
+        for kind, flags, stream, payload in self._frames.feed(data):
             if kind == HEADERS:
                 # The lean server's block starts with :status; 0x88 is "200" from the static table.
                 self._status[stream] = payload[:1] == b"\x88"
             elif kind == SETTINGS and not flags & ACK:
-                out.append(_frame(SETTINGS, ACK, 0, b""))
+                out.append(frame(SETTINGS, ACK, 0, b""))
             elif kind == PING and not flags & ACK:
-                out.append(_frame(PING, ACK, 0, payload))
+                out.append(frame(PING, ACK, 0, payload))
             if kind in (HEADERS, DATA) and flags & END_STREAM:
                 self._c.answer(self._status.pop(stream, False))
                 if self._c.more():
                     out.append(self._request())
-        del buf[:pos]
         if out:
             self._transport.write(b"".join(out))
-
-
-def _frame(kind: int, flags: int, stream: int, payload: bytes) -> bytes:
-    return struct.pack(">I", len(payload))[1:] + struct.pack(">BBI", kind, flags, stream) + payload
 
 
 def _http1(method: str, path: str, headers: dict[str, str], body: bytes) -> bytes:

@@ -33,8 +33,27 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from infra.emulators import apns, fcm, webpush
-from infra.hpack_lean import HeaderDecoder
 from infra.emulators.state import Accepted, EmulatorState
+from infra.h2frames import (
+    ACK,
+    CONTINUATION,
+    DATA,
+    DEFAULT_MAX_FRAME,
+    END_HEADERS,
+    END_STREAM,
+    GOAWAY,
+    HEADERS,
+    PADDED,
+    PING,
+    PREFACE,
+    PRIORITY_FLAG,
+    RST_STREAM,
+    SETTINGS,
+    WINDOW_UPDATE,
+    FrameReader,
+    frame,
+)
+from infra.hpack_lean import HeaderDecoder
 
 Headers = dict[bytes, bytes]
 # status, extra response headers, body
@@ -42,7 +61,6 @@ Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
 Handler = Callable[[bytes, bytes, Headers, bytes], Answer]  # method, path, headers, body
 
 JSON = (b"content-type", b"application/json")
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _REASONS = {200: b"OK", 201: b"Created", 202: b"Accepted", 400: b"Bad Request"}
 _FCM_SEND = re.compile(rb"^/v1/projects/([^/]+)/messages:send$")
 _TWILIO = re.compile(rb"^/2010-04-01/Accounts/([^/]+)/Messages\.json$")
@@ -212,10 +230,6 @@ def _h1_response(status: int, headers: list[tuple[bytes, bytes]], body: bytes) -
     return b"".join(head) + b"\r\n" + body
 
 
-def _frame(kind: int, flags: int, stream: int, payload: bytes) -> bytes:
-    return struct.pack(">I", len(payload))[1:] + struct.pack(">BBI", kind, flags, stream) + payload
-
-
 def _literal(name: bytes, value: bytes) -> bytes:
     # HPACK "literal without indexing, new name", lengths < 127 without Huffman: stateless.
     return b"\x00" + bytes((len(name),)) + name + bytes((len(value),)) + value
@@ -223,12 +237,10 @@ def _literal(name: bytes, value: bytes) -> bytes:
 
 # HPACK static table entries for `:status` (RFC 7541 appendix A).
 _STATUS_INDEX = {200: 8, 204: 9, 206: 10, 304: 11, 400: 12, 404: 13, 500: 14}
-DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY, CONTINUATION = 0, 1, 3, 4, 6, 7, 9
-END_STREAM, ACK, END_HEADERS, PADDED, PRIORITY = 0x1, 0x1, 0x4, 0x8, 0x20
 # What APNs allows per connection; the window lets a client send without waiting on us.
 MAX_STREAMS = 1000
 WINDOW = 1 << 24
-MAX_FRAME = 16_384  # the default SETTINGS_MAX_FRAME_SIZE, which every peer accepts
+MAX_FRAME = DEFAULT_MAX_FRAME
 
 
 def h2_headers_block(status: int, headers: list[tuple[bytes, bytes]]) -> bytes:
@@ -244,29 +256,21 @@ class _Http2:
         self._write = write
         self._handler = handler
         self._decoder = HeaderDecoder()
-        self._buf = bytearray()
+        self._frames = FrameReader()
         self._streams: dict[int, tuple[Headers, bytearray]] = {}
         self._pending: tuple[int, int, bytearray] | None = None  # headers awaiting CONTINUATION
         settings = struct.pack(">HIHI", 0x3, MAX_STREAMS, 0x4, WINDOW)
-        write(_frame(SETTINGS, 0, 0, settings) + _frame(8, 0, 0, struct.pack(">I", WINDOW)))
+        write(
+            frame(SETTINGS, 0, 0, settings) + frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", WINDOW))
+        )
 
     def data_received(self, data: bytes) -> bool:
         """Handle every complete frame; False once the client said GOAWAY."""
-        buf = self._buf
-        buf += data
         out: list[bytes] = []
         consumed = 0
-        pos = 0
-        while len(buf) - pos >= 9:
-            length = int.from_bytes(buf[pos : pos + 3], "big")
-            if len(buf) - pos < 9 + length:
-                break
-            kind, flags = buf[pos + 3], buf[pos + 4]
-            stream = int.from_bytes(buf[pos + 5 : pos + 9], "big") & 0x7FFFFFFF
-            payload = bytes(buf[pos + 9 : pos + 9 + length])
-            pos += 9 + length
+        for kind, flags, stream, payload in self._frames.feed(data):
             if kind == DATA:
-                consumed += length
+                consumed += len(payload)
                 if flags & PADDED:
                     payload = payload[1 : len(payload) - payload[0]]
                 entry = self._streams.get(stream)
@@ -278,7 +282,7 @@ class _Http2:
                 if kind == HEADERS:
                     if flags & PADDED:
                         payload = payload[1 : len(payload) - payload[0]]
-                    if flags & PRIORITY:
+                    if flags & PRIORITY_FLAG:
                         payload = payload[5:]
                     self._pending = (stream, flags, bytearray(payload))
                 elif self._pending is not None:
@@ -290,16 +294,15 @@ class _Http2:
                     if first_flags & END_STREAM:
                         out.append(self._answer(sid))
             elif kind == SETTINGS and not flags & ACK:
-                out.append(_frame(SETTINGS, ACK, 0, b""))
+                out.append(frame(SETTINGS, ACK, 0, b""))
             elif kind == PING and not flags & ACK:
-                out.append(_frame(PING, ACK, 0, payload))
+                out.append(frame(PING, ACK, 0, payload))
             elif kind == RST_STREAM:
                 self._streams.pop(stream, None)
             elif kind == GOAWAY:
                 return False
-        del buf[:pos]
         if consumed:
-            out.append(_frame(8, 0, 0, struct.pack(">I", consumed)))
+            out.append(frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", consumed)))
         if out:
             self._write(b"".join(out))
         return True
@@ -311,13 +314,13 @@ class _Http2:
         )
         block = h2_headers_block(status, extra)
         if not payload:
-            return _frame(HEADERS, END_HEADERS | END_STREAM, stream, block)
+            return frame(HEADERS, END_HEADERS | END_STREAM, stream, block)
         # Answers are far below the client's flow-control window, but may exceed a frame.
-        frames = [_frame(HEADERS, END_HEADERS, stream, block)]
+        frames = [frame(HEADERS, END_HEADERS, stream, block)]
         for at in range(0, len(payload), MAX_FRAME):
             last = at + MAX_FRAME >= len(payload)
             frames.append(
-                _frame(DATA, END_STREAM if last else 0, stream, payload[at : at + MAX_FRAME])
+                frame(DATA, END_STREAM if last else 0, stream, payload[at : at + MAX_FRAME])
             )
         return b"".join(frames)
 

@@ -29,6 +29,26 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
+from infra.h2frames import (
+    ACK,
+    CONTINUATION,
+    DATA,
+    DEFAULT_MAX_FRAME,
+    END_HEADERS,
+    END_STREAM,
+    GOAWAY,
+    HEADERS,
+    PADDED,
+    PING,
+    PREFACE,
+    PRIORITY_FLAG,
+    PUSH_PROMISE,
+    RST_STREAM,
+    SETTINGS,
+    WINDOW_UPDATE,
+    FrameReader,
+    frame,
+)
 from infra.hpack_lean import HeaderDecoder, encode_request
 from schemas.errors import HeraldError
 from senders.providers._http import ssl_context
@@ -71,11 +91,7 @@ class _Stream:
         self.timer: asyncio.TimerHandle | None = None
 
 
-# Frame types, flags, SETTINGS ids and error codes (RFC 9113 §6, §7).
-DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY = range(8)
-WINDOW_UPDATE, CONTINUATION = 8, 9
-END_STREAM = ACK = 0x1
-END_HEADERS, PADDED, PRIORITY_FLAG = 0x4, 0x8, 0x20
+# SETTINGS ids and error codes (RFC 9113 §6.5.2, §7).
 S_HEADER_TABLE_SIZE, S_ENABLE_PUSH, S_MAX_CONCURRENT_STREAMS = 0x1, 0x2, 0x3
 S_INITIAL_WINDOW_SIZE, S_MAX_FRAME_SIZE = 0x4, 0x5
 NO_ERROR, PROTOCOL_ERROR, REFUSED_STREAM, CANCEL, COMPRESSION_ERROR = 0x0, 0x1, 0x7, 0x8, 0x9
@@ -95,19 +111,8 @@ _CODE_NAMES = {
     0xC: "INADEQUATE_SECURITY",
     0xD: "HTTP_1_1_REQUIRED",
 }
-_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _DEFAULT_WINDOW = 65_535
-_OUR_MAX_FRAME = 16_384  # we never raise SETTINGS_MAX_FRAME_SIZE
 _UNLIMITED = 2**32 + 1  # no SETTINGS_MAX_CONCURRENT_STREAMS from the server yet
-
-
-def _frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
-    return (
-        len(payload).to_bytes(3, "big")
-        + bytes((kind, flags))
-        + stream_id.to_bytes(4, "big")
-        + payload
-    )
 
 
 class _ProtocolError(HeraldError):
@@ -130,7 +135,7 @@ class _Connection(asyncio.Protocol):
         self._window_open: dict[int, asyncio.Future[None]] = {}
         self._send_windows: dict[int, int] = {}  # streams with body left to send
         self._decoder = HeaderDecoder()
-        self._buf = bytearray()
+        self._frames = FrameReader(DEFAULT_MAX_FRAME)
         self._out: list[bytes] = []
         self._pending: tuple[int, int, bytearray] | None = None  # HEADERS awaiting CONTINUATION
         self._next_id = 1
@@ -156,9 +161,9 @@ class _Connection(asyncio.Protocol):
         self._transport = transport
         settings = struct.pack(">HIHI", S_ENABLE_PUSH, 0, S_INITIAL_WINDOW_SIZE, _WINDOW)
         self._out += (
-            _PREFACE,
-            _frame(SETTINGS, 0, 0, settings),
-            _frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", _WINDOW - _DEFAULT_WINDOW)),
+            PREFACE,
+            frame(SETTINGS, 0, 0, settings),
+            frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", _WINDOW - _DEFAULT_WINDOW)),
         )
         self._flush()
 
@@ -207,7 +212,7 @@ class _Connection(asyncio.Protocol):
                 chunk, view = view[:window], view[window:]
                 self._send_windows[stream_id] -= len(chunk)
                 self._conn_window -= len(chunk)
-                self._out.append(_frame(DATA, 0 if view else END_STREAM, stream_id, bytes(chunk)))
+                self._out.append(frame(DATA, 0 if view else END_STREAM, stream_id, bytes(chunk)))
             self._flush()
             return await stream.done
         except asyncio.CancelledError:
@@ -220,10 +225,10 @@ class _Connection(asyncio.Protocol):
         size = self._peer_max_frame
         first, rest = block[:size], block[size:]
         flags = (END_STREAM if end_stream else 0) | (0 if rest else END_HEADERS)
-        self._out.append(_frame(HEADERS, flags, stream_id, first))
+        self._out.append(frame(HEADERS, flags, stream_id, first))
         while rest:
             part, rest = rest[:size], rest[size:]
-            self._out.append(_frame(CONTINUATION, 0 if rest else END_HEADERS, stream_id, part))
+            self._out.append(frame(CONTINUATION, 0 if rest else END_HEADERS, stream_id, part))
 
     def _end(self, stream_id: int) -> None:
         stream = self._streams.pop(stream_id, None)
@@ -242,7 +247,7 @@ class _Connection(asyncio.Protocol):
         stream = self._streams.get(stream_id)
         if stream is not None and not stream.ended:
             stream.ended = True
-            self._out.append(_frame(RST_STREAM, 0, stream_id, struct.pack(">I", CANCEL)))
+            self._out.append(frame(RST_STREAM, 0, stream_id, struct.pack(">I", CANCEL)))
             self._flush()
 
     def _timed_out(self, stream_id: int) -> None:
@@ -252,34 +257,22 @@ class _Connection(asyncio.Protocol):
     # -- what the server sends ------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        buf = self._buf
-        buf += data
-        pos = 0
         try:
-            while len(buf) - pos >= 9:
-                length = int.from_bytes(buf[pos : pos + 3], "big")
-                if length > _OUR_MAX_FRAME:
-                    raise _ProtocolError(f"frame of {length} bytes")
-                if len(buf) - pos < 9 + length:
-                    break
-                kind, flags = buf[pos + 3], buf[pos + 4]
-                stream_id = int.from_bytes(buf[pos + 5 : pos + 9], "big") & 0x7FFFFFFF
-                payload = bytes(buf[pos + 9 : pos + 9 + length])
-                pos += 9 + length
+            # We never raise SETTINGS_MAX_FRAME_SIZE: a larger frame breaks the protocol.
+            for kind, flags, stream_id, payload in self._frames.feed(data):
                 if self._pending is not None and kind != CONTINUATION:
                     raise _ProtocolError("header block interrupted")
-                self._on_frame(kind, flags, stream_id, payload)
+                self._onframe(kind, flags, stream_id, payload)
         except (_ProtocolError, ValueError, IndexError, struct.error) as exc:
             code = exc.code if isinstance(exc, _ProtocolError) else COMPRESSION_ERROR
             # last-stream-id 0: we accept no streams from the server
-            self._out.append(_frame(GOAWAY, 0, 0, struct.pack(">II", 0, code)))
+            self._out.append(frame(GOAWAY, 0, 0, struct.pack(">II", 0, code)))
             self._flush()
             self._lost(f"protocol error: {exc}")
             return
-        del buf[:pos]
         self._flush()
 
-    def _on_frame(self, kind: int, flags: int, stream_id: int, payload: bytes) -> None:
+    def _onframe(self, kind: int, flags: int, stream_id: int, payload: bytes) -> None:
         if kind == DATA:
             self._received(len(payload))  # padding counts against the window too
             if flags & PADDED:
@@ -317,7 +310,7 @@ class _Connection(asyncio.Protocol):
                 self._settings(payload)
         elif kind == PING:
             if not flags & ACK:
-                self._out.append(_frame(PING, ACK, 0, payload))
+                self._out.append(frame(PING, ACK, 0, payload))
         elif kind == GOAWAY:
             last, code = struct.unpack(">II", payload[:8])
             self._goaway(last & 0x7FFFFFFF, code)
@@ -359,7 +352,7 @@ class _Connection(asyncio.Protocol):
         # Streams' windows (16 MiB each) outlast any answer; the connection's is topped up.
         self._unacked_in += length
         if self._unacked_in >= _WINDOW // 2:
-            self._out.append(_frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", self._unacked_in)))
+            self._out.append(frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", self._unacked_in)))
             self._unacked_in = 0
 
     def _settings(self, payload: bytes) -> None:
@@ -375,7 +368,7 @@ class _Connection(asyncio.Protocol):
                     self._send_windows[sid] += delta
             elif key == S_MAX_FRAME_SIZE:
                 self._peer_max_frame = value
-        self._out.append(_frame(SETTINGS, ACK, 0))
+        self._out.append(frame(SETTINGS, ACK, 0))
         if not self.ready.done():
             self.ready.set_result(None)
         self._window_updated()
@@ -409,7 +402,7 @@ class _Connection(asyncio.Protocol):
 
     def close(self) -> None:
         if self._transport is not None and not self._transport.is_closing():
-            self._out.append(_frame(GOAWAY, 0, 0, struct.pack(">II", 0, NO_ERROR)))
+            self._out.append(frame(GOAWAY, 0, 0, struct.pack(">II", 0, NO_ERROR)))
             self._flush()
             self._transport.close()
 
