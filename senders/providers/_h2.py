@@ -91,8 +91,9 @@ class _Stream:
         self.timer: asyncio.TimerHandle | None = None
 
 
-# SETTINGS ids and error codes (RFC 9113 §6.5.2, §7).
-S_HEADER_TABLE_SIZE, S_ENABLE_PUSH, S_MAX_CONCURRENT_STREAMS = 0x1, 0x2, 0x3
+# SETTINGS ids and error codes (RFC 9113 §6.5.2, §7). The server's HEADER_TABLE_SIZE is
+# not read: our header blocks never index, so they fit any table.
+S_ENABLE_PUSH, S_MAX_CONCURRENT_STREAMS = 0x2, 0x3
 S_INITIAL_WINDOW_SIZE, S_MAX_FRAME_SIZE = 0x4, 0x5
 NO_ERROR, PROTOCOL_ERROR, REFUSED_STREAM, CANCEL, COMPRESSION_ERROR = 0x0, 0x1, 0x7, 0x8, 0x9
 _CODE_NAMES = {
