@@ -13,7 +13,11 @@ from collections.abc import Iterator
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
+from infra.settings import KafkaSettings
+from processors.gaps import Refetcher
+from schemas import codec
 from tests.conftest import KAFKA
 from tests.integration.processors.prockit import PARTITIONS, Harness, census, make_harness
 from tests.support import wait_for
@@ -86,3 +90,57 @@ def test_skipped_records_are_decided_in_order_and_committed(skipping: Harness) -
     # then the same group again (reading starts at its committed offsets).
     assert _round(h, users) == PARTITIONS
     assert _round(h, users) == 2 * PARTITIONS  # the log file is appended to
+
+
+DELETED = 3  # records per partition deleted before the processor reads them
+
+
+def test_skipped_records_deleted_by_retention_are_passed_not_waited_for(
+    skipping: Harness,
+) -> None:
+    # The group has committed offsets; records after them are deleted (as retention would
+    # while the processor is down) and the consumer then skips the first records it reads.
+    # The deleted requests cannot be decided; every other one is, once, and the group
+    # commits past the deleted offsets instead of stalling on them.
+    h = skipping
+    users = [h.user() for _ in range(USERS)]
+    _round(h, users)
+    nids = [
+        h.publish(h.request(users[u], channels=["sms"]))
+        for _ in range(PER_USER)
+        for u in range(USERS)
+    ]
+    committed = _committed(h)
+    refetcher = Refetcher(KafkaSettings(bootstrap_servers=KAFKA))
+    try:
+        deleted = {
+            codec.decode(r.value(), codec.REQUEST)["notification_id"]
+            for p, (c, _end) in committed.items()
+            for r in refetcher.fetch(h.topic, p, range(c, c + DELETED)).records
+        }
+    finally:
+        refetcher.close()
+    assert len(deleted) == DELETED * PARTITIONS
+    admin = AdminClient({"bootstrap.servers": KAFKA})
+    cuts = [TopicPartition(h.topic, p, c + DELETED) for p, (c, _end) in committed.items()]
+    for fut in admin.delete_records(cuts).values():
+        fut.result()
+
+    h.start()
+    kept = [nid for nid in nids if nid not in deleted]
+    wait_for(
+        lambda: all(h.watcher.outcomes(nid) for nid in kept),
+        timeout=90,
+        what=lambda: f"an outcome for every request not deleted; {h.progress()}",
+    )
+    lost, doubled = census(h, kept, expect=("accepted", None, None), deliveries=1)
+    assert lost == [] and doubled == []
+    assert not any(h.watcher.outcomes(nid) for nid in deleted)
+    wait_for(
+        lambda: all(c == end for c, end in _committed(h).values()),
+        timeout=30,
+        what=lambda: f"the group committed past the deleted records: {_committed(h)}",
+    )
+    assert h.service is not None
+    log = h.service.log_path.read_text(errors="replace")
+    assert log.count("skipped records deleted before they were read again") == PARTITIONS
