@@ -83,9 +83,15 @@ async def post(client: Client, provider: str, url: str, **kwargs: Any) -> AnyRes
     if isinstance(client, LeanClient):
         try:
             return await client.request("POST", url, **kwargs)
-        except (Unsendable, UnicodeEncodeError) as exc:
+        except Unsendable as exc:
             raise PermanentError(
                 f"{provider}:unsendable request ({exc})", provider=provider, ambiguous=False
+            ) from exc
+        except UnicodeEncodeError as exc:  # a header value beyond latin-1
+            raise PermanentError(
+                f"{provider}:unsendable request (header not latin-1)",
+                provider=provider,
+                ambiguous=False,
             ) from exc
         except HttpError as exc:
             raise RetriableError(

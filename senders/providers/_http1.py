@@ -47,7 +47,9 @@ class TimedOut(HttpError):
 
 
 class Unsendable(HeraldError):
-    """The request cannot be written as given (a line break in a header, a bad URL)."""
+    """The request cannot be written as given (a line break in a header, a bad URL). The
+    message ends up in a delivery's reason, so it never quotes the URL: a Web Push
+    endpoint carries the subscription's token."""
 
 
 class Response:
@@ -167,9 +169,9 @@ class LeanClient:
             parts = urlsplit(full)
             port = parts.port or (443 if parts.scheme == "https" else 80)
         except ValueError as exc:
-            raise Unsendable(f"bad URL {full!r}") from exc
+            raise Unsendable("bad URL") from exc
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise Unsendable(f"bad URL {full!r}")
+            raise Unsendable(f"bad URL scheme {parts.scheme!r}" if parts.hostname else "bad URL")
         if _BAD_VALUE.search(full) or " " in full:
             raise Unsendable("line break or space in the URL")
         key = f"{parts.scheme}://{parts.hostname}:{port}"

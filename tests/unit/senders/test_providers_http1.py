@@ -218,3 +218,14 @@ async def test_an_unsendable_request_is_refused_before_the_wire(
     with pytest.raises(PermanentError) as err:
         await _http.post(client, "twilio", url, headers=headers)
     assert err.value.ambiguous is False
+
+
+async def test_a_refusal_names_the_problem_never_the_url() -> None:
+    client = LeanClient("", timeout_s=1, max_connections=1)
+    secret = "https://push.example/wpush/v2/SECRETTOKEN\r\nX: 1"
+    with pytest.raises(PermanentError) as err:
+        await _http.post(client, "webpush", secret)
+    assert "SECRETTOKEN" not in err.value.reason and "unsendable" in err.value.reason
+    with pytest.raises(PermanentError) as err:
+        await _http.post(client, "webpush", "https://push.example/x", headers={"TTL": "é✓"})
+    assert err.value.reason == "webpush:unsendable request (header not latin-1)"
