@@ -228,6 +228,7 @@ def test_rendering_per_locale_with_fallback(proc: Harness) -> None:
     )
     for nid in (ko, override, de):
         wait_for(lambda nid=nid: ACCEPTED in proc.watcher.outcomes(nid), what="accepted")
+    wait_for(lambda: proc.watcher.delivered(ko), what="the delivery (read from its own topic)")
     [(_t, ko_d)] = proc.watcher.delivered(ko)
     assert (ko_d["body"], ko_d["locale"]) == ("<Kim>님 안녕하세요", "ko")
     [(_t, en_d)] = proc.watcher.delivered(override)
@@ -337,6 +338,7 @@ def test_dedup_holds_and_rate_limits_survive_a_restart(proc: Harness) -> None:
     wait_for(lambda: now_ms() > due + 500, what="the hold to fall due while stopped")
     proc.start()
     wait_for(lambda: ACCEPTED in proc.watcher.outcomes(held), timeout=30, what="release")
+    wait_for(lambda: proc.watcher.delivered(held), what="the delivery (read from its own topic)")
     assert [d["channel"] for _t, d in proc.watcher.delivered(held)] == ["email"]
     # The rate-limit window came back from the table's changelog.
     third = proc.publish(proc.request(capped, category="marketing", channels=["sms"]))
@@ -379,6 +381,8 @@ def test_content_and_channel_gaps(proc: Harness) -> None:
     wait_for(lambda: proc.watcher.outcomes(no_channel) == [("dropped", "no_channel", None)])
     for nid in (no_template, no_content):
         wait_for(lambda nid=nid: ACCEPTED in proc.watcher.outcomes(nid))
+        # The status and the delivery are read from two topics: the delivery may lag.
+        wait_for(lambda nid=nid: proc.watcher.delivered(nid), what="the sms delivery")
         assert [d["channel"] for _t, d in proc.watcher.delivered(nid)] == ["sms"]
 
 
