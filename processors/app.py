@@ -14,9 +14,9 @@ import asyncio
 import logging
 import os
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import faust
 from confluent_kafka import KafkaException
@@ -26,7 +26,7 @@ from faust.types.tuples import ConsumerMessage
 from prometheus_client import start_http_server
 
 from infra.diagnostics import StallWatch
-from infra.retry import SERVER_OUTAGES
+from infra.retry import SERVER_OUTAGES, Backoff, retrying
 from infra.scheduling import ScheduleStore, run_releaser
 from processors import metrics
 from processors.gaps import Gaps, Refetcher, RefetchTimeout
@@ -37,6 +37,9 @@ from processors.settings import ProcessorSettings
 log = logging.getLogger(__name__)
 
 _OUTAGES = SERVER_OUTAGES
+T = TypeVar("T")
+# Reading skipped records again while Kafka is unavailable: once a second.
+_KAFKA_RETRY = Backoff(1.0, 1.0)
 
 
 def _headers(raw: Any) -> dict[str, bytes]:
@@ -347,30 +350,33 @@ def create_app(
                     else:
                         await manual.ack(event)
 
+        async def reading(what: str, tp: TP, op: Callable[[], T]) -> T:
+            """`op` in a thread until it succeeds: a Kafka outage is waited out (the
+            partition cannot commit past what it reads anyway)."""
+
+            def again(exc: Exception, _delay: float) -> None:
+                log.warning(
+                    f"{what} unreadable, retrying",
+                    extra={"topic": tp.topic, "partition": tp.partition, "error": str(exc)},
+                )
+
+            return await retrying(
+                lambda: asyncio.to_thread(op),
+                _KAFKA_RETRY,
+                retriable=lambda exc: isinstance(exc, (RefetchTimeout, KafkaException)),
+                on_retry=again,
+            )
+
         async def log_start(tp: TP) -> int:
-            while True:
-                try:
-                    return await asyncio.to_thread(refetcher.log_start, tp.topic, tp.partition)
-                except KafkaException as exc:
-                    log.warning(
-                        "partition start unreadable, retrying",
-                        extra={"topic": tp.topic, "partition": tp.partition, "error": str(exc)},
-                    )
-                    await asyncio.sleep(1.0)
+            return await reading(
+                "partition start", tp, lambda: refetcher.log_start(tp.topic, tp.partition)
+            )
 
         async def refill(tp: TP, skipped: range) -> list[faust.types.EventT]:
-            """The skipped records read again, in order; waits out a Kafka outage (the
-            partition cannot commit past them anyway)."""
-            while True:
-                try:
-                    got = await asyncio.to_thread(refetcher.fetch, tp.topic, tp.partition, skipped)
-                    break
-                except (RefetchTimeout, KafkaException) as exc:
-                    log.warning(
-                        "skipped records unreadable, retrying",
-                        extra={"topic": tp.topic, "partition": tp.partition, "error": str(exc)},
-                    )
-                    await asyncio.sleep(1.0)
+            """The skipped records read again, in order."""
+            got = await reading(
+                "skipped records", tp, lambda: refetcher.fetch(tp.topic, tp.partition, skipped)
+            )
             events: list[faust.types.EventT] = []
             if got.gone:
                 log.warning(

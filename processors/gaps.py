@@ -76,9 +76,7 @@ class Refetcher:
     def fetch(
         self, topic: str, partition: int, offsets: range, timeout_s: float = 30.0
     ) -> Refetched:
-        if self._consumer is None:
-            self._consumer = Consumer(self._config)
-        consumer = self._consumer
+        consumer = self._client()
         consumer.assign([TopicPartition(topic, partition, offsets.start)])
         records: list[Message] = []
         first: int | None = None  # the first offset that still exists
@@ -116,12 +114,15 @@ class Refetcher:
     def log_start(self, topic: str, partition: int, timeout_s: float = 10.0) -> int:
         """The partition's first offset still stored: where a group without a committed
         offset starts reading (auto.offset.reset = earliest)."""
-        if self._consumer is None:
-            self._consumer = Consumer(self._config)
-        low, _high = self._consumer.get_watermark_offsets(
+        low, _high = self._client().get_watermark_offsets(
             TopicPartition(topic, partition), timeout=timeout_s
         )
         return int(low)
+
+    def _client(self) -> Consumer:
+        if self._consumer is None:
+            self._consumer = Consumer(self._config)
+        return self._consumer
 
     def close(self) -> None:
         if self._consumer is not None:

@@ -48,14 +48,19 @@ def _committed(h: Harness) -> dict[int, tuple[int, int]]:
         consumer.close()
 
 
-def _round(h: Harness, users: list[str]) -> int:
-    """Publish a round while the processor is down, start it, check the round; how many
-    skips the processor's log has reported so far."""
-    nids = [
+def _publish(h: Harness, users: list[str]) -> list[str]:
+    """Requests of every user, interleaved: each partition gets several users' records."""
+    return [
         h.publish(h.request(users[u], channels=["sms"]))
         for _ in range(PER_USER)
         for u in range(USERS)
     ]
+
+
+def _round(h: Harness, users: list[str]) -> int:
+    """Publish a round while the processor is down, start it, check the round; how many
+    skips the processor's log has reported so far."""
+    nids = _publish(h, users)
     h.start()  # its consumer drops the first records it fetches of every partition
     wait_for(
         lambda: all(h.watcher.outcomes(nid) for nid in nids),
@@ -105,11 +110,7 @@ def test_skipped_records_deleted_by_retention_are_passed_not_waited_for(
     h = skipping
     users = [h.user() for _ in range(USERS)]
     _round(h, users)
-    nids = [
-        h.publish(h.request(users[u], channels=["sms"]))
-        for _ in range(PER_USER)
-        for u in range(USERS)
-    ]
+    nids = _publish(h, users)
     committed = _committed(h)
     refetcher = Refetcher(KafkaSettings(bootstrap_servers=KAFKA))
     try:
