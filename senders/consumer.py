@@ -18,6 +18,7 @@ from typing import Any
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaException, TopicPartition
 from confluent_kafka import Message as KafkaMessage
 
+from infra.retry import Backoff, is_outage, retrying_blocking
 from schemas.channels import Channel
 from schemas.contract import Topics
 from schemas.events import now_ms
@@ -29,6 +30,8 @@ from senders.slots import Slots
 log = logging.getLogger(__name__)
 
 TP = tuple[str, int]
+
+_START_BACKOFF = Backoff(first_s=0.2, max_s=2.0)
 
 
 @dataclass(frozen=True)
@@ -96,20 +99,43 @@ class LaneConsumer:
         assert self._loop is not None
         return await self._loop.run_in_executor(self._executor, fn, *args)
 
+    def _start_at_end(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """A fresh group starts at the end *now*, not at the first fetch, so a record
+        produced right after the assignment is never skipped; and that start is committed
+        at once, so a rebalance before the first commit cannot move it on."""
+        committed = consumer.committed(partitions, timeout=10)
+        fresh = []
+        for tp, c in zip(partitions, committed, strict=True):
+            if c.offset == OFFSET_INVALID:
+                _, high = consumer.get_watermark_offsets(tp, timeout=10)
+                tp.offset = high
+                fresh.append(TopicPartition(tp.topic, tp.partition, high))
+        if fresh:
+            consumer.commit(offsets=fresh, asynchronous=False)
+
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self.settings.start_at == "latest" and partitions:
-            # A fresh group starts at the end *now*, not at the first fetch, so a record
-            # produced right after the assignment is never skipped; and that start is
-            # committed at once, so a rebalance before the first commit cannot move it on.
-            committed = consumer.committed(partitions, timeout=10)
-            fresh = []
-            for tp, c in zip(partitions, committed, strict=True):
-                if c.offset == OFFSET_INVALID:
-                    _, high = consumer.get_watermark_offsets(tp, timeout=10)
-                    tp.offset = high
-                    fresh.append(TopicPartition(tp.topic, tp.partition, high))
-            if fresh:
-                consumer.commit(offsets=fresh, asynchronous=False)
+            # Never let an error out of this callback: librdkafka hands it back from
+            # `consume` as a bare KafkaError that kills the consumer thread, and the lane
+            # would wait on that thread for ever. A partition without a leader yet (a topic
+            # just created) is waited out like any outage.
+            def on_retry(exc: Exception, delay: float) -> None:
+                log.warning(
+                    "cannot read where a new group starts, retrying",
+                    extra={"lane": self._client, "error": str(exc), "retry_in_s": delay},
+                )
+
+            try:
+                retrying_blocking(
+                    lambda: self._start_at_end(consumer, partitions),
+                    _START_BACKOFF,
+                    retriable=lambda exc: is_outage(exc) and not self.stopping.is_set(),
+                    on_retry=on_retry,
+                )
+            except Exception:
+                # Stopping, or not an outage: the partitions are still taken, starting at
+                # the end as of the first fetch (`auto.offset.reset`).
+                log.exception("start of a new group not fixed", extra={"lane": self._client})
         # Cooperative rebalancing: only the partitions that move are revoked and assigned;
         # the others keep flowing while a sender joins or leaves.
         consumer.incremental_assign(partitions)

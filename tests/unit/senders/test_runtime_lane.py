@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from cassandra.cluster import NoHostAvailable
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import OFFSET_INVALID, KafkaError, KafkaException, TopicPartition
 from confluent_kafka import Message as KafkaMessage
 
 from infra.settings import KafkaSettings
@@ -208,3 +208,44 @@ async def test_an_outage_during_shutdown_stops_the_waiting(make_lane: Any) -> No
 
     assert handler.calls == 1
     assert out.records == []
+
+
+class LeaderlessConsumer:
+    """A consumer of a topic just created: the first watermark reads find no leader."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.assigned: list[TopicPartition] = []
+        self.committed_offsets: list[TopicPartition] = []
+
+    def committed(self, partitions: list[TopicPartition], timeout: float) -> list[Any]:
+        return [TopicPartition(tp.topic, tp.partition, OFFSET_INVALID) for tp in partitions]
+
+    def get_watermark_offsets(self, tp: TopicPartition, timeout: float) -> tuple[int, int]:
+        if self.failures:
+            self.failures -= 1
+            raise KafkaException(KafkaError(KafkaError.NOT_LEADER_FOR_PARTITION))
+        return 0, 42
+
+    def commit(self, offsets: list[TopicPartition], asynchronous: bool) -> None:
+        self.committed_offsets += offsets
+
+    def incremental_assign(self, partitions: list[TopicPartition]) -> None:
+        self.assigned += partitions
+
+
+async def test_a_new_group_waits_out_a_partition_without_a_leader_and_takes_it(
+    make_lane: Any,
+) -> None:
+    lane = make_lane(ScriptedHandler(), MemoryPublisher())
+    lane.settings = lane.settings.model_copy(update={"start_at": "latest"})
+    lane._loop = asyncio.get_running_loop()
+    consumer = LeaderlessConsumer(failures=2)
+    tp = TopicPartition("notifications.sms", 0)
+
+    # librdkafka calls it on the consumer's thread; an error escaping it kills that thread.
+    await asyncio.to_thread(lane._on_assign, consumer, [tp])
+
+    assert [(p.partition, p.offset) for p in consumer.assigned] == [(0, 42)]
+    assert [(p.partition, p.offset) for p in consumer.committed_offsets] == [(0, 42)]
+    assert lane.ready.is_set()
