@@ -27,6 +27,7 @@ from cassandra.cluster import Session
 from cassandra.query import BatchStatement, BatchType
 from confluent_kafka import KafkaException
 
+from infra import cql_bind
 from infra.kafka_producer import AsyncProducer, Batch, is_permanent
 from infra.links import LIST_UNSUBSCRIBE, add_footer
 from infra.scheduling import ScheduleStore
@@ -166,7 +167,7 @@ class DedupStore:
         for chunk in chunks(list(rows)):
             batch = BatchStatement(batch_type=BatchType.UNLOGGED)
             for event_id, nid, state, source in chunk:
-                batch.add(self._put, (event_id, nid, now, state, source))
+                cql_bind.add(batch, self._put, (event_id, nid, now, state, source))
             batches.append(batch)
         await asyncio.gather(
             *(retrying(self._s, b, None, max_backoff_s=self._backoff) for b in batches)

@@ -33,6 +33,7 @@ from cassandra import ConsistencyLevel
 from cassandra.cluster import Session
 from cassandra.query import BatchStatement, BatchType, PreparedStatement
 
+from infra import cql_bind
 from infra.cassandra import aexecute
 from schemas.contract import FINAL_STATES, LedgerState, Reason
 from senders import metrics
@@ -276,7 +277,7 @@ class ConditionalBatches:
             else:
                 query = BatchStatement(batch_type=BatchType.UNLOGGED)
                 for w in writes:
-                    query.add(w.stmt, w.params)
+                    cql_bind.add(query, w.stmt, w.params)
             result = await aexecute(self._session, query)
             took.observe(time.perf_counter() - started)
             if result[0]["[applied]"]:
@@ -340,7 +341,7 @@ class PlainBatches:
         batch = BatchStatement(batch_type=BatchType.UNLOGGED)
         for statements, _ in chunk:
             for stmt, params in statements:
-                batch.add(stmt, params)
+                cql_bind.add(batch, stmt, params)
         _ROWS["plain"].observe(len(batch))
         started = time.perf_counter()
         try:
