@@ -34,6 +34,7 @@ def _connect(settings: ProcessorSettings) -> Session:
 def main() -> None:
     settings = ProcessorSettings()
     settings.tune_interpreter()
+    loop = settings.install_event_loop()
     refuse_published_secrets(settings.profile, settings.published_secrets())
     configure_logging("processor", settings.log_level)
     session = _connect(settings)
@@ -44,7 +45,7 @@ def main() -> None:
     faust_level = {"warning": "warn", "critical": "crit"}.get(level, level)
     # The worker's command line overrides the app's web settings, so say it here too.
     web = ["--web-port", str(settings.web_port)] if settings.web_port else ["--without-web"]
-    sys.argv = [sys.argv[0], "worker", "-l", faust_level, *web]
+    sys.argv = [sys.argv[0], "--loop", loop, "worker", "-l", faust_level, *web]
     try:
         app.main()
     finally:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Annotated
 
@@ -40,4 +39,4 @@ def run(
         channels = parse_channels(channel)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--channel") from None
-    asyncio.run(serve(settings, channels))
+    settings.run(serve(settings, channels))

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import hpack
 import httpx
@@ -119,8 +120,7 @@ class _Http1Client(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self._send()
 
     def _send(self) -> None:
@@ -153,8 +153,7 @@ class _SmtpClient(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
         assert self._transport is not None
@@ -215,11 +214,10 @@ class _ApnsClient(asyncio.Protocol):
         self._status: dict[int, bool] = {}
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         out = [PREFACE, frame(SETTINGS, 0, 0, b"")]
         out += [self._request() for _ in range(self._streams) if self._c.more()]
-        transport.write(b"".join(out))
+        self._transport.write(b"".join(out))
 
     def _request(self) -> bytes:
         self._c.sent += 1

@@ -29,7 +29,7 @@ import re
 import struct
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qsl
 
 from infra.emulators import apns, fcm, webpush
@@ -335,8 +335,8 @@ class HttpProtocol(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports are not `asyncio.Transport` subclasses, only alike.
+        self._transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         transport = self._transport
@@ -402,9 +402,9 @@ class SmtpProtocol(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-        transport.write(self.GREETING)
+        # uvloop's transports are not `asyncio.Transport` subclasses, only alike.
+        self._transport = cast(asyncio.Transport, transport)
+        self._transport.write(self.GREETING)
 
     def data_received(self, data: bytes) -> None:
         assert self._transport is not None

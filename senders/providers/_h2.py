@@ -26,7 +26,7 @@ import ssl
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, cast
 from urllib.parse import urlsplit
 
 from infra.h2frames import (
@@ -158,8 +158,8 @@ class _Connection(asyncio.Protocol):
         return not self.closed and self.ready.done() and self.active < self._max_streams
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports are not `asyncio.Transport` subclasses, only alike.
+        self._transport = cast(asyncio.Transport, transport)
         settings = struct.pack(">HIHI", S_ENABLE_PUSH, 0, S_INITIAL_WINDOW_SIZE, _WINDOW)
         self._out += (
             PREFACE,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections.abc import Iterator
 from unittest import mock
@@ -50,3 +51,47 @@ def test_the_cassandra_driver_speaks_the_configured_protocol_version() -> None:
 def test_an_unknown_protocol_version_is_refused() -> None:
     with pytest.raises(ValidationError, match="protocol_version"):
         CassandraSettings(protocol_version=3)
+
+
+async def _loop_module() -> str:
+    return type(asyncio.get_running_loop()).__module__
+
+
+def test_services_run_on_uvloop_by_default() -> None:
+    assert ServiceSettings().run(_loop_module()).startswith("uvloop")
+
+
+def test_the_standard_event_loop_is_one_setting_away(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HERALD_EVENT_LOOP", "asyncio")
+    assert ServiceSettings().run(_loop_module()) == "asyncio.unix_events"
+
+
+def test_an_unknown_event_loop_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HERALD_EVENT_LOOP", "trio")
+    with pytest.raises(ValidationError, match="event_loop"):
+        ServiceSettings()
+
+
+@pytest.mark.parametrize(
+    ("setting", "faust_name", "policy"),
+    [
+        ("uvloop", "uvloop", "uvloop"),
+        ("asyncio", "aio", "asyncio.unix_events"),
+    ],
+)
+def test_faust_is_given_the_loop_policy_and_its_name(
+    monkeypatch: pytest.MonkeyPatch, setting: str, faust_name: str, policy: str
+) -> None:
+    monkeypatch.setenv("HERALD_EVENT_LOOP", setting)
+    before = asyncio.get_event_loop_policy()
+    try:
+        assert ServiceSettings().install_event_loop() == faust_name
+        assert type(asyncio.get_event_loop_policy()).__module__.startswith(policy)
+    finally:
+        asyncio.set_event_loop_policy(before)
+
+
+def test_the_processor_keeps_the_standard_loop_by_default() -> None:
+    from processors.settings import ProcessorSettings
+
+    assert ProcessorSettings().event_loop == "asyncio"

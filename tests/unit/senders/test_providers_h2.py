@@ -8,6 +8,7 @@ import asyncio
 import secrets
 import uuid
 from collections.abc import AsyncIterator, Callable
+from typing import cast
 
 import h2.config
 import h2.connection
@@ -45,8 +46,7 @@ class Server(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self.h2.initiate_connection()
         self.flush()
 
