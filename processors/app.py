@@ -153,6 +153,11 @@ def create_app(
         web_enabled=settings.web_port is not None,
         web_port=settings.web_port or 6066,
         producer_acks=-1,
+        # The rate-limit table's changelog records, batched and compressed as herald's own.
+        producer_linger=settings.kafka.linger_ms / 1000,
+        producer_compression_type=(
+            None if settings.kafka.compression == "none" else settings.kafka.compression
+        ),
         # A killed worker's partitions move on after this long, not the default minute.
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=max(settings.session_timeout_s / 4, 0.5),

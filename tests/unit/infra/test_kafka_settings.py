@@ -96,3 +96,20 @@ def test_compression_is_lz4_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
     assert ProcessorSettings().kafka.producer_config("x")["compression.type"] == "none"
     with pytest.raises(ValueError, match="compression"):
         KafkaSettings(compression="brotli")  # type: ignore[arg-type]
+
+
+def test_linger_is_20_ms_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert KafkaSettings().producer_config("x")["linger.ms"] == 20
+    monkeypatch.setenv("HERALD_KAFKA__LINGER_MS", "5")
+    assert ProcessorSettings().kafka.producer_config("x")["linger.ms"] == 5
+    with pytest.raises(ValueError, match="linger_ms"):
+        KafkaSettings(linger_ms=-1)
+
+
+def test_fausts_changelog_producer_lingers_and_compresses_as_ours(tmp_path: Any) -> None:
+    settings = ProcessorSettings(kafka=KafkaSettings(linger_ms=50), datadir=tmp_path)
+    app = create_app(settings, MagicMock(), MagicMock())
+    assert app.conf.producer_linger == pytest.approx(0.050)
+    assert app.conf.producer_compression_type == "lz4"
+    plain = ProcessorSettings(kafka=KafkaSettings(compression="none"), datadir=tmp_path)
+    assert create_app(plain, MagicMock(), MagicMock()).conf.producer_compression_type is None
