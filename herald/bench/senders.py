@@ -198,7 +198,9 @@ def main(
     ensure_prefixed_topics(settings.kafka, prefix)
     _load(settings.kafka, prefix, deliveries, users)
     # The clock starts at the first `sent`: what the first fetch brought before is not timed.
-    f = settings.run(_drain(settings, deliveries, profile))  # on the senders' event loop
+    # The interpreter and the event loop as `python -m senders run` has them.
+    settings.tune_interpreter()
+    f = settings.run(_drain(settings, deliveries, profile))
     n = f["deliveries"] or 1
     table = Table("figure", "value")
     table.add_row("deliveries timed", f"{f['deliveries']:,.0f} of {f['expected']:,.0f}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import sys
 from collections.abc import Iterator
 from unittest import mock
@@ -16,9 +17,10 @@ from infra.settings import CassandraSettings, ServiceSettings
 
 @pytest.fixture
 def restore_switch_interval() -> Iterator[None]:
-    before = sys.getswitchinterval()
+    before, gc_before = sys.getswitchinterval(), gc.get_threshold()
     yield
     sys.setswitchinterval(before)
+    gc.set_threshold(*gc_before)
 
 
 def test_the_gil_switch_interval_is_shortened_by_default(restore_switch_interval: None) -> None:
@@ -95,3 +97,24 @@ def test_the_processor_keeps_the_standard_loop_by_default() -> None:
     from processors.settings import ProcessorSettings
 
     assert ProcessorSettings().event_loop == "asyncio"
+
+
+@pytest.fixture
+def restore_gc_threshold() -> Iterator[None]:
+    before = gc.get_threshold()
+    yield
+    gc.set_threshold(*before)
+
+
+def test_the_young_generation_is_collected_less_often(restore_gc_threshold: None) -> None:
+    _, older, oldest = gc.get_threshold()
+    ServiceSettings().tune_interpreter()
+    assert gc.get_threshold() == (20_000, older, oldest)
+
+
+def test_the_gc_threshold_comes_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, restore_gc_threshold: None
+) -> None:
+    monkeypatch.setenv("HERALD_GC_THRESHOLD", "700")
+    ServiceSettings().tune_interpreter()
+    assert gc.get_threshold()[0] == 700
