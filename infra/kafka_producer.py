@@ -59,13 +59,26 @@ def _header_list(headers: Headers | None) -> list[tuple[str, str | bytes | None]
 
 
 class _Group:
-    """Records produced together share one wake-up: the poll thread settles `done` when the
-    last of them is acked, not once per record."""
+    """Records produced together share one wake-up: once the last of them is acked, the
+    poll thread makes one hop to the event loop, which answers every caller's future.
+    A future per caller (not one shared and shielded): a caller that is cancelled cancels
+    only its own, at the cost of nothing more than the future."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
         self.pending = 0
         self.refused: dict[int, KafkaError] = {}
-        self.done: asyncio.Future[None] = loop.create_future()
+        self.waiters: list[tuple[int, asyncio.Future[None]]] = []
+
+    def wake(self) -> None:
+        """On the event loop, once every record of the group is answered."""
+        for tag, fut in self.waiters:
+            if fut.done():  # its caller was cancelled
+                continue
+            if (err := self.refused.get(tag)) is not None:
+                fut.set_exception(KafkaException(err))
+            else:
+                fut.set_result(None)
 
 
 class Batch:
@@ -163,13 +176,16 @@ class AsyncProducer:
     ) -> None:
         """Returns once the record is acknowledged; raises KafkaException if refused."""
         hdrs = _header_list(headers)
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
         with self._lock:
             group = self._group
             if group is None:
-                group = self._group = _Group(asyncio.get_running_loop())
+                group = self._group = _Group(loop)
             group.pending += 1
             self._sent += 1
             tag = self._sent
+            group.waiters.append((tag, done))
         report = functools.partial(self._group_report, group, tag)
         try:
             while True:
@@ -179,11 +195,10 @@ class AsyncProducer:
                 except BufferError:  # local queue full: wait for acks to drain it
                     await asyncio.sleep(0.05)
         except BaseException:  # refused outright: nothing in flight to wait for
+            done.cancel()  # not answered by the group: this caller raises now
             self._group_report(group, tag, None, None)
             raise
-        await asyncio.shield(group.done)
-        if (err := group.refused.get(tag)) is not None:
-            raise KafkaException(err)
+        await done  # raises KafkaException if the broker refused the record
 
     def _group_report(
         self, group: _Group, tag: int, err: KafkaError | None, _msg: Message | None
@@ -198,7 +213,7 @@ class AsyncProducer:
                 group.refused[tag] = err
             if group.pending > 0:
                 return
-        group.done.get_loop().call_soon_threadsafe(_settle, group.done, None)
+        group.loop.call_soon_threadsafe(group.wake)
 
     # -- many records, one wait --------------------------------------------------------------
 
