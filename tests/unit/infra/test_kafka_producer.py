@@ -1,4 +1,5 @@
-"""The producer batch: one wake-up per batch, refusals reported with the caller's tag."""
+"""The producer: one wake-up per batch or group of records, refusals reported to their
+callers (with the tag given, for a batch)."""
 
 from __future__ import annotations
 
