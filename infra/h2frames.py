@@ -26,6 +26,17 @@ def frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
     )
 
 
+def unpadded(flags: int, payload: bytes) -> bytes:
+    """A DATA or HEADERS payload without its padding (the PADDED flag, §6.1)."""
+    return payload[1 : len(payload) - payload[0]] if flags & PADDED else payload
+
+
+def header_fragment(flags: int, payload: bytes) -> bytes:
+    """A HEADERS frame's header block fragment: no padding, no priority fields (§6.2)."""
+    payload = unpadded(flags, payload)
+    return payload[5:] if flags & PRIORITY_FLAG else payload
+
+
 class FrameReader:
     """Bytes in, whole frames out; a frame split across reads waits for its rest."""
 

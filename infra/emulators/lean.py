@@ -43,15 +43,15 @@ from infra.h2frames import (
     END_STREAM,
     GOAWAY,
     HEADERS,
-    PADDED,
     PING,
     PREFACE,
-    PRIORITY_FLAG,
     RST_STREAM,
     SETTINGS,
     WINDOW_UPDATE,
     FrameReader,
     frame,
+    header_fragment,
+    unpadded,
 )
 from infra.hpack_lean import HeaderDecoder
 
@@ -271,8 +271,7 @@ class _Http2:
         for kind, flags, stream, payload in self._frames.feed(data):
             if kind == DATA:
                 consumed += len(payload)
-                if flags & PADDED:
-                    payload = payload[1 : len(payload) - payload[0]]
+                payload = unpadded(flags, payload)
                 entry = self._streams.get(stream)
                 if entry is not None:
                     entry[1].extend(payload)
@@ -280,11 +279,7 @@ class _Http2:
                         out.append(self._answer(stream))
             elif kind in (HEADERS, CONTINUATION):
                 if kind == HEADERS:
-                    if flags & PADDED:
-                        payload = payload[1 : len(payload) - payload[0]]
-                    if flags & PRIORITY_FLAG:
-                        payload = payload[5:]
-                    self._pending = (stream, flags, bytearray(payload))
+                    self._pending = (stream, flags, bytearray(header_fragment(flags, payload)))
                 elif self._pending is not None:
                     self._pending[2].extend(payload)
                 if flags & END_HEADERS and self._pending is not None:

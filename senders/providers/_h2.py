@@ -38,16 +38,16 @@ from infra.h2frames import (
     END_STREAM,
     GOAWAY,
     HEADERS,
-    PADDED,
     PING,
     PREFACE,
-    PRIORITY_FLAG,
     PUSH_PROMISE,
     RST_STREAM,
     SETTINGS,
     WINDOW_UPDATE,
     FrameReader,
     frame,
+    header_fragment,
+    unpadded,
 )
 from infra.hpack_lean import HeaderDecoder, encode_request
 from schemas.errors import HeraldError
@@ -276,19 +276,14 @@ class _Connection(asyncio.Protocol):
     def _onframe(self, kind: int, flags: int, stream_id: int, payload: bytes) -> None:
         if kind == DATA:
             self._received(len(payload))  # padding counts against the window too
-            if flags & PADDED:
-                payload = payload[1 : len(payload) - payload[0]]
+            payload = unpadded(flags, payload)
             stream = self._streams.get(stream_id)
             if stream is not None:
                 stream.body += payload
                 if flags & END_STREAM:
                     self._complete(stream)
         elif kind == HEADERS:
-            if flags & PADDED:
-                payload = payload[1 : len(payload) - payload[0]]
-            if flags & PRIORITY_FLAG:
-                payload = payload[5:]
-            self._pending = (stream_id, flags, bytearray(payload))
+            self._pending = (stream_id, flags, bytearray(header_fragment(flags, payload)))
             if flags & END_HEADERS:
                 self._header_block()
         elif kind == CONTINUATION:

@@ -67,18 +67,31 @@ def _publish(h: Harness, users: list[str]) -> list[str]:
     return [h.publish(h.request(u, channels=["sms"])) for _ in range(PER_USER) for u in users]
 
 
+def _decided_once(h: Harness, nids: list[str], what: str) -> None:
+    """Every request in `nids` has its outcome, each accepted with one delivery."""
+    wait_for(
+        lambda: all(h.watcher.outcomes(nid) for nid in nids),
+        timeout=90,
+        what=lambda: f"an outcome for {what}; {h.progress()}",
+    )
+    lost, doubled = census(h, nids, expect=("accepted", None, None), deliveries=1)
+    assert lost == [] and doubled == []
+
+
+def _committed_to_the_end(h: Harness, what: str) -> None:
+    wait_for(
+        lambda: all(c == end for c, end in _committed(h).values()),
+        timeout=30,
+        what=lambda: f"{what}: {_committed(h)}",
+    )
+
+
 def _round(h: Harness, users: list[str]) -> int:
     """Publish a round while the processor is down, start it, check the round; how many
     skips the processor's log has reported so far."""
     nids = _publish(h, users)
     h.start()  # its consumer drops the first records it fetches of every partition
-    wait_for(
-        lambda: all(h.watcher.outcomes(nid) for nid in nids),
-        timeout=90,
-        what=lambda: f"an outcome for every request; {h.progress()}",
-    )
-    lost, doubled = census(h, nids, expect=("accepted", None, None), deliveries=1)
-    assert lost == [] and doubled == []
+    _decided_once(h, nids, "every request")
     # Each user's deliveries in the order their requests were published.
     order = {nid: i for i, nid in enumerate(nids)}
     by_user: dict[str, list[int]] = {}
@@ -87,11 +100,7 @@ def _round(h: Harness, users: list[str]) -> int:
             for _topic, d in h.watcher.deliveries.get(nid, []):
                 by_user.setdefault(d["user_id"], []).append(order[nid])
     assert all(seq == sorted(seq) for seq in by_user.values())
-    wait_for(
-        lambda: all(c == end for c, end in _committed(h).values()),
-        timeout=30,
-        what=lambda: f"the group committed to the end of every partition: {_committed(h)}",
-    )
+    _committed_to_the_end(h, "the group committed to the end of every partition")
     assert h.service is not None
     log = h.service.log_path.read_text(errors="replace")
     h.stop()
@@ -139,19 +148,9 @@ def test_skipped_records_deleted_by_retention_are_passed_not_waited_for(
 
     h.start()
     kept = [nid for nid in nids if nid not in deleted]
-    wait_for(
-        lambda: all(h.watcher.outcomes(nid) for nid in kept),
-        timeout=90,
-        what=lambda: f"an outcome for every request not deleted; {h.progress()}",
-    )
-    lost, doubled = census(h, kept, expect=("accepted", None, None), deliveries=1)
-    assert lost == [] and doubled == []
+    _decided_once(h, kept, "every request not deleted")
     assert not any(h.watcher.outcomes(nid) for nid in deleted)
-    wait_for(
-        lambda: all(c == end for c, end in _committed(h).values()),
-        timeout=30,
-        what=lambda: f"the group committed past the deleted records: {_committed(h)}",
-    )
+    _committed_to_the_end(h, "the group committed past the deleted records")
     assert h.service is not None
     log = h.service.log_path.read_text(errors="replace")
     assert log.count("skipped records deleted before they were read again") == PARTITIONS
