@@ -5,7 +5,8 @@ and a template per locale and channel, then publishes to a private request topic
 the seed's channel mix (push 10 : SMS 1 : email 5):
 
 - a **cold** phase: one request per user, so every user is a cache miss;
-- a **warm** phase: N requests over the same users, so every user is a cache hit.
+- a **warm** phase: N requests over the same users, so every user is a cache hit,
+  published once the cold phase is decided (the phases never overlap).
 
 One real processor process (`python -m processors`, Faust) decides them; the bench times
 each phase from its first decision to its last and reads the CPU time of the processor,
@@ -28,6 +29,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
@@ -209,7 +211,11 @@ def _run(
         (u, _request(tag, users + i, u, template_id, rng))
         for i, u in enumerate(rng.choices(uids, k=requests))
     ]
-    _publish(kafka, topic, cold + warm)
+    # The warm phase is published only once every cold request is decided: published
+    # together, a partition read ahead would start its warm requests while others still
+    # decide cold ones, and each phase's CPU would include some of the other's.
+    _publish(kafka, topic, cold)
+    warm_sent: threading.Thread | None = None
     cold_ids = {ids.notification_id(f"bench-{tag}-{i}") for i in range(users)}
 
     consumer = Consumer(
@@ -280,10 +286,15 @@ def _run(
                 done[phase] += 1
                 if done[phase] == want[phase]:
                     mark(f"{phase}-end")
+            if warm_sent is None and done["cold"] == want["cold"]:
+                warm_sent = threading.Thread(target=_publish, args=(kafka, topic, warm))
+                warm_sent.start()
             with contextlib.suppress(psutil.Error):
                 peak_rss = max(peak_rss, worker.memory_info().rss)
         figures = _scrape(metrics_port)
     finally:
+        if warm_sent is not None:
+            warm_sent.join()
         proc.terminate()
         proc.wait(timeout=30)
         consumer.close()
