@@ -46,6 +46,9 @@ UNCERTAIN_AFTER_CRASH = Reason.UNCERTAIN_AFTER_CRASH
 # Rows per conditional batch and statements per unlogged batch: a ledger row is ~300 bytes,
 # so a batch stays well under Cassandra's default `batch_size_fail_threshold` (50 KiB).
 MAX_CONDITIONAL = 100
+# A conditional batch this full goes at once, lingering or not: from about 16-32 rows on,
+# a round's fixed cost is a small part of Cassandra's CPU per row.
+LINGER_FILL = 32
 MAX_PLAIN = 60
 _ROWS = {k: metrics.LEDGER_BATCH_ROWS.labels(k) for k in ("conditional", "plain")}
 _TOOK = {k: metrics.LEDGER_BATCH_SECONDS.labels(k) for k in ("conditional", "plain")}
@@ -205,6 +208,7 @@ class _Write:
     stmt: PreparedStatement
     params: tuple[Any, ...]
     condition: Condition
+    due: float  # event-loop time by which its batch must go
     done: asyncio.Future[LedgerRow | bool | None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -221,32 +225,63 @@ def _settle(fut: asyncio.Future[Any], result: object) -> None:
 
 
 class ConditionalBatches:
-    """Conditional writes grouped per ledger partition: one batch in flight per partition."""
+    """Conditional writes grouped per ledger partition: one batch in flight per partition.
+
+    A Paxos round costs Cassandra about as much as ten of the rows it carries, so a write
+    may `linger`: its batch waits, up to that long, for others to join it, unless it holds
+    `LINGER_FILL` rows already or a write that may not wait arrives (a claim, before its
+    provider call, while a finish after one may wait)."""
 
     def __init__(self, session: Session, read: PreparedStatement) -> None:
         self._session = session
         self._read = read
         self._queued: dict[tuple[int, int], list[_Write]] = {}
+        # Per partition whose drain is lingering: until when, and a future resolved when a
+        # write due sooner arrives (or the batch fills).
+        self._wake: dict[tuple[int, int], tuple[float, asyncio.Future[None]]] = {}
         self._drains: set[asyncio.Task[None]] = set()  # referenced until done
 
     async def write(
-        self, ref: Ref, stmt: PreparedStatement, params: tuple[Any, ...], condition: Condition
+        self,
+        ref: Ref,
+        stmt: PreparedStatement,
+        params: tuple[Any, ...],
+        condition: Condition,
+        *,
+        linger: float = 0.0,
     ) -> LedgerRow | bool | None:
         """True once applied; else the row as it is (None: no row) that fails `condition`."""
-        w = _Write(ref, stmt, params, condition)
-        queued = self._queued.get(ref.partition)
+        loop = asyncio.get_running_loop()
+        w = _Write(ref, stmt, params, condition, loop.time() + linger)
+        key = ref.partition
+        queued = self._queued.get(key)
         if queued is None:
-            self._queued[ref.partition] = [w]
-            task = asyncio.create_task(self._drain(ref.partition))
+            self._queued[key] = [w]
+            task = asyncio.create_task(self._drain(key))
             self._drains.add(task)
             task.add_done_callback(self._drains.discard)
         else:
             queued.append(w)
+            lingering = self._wake.get(key)
+            if lingering is not None:
+                until, wake = lingering
+                if not wake.done() and (w.due < until or len(queued) >= LINGER_FILL):
+                    wake.set_result(None)
         return await w.done
 
     async def _drain(self, key: tuple[int, int]) -> None:
         await asyncio.sleep(0)  # the writes of records dispatched together go together
+        loop = asyncio.get_running_loop()
         while queued := self._queued.get(key):
+            if len(queued) < LINGER_FILL:
+                until = min(w.due for w in queued)
+                wait = until - loop.time()
+                if wait > 0:
+                    wake: asyncio.Future[None] = loop.create_future()
+                    self._wake[key] = (until, wake)
+                    await asyncio.wait((wake,), timeout=wait)
+                    del self._wake[key]
+                    continue  # writes queued meanwhile joined the list: judge it again
             # One write per row and batch: two conditions on one row would both be judged
             # against the row before the batch.
             batch: list[_Write] = []
@@ -362,7 +397,12 @@ _FIELDS = (
 
 
 class CassandraLedger:
-    def __init__(self, session: Session) -> None:
+    def __init__(
+        self, session: Session, *, linger_s: float = 0.0, claim_linger_s: float = 0.0
+    ) -> None:
+        """How long a conditional write may wait for others to share its Paxos round: a
+        claim, which delays its provider call, `claim_linger_s`; a write after the call
+        (a finish), `linger_s`."""
         self._session = session
         ks = session.keyspace or "herald"
         prep = session.prepare
@@ -417,6 +457,8 @@ class CassandraLedger:
             " IF device_token = ?"
         )
         self._conditional = ConditionalBatches(session, self._read_many)
+        self._linger = linger_s
+        self._claim_linger = claim_linger_s
         self._plain = PlainBatches(session)
 
     @staticmethod
@@ -424,9 +466,16 @@ class CassandraLedger:
         return (ref.slot, ref.minute, ref.delivery_id)
 
     async def _write(
-        self, ref: Ref, stmt: PreparedStatement, params: tuple[Any, ...], condition: Condition
+        self,
+        ref: Ref,
+        stmt: PreparedStatement,
+        params: tuple[Any, ...],
+        condition: Condition,
+        *,
+        linger: float = 0.0,
     ) -> bool:
-        return await self._conditional.write(ref, stmt, params, condition) is True
+        result = await self._conditional.write(ref, stmt, params, condition, linger=linger)
+        return result is True
 
     def _view_params(
         self, ref: Ref, notification_id: str | None, row: LedgerRow
@@ -451,7 +500,9 @@ class CassandraLedger:
         self, ref: Ref, notification_id: str, attempt: int, owner: str, provider: str
     ) -> LedgerRow | None:
         params = (*self._key(ref), notification_id, attempt, owner, provider, _now())
-        result = await self._conditional.write(ref, self._claim, params, absent())
+        result = await self._conditional.write(
+            ref, self._claim, params, absent(), linger=self._claim_linger
+        )
         if result is True:
             return None
         assert isinstance(result, LedgerRow)  # `absent` fails only on a row
@@ -472,7 +523,13 @@ class CassandraLedger:
             # its mark first. Crashing right after leaves at most one more publish.
             await aexecute(self._session, self._unpublish, (ref.delivery_id,))
         params = (attempt, owner, provider, _now(), *self._key(ref), expect.state, expect.attempt)
-        return await self._write(ref, self._reclaim, params, is_state(expect.state, expect.attempt))
+        return await self._write(
+            ref,
+            self._reclaim,
+            params,
+            is_state(expect.state, expect.attempt),
+            linger=self._claim_linger,
+        )
 
     async def set_provider(self, ref: Ref, owner: str, provider: str) -> bool:
         params = (provider, _now(), *self._key(ref), owner)
@@ -494,17 +551,17 @@ class CassandraLedger:
 
     async def finish(self, ref: Ref, owner: str, outcome: LedgerOutcome) -> bool:
         params = (*self._finish_params(ref, owner, outcome), owner)
-        return await self._write(ref, self._finish, params, held_by(owner))
+        return await self._write(ref, self._finish, params, held_by(owner), linger=self._linger)
 
     async def resolve_stale(
         self, ref: Ref, owner: str, expect: LedgerRow, outcome: LedgerOutcome
     ) -> bool:
         params = (*self._finish_params(ref, owner, outcome), expect.owner, expect.attempt)
-        return await self._write(ref, self._resolve, params, held_as(expect))
+        return await self._write(ref, self._resolve, params, held_as(expect), linger=self._linger)
 
     async def correct_uncertain(self, ref: Ref, owner: str, outcome: LedgerOutcome) -> bool:
         params = self._finish_params(ref, owner, outcome)
-        return await self._write(ref, self._correct, params, uncertain())
+        return await self._write(ref, self._correct, params, uncertain(), linger=self._linger)
 
     async def _with_published(self, ref: Ref, row: LedgerRow) -> LedgerRow:
         """`row` with `published` from the view: its records went out if the view shows

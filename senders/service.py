@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 from collections.abc import AsyncIterator, Mapping
@@ -61,7 +62,14 @@ async def sender(
         for p in provs.values():
             await p.start()
             started.append(p)
-        ledger = await asyncio.to_thread(CassandraLedger, session)
+        ledger = await asyncio.to_thread(
+            functools.partial(
+                CassandraLedger,
+                session,
+                linger_s=settings.ledger_linger_ms / 1000,
+                claim_linger_s=settings.ledger_claim_linger_ms / 1000,
+            )
+        )
         handler = DeliveryHandler(
             settings=settings,
             ledger=ledger,

@@ -147,6 +147,12 @@ class SenderSettings(ServiceSettings):
     pause_after_s: float = 1.0
     prefetch_kbytes: int = 4096  # per consumer
     send_timeout_s: float = 30.0  # a send with no answer by then is ambiguous
+    # How long a conditional ledger write may wait for others to share its Paxos round
+    # (senders/ledger.py): fewer rounds cost Cassandra less CPU when deliveries trickle in.
+    # A claim's wait delays its provider call; a finish's holds its in-flight slot and
+    # widens what a SIGKILL leaves `uncertain_after_crash`. Off by default (docs/senders.md).
+    ledger_claim_linger_ms: float = Field(default=0.0, ge=0, le=1000)
+    ledger_linger_ms: float = Field(default=0.0, ge=0, le=1000)
     shutdown_grace_s: float = 30.0  # SIGTERM: time given to in-flight sends
     metrics_port: int = 9402
     metrics_enabled: bool = True

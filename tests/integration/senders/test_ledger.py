@@ -75,6 +75,46 @@ async def test_a_batch_of_claims_is_one_transaction_and_a_conflict_costs_one_rea
     assert trips == ["batch", "read", "batch"] * 2
 
 
+async def test_finishes_linger_to_share_a_round_and_a_claim_does_not_wait_for_them(
+    session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ledger = CassandraLedger(session, linger_s=10.0)
+    slot = 2
+    first, second, third = (new_ref(slot=slot) for _ in range(3))
+    for ref in (first, second):
+        assert await ledger.claim(ref, "n", 1, "me", "twilio") is None
+    trips = count_round_trips(session, monkeypatch)
+    sent = LedgerOutcome(State.SENT, provider="twilio")
+    finishes = [asyncio.create_task(ledger.finish(first, "me", sent))]
+    await asyncio.sleep(0.05)
+    finishes.append(asyncio.create_task(ledger.finish(second, "me", sent)))
+    await asyncio.sleep(0.05)
+    assert trips == []  # both finishes wait for company, up to 10 s
+    # A claim may not wait: its round goes now and carries the finishes with it.
+    assert await asyncio.wait_for(ledger.claim(third, "n", 1, "me", "twilio"), 5.0) is None
+    assert await asyncio.wait_for(asyncio.gather(*finishes), 5.0) == [True, True]
+    assert trips == ["batch"]
+    assert (await ledger.read(first)) is not None
+    assert (await ledger.read(first)).state == State.SENT  # type: ignore[union-attr]
+
+
+async def test_without_linger_each_finish_goes_in_its_own_round(
+    session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ledger = CassandraLedger(session)
+    first, second = new_ref(slot=2), new_ref(slot=2)
+    for ref in (first, second):
+        assert await ledger.claim(ref, "n", 1, "me", "twilio") is None
+    trips = count_round_trips(session, monkeypatch)
+    sent = LedgerOutcome(State.SENT, provider="twilio")
+    finishing = asyncio.create_task(ledger.finish(first, "me", sent))
+    await asyncio.sleep(0.05)
+    assert len(trips) == 1  # gone at once (one write: a statement, not a batch)
+    assert await ledger.finish(second, "me", sent) is True
+    assert await finishing is True
+    assert len(trips) == 2
+
+
 def count_round_trips(session: Session, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """What the session sends from now on: a `batch`, or a `read` (any other request)."""
     trips: list[str] = []
