@@ -189,7 +189,7 @@ class Reason:
 
 
 class LedgerState(StrEnum):
-    """States of a delivery in `herald.delivery_ledger` and the `herald.deliveries` view."""
+    """States of a delivery in `herald.delivery_ledger_by_minute` and the notification log."""
 
     SENDING = "sending"
     RETRYING = "retrying"

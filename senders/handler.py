@@ -6,7 +6,7 @@ The order of writes is what makes a redelivered record harmless:
 2. call the provider (failing over only where the primary certainly did not accept);
 3. move the ledger out of `sending` (conditional write);
 4. produce the outcome's records (status event, retry or dead letter) and await acks;
-5. show the outcome in the `deliveries` view, which marks it published; the caller then
+5. write the outcome to the notification log, which marks it published; the caller then
    stores the Kafka offset.
 
 Each step awaits only its own record, but the ledger and the producer serve the records

@@ -10,12 +10,12 @@ transaction for the lot), one batch in flight per partition and process; what qu
 meanwhile goes in the next one. A batch applies all or nothing, so when it is refused
 (another sender holds some of the rows) the rows are read once, the writes whose
 condition no longer holds are answered `False`, and the rest go again. Plain writes
-(the `deliveries` view, the notification log) share unlogged batches.
+(the notification log) share unlogged batches.
 
-Whether an outcome's records were published is read from the `deliveries` view, which is
-written only once they are acknowledged: the ledger row itself is never written for it,
-and the view is read only when a copy of a finished delivery comes back (a replay, a
-redelivery after a crash).
+Whether an outcome's records were published is read from the notification log, whose row
+for a delivery is written only once they are acknowledged: the ledger row itself is never
+written for it, and the log is read only when a copy of a finished delivery comes back (a
+replay, a redelivery after a crash).
 """
 
 from __future__ import annotations
@@ -190,7 +190,7 @@ class Ledger(Protocol):
 
     async def published(self, ref: Ref, delivery: dict[str, Any], row: LedgerRow) -> None:
         """The outcome's records are acknowledged by Kafka: show the outcome in the
-        `deliveries` view (which is what marks it published) and the notification log."""
+        delivery's notification log row (which is what marks it published)."""
 
     async def read(self, ref: Ref) -> LedgerRow | None: ...
 
@@ -437,20 +437,19 @@ class CassandraLedger:
             f"SELECT * FROM {ks}.{TABLE} WHERE slot = ? AND minute = ? AND delivery_id IN ?"
         )
         self._read_many.consistency_level = ConsistencyLevel.SERIAL
-        self._view = prep(
-            f"INSERT INTO {ks}.deliveries (delivery_id, notification_id, attempt, {_FIELDS})"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        )
-        self._unpublish = prep(
-            f"UPDATE {ks}.deliveries SET published = false WHERE delivery_id = ?"
-        )
-        self._view_state = prep(
-            f"SELECT attempt, state, published FROM {ks}.deliveries WHERE delivery_id = ?"
-        )
+        # The notification log is the view by delivery (013_log_is_the_view.cql): its row
+        # is written once the outcome's records are acknowledged, which marks it published.
         self._log = prep(
             f"INSERT INTO {ks}.notification_log (notification_id, delivery_id, user_id, channel,"
-            " category, state, reason, attempt, provider, provider_message_id, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            f" category, attempt, {_FIELDS}) VALUES ({', '.join('?' * 16)})"
+        )
+        self._unpublish = prep(
+            f"UPDATE {ks}.notification_log SET published = false"
+            " WHERE notification_id = ? AND delivery_id = ?"
+        )
+        self._log_state = prep(
+            f"SELECT attempt, state, published FROM {ks}.notification_log"
+            " WHERE notification_id = ? AND delivery_id = ?"
         )
         self._delete_device = prep(
             f"DELETE FROM {ks}.devices_by_user WHERE user_id = ? AND device_id = ?"
@@ -477,25 +476,6 @@ class CassandraLedger:
         result = await self._conditional.write(ref, stmt, params, condition, linger=linger)
         return result is True
 
-    def _view_params(
-        self, ref: Ref, notification_id: str | None, row: LedgerRow
-    ) -> tuple[Any, ...]:
-        return (
-            ref.delivery_id,
-            notification_id,
-            row.attempt,
-            row.state,
-            row.reason,
-            row.provider,
-            row.provider_message_id,
-            row.first_error,
-            row.last_error,
-            row.pinned_provider,
-            row.owner,
-            row.published,
-            _now(),
-        )
-
     async def claim(
         self, ref: Ref, notification_id: str, attempt: int, owner: str, provider: str
     ) -> LedgerRow | None:
@@ -506,7 +486,7 @@ class CassandraLedger:
         if result is True:
             return None
         assert isinstance(result, LedgerRow)  # `absent` fails only on a row
-        return await self._with_published(ref, result)
+        return await self._with_published(ref, notification_id, result)
 
     async def reclaim(
         self,
@@ -519,9 +499,9 @@ class CassandraLedger:
     ) -> bool:
         if expect.state == State.DEAD_LETTERED:
             # A redrive sends the same attempt again and may end as it ended before (the
-            # same state), which the view could not tell from the outcome it shows: clear
+            # same state), which the log could not tell from the outcome it shows: clear
             # its mark first. Crashing right after leaves at most one more publish.
-            await aexecute(self._session, self._unpublish, (ref.delivery_id,))
+            await aexecute(self._session, self._unpublish, (notification_id, ref.delivery_id))
         params = (attempt, owner, provider, _now(), *self._key(ref), expect.state, expect.attempt)
         return await self._write(
             ref,
@@ -563,49 +543,54 @@ class CassandraLedger:
         params = self._finish_params(ref, owner, outcome)
         return await self._write(ref, self._correct, params, uncertain(), linger=self._linger)
 
-    async def _with_published(self, ref: Ref, row: LedgerRow) -> LedgerRow:
-        """`row` with `published` from the view: its records went out if the view shows
-        this very outcome (attempt and state). A view row missing or older (a write not
-        yet seen, a crash before it) reads as unpublished: one more idempotent publish."""
-        if row.state == State.SENDING:
+    async def _with_published(
+        self, ref: Ref, notification_id: str | None, row: LedgerRow
+    ) -> LedgerRow:
+        """`row` with `published` from the notification log: its records went out if the
+        log shows this very outcome (attempt and state). A log row missing or older (a
+        write not yet seen, a crash before it) reads as unpublished: one more idempotent
+        publish."""
+        if row.state == State.SENDING or notification_id is None:
             return dataclasses.replace(row, published=False)
-        found = await aexecute(self._session, self._view_state, (ref.delivery_id,))
-        view = found[0] if found else None
+        found = await aexecute(self._session, self._log_state, (notification_id, ref.delivery_id))
+        shown = found[0] if found else None
         published = (
-            view is not None
-            and bool(view["published"])
-            and view["attempt"] == row.attempt
-            and view["state"] == row.state
+            shown is not None
+            and bool(shown["published"])
+            and shown["attempt"] == row.attempt
+            and shown["state"] == row.state
         )
         return dataclasses.replace(row, published=published)
 
     async def published(self, ref: Ref, delivery: dict[str, Any], row: LedgerRow) -> None:
-        # Plain writes, not conditional: the view follows our own transition from the same
+        # A plain write, not conditional: the log follows our own transition from the same
         # client; at worst a lost write means one more idempotent re-publish.
-        shown = dataclasses.replace(row, published=True)
-        await self._plain.write(
-            (self._view, self._view_params(ref, delivery["notification_id"], shown)),
-            (
-                self._log,
-                (
-                    delivery["notification_id"],
-                    delivery["delivery_id"],
-                    delivery["user_id"],
-                    delivery["channel"],
-                    delivery["category"],
-                    row.state,
-                    row.reason,
-                    row.attempt,
-                    row.provider,
-                    row.provider_message_id,
-                    _now(),
-                ),
-            ),
+        params = (
+            delivery["notification_id"],
+            ref.delivery_id,
+            delivery["user_id"],
+            delivery["channel"],
+            delivery["category"],
+            row.attempt,
+            row.state,
+            row.reason,
+            row.provider,
+            row.provider_message_id,
+            row.first_error,
+            row.last_error,
+            row.pinned_provider,
+            row.owner,
+            True,  # published
+            _now(),
         )
+        await self._plain.write((self._log, params))
 
     async def read(self, ref: Ref) -> LedgerRow | None:
         rows = await aexecute(self._session, self._read, self._key(ref))
-        return await self._with_published(ref, LedgerRow.from_row(rows[0])) if rows else None
+        if not rows:
+            return None
+        row = LedgerRow.from_row(rows[0])
+        return await self._with_published(ref, rows[0]["notification_id"], row)
 
     async def delete_device(self, user_id: str, device_id: str, token: str) -> bool:
         rows = await aexecute(self._session, self._delete_device, (user_id, device_id, token))

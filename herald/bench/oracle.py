@@ -251,7 +251,7 @@ class Oracle:
                     per_delivery[did] = Outcome.SENT
                     if receipts[did] > 1:
                         problems.append(f"doubled: delivery {did} received {receipts[did]}x")
-                elif Outcome.SENT in ends and self._foreign(did):
+                elif Outcome.SENT in ends and self._foreign(nid, did):
                     per_delivery[did] = Outcome.SENT
                     foreign.append(did)
                 elif Outcome.SENT in ends:
@@ -310,13 +310,14 @@ class Oracle:
             foreign,
         )
 
-    def _foreign(self, delivery_id: str) -> bool:
+    def _foreign(self, notification_id: str, delivery_id: str) -> bool:
         if self.session is None or self.instance_prefix is None:
             return False
         if delivery_id not in self._owners:
             row = self.session.execute(
-                "SELECT owner, state FROM herald.deliveries WHERE delivery_id = %s",
-                (delivery_id,),
+                "SELECT owner, state FROM herald.notification_log"
+                " WHERE notification_id = %s AND delivery_id = %s",
+                (notification_id, delivery_id),
             ).one()
             if not row or row["state"] != "sent":
                 return False  # not settled yet: ask again next time

@@ -208,7 +208,14 @@ def redrive(
         if undecodable:
             outcome.skipped["undecodable"] += len(undecodable)
         chosen = [d for d in chosen if d.record is not None]
-        found = ledger.states(session, [d.delivery_id for d in chosen if d.delivery_id])
+        found = ledger.states(
+            session,
+            [
+                (d.record["notification_id"], d.delivery_id)
+                for d in chosen
+                if d.delivery_id and d.record and d.record.get("notification_id")
+            ],
+        )
         kept = []
         for d in chosen:
             why = ledger.skip_reason(found.get(d.delivery_id or ""), ledger.REDRIVE_FINAL)

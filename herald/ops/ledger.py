@@ -1,4 +1,5 @@
-"""Read access to the delivery ledger (`herald.deliveries`), the judge of "already sent".
+"""Read access to what the senders recorded of each delivery (`herald.notification_log`,
+one row per delivery once its outcome is published), the judge of "already sent".
 
 Senders claim a delivery (state `sending`) before calling the provider and confirm the
 outcome after. Replay and redrive only read it: they never send; they re-produce to a
@@ -22,17 +23,19 @@ REDRIVE_FINAL = REPLAY_FINAL - {LedgerState.DEAD_LETTERED}
 _REASONS: dict[str, str] = {LedgerState.SENDING: "in_flight", LedgerState.RETRYING: "in_retry"}
 
 
-def states(session: Session, delivery_ids: Iterable[str]) -> dict[str, str]:
-    """Ledger state of each delivery id that has a row; ids without one are absent."""
-    ids = list(dict.fromkeys(delivery_ids))
-    if not ids:
+def states(session: Session, deliveries: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """State of each (notification id, delivery id) whose outcome was published, by
+    delivery id; deliveries without one are absent."""
+    keys = list(dict.fromkeys(deliveries))
+    if not keys:
         return {}
     stmt = session.prepare(
-        f"SELECT delivery_id, state FROM {session.keyspace}.deliveries WHERE delivery_id = ?"
+        f"SELECT delivery_id, state FROM {session.keyspace}.notification_log"
+        " WHERE notification_id = ? AND delivery_id = ?"
     )
     out: dict[str, str] = {}
     results = execute_concurrent_with_args(
-        session, stmt, [(i,) for i in ids], concurrency=64, raise_on_first_error=True
+        session, stmt, keys, concurrency=64, raise_on_first_error=True
     )
     for ok, rows in results:
         if ok:

@@ -114,7 +114,7 @@ def _deliveries(
     session: Session,
     seen: set[str],
 ) -> None:
-    candidates: list[tuple[Message, str]] = []
+    candidates: list[tuple[Message, str, str]] = []
     for msg in batch:
         try:
             delivery = values.decode(msg.value() or b"", codec.DELIVERY)
@@ -130,9 +130,9 @@ def _deliveries(
             out.outcome.skipped["duplicate_in_window"] += 1
         else:
             seen.add(delivery["delivery_id"])
-            candidates.append((msg, delivery["delivery_id"]))
-    found = ledger.states(session, [d for _, d in candidates])
-    for msg, delivery_id in candidates:
+            candidates.append((msg, delivery["notification_id"], delivery["delivery_id"]))
+    found = ledger.states(session, [(n, d) for _, n, d in candidates])
+    for msg, _nid, delivery_id in candidates:
         reason = ledger.skip_reason(found.get(delivery_id), ledger.REPLAY_FINAL)
         if reason is not None:
             out.outcome.skipped[reason] += 1

@@ -77,11 +77,12 @@ def read_since(
         c.close()
 
 
-def set_ledger(session: Session, delivery_id: str, state: str) -> None:
+def set_ledger(session: Session, delivery: dict[str, Any], state: str) -> None:
+    """What a sender records of `delivery` once its outcome is published."""
     session.execute(
-        "INSERT INTO deliveries (delivery_id, notification_id, state, attempt, updated_at) "
-        "VALUES (%s, %s, %s, 1, toTimestamp(now()))",
-        (delivery_id, "n", state),
+        "INSERT INTO notification_log (notification_id, delivery_id, state, attempt, published,"
+        " updated_at) VALUES (%s, %s, %s, 1, true, toTimestamp(now()))",
+        (delivery["notification_id"], delivery["delivery_id"], state),
     )
 
 

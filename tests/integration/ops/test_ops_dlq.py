@@ -57,7 +57,7 @@ def test_redrive_produces_once_then_guards_hold(
 ) -> None:
     record = _dead_letter(producer, category)
     did = record["delivery_id"]
-    set_ledger(session, did, "dead_lettered")
+    set_ledger(session, record, "dead_lettered")
     ref = topic_ref(CHANNEL, dlq=True, prefix=PREFIX)
     main = PREFIX + topics.channel_topic(CHANNEL)
     pick = dlq.Selection(delivery_ids=frozenset({did}))
@@ -85,7 +85,7 @@ def test_redrive_produces_once_then_guards_hold(
     assert hdrs["herald.replay"] == b"1" and "herald.reason" not in hdrs
 
     # The sender delivered it: even a forced redrive is refused by the ledger.
-    set_ledger(session, did, "sent")
+    set_ledger(session, record, "sent")
     forced = dlq.redrive(kafka, session, ref, pick, force=True)
     assert forced.outcome.total_produced == 0
     assert forced.outcome.skipped == {"already_sent": 1}

@@ -156,7 +156,7 @@ def test_redriven_dead_letter_is_delivered_once(
                 ("herald.original_topic", TOPIC.encode()),
             ],
         )
-        set_ledger(session, did, "dead_lettered")
+        set_ledger(session, record, "dead_lettered")
         ref = topic_ref(CHANNEL.value, dlq=True, prefix=PREFIX)
         pick = dlq.Selection(delivery_ids=frozenset({did}))
 
@@ -166,7 +166,9 @@ def test_redriven_dead_letter_is_delivered_once(
         wait_for(
             lambda: (
                 session.execute(
-                    "SELECT state FROM deliveries WHERE delivery_id = %s", (did,)
+                    "SELECT state FROM notification_log"
+                    " WHERE notification_id = %s AND delivery_id = %s",
+                    (record["notification_id"], did),
                 ).one()["state"]
                 == "sent"
             ),

@@ -48,7 +48,7 @@ def test_channel_window_replays_only_what_the_ledger_lacks(
     for r, state in zip(
         records, ["sent", "sent", "failed", "dead_lettered", "sending"], strict=False
     ):
-        set_ledger(session, r["delivery_id"], state)
+        set_ledger(session, r, state)
     missing = {r["delivery_id"] for r in records[5:]}
     mine = {r["delivery_id"] for r in records}
     req = ReplayRequest(

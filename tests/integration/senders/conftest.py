@@ -174,8 +174,9 @@ def ledger_row(session: Session, delivery: dict[str, Any]) -> dict[str, Any] | N
     if row is None:
         return None
     view = session.execute(
-        "SELECT attempt, state, published FROM deliveries WHERE delivery_id = %s",
-        (delivery["delivery_id"],),
+        "SELECT attempt, state, published FROM notification_log"
+        " WHERE notification_id = %s AND delivery_id = %s",
+        (delivery["notification_id"], delivery["delivery_id"]),
     ).one()
     row["published"] = bool(
         view

@@ -104,19 +104,21 @@ def tap() -> Iterator[TopicTap]:
     t.close()
 
 
-def row(cassandra: Session, delivery_id: str) -> dict[str, Any] | None:
+def row(cassandra: Session, delivery: dict[str, Any]) -> dict[str, Any] | None:
+    """The delivery's notification log row: what the sender recorded once published."""
     r: dict[str, Any] | None = cassandra.execute(
-        "SELECT * FROM deliveries WHERE delivery_id = %s", (delivery_id,)
+        "SELECT * FROM notification_log WHERE notification_id = %s AND delivery_id = %s",
+        (delivery["notification_id"], delivery["delivery_id"]),
     ).one()
     return r
 
 
-def settled(cassandra: Session, delivery_id: str, state: str) -> dict[str, Any]:
+def settled(cassandra: Session, delivery: dict[str, Any], state: str) -> dict[str, Any]:
     def check() -> dict[str, Any] | None:
-        r = row(cassandra, delivery_id)
+        r = row(cassandra, delivery)
         return r if r and r["state"] == state and r["published"] else None
 
-    result: dict[str, Any] = wait_for(check, 30, f"{delivery_id} {state}")
+    result: dict[str, Any] = wait_for(check, 30, f"{delivery['delivery_id']} {state}")
     return result
 
 
@@ -133,7 +135,7 @@ def test_sms_is_sent_once_and_the_ledger_says_sent(
 ) -> None:
     d = make_delivery("sms", address=phone())
     produce("notifications.sms", d)
-    r = settled(cassandra, d["delivery_id"], "sent")
+    r = settled(cassandra, d, "sent")
     assert r["provider"] == "twilio" and r["provider_message_id"]
     [accepted] = stack.accepted(d["delivery_id"])
     assert accepted["provider"] == "twilio"
@@ -146,7 +148,7 @@ def test_the_same_record_twice_reaches_the_provider_once(
     d = make_delivery("sms", address=phone())
     produce("notifications.sms", d)
     produce("notifications.sms", d)
-    settled(cassandra, d["delivery_id"], "sent")
+    settled(cassandra, d, "sent")
     wait_for(
         lambda: (
             stack.metric("herald_deliveries_total", channel="sms", outcome="duplicate")
@@ -166,7 +168,7 @@ def test_throttled_then_5xx_goes_through_a_retry_tier_then_succeeds(
                 addresses=[d["address"]])  # fmt: skip
     stack.fault(provider="vonage", mode="error", status=503, count=1, addresses=[d["address"]])
     produce("notifications.sms", d)
-    r = settled(cassandra, d["delivery_id"], "sent")
+    r = settled(cassandra, d, "sent")
     assert r["attempt"] == 2
     assert len(stack.accepted(d["delivery_id"])) == 1
     outcomes = [v["outcome"] for *_, v in tap.where(delivery_id=d["delivery_id"])]
@@ -179,7 +181,7 @@ def test_exhausted_retries_are_dead_lettered_with_reason_headers(
     d = make_delivery("push.ios", address=token(), device_id="dev-x")
     stack.fault(provider="apns", mode="error", status=503, addresses=[d["address"]])
     produce("notifications.push.ios", d)
-    settled(cassandra, d["delivery_id"], "dead_lettered")
+    settled(cassandra, d, "dead_lettered")
     letters = wait_for(
         lambda: [m for m in tap.where(delivery_id=d["delivery_id"]) if m[0].endswith(".dlq")],
         20,
@@ -223,7 +225,7 @@ def test_failing_primary_sms_uses_the_fallback_once(
     d = make_delivery("sms", address=phone())
     stack.fault(provider="twilio", mode="error", status=500, addresses=[d["address"]])
     produce("notifications.sms", d)
-    r = settled(cassandra, d["delivery_id"], "sent")
+    r = settled(cassandra, d, "sent")
     assert r["provider"] == "vonage" and r["attempt"] == 1
     [accepted] = stack.accepted(d["delivery_id"])
     assert accepted["provider"] == "vonage"
