@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 PYTEST_ARGS ?=
 
 .PHONY: help install browser stack-up stack-down stack-status down demo test test-unit test-integration \
-	test-faults bench bench-processor bench-senders bench-crash bench-emulators api scheduler loadtest lint fmt typecheck check clean
+	test-faults bench bench-processor bench-senders bench-ledger bench-crash bench-emulators api scheduler loadtest lint fmt typecheck check clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "}; /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -71,6 +71,9 @@ bench-processor: stack-up ## Processor alone: cold/warm requests/s and CPU µs p
 
 bench-senders: stack-up ## Senders alone (null provider): deliveries/s, CPU µs per delivery, ledger batches
 	$(PY) -m herald.bench.senders
+
+bench-ledger: stack-up ## The delivery ledger alone: Cassandra CPU per Paxos row by batch size, and what lingering buys
+	$(PY) -m herald.bench.ledger
 
 bench-crash: stack-up ## A sender SIGKILLed mid-backlog: deliveries left uncertain_after_crash, nothing lost or doubled
 	$(PY) -m herald.bench.crash

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psutil
 import typer
 from rich.console import Console
@@ -107,6 +108,21 @@ def _usage_rows(sampler: Sampler) -> list[dict[str, Any]]:
     ]
 
 
+def _ledger_totals(stack: bench_services.Pipeline) -> dict[str, float]:
+    """The senders' conditional ledger rounds so far, summed over the running senders."""
+    totals = {"rounds": 0.0, "rows": 0.0, "seconds": 0.0}
+    for name, svc in stack.services.items():
+        if costs.component_of(name) != "senders" or svc.spec.ready_port is None:
+            continue
+        try:
+            text = httpx.get(f"http://127.0.0.1:{svc.spec.ready_port}/metrics", timeout=5).text
+        except httpx.HTTPError:
+            continue  # a figure missing, not a failed run
+        for key, value in costs.ledger_totals(text).items():
+            totals[key] += value
+    return totals
+
+
 def _pipeline_runs(
     settings: BenchSettings,
     *,
@@ -179,6 +195,7 @@ def _pipeline_runs(
                     stack.reset()
                 label = "max" if not offered else f"{offered:g}/s"
                 task = progress.add_task(f"x{n} {phase} ({label})", total=count)
+                rounds_before = _ledger_totals(stack)
                 with Sampler(pids) as sampler:
                     res = pipeline.run_phase(
                         name=f"{phase} (null provider)" if null else phase,
@@ -204,6 +221,9 @@ def _pipeline_runs(
                         "provider": "null" if null else "emulators",
                         "processes_usage": _usage_rows(sampler),
                         "cpu_us_per_delivery": costs.cpu_us_per_delivery(cpu, res.delivered),
+                        "ledger_rounds": costs.ledger_rounds(
+                            rounds_before, _ledger_totals(stack), res.deliveries_ended
+                        ),
                     }
                 )
                 if res.interrupted:
@@ -330,16 +350,28 @@ def cost_table(runs: list[dict[str, Any]]) -> Table:
     table.add_column("procs", justify="right")
     for c in costs.COMPONENTS:
         table.add_column(c, justify="right")
+    # Cassandra's cost per delivery follows the ledger's Paxos rounds per delivery.
+    table.add_column("ledger rounds/dlv", justify="right")
+    table.add_column("rows/round", justify="right")
     for r in runs:
         if not r["name"].startswith("saturate"):
             continue
         us = r.get("cpu_us_per_delivery", {})
+        rounds = r.get("ledger_rounds", {})
         label = "null provider" if r.get("provider") == "null" else "emulators"
-        table.add_row(label, str(r["processes"]), *(_fmt(us.get(c)) for c in costs.COMPONENTS))
+        table.add_row(
+            label,
+            str(r["processes"]),
+            *(_fmt(us.get(c)) for c in costs.COMPONENTS),
+            _fmt(rounds.get("rounds_per_delivery"), 2),
+            _fmt(rounds.get("rows_per_round"), 1),
+        )
     table.add_row(
         "budget",
         "",
         *(f"≤ {costs.BUDGET_US[c]:,.0f}" if c in costs.BUDGET_US else "" for c in costs.COMPONENTS),
+        "",
+        "",
     )
     return table
 

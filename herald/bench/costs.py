@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from prometheus_client.parser import text_string_to_metric_families
+
 COMPONENTS = ("processor", "senders", "herald", "kafka", "cassandra", "emulators")
 HERALD = ("processor", "senders")
 BUDGET_US: dict[str, float] = {"herald": 300.0, "cassandra": 100.0, "emulators": 50.0}
@@ -31,3 +33,41 @@ def cpu_us_per_delivery(cpu_seconds: Mapping[str, float], deliveries: int) -> di
     if any(c in per for c in HERALD):
         per["herald"] = sum(per.get(c, 0.0) for c in HERALD)
     return {c: round(per[c] * 1e6 / deliveries, 1) for c in COMPONENTS if c in per}
+
+
+# The senders' conditional ledger batches (one Paxos round each): a round costs Cassandra
+# about as much as ten rows (docs/benchmarks.md), so rounds per delivery explain most of
+# its CPU per delivery.
+ROUNDS = "herald_ledger_batch_rows"
+ROUND_SECONDS = "herald_ledger_batch_seconds"
+
+
+def ledger_totals(metrics_text: str) -> dict[str, float]:
+    """From one sender's Prometheus text: conditional rounds, rows and seconds so far."""
+    totals = {"rounds": 0.0, "rows": 0.0, "seconds": 0.0}
+    wanted = {
+        f"{ROUNDS}_count": "rounds",
+        f"{ROUNDS}_sum": "rows",
+        f"{ROUND_SECONDS}_sum": "seconds",
+    }
+    for family in text_string_to_metric_families(metrics_text):
+        for sample in family.samples:
+            key = wanted.get(sample.name)
+            if key is not None and sample.labels.get("kind") == "conditional":
+                totals[key] += sample.value
+    return totals
+
+
+def ledger_rounds(
+    before: Mapping[str, float], after: Mapping[str, float], deliveries: int
+) -> dict[str, float]:
+    """Rounds per delivery, rows per round and ms per round between two readings (summed
+    over the senders); empty when no round was made."""
+    rounds = after["rounds"] - before["rounds"]
+    if rounds <= 0 or deliveries <= 0:
+        return {}
+    return {
+        "rounds_per_delivery": round(rounds / deliveries, 3),
+        "rows_per_round": round((after["rows"] - before["rows"]) / rounds, 1),
+        "ms_per_round": round(1000 * (after["seconds"] - before["seconds"]) / rounds, 1),
+    }

@@ -80,6 +80,7 @@ def test_cost_table_prints_the_budget_beside_the_figures() -> None:
             "processes": 1,
             "provider": "emulators",
             "cpu_us_per_delivery": {"senders": 1234.5, "emulators": 80.0},
+            "ledger_rounds": {"rounds_per_delivery": 0.137, "rows_per_round": 14.6},
         },
         {"name": "paced", "processes": 1, "provider": "emulators", "cpu_us_per_delivery": {}},
         {
@@ -97,6 +98,35 @@ def test_cost_table_prints_the_budget_beside_the_figures() -> None:
     assert "1,234" in text and "null provider" in text
     assert "≤ 300" in text and "≤ 100" in text and "≤ 50" in text
     assert text.count("emulators ") >= 1 and "paced" not in text
+    assert "0.14" in text and "14.6" in text  # the ledger's rounds beside Cassandra's cost
+
+
+_SENDER_METRICS = """\
+# HELP herald_ledger_batch_rows Writes per ledger batch
+# TYPE herald_ledger_batch_rows histogram
+herald_ledger_batch_rows_bucket{kind="conditional",le="+Inf"} 40.0
+herald_ledger_batch_rows_count{kind="conditional"} 40.0
+herald_ledger_batch_rows_sum{kind="conditional"} 600.0
+herald_ledger_batch_rows_bucket{kind="plain",le="+Inf"} 7.0
+herald_ledger_batch_rows_count{kind="plain"} 7.0
+herald_ledger_batch_rows_sum{kind="plain"} 350.0
+# HELP herald_ledger_batch_seconds Round trip of one ledger batch
+# TYPE herald_ledger_batch_seconds histogram
+herald_ledger_batch_seconds_bucket{kind="conditional",le="+Inf"} 40.0
+herald_ledger_batch_seconds_count{kind="conditional"} 40.0
+herald_ledger_batch_seconds_sum{kind="conditional"} 0.8
+"""
+
+
+def test_ledger_rounds_per_delivery_from_two_readings_of_the_senders_metrics() -> None:
+    after = costs.ledger_totals(_SENDER_METRICS)
+    assert after == {"rounds": 40.0, "rows": 600.0, "seconds": 0.8}  # plain batches apart
+    before = {"rounds": 10.0, "rows": 100.0, "seconds": 0.2}
+
+    got = costs.ledger_rounds(before, after, deliveries=250)
+
+    assert got == {"rounds_per_delivery": 0.12, "rows_per_round": 16.7, "ms_per_round": 20.0}
+    assert costs.ledger_rounds(after, after, deliveries=250) == {}
 
 
 def test_emulator_figures_per_request_and_one_core_capacity() -> None:
