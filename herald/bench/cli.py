@@ -287,6 +287,22 @@ def _render(doc: dict[str, Any]) -> None:
         )
     console.print(table)
     runs = doc.get("pipeline", [])
+    legs = [r for r in runs if r.get("stage_latency_ms")]
+    if legs:
+        stages = Table(
+            title="Latency by leg, ms: publish → channel record (processor), then → receipt"
+        )
+        for col in ("run", "procs", "processor p50", "p95", "p99", "senders p50", "p95 ", "p99 "):
+            stages.add_column(col, justify="left" if col == "run" else "right")
+        for r in legs:
+            proc, send = r["stage_latency_ms"]["processor"], r["stage_latency_ms"]["senders"]
+            stages.add_row(
+                r["name"],
+                str(r["processes"]),
+                *(_fmt(proc[q]) for q in ("p50", "p95", "p99")),
+                *(_fmt(send[q]) for q in ("p50", "p95", "p99")),
+            )
+        console.print(stages)
     if runs:
         usage = Table(title="CPU and RSS per process (saturating and paced phases)")
         for col in ("run", "procs", "process", "CPU avg %", "CPU max %", "RSS max MiB"):

@@ -52,11 +52,30 @@ class PhaseResult:
     processor_per_s: float
     senders_per_s: float
     latency_ms: dict[str, float | None] = field(default_factory=dict)
+    # The same latency in two legs, split at the channel record's timestamp (stamped when
+    # the processor produced it): publish → fan-out, and fan-out → provider receipt.
+    stage_latency_ms: dict[str, dict[str, float | None]] = field(default_factory=dict)
     outcomes: dict[str, int] = field(default_factory=dict)
     reasons: dict[str, int] = field(default_factory=dict)
     channels: dict[str, int] = field(default_factory=dict)
     # Deliveries/s each channel's senders achieved against its emulator (first to last receipt).
     senders_per_channel: dict[str, float] = field(default_factory=dict)
+
+
+def stage_latency(
+    receipts: dict[str, int],
+    fanned: dict[str, tuple[str, int]],
+    created: dict[str, int],
+) -> dict[str, dict[str, float | None]]:
+    """p50/p95/p99 ms of each leg of a received delivery's way: publish (`created`, per
+    notification) → its channel record's timestamp (`fanned`: notification id and ms, per
+    delivery), the processor's leg; then → the provider's receipt, the senders' leg."""
+    processor = [fanned[d][1] - created[fanned[d][0]] for d in receipts if fanned[d][0] in created]
+    senders = [receipts[d] - fanned[d][1] for d in receipts]
+    return {
+        leg: {f"p{q}": percentile(values, q) for q in (50, 95, 99)}
+        for leg, values in (("processor", processor), ("senders", senders))
+    }
 
 
 def fetch_ledger(control_url: str) -> list[dict[str, Any]]:
@@ -196,6 +215,7 @@ def run_phase(
             "p99": percentile(latencies, 99),
             "max": max(latencies, default=None),
         },
+        stage_latency_ms=stage_latency(receipts, s.fanned, created),
         outcomes=dict(s.outcomes),
         reasons=dict(s.reasons),
         channels=dict(s.fanned_channel),

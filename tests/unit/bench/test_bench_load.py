@@ -6,7 +6,7 @@ import time
 from collections import Counter
 
 from herald.bench import load
-from herald.bench.pipeline import percentile
+from herald.bench.pipeline import percentile, stage_latency
 from schemas import codec
 
 
@@ -55,3 +55,15 @@ def test_percentile_nearest_rank() -> None:
     assert percentile(values, 50) in (50, 51)
     assert percentile(values, 99) == 99
     assert percentile([], 50) is None
+
+
+def test_latency_splits_at_the_channel_record_into_the_processor_and_the_senders_leg() -> None:
+    created = {"n1": 1_000, "n2": 2_000}
+    fanned = {"d1": ("n1", 1_040), "d2": ("n1", 1_050), "d3": ("n2", 2_300)}
+    receipts = {"d1": 1_100, "d3": 2_310}  # d2 not received: in no leg
+
+    legs = stage_latency(receipts, fanned, created)
+
+    assert legs["processor"] == {"p50": 40, "p95": 300, "p99": 300}
+    assert legs["senders"] == {"p50": 10, "p95": 60, "p99": 60}
+    assert stage_latency({}, fanned, created)["senders"] == {"p50": None, "p95": None, "p99": None}
