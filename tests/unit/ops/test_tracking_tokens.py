@@ -35,6 +35,36 @@ def test_rewrite_signs_every_http_link_and_appends_pixel() -> None:
     assert out.index("/o/") < out.index("</body>")
 
 
+@pytest.mark.parametrize(
+    ("context", "url"),
+    [
+        (("d1", "n1", None, None, None), "https://shop.example.com/order?id=1&ref=mail"),
+        (("d2", "n2", "user-7", "billing", "ev-9"), 'https://x.example/ä?q="quoted"\\'),
+        (("d3", "n3", "user-8", None, "ev-1"), "http://example.org/ü/ñ"),
+    ],
+)
+def test_rewritten_links_carry_exactly_the_tokens_sign_makes(
+    context: tuple[str, str, str | None, str | None, str | None], url: str
+) -> None:
+    did, nid, uid, cat, ev = context
+    html = f'<a href="{url.replace("&", "&amp;").replace(chr(34), "&quot;")}">x</a>'
+    out = rewrite_html(
+        html,
+        delivery_id=did,
+        notification_id=nid,
+        settings=SETTINGS,
+        user_id=uid,
+        category=cat,
+        event_id=ev,
+    )
+    (click,) = _tokens(out, "c")
+    (pixel,) = _tokens(out, "o")
+    base = Claim("open", did, nid, None, uid, cat, ev)
+    assert click == sign(Claim("click", did, nid, url, uid, cat, ev), SETTINGS.secret)
+    assert pixel == sign(base, SETTINGS.secret)
+    assert verify(click, SETTINGS.secret, kind="click").url == url
+
+
 def test_disabled_leaves_html_alone() -> None:
     off = SETTINGS.model_copy(update={"enabled": False})
     assert rewrite_html(HTML, delivery_id="d", notification_id="n", settings=off) == HTML
