@@ -16,12 +16,12 @@ import hmac
 import html as htmllib
 import json
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, SecretStr
 
-from infra.tokens import b64, compact_json, mac, unb64
+from infra.tokens import b64, mac, unb64
 from schemas.errors import HeraldError
 
 Kind = Literal["open", "click"]
@@ -29,7 +29,7 @@ LOCAL_TRACKING_SECRET = "herald-local-tracking-secret"
 _SALT = b"herald.tracking.v1"
 _ANCHOR_HREF = re.compile(r"""(<a\b[^>]*?\bhref\s*=\s*)(["'])(.*?)\2""", re.IGNORECASE | re.DOTALL)
 _BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
-# A JSON string as `compact_json` writes it inside a token's payload.
+# A JSON string, as it stands inside a token's compact JSON payload.
 _STRING = json.JSONEncoder()
 
 
@@ -81,16 +81,7 @@ def _signature(payload: str, secret: SecretStr) -> bytes:
 
 
 def sign(claim: Claim, secret: SecretStr) -> str:
-    body = {"k": claim.kind}
-    body.update(
-        {
-            short: getattr(claim, name)
-            for short, name in _FIELDS.items()
-            if getattr(claim, name) is not None
-        }
-    )
-    payload = b64(compact_json(body))
-    return f"{payload}.{b64(_signature(payload, secret))}"
+    return _Signer(claim, secret).token(claim.kind, claim.url)
 
 
 def verify(token: str, secret: SecretStr, *, kind: Kind | None = None) -> Claim:
@@ -120,9 +111,9 @@ def verify(token: str, secret: SecretStr, *, kind: Kind | None = None) -> Claim:
 
 
 class _Signer:
-    """The tokens of one delivery's links, byte for byte what `sign` gives: its fixed
-    fields are encoded once, not once per link (an email has several: its links, the
-    footer's two, the open pixel)."""
+    """The tokens of one delivery: the payload is compact JSON (`k`, `d`, `n`, then `u`,
+    `uid`, `cat`, `ev` when set) whose fixed fields are encoded once, not once per link
+    (an email has several: its links, the footer's two, the open pixel)."""
 
     def __init__(self, context: Claim, secret: SecretStr) -> None:
         enc = _STRING.encode
@@ -142,16 +133,6 @@ class _Signer:
         link = "" if url is None else f',"u":{_STRING.encode(url)}'
         payload = b64(f'{{"k":"{kind}"{self._head}{link}{self._tail}}}'.encode())
         return f"{payload}.{b64(_signature(payload, self._secret))}"
-
-
-def click_url(url: str, context: Claim, settings: TrackingSettings) -> str:
-    token = sign(replace(context, kind="click", url=url), settings.secret)
-    return f"{settings.base_url.rstrip('/')}/c/{token}"
-
-
-def open_pixel_url(context: Claim, settings: TrackingSettings) -> str:
-    token = sign(replace(context, kind="open", url=None), settings.secret)
-    return f"{settings.base_url.rstrip('/')}/o/{token}"
 
 
 def rewrite_html(

@@ -1,5 +1,6 @@
 """Read access to what the senders recorded of each delivery (`herald.notification_log`,
-one row per delivery once its outcome is published), the judge of "already sent".
+one row per delivery once its outcome is published): what replay and redrive consult
+before they re-produce a record. The judge of "already sent" stays the sender's claim.
 
 Senders claim a delivery (state `sending`) before calling the provider and confirm the
 outcome after. Replay and redrive only read it: they never send; they re-produce to a

@@ -7,6 +7,7 @@ import re
 import pytest
 from pydantic import SecretStr
 
+from infra.tokens import compact_json, unb64
 from processors.tracking import BadToken, Claim, TrackingSettings, rewrite_html, sign, verify
 
 SETTINGS = TrackingSettings(base_url="https://t.example.com/", secret=SecretStr("s3cret"))
@@ -63,6 +64,10 @@ def test_rewritten_links_carry_exactly_the_tokens_sign_makes(
     assert click == sign(Claim("click", did, nid, url, uid, cat, ev), SETTINGS.secret)
     assert pixel == sign(base, SETTINGS.secret)
     assert verify(click, SETTINGS.secret, kind="click").url == url
+    # The payload is compact JSON, keys in a fixed order, unset ones left out.
+    fields = {"d": did, "n": nid, "u": url, "uid": uid, "cat": cat, "ev": ev}
+    body = {"k": "click", **{k: v for k, v in fields.items() if v is not None}}
+    assert unb64(click.split(".")[0]) == compact_json(body)
 
 
 def test_disabled_leaves_html_alone() -> None:
