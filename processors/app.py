@@ -28,7 +28,7 @@ from prometheus_client import start_http_server
 from infra.diagnostics import StallWatch
 from infra.retry import SERVER_OUTAGES, Backoff, retrying
 from infra.scheduling import ScheduleStore, run_releaser
-from processors import metrics
+from processors import eager, metrics
 from processors.gaps import Gaps, Refetcher, RefetchTimeout
 from processors.invalidation import ChangeListener
 from processors.pipeline import Incoming, Processor, Source
@@ -103,6 +103,7 @@ class _App(faust.App):
             return None
 
         consumer._add_gap = no_gap
+        eager.install(consumer)
         return consumer
 
 
