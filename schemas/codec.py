@@ -29,6 +29,7 @@ from typing import Any, Protocol
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
+from schemas.avro_reader import compile_reader
 from schemas.avro_writer import compile_writer
 from schemas.errors import HeraldError
 
@@ -65,6 +66,8 @@ class SchemaVersion:
     compiled: Callable[[Mapping[str, Any]], bytes] | None = dc_field(
         default=None, compare=False, repr=False
     )
+    # The compiled reader of a body it wrote (schemas.avro_reader), None: fastavro reads.
+    read: Callable[[bytes, int], Any] | None = dc_field(default=None, compare=False, repr=False)
 
     def body(self, record: Mapping[str, Any]) -> bytes:
         if self.compiled is not None:
@@ -87,7 +90,13 @@ def load_schema_file(text: str, fullname_hint: str, version: int) -> SchemaVersi
     schema = json.loads(text)
     parsed = fastavro.parse_schema(schema, _write_hint=True, _force=True)
     return SchemaVersion(
-        fullname_hint, version, parsed, crc64_fingerprint(parsed), text, compile_writer(schema)
+        fullname_hint,
+        version,
+        parsed,
+        crc64_fingerprint(parsed),
+        text,
+        compile_writer(schema),
+        compile_reader(schema),
     )
 
 
@@ -158,6 +167,12 @@ def decode(data: bytes, expect: str | None = None) -> dict[str, Any]:
     if expect is not None and writer.fullname != expect:
         raise DecodeError("wrong_schema", f"expected {expect}, got {writer.fullname}")
     reader = registry().latest(writer.fullname)
+    if reader is writer and writer.read is not None:  # no schema resolution: compiled
+        try:
+            out: dict[str, Any] = writer.read(data, HEADER_LEN)
+        except Exception as exc:  # IndexError, Truncated, UnicodeDecodeError, ...
+            raise DecodeError("corrupt_body", f"{type(exc).__name__}: {exc}") from exc
+        return out
     return _read(data[HEADER_LEN:], writer.parsed, reader.parsed)
 
 
