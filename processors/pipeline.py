@@ -614,8 +614,9 @@ class Processor:
             if reason is None:
                 targets = decisions.targets_for(
                     pref,
-                    email=user.email,
-                    phone=user.phone,
+                    # Only the contact this channel uses: each is validated on first use.
+                    email=user.email if pref is PreferenceChannel.EMAIL else None,
+                    phone=user.phone if pref is PreferenceChannel.SMS else None,
                     devices=user.devices,
                     push_channels=platforms,
                     user_id=req["user_id"],

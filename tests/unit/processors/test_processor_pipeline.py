@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
+from processors import enrichment
 from processors.decisions import Device
 from processors.enrichment import TemplateRow, UserView
 from processors.pipeline import DEFERRED, DONE, Incoming, Processor, Source
@@ -109,8 +110,8 @@ class FakeScheduler:
 def user(uid: str = "u1", **kw: Any) -> UserView:
     base: dict[str, Any] = dict(
         user_id=uid,
-        email="a@example.com",
-        phone="+14155550123",
+        stored_email="a@example.com",
+        stored_phone="+14155550123",
         locale="ko-KR",
         timezone="UTC",
         quiet_start=None,
@@ -331,3 +332,40 @@ async def test_a_poison_request_is_dead_lettered_and_the_batch_goes_on(
     dlq = [dict(h) for t, _k, _v, h in producer.records if t.endswith(".dlq")]
     assert [h["herald.reason"] for h in dlq] == [b"processing_error:ZeroDivisionError"]
     assert producer.statuses() == [("accepted", None, None)]
+
+
+async def test_contacts_are_validated_only_for_the_channels_a_request_uses(
+    world: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proc, producer, _d, _s, users = world
+    checked: list[str] = []
+    real_email, real_phone = enrichment.validate_email, enrichment.normalize_phone
+
+    def email(value: str) -> str:
+        checked.append("email")
+        return real_email(value)
+
+    def phone(value: str) -> str:
+        checked.append("phone")
+        return real_phone(value)
+
+    monkeypatch.setattr(enrichment, "validate_email", email)
+    monkeypatch.setattr(enrichment, "normalize_phone", phone)
+    users["u1"] = user()
+    await handle(proc, request("e-push", channels=["push"]), src(0), {})
+    assert checked == []
+    await handle(proc, request("e-sms", channels=["sms"]), src(1), {})
+    await handle(proc, request("e-sms-2", channels=["sms"]), src(2), {})
+    assert checked == ["phone"]  # once per cached view
+    assert [d["address"] for d in producer.deliveries() if d["channel"] == "sms"] == [
+        "+14155550123",
+        "+14155550123",
+    ]
+
+
+async def test_a_malformed_stored_contact_drops_with_invalid_contact(world: Any) -> None:
+    proc, producer, _d, _s, users = world
+    users["u1"] = user(stored_phone="not a number")
+    await handle(proc, request(channels=["sms"]), src(0), {})
+    assert producer.deliveries() == []
+    assert producer.statuses() == [("dropped", "invalid_contact", "sms")]
