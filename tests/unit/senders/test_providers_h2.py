@@ -253,3 +253,39 @@ async def test_apns_maps_refused_stream_to_not_sent_and_reset_to_ambiguous(serve
         assert reset.value.ambiguous is True
     finally:
         await provider.close()
+
+
+class _CountingTransport:
+    """The connection's transport, counting writes (uvloop's cannot be patched)."""
+
+    def __init__(self, inner: asyncio.Transport) -> None:
+        self.inner = inner
+        self.writes: list[int] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(len(data))
+        self.inner.write(data)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+async def test_requests_started_together_leave_in_one_write(serve) -> None:  # type: ignore[no-untyped-def]
+    # One write (one TLS record, one syscall) for what a turn of the loop starts, not one
+    # per request.
+    url, servers = await serve(100, lambda s, sid: s.answer(sid))
+    client = H2Client(url, max_connections=1, timeout_s=5)
+    try:
+        await client.request("POST", "/", [], b"warm-up")  # the connection is open
+        connection = client._connections[0]
+        assert connection._transport is not None
+        counting = _CountingTransport(connection._transport)
+        connection._transport = counting  # type: ignore[assignment]
+        answers = await asyncio.gather(*(client.request("POST", "/", [], b"x") for _ in range(20)))
+        assert [a.status for a in answers] == [200] * 20
+        assert len(servers) == 1
+        writes = counting.writes
+        assert len(writes) <= 2  # the 20 requests' frames together (then acks, if any)
+        assert max(writes) > 20 * 9  # twenty HEADERS + DATA frame pairs in one buffer
+    finally:
+        await client.aclose()
