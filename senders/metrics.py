@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram
 
 DELIVERIES = Counter(
@@ -50,3 +53,15 @@ LEDGER_BATCH_REFUSED = Counter(
     "herald_ledger_batch_refused_total",
     "Conditional ledger batches refused (a row held elsewhere): rows read, the rest resent",
 )
+
+
+# The labelled children the hot path touches for every delivery, looked up once:
+# `labels()` costs ~4 µs on the dev VM (key tuple, lock), `inc`/`observe` ~1.5.
+@functools.cache
+def delivered(channel: str, provider: str, outcome: str) -> Any:
+    return DELIVERIES.labels(channel, provider, outcome)
+
+
+@functools.cache
+def provider_latency(provider: str, result: str) -> Any:
+    return PROVIDER_LATENCY.labels(provider, result)

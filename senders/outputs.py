@@ -266,7 +266,7 @@ class OutcomeWriter:
     def _count(
         self, d: dict[str, Any], provider: str | None, outcome: str, reason: str | None = None
     ) -> str:
-        metrics.DELIVERIES.labels(d["channel"], provider or "-", outcome).inc()
+        metrics.delivered(d["channel"], provider or "-", outcome).inc()
         if outcome == State.DEAD_LETTERED:
             metrics.DEAD_LETTERS.labels(d["channel"], reason or "-").inc()
         return outcome

@@ -140,12 +140,10 @@ class Sending(OutcomeWriter):
                 room.release()
                 exc = caught
                 kind = classify(exc)
-                metrics.PROVIDER_LATENCY.labels(name, kind.value).observe(
-                    time.monotonic() - started
-                )
+                metrics.provider_latency(name, kind.value).observe(time.monotonic() - started)
             else:
                 room.release()
-                metrics.PROVIDER_LATENCY.labels(name, "ok").observe(time.monotonic() - started)
+                metrics.provider_latency(name, "ok").observe(time.monotonic() - started)
                 breaker.record_success()
                 outcome = LedgerOutcome(
                     State.SENT,
