@@ -100,13 +100,15 @@ class Batch:
     def send(
         self,
         topic: str,
-        value: bytes,
+        value: bytes | None,
         *,
         key: bytes | None,
         headers: Headers = (),
         tag: Hashable = None,
+        partition: int | None = None,
     ) -> None:
-        """Queue one record; raises KafkaException when librdkafka refuses it outright."""
+        """Queue one record (to `partition`, else the partitioner's); raises KafkaException
+        when librdkafka refuses it outright."""
         report = functools.partial(self._report, tag)
         hdrs = _header_list(headers)
         with self._lock:
@@ -114,7 +116,12 @@ class Batch:
         try:
             while True:
                 try:
-                    self._producer.produce(topic, value, key, headers=hdrs, on_delivery=report)
+                    if partition is None:
+                        self._producer.produce(topic, value, key, headers=hdrs, on_delivery=report)
+                    else:
+                        self._producer.produce(
+                            topic, value, key, partition, headers=hdrs, on_delivery=report
+                        )
                     return
                 except BufferError:  # local queue full: let the poll thread drain acks
                     time.sleep(0.01)

@@ -29,6 +29,7 @@ from infra.diagnostics import StallWatch
 from infra.retry import SERVER_OUTAGES, Backoff, retrying
 from infra.scheduling import ScheduleStore, run_releaser
 from processors import eager, metrics
+from processors.changelog import ChangelogSink, ProducedChangelogTable
 from processors.gaps import Gaps, Refetcher, RefetchTimeout
 from processors.invalidation import ChangeListener
 from processors.pipeline import Incoming, Processor, Source
@@ -187,12 +188,26 @@ def create_app(
         key_serializer="raw",
         value_serializer="raw",
     )
-    rates = app.Table(
-        "rate-limits",
-        default=dict,
-        partitions=settings.requested_partitions,
-        schema=faust.Schema(key_serializer="json", value_serializer="json"),
+    # As `app.Table` builds one, with its changelog records produced per batch by herald's
+    # producer (processors/changelog.py).
+    rates = cast(
+        ProducedChangelogTable,
+        app.tables.add(
+            ProducedChangelogTable(
+                app,
+                name="rate-limits",
+                default=dict,
+                beacon=app.tables.beacon,
+                partitions=settings.requested_partitions,
+                schema=faust.Schema(key_serializer="json", value_serializer="json"),
+            )
+        ),
     )
+    changelog = rates.sink = ChangelogSink(processor.producer)
+
+    async def tables_durable() -> None:
+        await changelog.durable()  # the rate-limit table's
+        await app.producer.flush()  # the digest table's (Faust's own producer)
 
     digest_table = app.Table(
         "digests",
@@ -227,7 +242,7 @@ def create_app(
                 # The tables' changelogs are flushed before the event ids are recorded
                 # (then a redelivered copy is skipped), so before any ack too.
                 await processor.handle_batch(
-                    batch, rates, enter, lane_digests, tables_durable=app.producer.flush
+                    batch, rates, enter, lane_digests, tables_durable=tables_durable
                 )
                 return
             except _OUTAGES as exc:
