@@ -242,7 +242,12 @@ def create_app(
                 # The tables' changelogs are flushed before the event ids are recorded
                 # (then a redelivered copy is skipped), so before any ack too.
                 await processor.handle_batch(
-                    batch, rates, enter, lane_digests, tables_durable=tables_durable
+                    batch,
+                    rates,
+                    enter,
+                    lane_digests,
+                    tables_durable=tables_durable,
+                    tables_send=changelog.send,
                 )
                 return
             except _OUTAGES as exc:

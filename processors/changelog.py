@@ -43,21 +43,28 @@ class ChangelogSink:
     def pending(self) -> int:
         return len(self._pending)
 
+    def send(self) -> None:
+        """Queue what was added on librdkafka now, without waiting: called as a batch's
+        outputs are queued, so both share the producer's linger instead of lingering in
+        turn (20 ms each)."""
+        if not self._pending:
+            return
+        records, self._pending = self._pending, []
+        batch = self._producer.batch()
+        try:
+            for topic, partition, key, value, headers in records:
+                batch.send(topic, value, key=key, headers=headers, partition=partition)
+        except BaseException:
+            self._pending[:0] = records  # those already queued will simply repeat
+            raise
+        # One task per batch: two lanes may wait for the same records.
+        self._inflight.append((asyncio.ensure_future(batch.wait()), batch, records))
+
     async def durable(self) -> None:
         """Return once every record added so far is acked. Raises KafkaException (an
         outage: the caller retries its batch) if the broker refused any; those records
         are sent again by the next call."""
-        if self._pending:
-            records, self._pending = self._pending, []
-            batch = self._producer.batch()
-            try:
-                for topic, partition, key, value, headers in records:
-                    batch.send(topic, value, key=key, headers=headers, partition=partition)
-            except BaseException:
-                self._pending[:0] = records  # those already queued will simply repeat
-                raise
-            # One task per batch: two lanes may wait for the same records.
-            self._inflight.append((asyncio.ensure_future(batch.wait()), batch, records))
+        self.send()
         for entry in list(self._inflight):
             task, batch, records = entry
             await asyncio.shield(task)

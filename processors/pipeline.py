@@ -220,13 +220,16 @@ class Processor:
         enter: Callable[[Incoming], None] | None = None,
         digest_table: DigestTable | None = None,
         tables_durable: Callable[[], Awaitable[None]] | None = None,
+        tables_send: Callable[[], None] | None = None,
     ) -> None:
         """Decide every record of `batch`, in order; return once every output is acked by
         Kafka and every decided event id is recorded. `enter` is called before each record
         is decided (the rate and digest tables need to know whose partition they write
         to). Without `digest_table`, requests naming a digest are sent on their own.
 
-        `tables_durable` (the tables' changelog flush) is awaited before the event ids are
+        `tables_send` (the tables' changelog records queued on the producer) is called as
+        the outputs are queued, so both share the producer's linger; `tables_durable` (the
+        tables' changelog flush) is awaited before the event ids are
         recorded: a record redelivered after a crash is skipped once its id is recorded
         at its position, so by then every output of it must be durable, a digest item
         added to its table included.
@@ -273,6 +276,8 @@ class Processor:
         await self._hold_all(plans)
         out = self.producer.batch()
         refused = self._send(out, plans, undecodable)
+        if tables_send is not None:
+            tables_send()
         await out.wait()
         refused |= _refused_by_broker(out)
         if refused:

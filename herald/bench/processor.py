@@ -2,7 +2,9 @@
 
 Seeds U users (an iPhone, an Android phone, email and phone each; locales en, ko-KR, de)
 and a template per locale and channel, then publishes to a private request topic, with
-the seed's channel mix (push 10 : SMS 1 : email 5):
+the seed's channel mix (push 10 : SMS 1 : email 5) and category mix (transactional 50,
+marketing 30, social 15, security 5 per 100: marketing and social are rate-capped, so
+their requests write the rate-limit table; `--category transactional` leaves that out):
 
 - a **cold** phase: one request per user, so every user is a cache miss;
 - a **warm** phase: N requests over the same users, so every user is a cache hit,
@@ -42,6 +44,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from herald.bench.kafkautil import delete_topics, require_broker
+from herald.bench.load import CATEGORY_WEIGHTS
 from herald.bench.sampler import cpu_seconds, listener_pid
 from infra.cassandra import connect
 from infra.kafka_producer import AsyncProducer
@@ -52,6 +55,7 @@ from schemas import codec, ids
 from schemas.events import now_ms
 
 LOCALES = ("en", "ko-KR", "de")
+SEED_MIX = "seed"  # `--category`: each request's category drawn from the seed's weights
 CHANNEL_MIX = (("push", 10), ("sms", 1), ("email", 5))
 _TEXT = {
     "en": ("Hello {{ name }}", "Hi {{ name }}, order {{ ref }} shipped."),
@@ -140,14 +144,18 @@ def _scrape(port: int) -> dict[str, float]:
     return out
 
 
-def _request(tag: str, i: int, uid: str, template_id: str, rng: random.Random) -> bytes:
+def _request(
+    tag: str, i: int, uid: str, template_id: str, rng: random.Random, category: str
+) -> bytes:
     eid = f"bench-{tag}-{i}"
+    if category == SEED_MIX:
+        category = rng.choices(list(CATEGORY_WEIGHTS), list(CATEGORY_WEIGHTS.values()))[0]
     req = {
         "event_id": eid,
         "notification_id": ids.notification_id(eid),
         "source": "bench",
         "user_id": uid,
-        "category": "transactional",
+        "category": str(category),
         "channels": rng.choices([c for c, _w in CHANNEL_MIX], [w for _c, w in CHANNEL_MIX]),
         "template_id": template_id,
         "params": {"name": "Ann", "ref": str(i)},
@@ -173,6 +181,7 @@ def run(
     users: int = 20_000,
     engine: str = "faust",
     timeout_s: float = 900.0,
+    category: str = "seed",
 ) -> BenchResult:
     kafka = KafkaSettings(
         bootstrap_servers=os.environ.get("HERALD_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:9092")
@@ -180,7 +189,7 @@ def run(
     admin = require_broker(kafka)
     tag = uuid.uuid4().hex[:10]
     try:
-        return _run(kafka, admin, tag, requests, users, engine, timeout_s)
+        return _run(kafka, admin, tag, requests, users, engine, timeout_s, category)
     finally:
         # The run's topics, and the Faust app's changelogs, go with the run.
         delete_topics(admin, (f"bench.processor.{tag}.", f"bench-processor-{tag}-"))
@@ -194,6 +203,7 @@ def _run(
     users: int,
     engine: str,
     timeout_s: float,
+    category: str,
 ) -> BenchResult:
     cassandra_port = int(os.environ.get("HERALD_CASSANDRA__PORT", "9042"))
     kafka_port = int(kafka.bootstrap_servers.split(",")[0].rsplit(":", 1)[1])
@@ -206,9 +216,9 @@ def _run(
     template_id = f"bench.processor.{tag}"
     uids = _seed(users, template_id)
     rng = random.Random(7)
-    cold = [(u, _request(tag, i, u, template_id, rng)) for i, u in enumerate(uids)]
+    cold = [(u, _request(tag, i, u, template_id, rng, category)) for i, u in enumerate(uids)]
     warm = [
-        (u, _request(tag, users + i, u, template_id, rng))
+        (u, _request(tag, users + i, u, template_id, rng, category))
         for i, u in enumerate(rng.choices(uids, k=requests))
     ]
     # The warm phase is published only once every cold request is decided: published
@@ -361,6 +371,11 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=100_000, help="warm-phase requests")
     parser.add_argument("--users", type=int, default=20_000, help="users (= cold-phase requests)")
     parser.add_argument("--engine", choices=("faust", "plain", "both"), default="both")
+    parser.add_argument(
+        "--category",
+        default=SEED_MIX,
+        help="every request's category, or 'seed' for the seed's mix (the default)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object per engine")
     parser.add_argument("--plain-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -369,7 +384,7 @@ def main() -> None:
         return
     engines = ("faust", "plain") if args.engine == "both" else (args.engine,)
     for engine in engines:
-        result = run(args.requests, args.users, engine)
+        result = run(args.requests, args.users, engine, category=args.category)
         if args.json:
             print(json.dumps(asdict(result)))
             continue
