@@ -287,7 +287,9 @@ def _run(
                     continue
                 ev = codec.decode(value, codec.STATUS)
                 nid = ev["notification_id"]
-                if ev["delivery_id"] is not None or ev["channel"] is not None or nid in decided:
+                # A request's statuses leave together, once it is decided: its first one
+                # counts (a capped request may have only per-channel drops, no `accepted`).
+                if ev["delivery_id"] is not None or nid in decided:
                     continue
                 decided.add(nid)
                 phase = "cold" if nid in cold_ids else "warm"
