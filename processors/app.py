@@ -98,10 +98,11 @@ class _App(faust.App):
 
     def _new_producer(self) -> Any:
         producer: Any = super()._new_producer()
-        # A batch's rate and digest table writes wait in this buffer until the worker
-        # flushes them at the batch's end. At Faust's 100 its fetch loop stopped for them
-        # mid-batch ("producer buffer full", 7 to 9 times per process in a 12,000-request
-        # `python -m herald.bench` run), a stall the batch's own flush makes needless.
+        # A batch's digest-table writes wait in this buffer until the worker flushes them
+        # at the batch's end (the rate-limit table's go through herald's producer). At
+        # Faust's 100 its fetch loop stopped for them mid-batch ("producer buffer full",
+        # 7 to 9 times per process in a 12,000-request `python -m herald.bench` run, when
+        # the rate-limit writes went this way too), a stall the batch's flush makes needless.
         producer.buffer.max_messages = self.changelog_buffer
         return producer
 
@@ -179,8 +180,8 @@ def create_app(
         worker_redirect_stdouts=False,
         logging_config=_logging_config(settings.log_level),
     )
-    # A few writes per request at most (one per capped channel, digest items): a batch's
-    # worth is buffered without stopping the fetch loop.
+    # A few table writes per request at most: a batch's worth is buffered without
+    # stopping the fetch loop.
     app.changelog_buffer = max(100, settings.batch_size * 8)
     requests = app.topic(
         settings.requested_topic,

@@ -35,9 +35,13 @@ class ChangelogSink:
         # Batches sent and not yet seen acked by a `durable` call, with their records (sent
         # again if the broker refused any: a repeat of a changelog record is harmless).
         self._inflight: list[tuple[asyncio.Task[None], Batch, list[Record]]] = []
+        # The newest record of every key not yet known durable: what a refused one is
+        # replaced by when sent again, so an older value never lands after a newer one.
+        self._latest: dict[tuple[str, int | None, bytes | None], Record] = {}
 
     def add(self, record: Record) -> None:
         self._pending.append(record)
+        self._latest[record[:3]] = record
 
     @property
     def pending(self) -> int:
@@ -62,8 +66,8 @@ class ChangelogSink:
 
     async def durable(self) -> None:
         """Return once every record added so far is acked. Raises KafkaException (an
-        outage: the caller retries its batch) if the broker refused any; those records
-        are sent again by the next call."""
+        outage: the caller retries its batch) if the broker refused any; their keys'
+        newest records are sent again by the next call."""
         self.send()
         for entry in list(self._inflight):
             task, batch, records = entry
@@ -71,7 +75,14 @@ class ChangelogSink:
             if entry in self._inflight:
                 self._inflight.remove(entry)
                 if batch.failed:
-                    self._pending[:0] = records
+                    # Sent again as their keys' newest records; a key whose newest record
+                    # is already durable (dropped from `_latest`) needs nothing.
+                    again = {r[:3]: self._latest.get(r[:3]) for r in records}
+                    self._pending[:0] = [r for r in again.values() if r is not None]
+                else:
+                    for r in records:
+                        if self._latest.get(r[:3]) is r:
+                            del self._latest[r[:3]]
             if batch.failed:
                 raise KafkaException(batch.failed[0][1])
 

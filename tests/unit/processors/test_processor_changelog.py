@@ -135,3 +135,43 @@ def test_two_lanes_waiting_together_both_see_the_records_acked() -> None:
         producer.close()
 
     asyncio.run(main())
+
+
+def test_a_refused_record_never_lands_after_a_newer_one() -> None:
+    async def main() -> None:
+        held: list[tuple[bytes | None, Any]] = []
+
+        class Held(FakeProducer):
+            """Holds the answers of the first two batches; answers later records at once."""
+
+            def produce(self, topic: str, value: Any, key: Any, partition: int = -1, *,
+                        headers: Any = None, on_delivery: Any) -> None:  # fmt: skip
+                self.records.append((topic, key, value, partition, headers))
+                if len(self.records) <= 3:
+                    held.append((value, on_delivery))
+                else:
+                    on_delivery(None, None)
+
+        fake = Held()
+        producer = AsyncProducer(producer=fake)  # type: ignore[arg-type]
+        sink = ChangelogSink(producer)
+        sink.add(("cl", 0, b'"k"', b"old", []))
+        sink.add(("cl", 0, b'"j"', b"j1", []))
+        sink.send()
+        sink.add(("cl", 0, b'"k"', b"new", []))
+        sink.send()
+        # The first batch is refused; the second (k's newer value) is acked.
+        for value, answer in held:
+            answer(KafkaError(KafkaError.REQUEST_TIMED_OUT) if value != b"new" else None, None)
+        with pytest.raises(KafkaException):
+            await sink.durable()
+        await sink.durable()
+        sent = [(r[1], r[2]) for r in fake.records]
+        assert sent[:3] == [(b'"k"', b"old"), (b'"j"', b"j1"), (b'"k"', b"new")]
+        assert (b'"j"', b"j1") in sent[3:]  # j goes again
+        assert (b'"k"', b"old") not in sent[3:]  # the older k never lands after the newer
+        assert [v for k, v in sent if k == b'"k"'][-1] == b"new"
+        await sink.durable()  # nothing left
+        producer.close()
+
+    asyncio.run(main())
