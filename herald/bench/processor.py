@@ -181,7 +181,7 @@ def run(
     users: int = 20_000,
     engine: str = "faust",
     timeout_s: float = 900.0,
-    category: str = "seed",
+    category: str = SEED_MIX,
 ) -> BenchResult:
     kafka = KafkaSettings(
         bootstrap_servers=os.environ.get("HERALD_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:9092")
