@@ -143,3 +143,16 @@ def test_emulator_figures_per_request_and_one_core_capacity() -> None:
     assert f.requests_per_s == 10_000
     assert f.cpu_us_per_request == 50.0
     assert f.one_core_per_s == 20_000
+
+
+def test_bench_lifts_every_providers_send_rate(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Rates set per provider merge over the defaults: a provider left out keeps its
+    # production quota (SMTP's 200/s once capped the whole end-to-end bench).
+    from herald.bench.cli import BENCH_SENDER_ENV, UNLIMITED_PER_SECOND
+    from senders.providers import PROVIDERS
+    from senders.settings import SenderSettings
+
+    for key, value in BENCH_SENDER_ENV.items():
+        monkeypatch.setenv(key, value)
+    limits = SenderSettings().rate_limits
+    assert {p: limits.rate(p) for p in PROVIDERS} == dict.fromkeys(PROVIDERS, UNLIMITED_PER_SECOND)
