@@ -42,24 +42,11 @@ from herald.services import ServiceError
 from infra.cassandra import connect
 from infra.settings import ServiceSettings
 from schemas import codec
-from senders.settings import RateLimitSettings, RoutingSettings
+from senders.settings import RoutingSettings
 
 app = typer.Typer(help="Benchmark herald against a bare Kafka passthrough.")
 # Wide enough for the table when the output is a file or a CI log.
 console = Console(width=None if Console().is_terminal else 160)
-
-
-# The senders' per-provider token buckets protect real providers' quotas; the emulators have
-# none, and the bench measures herald, not the configured quotas. Rates given per provider
-# merge over the defaults, so every provider is named: an empty map left SMTP at 200/s and
-# Twilio at 100/s, which capped the end-to-end figure near 800 deliveries/s.
-UNLIMITED_PER_SECOND = 100_000
-BENCH_SENDER_ENV = {
-    "HERALD_RATE_LIMITS__DEFAULT_PER_SECOND": str(UNLIMITED_PER_SECOND),
-    "HERALD_RATE_LIMITS__PER_SECOND": json.dumps(
-        {provider: UNLIMITED_PER_SECOND for provider in RateLimitSettings().per_second}
-    ),
-}
 
 
 # The bench runs on its own copy of herald's topics, so no other herald on the broker (a
@@ -161,7 +148,7 @@ def _pipeline_runs(
         stack = bench_services.Pipeline(
             run_id, settings.kafka, log_dir / run_id, topic_prefix=TOPIC_PREFIX
         )
-        sender_env = {**BENCH_SENDER_ENV, **(NULL_ROUTES if null else {})}
+        sender_env = {**bench_services.BENCH_SENDER_ENV, **(NULL_ROUTES if null else {})}
         control_url = None if null else stack.control_url
         try:
             task = progress.add_task(f"x{n} start {2 * n + (not null)} processes", total=1)

@@ -32,16 +32,20 @@ from herald.bench.scenario import (
     mixed_requests,
     oracle_for,
 )
-from herald.bench.services import Pipeline
+from herald.bench.services import BENCH_SENDER_ENV, Pipeline
 from infra import topics
 from infra.cassandra import connect
 from infra.settings import CassandraSettings, KafkaSettings
 from schemas.contract import Reason
 from senders.settings import SenderSettings
 
-# Timeouts as in production, shorter only where the run would otherwise wait a minute for
-# the dead sender's claims to go stale.
-SENDER_ENV = {"HERALD_SEND_TIMEOUT_S": "15", "HERALD_RETRY__CLAIM_STALE_AFTER_S": "20"}
+# No provider quotas (as in `make bench`); timeouts as in production, shorter only where
+# the run would otherwise wait a minute for the dead sender's claims to go stale.
+SENDER_ENV = {
+    **BENCH_SENDER_ENV,
+    "HERALD_SEND_TIMEOUT_S": "15",
+    "HERALD_RETRY__CLAIM_STALE_AFTER_S": "20",
+}
 
 app = typer.Typer(add_completion=False)
 console = Console()

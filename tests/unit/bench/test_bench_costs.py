@@ -148,7 +148,7 @@ def test_emulator_figures_per_request_and_one_core_capacity() -> None:
 def test_bench_lifts_every_providers_send_rate(monkeypatch: pytest.MonkeyPatch) -> None:
     # Rates set per provider merge over the defaults: a provider left out keeps its
     # production quota (SMTP's 200/s once capped the whole end-to-end bench).
-    from herald.bench.cli import BENCH_SENDER_ENV, UNLIMITED_PER_SECOND
+    from herald.bench.services import BENCH_SENDER_ENV, UNLIMITED_PER_SECOND
     from senders.providers import PROVIDERS
     from senders.settings import SenderSettings
 
