@@ -14,7 +14,9 @@ import asyncio
 import logging
 import os
 import weakref
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, TypeVar, cast
 
@@ -32,7 +34,7 @@ from processors import eager, metrics
 from processors.changelog import ChangelogSink, ProducedChangelogTable
 from processors.gaps import Gaps, Refetcher, RefetchTimeout
 from processors.invalidation import ChangeListener
-from processors.pipeline import Incoming, Processor, Source
+from processors.pipeline import Incoming, PendingBatch, Processor, Source
 from processors.settings import ProcessorSettings
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,22 @@ def _incoming(event: faust.types.EventT) -> Incoming:
     msg = event.message
     src = Source(msg.topic, msg.partition, msg.offset, msg.key, _headers(msg.headers))
     return Incoming(msg.value if isinstance(msg.value, bytes) else b"", src, event)
+
+
+@dataclass
+class _InFlight:
+    """A batch whose outputs are queued: acked once `task` (its completion) is done."""
+
+    events: list[faust.types.EventT]
+    todo: list[Incoming]
+    pending: PendingBatch | None
+    task: asyncio.Future[None]
+
+
+def _done() -> asyncio.Future[None]:
+    fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    fut.set_result(None)
+    return fut
 
 
 class _Refetched(faust.Event):
@@ -329,10 +347,12 @@ def create_app(
         return process
 
     async def consume(stream: faust.StreamT[bytes], topic: str, digests_here: bool) -> None:
-        """Requests are decided in batches, one batch at a time, in the order consumed.
+        """Requests are decided in batches, in the order consumed. A batch is decided
+        while up to `pipeline_depth - 1` earlier ones still wait for their acks and dedup
+        write; its reads see their event ids as processed (`Processor.pending_marks`).
 
         herald owns the commit decision: events are acked to Faust only once their whole
-        batch is done, in consumption order, so Faust's acked offsets per partition are
+        batch is done, batch after batch in consumption order, so Faust's acked offsets per partition are
         always a gap-free prefix and its commit (the end of that prefix) never passes an
         unfinished record. Faust's own gap check is not relied on: it is skipped for a new
         group and off by one otherwise (faust-streaming 0.15).
@@ -344,6 +364,79 @@ def create_app(
         consumer: Any = app.consumer  # _App's: it has the gap hook (`_faust_add_gap`)
         refetcher = Refetcher(settings.kafka, f"{settings.app_id}-refetch")
 
+        async def ack(batch: list[faust.types.EventT]) -> None:
+            for event in batch:
+                if isinstance(event, _Gone):
+                    # Everything before it is acked: the commit may pass the range.
+                    offsets = event.offsets
+                    await consumer._faust_add_gap(event.message.tp, offsets.start, offsets.stop - 1)
+                elif isinstance(event, _Refetched):
+                    event.ack()
+                else:
+                    await manual.ack(event)
+
+        # Batches decided, their outputs queued, completing (acks, dedup write) in order.
+        inflight: deque[_InFlight] = deque()
+
+        async def settle(keep: int) -> None:
+            """Ack the oldest batches in order: every finished one, and more (waiting for
+            them) until at most `keep` remain. A batch that failed on an outage is decided
+            again from scratch, and so is every batch after it (each was decided with its
+            ids counting as processed)."""
+            while inflight and (len(inflight) > keep or inflight[0].task.done()):
+                head = inflight[0]
+                try:
+                    with watch.busy(f"completing a batch of {len(head.events)} requests"):
+                        await asyncio.shield(head.task)
+                except _OUTAGES as exc:
+                    log.warning(
+                        "infrastructure unavailable, deciding the batches in flight again",
+                        extra={"error": type(exc).__name__, "batches": len(inflight)},
+                    )
+                    failed = list(inflight)
+                    inflight.clear()
+                    await asyncio.gather(*(b.task for b in failed), return_exceptions=True)
+                    for b in failed:
+                        if b.pending is not None:
+                            processor.forget(b.pending)
+                    for b in failed:
+                        with watch.busy(f"deciding a batch of {len(b.events)} requests again"):
+                            await decide(b.todo, lane_digests)
+                        await ack(b.events)
+                    continue
+                except Exception:
+                    # Not an outage and not one request (both handled in the pipeline): a
+                    # bug. Acking later batches would leave this one's offsets as a gap a
+                    # commit could pass, so the process stops; a restart replays it.
+                    log.critical("batch failed, stopping the worker", exc_info=True)
+                    os._exit(70)
+                inflight.popleft()
+                await ack(head.events)
+
+        async def begin(batch: list[faust.types.EventT]) -> None:
+            """Decide `batch` and queue its outputs; its completion joins `inflight`."""
+            todo = [_incoming(e) for e in batch if not isinstance(e, _Gone)]
+            if not todo:
+                inflight.append(_InFlight(batch, todo, None, _done()))
+                return
+            try:
+                with watch.busy(f"deciding a batch of {len(batch)} requests"):
+                    pending = await processor.prepare_batch(
+                        todo, rates, enter, lane_digests, tables_send=changelog.send
+                    )
+            except _OUTAGES:
+                # The batches before it first, then this one, retried until decided.
+                await settle(0)
+                with watch.busy(f"deciding a batch of {len(batch)} requests"):
+                    await decide(todo, lane_digests)
+                await ack(batch)
+                return
+            except Exception:
+                log.critical("batch failed, stopping the worker", exc_info=True)
+                os._exit(70)
+            task = asyncio.ensure_future(processor.complete_batch(pending, tables_durable))
+            inflight.append(_InFlight(batch, todo, pending, task))
+
         async def work() -> None:
             loop = asyncio.get_running_loop()
             next_tick = loop.time() + settings.digest_tick_s
@@ -351,6 +444,7 @@ def create_app(
             while True:
                 if lane_digests is not None and loop.time() >= next_tick:
                     # Between batches, in this task: no batch writes the table meanwhile.
+                    await settle(0)
                     try:
                         with watch.busy("publishing due digests"):
                             await emit_digests()
@@ -361,36 +455,20 @@ def create_app(
                 # The pending get survives a tick (never cancelled, so no event is lost).
                 getter = getter or asyncio.ensure_future(queue.get())
                 timeout = max(0.0, next_tick - loop.time()) if lane_digests is not None else None
-                done, _ = await asyncio.wait({getter}, timeout=timeout)
-                if not done:
+                waiting: set[asyncio.Future[Any]] = {getter}
+                if inflight:
+                    waiting.add(inflight[0].task)  # ack it as soon as it completes
+                await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                if not getter.done():
+                    await settle(settings.pipeline_depth)
                     continue
                 # Whatever has arrived, up to a batch: no waiting for a batch to fill.
                 batch = [getter.result()]
                 getter = None
                 while len(batch) < settings.batch_size and not queue.empty():
                     batch.append(queue.get_nowait())
-                todo = [_incoming(e) for e in batch if not isinstance(e, _Gone)]
-                try:
-                    with watch.busy(f"deciding a batch of {len(batch)} requests"):
-                        if todo:
-                            await decide(todo, lane_digests)
-                except Exception:
-                    # Not an outage and not one request (both handled in decide): a bug.
-                    # Acking later batches would leave this one's offsets as a gap that a
-                    # commit could pass, so the process stops; a restart replays the batch.
-                    log.critical("batch failed, stopping the worker", exc_info=True)
-                    os._exit(70)
-                for event in batch:
-                    if isinstance(event, _Gone):
-                        # Everything before it is acked: the commit may pass the range.
-                        offsets = event.offsets
-                        await consumer._faust_add_gap(
-                            event.message.tp, offsets.start, offsets.stop - 1
-                        )
-                    elif isinstance(event, _Refetched):
-                        event.ack()
-                    else:
-                        await manual.ack(event)
+                await settle(settings.pipeline_depth - 1)  # room for this one
+                await begin(batch)
 
         async def reading(what: str, tp: TP, op: Callable[[], T]) -> T:
             """`op` in a thread until it succeeds: a Kafka outage is waited out (the

@@ -106,6 +106,18 @@ class _Decision:
     dead_letter: str | None = None  # reason: the raw request goes to the request DLQ
 
 
+@dataclass
+class PendingBatch:
+    """A batch decided and its outputs queued, not yet acked or recorded."""
+
+    plans: list[tuple[Incoming, dict[str, Any], _Decision]]
+    undecodable: list[tuple[Incoming, str]]
+    out: Batch
+    refused: set[int]  # indexes into `plans` librdkafka refused at once
+    marks: list[tuple[str, str, str, str]]  # (event id, notification id, state, source)
+    started: float
+
+
 class TooLarge(HeraldError):
     """A record of the fan-out is over `max_record_bytes`: Kafka would refuse it forever."""
 
@@ -189,6 +201,8 @@ class Processor:
         self.enricher = enricher
         self.dedup = dedup
         self.scheduler = scheduler
+        # Event id → (state, source) decided by a batch whose ids are not recorded yet.
+        self.pending_marks: dict[str, tuple[str, str]] = {}
         self.tracking: TrackingSettings = settings.tracking
         # Requests come from other teams' producers: with a registry configured they may be
         # in the Confluent wire format (single-object encoding is read either way).
@@ -237,6 +251,24 @@ class Processor:
         Raises on an infrastructure failure (Kafka or Cassandra): the caller retries the
         whole batch, which produces the same records with the same ids.
         """
+        pending = await self.prepare_batch(batch, rates, enter, digest_table, tables_send)
+        try:
+            await self.complete_batch(pending, tables_durable)
+        except BaseException:
+            self.forget(pending)  # decided again from scratch by the caller's retry
+            raise
+
+    async def prepare_batch(
+        self,
+        batch: Sequence[Incoming],
+        rates: RateTable,
+        enter: Callable[[Incoming], None] | None = None,
+        digest_table: DigestTable | None = None,
+        tables_send: Callable[[], None] | None = None,
+    ) -> PendingBatch:
+        """The first half of `handle_batch`: read, decide, queue every output. Its event
+        ids count as processed for the batches decided after it (`pending_marks`) until
+        `complete_batch` has recorded them, or `forget` drops them."""
         started = time.perf_counter()
         metrics.REQUESTS.inc(len(batch))
         decoded: list[tuple[Incoming, dict[str, Any]]] = []
@@ -250,7 +282,10 @@ class Processor:
             req["_source"] = inc.src.position
             decoded.append((inc, req))
 
-        seen = await self.dedup.states({r["event_id"] for i, r in decoded if not i.replay})
+        eids = {r["event_id"] for i, r in decoded if not i.replay}
+        seen = await self.dedup.states(eids)
+        # A batch still completing has not recorded its ids yet: its decisions count.
+        seen.update((e, self.pending_marks[e]) for e in eids & self.pending_marks.keys())
         users = await self.enricher.users({r["user_id"] for _i, r in decoded})
         templates = await self.enricher.templates(
             {r["template_id"] for _i, r in decoded if r["template_id"]}
@@ -278,8 +313,26 @@ class Processor:
         refused = self._send(out, plans, undecodable)
         if tables_send is not None:
             tables_send()
+        marks = [
+            (req["event_id"], req["notification_id"], d.mark, inc.src.position)
+            for inc, req, d in plans
+            if d.mark is not None
+        ]
+        for eid, _nid, mark, position in marks:
+            self.pending_marks[eid] = (mark, position)
+        return PendingBatch(plans, undecodable, out, refused, marks, started)
+
+    async def complete_batch(
+        self,
+        pending: PendingBatch,
+        tables_durable: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """The second half of `handle_batch`: wait for the outputs' acks, dead-letter what
+        Kafka refused, then record the event ids. On an exception the batch's ids stay in
+        `pending_marks` (the caller decides when to `forget` them)."""
+        plans, out = pending.plans, pending.out
         await out.wait()
-        refused |= _refused_by_broker(out)
+        refused = pending.refused | _refused_by_broker(out)
         if refused:
             # Nothing can make Kafka take these records: the request is dead-lettered instead.
             retry = self.producer.batch()
@@ -294,19 +347,20 @@ class Processor:
         for inc, _req, d in plans:
             if d.dead_letter is not None:
                 self._log_dead_letter(inc.src, d.dead_letter)
-        for inc, reason in undecodable:
+        for inc, reason in pending.undecodable:
             self._log_dead_letter(inc.src, reason)
         if tables_durable is not None:
             await tables_durable()
-        await self.dedup.mark(
-            [
-                (req["event_id"], req["notification_id"], d.mark, inc.src.position)
-                for inc, req, d in plans
-                if d.mark is not None
-            ]
-        )
-        metrics.LATENCY.observe(time.perf_counter() - started)
+        await self.dedup.mark(pending.marks)
+        self.forget(pending)
+        metrics.LATENCY.observe(time.perf_counter() - pending.started)
         metrics.CACHE_HIT_RATE.set(self.enricher.hit_rate)
+
+    def forget(self, pending: PendingBatch) -> None:
+        """Drop the batch's ids from `pending_marks` (recorded, or to be decided again)."""
+        for eid, _nid, mark, position in pending.marks:
+            if self.pending_marks.get(eid) == (mark, position):
+                del self.pending_marks[eid]
 
     def _send(
         self,

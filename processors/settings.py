@@ -69,6 +69,10 @@ class ProcessorSettings(ServiceSettings):
     # produce flush and one dedup write per batch. A batch is whatever has arrived (up to
     # this many) when the previous one is done, so a quiet topic still gets batches of one.
     batch_size: int = 500
+    # Batches decided while earlier ones still wait for their acks and dedup write: the
+    # next batch's reads and decisions overlap the previous one's round trips. 1 decides
+    # one batch at a time. Acks (and so commits) stay in order whatever the depth.
+    pipeline_depth: int = Field(default=2, ge=1, le=8)
     # A batch (or a round of digests) still unfinished after this long is logged with where
     # it waits, and again as long as it lasts: an outage is waited out, a hang is named.
     stall_report_s: float = 60.0

@@ -369,3 +369,41 @@ async def test_a_malformed_stored_contact_drops_with_invalid_contact(world: Any)
     await handle(proc, request(channels=["sms"]), src(0), {})
     assert producer.deliveries() == []
     assert producer.statuses() == [("dropped", "invalid_contact", "sms")]
+
+
+async def test_a_batch_decided_while_the_previous_one_completes_sees_its_ids(
+    world: Any,
+) -> None:
+    # Pipelined batches: the second is decided before the first has recorded its ids, so
+    # its copy of the event id must still count as a duplicate.
+    proc, producer, dedup, _s, _u = world
+    raw = request(channels=["sms"])
+    first = await proc.prepare_batch([Incoming(raw, src(0))], {})
+    second = await proc.prepare_batch([Incoming(raw, src(1))], {})
+    assert dedup.rows == {}  # nothing recorded yet
+    assert producer.statuses() == [("accepted", None, None), ("dropped", "duplicate", None)]
+    await proc.complete_batch(first)
+    await proc.complete_batch(second)
+    assert dedup.rows["e1"] == (DONE, "notifications.requested:0:0")
+    assert proc.pending_marks == {}
+    assert len(producer.deliveries()) == 1
+
+
+async def test_a_batch_that_failed_to_complete_is_decided_again_in_full(world: Any) -> None:
+    # Its ids must not count as processed for its own retry: that would read as "this very
+    # record, already done" and skip the outputs that never became durable.
+    proc, producer, dedup, _s, _u = world
+    raw = request(channels=["sms"])
+
+    async def outage(_rows: Any) -> None:
+        raise OSError("cassandra down")
+
+    real_mark, dedup.mark = dedup.mark, outage
+    with pytest.raises(OSError):
+        await proc.handle_batch([Incoming(raw, src(0))], {})
+    assert proc.pending_marks == {}
+    dedup.mark = real_mark
+    await proc.handle_batch([Incoming(raw, src(0))], {})
+    assert len(producer.deliveries()) == 2  # the same delivery, produced again
+    assert producer.statuses() == [("accepted", None, None)] * 2
+    assert dedup.rows["e1"] == (DONE, "notifications.requested:0:0")
