@@ -57,15 +57,18 @@ def listener_pid(port: int) -> int | None:
 class Sampler:
     pids: dict[str, int]
     interval: float = 1.0
+    # Names sampled without their children (the bench itself: its children are the run's
+    # services, sampled under their own names).
+    alone: frozenset[str] = frozenset()
     usage: dict[str, ProcessUsage] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _procs: dict[str, list[psutil.Process]] = field(default_factory=dict)
 
-    def _tree(self, pid: int) -> list[psutil.Process]:
+    def _tree(self, name: str, pid: int) -> list[psutil.Process]:
         try:
             root = psutil.Process(pid)
-            return [root, *root.children(recursive=True)]
+            return [root] if name in self.alone else [root, *root.children(recursive=True)]
         except psutil.Error:
             return []
 
@@ -78,7 +81,7 @@ class Sampler:
                 u.cpu_first.setdefault(p.pid, u.cpu_last[p.pid])
 
     def _baseline(self) -> None:
-        self._procs = {name: self._tree(pid) for name, pid in self.pids.items()}
+        self._procs = {name: self._tree(name, pid) for name, pid in self.pids.items()}
         for name, tree in self._procs.items():
             self._cpu_times(name, tree)
             for p in tree:

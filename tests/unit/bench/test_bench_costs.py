@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -71,6 +73,27 @@ def test_sampler_records_cpu_seconds_of_a_busy_process() -> None:
     spent = time.process_time() - start
 
     assert sampler.usage["me"].cpu_seconds == pytest.approx(spent, abs=0.1)
+
+
+def test_a_process_sampled_alone_leaves_out_its_childrens_cpu() -> None:
+    # The bench samples itself alone: its children are the services, counted on their own.
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time\nt = time.process_time()\nwhile time.process_time() < t + 5: pass",
+        ]
+    )
+    try:
+        with Sampler(
+            {"tree": os.getpid(), "alone": os.getpid()}, interval=0.05, alone=frozenset({"alone"})
+        ) as sampler:
+            time.sleep(1.0)
+    finally:
+        child.kill()
+        child.wait()
+
+    assert sampler.usage["tree"].cpu_seconds > sampler.usage["alone"].cpu_seconds + 0.2
 
 
 def test_cost_table_prints_the_budget_beside_the_figures() -> None:
