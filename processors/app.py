@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any, TypeVar, cast
+from typing import Any, NoReturn, TypeVar, cast
 
 import faust
 from confluent_kafka import KafkaException
@@ -352,10 +352,10 @@ def create_app(
         write; its reads see their event ids as processed (`Processor.pending_marks`).
 
         herald owns the commit decision: events are acked to Faust only once their whole
-        batch is done, batch after batch in consumption order, so Faust's acked offsets per partition are
-        always a gap-free prefix and its commit (the end of that prefix) never passes an
-        unfinished record. Faust's own gap check is not relied on: it is skipped for a new
-        group and off by one otherwise (faust-streaming 0.15).
+        batch is done, batch after batch in consumption order, so Faust's acked offsets per
+        partition are always a gap-free prefix and its commit (the end of that prefix) never
+        passes an unfinished record. Faust's own gap check is not relied on: it is skipped
+        for a new group and off by one otherwise (faust-streaming 0.15).
         """
         manual = cast("faust.Stream[bytes]", stream).noack()
         queue: asyncio.Queue[faust.types.EventT] = asyncio.Queue(settings.batch_size * 2)
@@ -377,6 +377,22 @@ def create_app(
 
         # Batches decided, their outputs queued, completing (acks, dedup write) in order.
         inflight: deque[_InFlight] = deque()
+
+        def stop_worker() -> NoReturn:
+            # Not an outage and not one request (both handled in the pipeline): a bug.
+            # Acking later batches would leave this batch's offsets as a gap a commit could
+            # pass, so the process stops; a restart replays the batch.
+            log.critical("batch failed, stopping the worker", exc_info=True)
+            os._exit(70)
+
+        async def decide_again(events: list[faust.types.EventT], todo: list[Incoming]) -> None:
+            """One batch from scratch, retried through outages, then acked."""
+            try:
+                with watch.busy(f"deciding a batch of {len(events)} requests"):
+                    await decide(todo, lane_digests)
+            except Exception:
+                stop_worker()
+            await ack(events)
 
         async def settle(keep: int) -> None:
             """Ack the oldest batches in order: every finished one, and more (waiting for
@@ -400,16 +416,10 @@ def create_app(
                         if b.pending is not None:
                             processor.forget(b.pending)
                     for b in failed:
-                        with watch.busy(f"deciding a batch of {len(b.events)} requests again"):
-                            await decide(b.todo, lane_digests)
-                        await ack(b.events)
+                        await decide_again(b.events, b.todo)
                     continue
                 except Exception:
-                    # Not an outage and not one request (both handled in the pipeline): a
-                    # bug. Acking later batches would leave this one's offsets as a gap a
-                    # commit could pass, so the process stops; a restart replays it.
-                    log.critical("batch failed, stopping the worker", exc_info=True)
-                    os._exit(70)
+                    stop_worker()
                 inflight.popleft()
                 await ack(head.events)
 
@@ -427,13 +437,10 @@ def create_app(
             except _OUTAGES:
                 # The batches before it first, then this one, retried until decided.
                 await settle(0)
-                with watch.busy(f"deciding a batch of {len(batch)} requests"):
-                    await decide(todo, lane_digests)
-                await ack(batch)
+                await decide_again(batch, todo)
                 return
             except Exception:
-                log.critical("batch failed, stopping the worker", exc_info=True)
-                os._exit(70)
+                stop_worker()
             task = asyncio.ensure_future(processor.complete_batch(pending, tables_durable))
             inflight.append(_InFlight(batch, todo, pending, task))
 
