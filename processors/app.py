@@ -388,8 +388,9 @@ def create_app(
         async def decide_again(events: list[faust.types.EventT], todo: list[Incoming]) -> None:
             """One batch from scratch, retried through outages, then acked."""
             try:
-                with watch.busy(f"deciding a batch of {len(events)} requests"):
-                    await decide(todo, lane_digests)
+                if todo:  # else only ranges retention deleted: nothing to decide
+                    with watch.busy(f"deciding a batch of {len(events)} requests"):
+                        await decide(todo, lane_digests)
             except Exception:
                 stop_worker()
             await ack(events)
