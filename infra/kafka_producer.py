@@ -30,6 +30,9 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 # Header values as confluent-kafka takes them (a null value is allowed).
 Headers = Sequence[tuple[str, str | bytes | None]]
 
+# librdkafka's RD_KAFKA_PARTITION_UA: the configured partitioner picks.
+_ANY_PARTITION = -1
+
 # Codes with which Kafka refuses the record itself, and the reason herald records. Listed,
 # not inferred from `KafkaError.retriable()`: an outage's errors (_MSG_TIMED_OUT,
 # _TRANSPORT) are not flagged retriable either, and those must be waited out.
@@ -116,12 +119,10 @@ class Batch:
         try:
             while True:
                 try:
-                    if partition is None:
-                        self._producer.produce(topic, value, key, headers=hdrs, on_delivery=report)
-                    else:
-                        self._producer.produce(
-                            topic, value, key, partition, headers=hdrs, on_delivery=report
-                        )
+                    part = _ANY_PARTITION if partition is None else partition
+                    self._producer.produce(
+                        topic, value, key, part, headers=hdrs, on_delivery=report
+                    )
                     return
                 except BufferError:  # local queue full: let the poll thread drain acks
                     time.sleep(0.01)

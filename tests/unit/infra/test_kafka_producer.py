@@ -20,7 +20,16 @@ class ThreadedProducer:
         self.reports: list[tuple[Any, bytes]] = []
         self.refuse = refuse
 
-    def produce(self, topic: str, value: bytes, key: Any, headers: Any, on_delivery: Any) -> None:
+    def produce(
+        self,
+        topic: str,
+        value: bytes,
+        key: Any,
+        partition: int = -1,
+        *,
+        headers: Any,
+        on_delivery: Any,
+    ) -> None:
         if value == b"huge":
             raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
         self.reports.append((on_delivery, value))
@@ -66,7 +75,16 @@ class PolledProducer:
         self._lock = threading.Lock()
         self._reports: list[tuple[Any, bytes]] = []
 
-    def produce(self, topic: str, value: bytes, key: Any, headers: Any, on_delivery: Any) -> None:
+    def produce(
+        self,
+        topic: str,
+        value: bytes,
+        key: Any,
+        partition: int = -1,
+        *,
+        headers: Any,
+        on_delivery: Any,
+    ) -> None:
         if value == b"huge":
             raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
         with self._lock:
