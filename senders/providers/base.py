@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 
-import aiosmtplib
 import httpx
 
 from infra.links import LIST_UNSUBSCRIBE
 from schemas.channels import MANDATORY_CATEGORIES
 from schemas.errors import HeraldError
+from senders.providers.smtp_client import ConnectFailed
 
 
 @dataclass(frozen=True)
@@ -96,8 +96,7 @@ NOT_SENT: tuple[type[BaseException], ...] = (
     httpx.ConnectError,
     httpx.ConnectTimeout,
     httpx.PoolTimeout,
-    aiosmtplib.SMTPConnectError,
-    aiosmtplib.SMTPConnectTimeoutError,
+    ConnectFailed,
 )
 
 

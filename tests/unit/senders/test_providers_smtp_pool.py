@@ -21,12 +21,16 @@ Script = Callable[[bytes], bytes | str | None]
 
 
 class Server(asyncio.Protocol):
-    def __init__(self, script: Script, log: list[bytes]) -> None:
+    def __init__(self, script: Script, log: list[bytes], pipelining: bool) -> None:
+        self.pipelining = pipelining
         self.script = script
         self.log = log
         self.buffer = b""
         self.in_data = False
         self.greeted = False
+        self.mail = False  # MAIL accepted in the current transaction
+        self.recipients = 0  # accepted in the current transaction
+        self.chunks: list[bytes] = []  # as read from the socket
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -34,6 +38,7 @@ class Server(asyncio.Protocol):
         transport.write(b"220 test ESMTP\r\n")
 
     def data_received(self, data: bytes) -> None:
+        self.chunks.append(data)
         self.buffer += data
         while self.transport is not None:
             if self.in_data:
@@ -50,30 +55,48 @@ class Server(asyncio.Protocol):
             self.buffer = rest
             verb = line.split(b" ", 1)[0].split(b":", 1)[0].upper()
             default = {
-                b"EHLO": b"250-test\r\n250 SMTPUTF8\r\n",
+                b"EHLO": b"250-test\r\n"
+                + (b"250-PIPELINING\r\n" if self.pipelining else b"")
+                + b"250 SMTPUTF8\r\n",
                 b"DATA": b"354 go on\r\n",
                 b"QUIT": b"221 bye\r\n",
             }.get(verb, b"250 ok\r\n")
             self.greeted = self.greeted or verb == b"EHLO"
             if verb == b"MAIL" and not self.greeted:
                 default = b"503 send EHLO first\r\n"
-            self.reply(verb, default)
-            if verb == b"DATA" and self.transport is not None:
+            if verb in (b"MAIL", b"RSET"):
+                self.recipients = 0
+                self.mail = False
+            if verb == b"RCPT" and not self.mail:
+                default = b"503 5.5.1 MAIL first\r\n"
+            if verb == b"DATA" and not self.recipients:
+                default = b"554 5.5.1 no valid recipients\r\n"  # as RFC 2920 expects
+            sent = self.reply(verb, default)
+            if verb == b"RCPT" and sent.startswith(b"2"):
+                self.recipients += 1
+            self.mail = self.mail or (verb == b"MAIL" and sent.startswith(b"2"))
+            if verb == b"DATA" and sent.startswith(b"354") and self.transport is not None:
                 self.in_data = True
 
-    def reply(self, verb: bytes, default: bytes) -> None:
+    def reply(self, verb: bytes, default: bytes) -> bytes:
+        """Answer `verb` as scripted; what was written (b"" for nothing)."""
         self.log.append(verb)
         answer = self.script(verb)
         assert self.transport is not None
         if answer == "close":
             self.transport.close()
             self.transport = None
-        elif answer is not None:
-            self.transport.write(answer if isinstance(answer, bytes) else default)
+            return b""
+        if answer is None:
+            return b""
+        written = answer if isinstance(answer, bytes) else default
+        self.transport.write(written)
+        return written
 
 
-@pytest.fixture
-async def smtp_server() -> AsyncIterator[Callable[[Script], object]]:
+@pytest.fixture(params=[True, False], ids=["pipelining", "one-at-a-time"])
+async def smtp_server(request: pytest.FixtureRequest) -> AsyncIterator[Callable[[Script], object]]:
+    """A scripted server, with and without PIPELINING (RFC 2920) in its EHLO reply."""
     servers: list[asyncio.Server] = []
 
     async def start(script: Script) -> tuple[SmtpProvider, list[Server], list[bytes]]:
@@ -81,7 +104,7 @@ async def smtp_server() -> AsyncIterator[Callable[[Script], object]]:
         log: list[bytes] = []
 
         def factory() -> Server:
-            protocols.append(Server(script, log))
+            protocols.append(Server(script, log, request.param))
             return protocols[-1]
 
         server = await asyncio.get_running_loop().create_server(factory, "127.0.0.1", 0)
@@ -200,5 +223,50 @@ async def test_surplus_connections_close_once_idle_after_a_burst(  # type: ignor
         assert len(connections) == 2
         assert log.count(b"QUIT") == 1
         assert len(provider._idle) == 1
+    finally:
+        await provider.close()
+
+
+async def test_with_pipelining_the_envelope_goes_in_one_write(smtp_server) -> None:  # type: ignore[no-untyped-def]
+    provider, connections, log = await smtp_server(default)
+    try:
+        await provider.send(mail())
+        together = [c for c in connections[0].chunks if b"MAIL FROM" in c and b"DATA\r\n" in c]
+        assert bool(together) == connections[0].pipelining
+        assert log[-4:] == [b"MAIL", b"RCPT", b"DATA", b"END-OF-DATA"]
+    finally:
+        await provider.close()
+
+
+async def test_a_refused_sender_is_permanent_and_keeps_the_connection(smtp_server) -> None:  # type: ignore[no-untyped-def]
+    answers = iter([b"553 5.7.1 sender not allowed\r\n"])
+
+    def script(verb: bytes) -> bytes | str | None:
+        return next(answers, "default") if verb == b"MAIL" else "default"
+
+    provider, connections, log = await smtp_server(script)
+    try:
+        with pytest.raises(PermanentError) as err:
+            await provider.send(mail())
+        assert not err.value.invalid_address  # the sender, not the recipient
+        assert err.value.ambiguous is None or err.value.ambiguous is False
+        await provider.send(mail())
+        assert len(connections) == 1
+        assert log.count(b"END-OF-DATA") == 1
+    finally:
+        await provider.close()
+
+
+async def test_a_421_said_while_idle_retires_the_connection(smtp_server) -> None:  # type: ignore[no-untyped-def]
+    provider, connections, log = await smtp_server(default)
+    try:
+        await provider.send(mail())
+        # Multiline, unasked: the server is about to close.
+        assert connections[0].transport is not None
+        connections[0].transport.write(b"421-4.4.2 idle\r\n421 4.4.2 closing\r\n")
+        await asyncio.sleep(0.05)
+        await provider.send(mail())
+        assert len(connections) == 2
+        assert log.count(b"END-OF-DATA") == 2
     finally:
         await provider.close()
