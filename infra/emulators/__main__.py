@@ -12,8 +12,7 @@ from infra.emulators.server import Emulators, EmulatorSettings
 from infra.logging import configure_logging
 
 
-async def _main() -> None:
-    settings = EmulatorSettings()
+async def _main(settings: EmulatorSettings) -> None:
     emulators = Emulators(settings)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -23,7 +22,15 @@ async def _main() -> None:
 
 def main() -> None:
     configure_logging("emulators")
-    asyncio.run(_main())
+    settings = EmulatorSettings()
+    if settings.lean:
+        # The benchmarks' emulators are raw protocols: uvloop runs their transports and
+        # callbacks in C (the strict ones keep the standard loop their servers are tested on).
+        import uvloop
+
+        uvloop.run(_main(settings))
+    else:
+        asyncio.run(_main(settings))
 
 
 if __name__ == "__main__":

@@ -79,6 +79,9 @@ async def read_form(request: Request) -> dict[str, str]:
 
 
 _FIELDS = tuple(f.name for f in fields(Accepted))
+# One encoder for every receipt line: `json.dumps` with options builds one per call, and
+# texts in other scripts are written as UTF-8, not as \u escapes.
+_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
 
 
 class EmulatorState:
@@ -102,7 +105,7 @@ class EmulatorState:
         if self._file is None:
             self.ledger.append(e)
         else:
-            self._file.write(json.dumps([getattr(e, n) for n in _FIELDS]).encode() + b"\n")
+            self._file.write(_ENCODE([getattr(e, n) for n in _FIELDS]).encode() + b"\n")
 
     def entries(self) -> Iterator[dict[str, Any]]:
         """Every accepted message, oldest first, as `GET /ledger` returns them."""

@@ -133,3 +133,18 @@ async def test_receipts_file_keeps_nothing_in_memory_and_streams_the_ledger(
     state.record(Accepted("apns", "push.ios", "after", "tok"))
     assert [e["delivery_id"] for e in (await client.get("/ledger")).json()] == ["after"]
     state.close()
+
+
+def test_receipts_keep_any_text_as_written(tmp_path: Path) -> None:
+    state = EmulatorState(receipts=tmp_path / "receipts.jsonl")
+    text = 'Grüße, 안녕 "quoted"\n\u2028 end'
+    state.record(Accepted("smtp", "email", "d1", "josé@bücher.example", subject=text, body=text))
+    (entry,) = state.entries()
+    assert (entry["subject"], entry["body"], entry["address"]) == (
+        text,
+        text,
+        "josé@bücher.example",
+    )
+    # One receipt per line, whatever the text holds.
+    assert (tmp_path / "receipts.jsonl").read_bytes().count(b"\n") == 1
+    state.close()
