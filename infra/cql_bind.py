@@ -86,19 +86,22 @@ def values(stmt: PreparedStatement, params: Sequence[Any]) -> list[bytes | None]
     sers = _for(stmt)
     if len(params) != len(sers):
         raise ValueError(f"{len(params)} values for {len(sers)} bind markers: {stmt.query_string}")
-    out: list[bytes | None] = []
+    try:
+        return [None if v is None else ser(v) for ser, v in zip(sers, params, strict=True)]
+    except (TypeError, AttributeError, struct.error):
+        pass
+    # Some value does not fit its column: find it again, one by one, to name it.
     for ser, v, col in zip(sers, params, stmt.column_metadata, strict=True):
         if v is None:
-            out.append(None)
             continue
         try:
-            out.append(ser(v))
+            ser(v)
         except (TypeError, AttributeError, struct.error) as exc:
             raise TypeError(
                 f'invalid value for column "{col.name}" ({col.type.typename}):'
                 f" {type(v).__name__} ({exc})"
             ) from exc
-    return out
+    raise AssertionError("unreachable: a value failed above")
 
 
 def add(batch: BatchStatement, stmt: PreparedStatement, params: Sequence[Any]) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 from cassandra.cluster import NoHostAvailable
 from confluent_kafka import KafkaError, KafkaException
@@ -36,6 +38,28 @@ async def test_an_outage_is_retried_until_it_ends() -> None:
 
     assert await retrying(op, Backoff(1, 2), sleep=sleep) == "done"
     assert waits == [1, 2, 2]
+
+
+async def test_on_retry_sees_the_failure_being_handled_and_each_delay() -> None:
+    seen: list[tuple[object, float]] = []
+    calls = []
+
+    async def op() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise NoHostAvailable(f"down {len(calls)}", {})
+        return "done"
+
+    async def sleep(_s: float) -> None:
+        pass
+
+    def on_retry(exc: Exception, delay: float) -> None:
+        # Called inside the `except`, so `log.exception` there shows the traceback.
+        seen.append((sys.exc_info()[1], delay))
+        assert sys.exc_info()[1] is exc
+
+    assert await retrying(op, Backoff(1, 4), on_retry=on_retry, sleep=sleep) == "done"
+    assert [(str(e), d) for e, d in seen] == [("('down 1', {})", 1), ("('down 2', {})", 2)]
 
 
 async def test_any_other_failure_is_raised_after_the_allowed_attempts() -> None:
