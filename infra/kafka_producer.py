@@ -113,7 +113,7 @@ class Batch:
         """Queue one record (to `partition`, else the partitioner's); raises KafkaException
         when librdkafka refuses it outright."""
         report = functools.partial(self._report, tag)
-        hdrs = _header_list(headers)
+        hdrs = _header_list(headers) if headers else None
         with self._lock:
             self._pending += 1
         try:
@@ -183,7 +183,7 @@ class AsyncProducer:
         headers: Headers | None = None,
     ) -> None:
         """Returns once the record is acknowledged; raises KafkaException if refused."""
-        hdrs = _header_list(headers)
+        hdrs = _header_list(headers) if headers else None
         loop = asyncio.get_running_loop()
         done = loop.create_future()
         with self._lock:
@@ -245,7 +245,7 @@ class AsyncProducer:
         def report(err: KafkaError | None, msg: Message | None) -> None:
             loop.call_soon_threadsafe(_answer, done, (err, msg))
 
-        hdrs = _header_list(headers)
+        hdrs = _header_list(headers) if headers else None
         while True:
             try:
                 self.producer.produce(topic, value, key, headers=hdrs, on_delivery=report)

@@ -24,6 +24,9 @@ class Unsupported(HeraldError):
 
 
 def _varint(out: bytearray, n: int) -> None:
+    if 0 <= n < 64:  # one byte: most lengths, counts and enum-like ints
+        out.append(n << 1)
+        return
     n = (n << 1) ^ (n >> 63)  # zig-zag: small magnitudes, small encodings
     while n > 0x7F:
         out.append((n & 0x7F) | 0x80)
@@ -50,7 +53,11 @@ def _string(out: bytearray, v: Any) -> None:
     if not isinstance(v, str):  # str enums are str
         raise TypeError(f"expected a str, got {type(v).__name__}")
     b = v.encode()
-    _varint(out, len(b))
+    n = len(b)
+    if n < 64:
+        out.append(n << 1)  # the zig-zag varint of a short length, inline
+    else:
+        _varint(out, n)
     out += b
 
 
