@@ -80,7 +80,7 @@ def test_a_write_is_faust_s_changelog_record_through_herald_s_producer() -> None
             topic = table.changelog_topic
             key, _ = topic.prepare_key("u1|marketing|sms", "json", None, {})
             value, _ = topic.prepare_value({"n1": 1_764_000_000_000}, "json", None, {})
-            assert fake.records == [(topic.get_topic_name(), key, value, 4, [])]
+            assert fake.records == [(topic.get_topic_name(), key, value, 4, None)]  # no headers
             assert table["u1|marketing|sms"] == {"n1": 1_764_000_000_000}  # the table itself
             assert sink.pending == 0
         finally:
