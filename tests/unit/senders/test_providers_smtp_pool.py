@@ -6,15 +6,19 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import cast
 
 import pytest
+from pydantic import SecretStr
 
+from infra.emulators.server import Emulators, EmulatorSettings
 from senders.providers.base import Message, PermanentError, RetriableError
 from senders.providers.settings import SmtpSettings
 from senders.providers.smtp import SmtpProvider
 
 pytestmark = pytest.mark.asyncio
+DEV_CA = Path(__file__).resolve().parents[3] / "infra/emulators/dev-credentials/emulator-tls.crt"
 
 # Each command's reply; None: no reply (the server stalls), "close": drop the connection.
 Script = Callable[[bytes], bytes | str | None]
@@ -249,7 +253,7 @@ async def test_a_refused_sender_is_permanent_and_keeps_the_connection(smtp_serve
         with pytest.raises(PermanentError) as err:
             await provider.send(mail())
         assert not err.value.invalid_address  # the sender, not the recipient
-        assert err.value.ambiguous is None or err.value.ambiguous is False
+        assert err.value.status == 553
         await provider.send(mail())
         assert len(connections) == 1
         assert log.count(b"END-OF-DATA") == 1
@@ -270,3 +274,41 @@ async def test_a_421_said_while_idle_retires_the_connection(smtp_server) -> None
         assert log.count(b"END-OF-DATA") == 2
     finally:
         await provider.close()
+
+
+async def test_starttls_and_auth_against_the_strict_emulator() -> None:
+    """aiosmtpd behind the strict emulator: STARTTLS, then AUTH, on this test's loop (the
+    senders run on uvloop, whose `start_tls` the client relies on)."""
+    settings = EmulatorSettings(
+        _env_file=None,  # type: ignore[call-arg]
+        **{f"{name}_port": 0 for name in ("apns", "fcm", "twilio", "vonage", "smtp")},
+        sendgrid_port=0,
+        control_port=0,
+        smtp_auth_required=True,
+        smtp_username="herald",
+        smtp_password=SecretStr("secret"),
+    )
+    emulators = Emulators(settings)
+    await emulators.start()
+    assert emulators.ports is not None
+    base = {
+        "port": emulators.ports.smtp,
+        "start_tls": True,
+        "ca_file": DEV_CA,
+        "username": "herald",
+    }
+    good = SmtpProvider(SmtpSettings(**base, password=SecretStr("secret")))
+    bad = SmtpProvider(SmtpSettings(**base, password=SecretStr("wrong")))
+    try:
+        await good.start()
+        await bad.start()
+        message = mail()
+        await good.send(message)
+        assert [e.delivery_id for e in emulators.state.ledger] == [message.delivery_id]
+        with pytest.raises(PermanentError) as refused:  # 535: a misconfiguration
+            await bad.send(mail())
+        assert refused.value.status == 535
+    finally:
+        await good.close()
+        await bad.close()
+        await emulators.stop()
