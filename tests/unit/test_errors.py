@@ -6,6 +6,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from tests.unit.sources import parse
+
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("schemas", "producers", "processors", "senders", "infra", "herald")
 BUILTIN_ROOTS = {"Exception", "ValueError", "RuntimeError", "OSError", "LookupError"}
@@ -20,7 +22,7 @@ def test_every_exception_has_the_one_root() -> None:
             rel = str(path.relative_to(ROOT))
             if rel.startswith("infra/emulators/"):  # not part of herald; never installed
                 continue
-            for node in ast.walk(ast.parse(path.read_text())):
+            for node in ast.walk(parse(path.read_text(), str(path))):
                 if not isinstance(node, ast.ClassDef):
                     continue
                 bases = {b.id for b in node.bases if isinstance(b, ast.Name)}

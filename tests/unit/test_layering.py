@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.unit.sources import parse
+
 ROOT = Path(__file__).resolve().parents[2]
 STAGES = ("producers", "processors", "senders")
 # What each package may not import.
@@ -24,7 +26,7 @@ FORBIDDEN = {
 
 def imported_packages(path: Path, package: str) -> set[str]:
     """The top-level packages `path` imports (relative imports resolve to `package`)."""
-    tree = ast.parse(path.read_text(), filename=str(path))
+    tree = parse(path.read_text(), str(path))
     found: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
