@@ -57,8 +57,9 @@ def refusal(exc: BaseException) -> str | None:
     return None
 
 
-def _header_list(headers: Headers | None) -> list[tuple[str, str | bytes | None]]:
-    return [(k, v) for k, v in headers or ()]
+def _header_list(headers: Headers | None) -> list[tuple[str, str | bytes | None]] | None:
+    # None for no headers: most records have none, and librdkafka takes None as is.
+    return [(k, v) for k, v in headers] if headers else None
 
 
 class _Group:
@@ -113,7 +114,7 @@ class Batch:
         """Queue one record (to `partition`, else the partitioner's); raises KafkaException
         when librdkafka refuses it outright."""
         report = functools.partial(self._report, tag)
-        hdrs = _header_list(headers) if headers else None
+        hdrs = _header_list(headers)
         with self._lock:
             self._pending += 1
         try:
@@ -183,7 +184,7 @@ class AsyncProducer:
         headers: Headers | None = None,
     ) -> None:
         """Returns once the record is acknowledged; raises KafkaException if refused."""
-        hdrs = _header_list(headers) if headers else None
+        hdrs = _header_list(headers)
         loop = asyncio.get_running_loop()
         done = loop.create_future()
         with self._lock:
@@ -245,7 +246,7 @@ class AsyncProducer:
         def report(err: KafkaError | None, msg: Message | None) -> None:
             loop.call_soon_threadsafe(_answer, done, (err, msg))
 
-        hdrs = _header_list(headers) if headers else None
+        hdrs = _header_list(headers)
         while True:
             try:
                 self.producer.produce(topic, value, key, headers=hdrs, on_delivery=report)

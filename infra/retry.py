@@ -68,22 +68,9 @@ async def retrying(
     as it lasts; any other is raised once it has happened `attempts` times, and one of
     `stop_on` (a shutdown) at once. `on_retry(exc, delay)` runs inside the `except` (so
     `log.exception` shows the error) before each wait."""
-    # The first try comes before the backoff is set up: on the hot path (several calls per
-    # delivery in the senders) nearly every call succeeds at once.
-    try:
-        return await op()
-    except stop_on:
-        raise
-    except Exception as exc:
-        failures = 0 if retriable(exc) else 1
-        if failures >= attempts:
-            raise
-        delays = backoff.delays()
-        delay = next(delays)
-        if on_retry is not None:
-            on_retry(exc, delay)
-    await (sleep or asyncio.sleep)(delay)
-    for delay in delays:
+    failures = 0
+    delays: Iterator[float] | None = None  # set up at the first failure: most calls succeed
+    while True:
         try:
             return await op()
         except stop_on:
@@ -93,10 +80,12 @@ async def retrying(
                 failures += 1
                 if failures >= attempts:
                     raise
+            if delays is None:
+                delays = backoff.delays()
+            delay = next(delays)
             if on_retry is not None:
                 on_retry(exc, delay)
         await (sleep or asyncio.sleep)(delay)
-    raise AssertionError("unreachable: the delays never end")
 
 
 def retrying_blocking(

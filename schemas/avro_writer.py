@@ -53,11 +53,7 @@ def _string(out: bytearray, v: Any) -> None:
     if not isinstance(v, str):  # str enums are str
         raise TypeError(f"expected a str, got {type(v).__name__}")
     b = v.encode()
-    n = len(b)
-    if n < 64:
-        out.append(n << 1)  # the zig-zag varint of a short length, inline
-    else:
-        _varint(out, n)
+    _varint(out, len(b))
     out += b
 
 
