@@ -17,7 +17,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from schemas.avro_writer import Unsupported
+from schemas.avro_codegen import SourceGen, Unsupported, build
+from schemas.avro_codegen import null_index as null_branch
 from schemas.errors import HeraldError
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -46,22 +47,9 @@ def _long(b: bytes, pos: int) -> tuple[int, int]:
             raise ValueError("varint longer than 64 bits")
 
 
-class _Gen:
+class _Gen(SourceGen):
     """Python source for one schema: every value read inline into a local, no call per
     value but for a varint longer than a byte (a call costs ~0.3 µs on the dev VM)."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-        self.n = 0
-        self.named: dict[str, Any] = {}
-        self.open: set[str] = set()  # records being generated (recursion is not compiled)
-
-    def var(self) -> str:
-        self.n += 1
-        return f"v{self.n}"
-
-    def emit(self, depth: int, line: str) -> None:
-        self.lines.append("    " * depth + line)
 
     def varint(self, depth: int, v: str) -> None:
         self.emit(depth, f"{v} = b[p]")
@@ -70,26 +58,6 @@ class _Gen:
         self.emit(depth + 1, f"{v} = ({v} >> 1) ^ -({v} & 1)")
         self.emit(depth, "else:")
         self.emit(depth + 1, f"{v}, p = _long(b, p)")
-
-    def value(self, schema: Any, depth: int, v: str) -> None:
-        if isinstance(schema, list):
-            self.union(schema, depth, v)
-            return
-        if isinstance(schema, str):
-            if schema in self.named:
-                schema = self.named[schema]
-            else:
-                self.primitive(schema, None, depth, v)
-                return
-        kind = schema["type"]
-        if kind == "record":
-            self.record(schema, depth, v)
-        elif kind in ("map", "array"):
-            self.blocks(schema, depth, v)
-        elif isinstance(kind, str):
-            self.primitive(kind, schema.get("logicalType"), depth, v)
-        else:
-            self.value(kind, depth, v)
 
     def primitive(self, kind: str, logical: str | None, depth: int, v: str) -> None:
         if kind == "long" and logical == "timestamp-millis":
@@ -113,9 +81,7 @@ class _Gen:
             raise Unsupported(kind)
 
     def union(self, branches: list[Any], depth: int, v: str) -> None:
-        if len(branches) != 2 or "null" not in branches:
-            raise Unsupported("union other than [null, T] / [T, null]")
-        null_index = branches.index("null")
+        null_index = null_branch(branches)
         self.varint(depth, v)
         self.emit(depth, f"if {v} == {null_index}:")
         self.emit(depth + 1, f"{v} = None")
@@ -144,19 +110,11 @@ class _Gen:
         self.varint(depth + 1, count)
 
     def record(self, schema: dict[str, Any], depth: int, v: str) -> None:
-        fullname = schema["name"]
-        if "." not in fullname and schema.get("namespace"):
-            fullname = f"{schema['namespace']}.{fullname}"
-        if fullname in self.open:
-            raise Unsupported(f"recursive record {fullname}")
-        self.named[fullname] = self.named[schema["name"]] = schema
-        self.open.add(fullname)
         fields = []
         for f in schema["fields"]:
             fv = self.var()
             self.value(f["type"], depth, fv)
             fields.append(f"{f['name']!r}: {fv}")
-        self.open.discard(fullname)
         self.emit(depth, f"{v} = {{{', '.join(fields)}}}")
 
 
@@ -170,14 +128,12 @@ def compile_reader(schema: Any) -> Callable[[bytes, int], Any] | None:
         gen.value(schema, 1, "out")
     except Unsupported:
         return None
-    source = "\n".join(["def decode(b, p):", "    size = len(b)", *gen.lines, "    return out"])
+    source = ["def decode(b, p):", "    size = len(b)", *gen.lines, "    return out"]
     scope: dict[str, Any] = {
         "_long": _long,
         "_EPOCH": _EPOCH,
         "_timedelta": timedelta,
         "Truncated": Truncated,
     }
-    name = schema.get("name", "?") if isinstance(schema, dict) else str(schema)
-    exec(compile(source, f"<avro reader {name}>", "exec"), scope)  # our own schema files
-    decode: Callable[[bytes, int], Any] = scope["decode"]
+    decode: Callable[[bytes, int], Any] = build(schema, "decode", source, scope)
     return decode

@@ -92,3 +92,80 @@ def test_wrong_types_raise() -> None:
 def test_unsupported_shapes_fall_back() -> None:
     assert compile_writer({"type": "fixed", "name": "F", "size": 4}) is None
     assert compile_writer(["null", "string", "long"]) is None
+
+
+_SHAPES = {
+    "type": "record",
+    "name": "Shapes",
+    "fields": [
+        {"name": "s", "type": "string"},
+        {"name": "n", "type": "long"},
+        {"name": "o", "type": ["null", "string"], "default": None},
+        {"name": "last", "type": ["long", "null"], "default": 7},
+        {"name": "m", "type": {"type": "map", "values": ["null", "long"]}, "default": {}},
+        {"name": "a", "type": {"type": "array", "items": "string"}, "default": []},
+    ],
+}
+
+
+def _fastavro_json(schema: Any, record: dict[str, Any]) -> bytes:
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, fastavro.parse_schema(schema), record)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        # Past the one-byte fast paths: long strings, big and negative numbers.
+        {"s": "é" * 200, "n": -1, "o": "x" * 64, "m": {"k" * 70: 2**40}, "a": ["y" * 63]},
+        {"s": "", "n": 2**63 - 1, "o": None, "last": None, "m": {"a": None}, "a": []},
+        {"s": "s", "n": 63},
+        {"s": "s", "n": 64},
+        {"s": "s", "n": -64},
+    ],
+)
+def test_inline_fast_paths_and_their_fallbacks_agree_with_fastavro(record: dict[str, Any]) -> None:
+    write = compile_writer(_SHAPES)
+    assert write is not None
+    assert write(record) == _fastavro_json(_SHAPES, record)
+
+
+def test_enum_values_are_written_as_their_str_and_int() -> None:
+    import enum
+
+    class Colour(enum.StrEnum):
+        RED = "red"
+
+    class Size(enum.IntEnum):
+        BIG = 3
+
+    write = compile_writer(_SHAPES)
+    assert write is not None
+    assert write({"s": Colour.RED, "n": Size.BIG}) == write({"s": "red", "n": 3})
+
+
+def test_a_bool_is_not_a_long_and_a_number_is_not_a_string() -> None:
+    write = compile_writer(_SHAPES)
+    assert write is not None
+    with pytest.raises(TypeError):
+        write({"s": "s", "n": True})
+    with pytest.raises(TypeError):
+        write({"s": 5, "n": 1})
+    with pytest.raises(TypeError):
+        write({"s": "s", "n": 1, "o": 5})
+
+
+def test_a_recursive_record_is_still_compiled() -> None:
+    node = {
+        "type": "record",
+        "name": "Node",
+        "fields": [
+            {"name": "label", "type": "string"},
+            {"name": "next", "type": ["null", "Node"], "default": None},
+        ],
+    }
+    write = compile_writer(node)
+    assert write is not None
+    chain = {"label": "a", "next": {"label": "b", "next": {"label": "c", "next": None}}}
+    assert write(chain) == _fastavro_json(node, chain)
