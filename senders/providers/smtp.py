@@ -78,7 +78,10 @@ def build_email(message: Message, settings: SmtpSettings) -> tuple[str, bytes]:
     """(Message-ID, the RFC 5322 message as sent). Written directly rather than through
     `email.message.EmailMessage`, whose header registry and generator cost milliseconds
     per message; bodies are base64 (any text, any line length) and every header value is
-    checked: a line break in one raises ValueError before anything goes on the wire."""
+    checked: a line break in one raises ValueError before anything goes on the wire. So
+    every line ends in CRLF and none starts with "." (headers start with their name or,
+    folded, a blank; base64 lines and boundaries never with a dot): the client sends it
+    without scanning it again (`framed`, tests/unit/senders/test_smtp_provider.py)."""
     message_id = f"<{message.delivery_id}@{settings.message_id_domain}>"
     headers = [
         ("From", _from_header(settings.from_address)),
@@ -183,7 +186,7 @@ class SmtpProvider(Provider):
                 except SmtpError as exc:
                     raise map_error(exc, self.name, sending=False) from exc
                 try:
-                    await conn.send_mail(mail_from, rcpt_to, raw)
+                    await conn.send_mail(mail_from, rcpt_to, raw, framed=True)
                 except ReplyError as exc:
                     # A reply: the session is in a known state, so it is pooled again.
                     await self._release(conn, exc)

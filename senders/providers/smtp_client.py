@@ -246,11 +246,15 @@ class SmtpConnection:
         wire = self._wire
         return wire.failure is None and wire.transport is not None and wire.unsolicited is None
 
-    async def send_mail(self, mail_from: bytes, rcpt_to: bytes, message: bytes) -> Reply:
+    async def send_mail(
+        self, mail_from: bytes, rcpt_to: bytes, message: bytes, *, framed: bool = False
+    ) -> Reply:
         """One transaction: `mail_from`/`rcpt_to` are the commands' arguments
-        (`FROM:<a> SMTPUTF8`, `TO:<b>`), `message` the RFC 5322 message with CRLF line
-        ends. Returns the server's acceptance; raises `SmtpError` (`sent` says whether
-        the message went out before the failure)."""
+        (`FROM:<a> SMTPUTF8`, `TO:<b>`), `message` the RFC 5322 message. `framed`: the
+        caller guarantees CRLF line ends and no line starting with "." (the provider's own
+        messages, property-tested), so DATA need not scan it for either: the two-byte
+        searches cost ~4 µs per KB. Returns the server's acceptance; raises `SmtpError`
+        (`sent` says whether the message went out before the failure)."""
         wire = self._wire
         mail = b"MAIL " + mail_from + b"\r\n"
         rcpt = b"RCPT " + rcpt_to + b"\r\n"
@@ -274,7 +278,7 @@ class SmtpConnection:
                     # now reads a message, so no command can follow on this connection.
                     self.close()
                 raise
-            (done,) = wire.send(_data(message), 1)
+            (done,) = wire.send(_framed(message) if framed else _data(message), 1)
             try:
                 reply = await done
             except SmtpError as exc:
@@ -329,6 +333,11 @@ def _data(message: bytes) -> bytes:
     if not message.endswith(b"\r\n"):
         message += b"\r\n"
     return message + b".\r\n"
+
+
+def _framed(message: bytes) -> bytes:
+    """A message that needs neither fix of `_data`, as DATA carries it."""
+    return message + (b".\r\n" if message.endswith(b"\r\n") else b"\r\n.\r\n")
 
 
 def _extensions(reply: Reply) -> dict[str, str]:

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from infra.links import LIST_UNSUBSCRIBE
 from senders.providers.base import DeliveryError, Message
 from senders.providers.sendgrid import SendgridProvider, build_body
 from senders.providers.settings import SendgridSettings, SmtpSettings
@@ -24,6 +25,8 @@ from senders.providers.smtp_client import (
     RecipientRefused,
     ReplyError,
     Timeout,
+    _data,
+    _framed,
 )
 
 
@@ -87,6 +90,28 @@ def test_any_text_arrives_intact(subject: str, body: str, html: str | None) -> N
         rich = email.get_body(preferencelist=("html",))
         assert rich is not None
         assert _lines(rich.get_content()) == _lines(html)
+
+
+_HEADER_TEXT = st.text(alphabet=st.characters(exclude_categories=("Cc", "Zl", "Zp", "Cs")))
+
+
+@given(
+    subject=_HEADER_TEXT,
+    body=st.text(),
+    html=st.one_of(st.none(), st.text(min_size=1)),
+    local=st.text(alphabet="abc.-_+", min_size=1, max_size=12),
+    unsubscribe=st.one_of(st.none(), _HEADER_TEXT.filter(bool)),
+)
+def test_the_built_message_is_already_framed_for_data(
+    subject: str, body: str, html: str | None, local: str, unsubscribe: str | None
+) -> None:
+    """The SMTP client sends the provider's messages as they are (`framed=True`): every
+    line ends in CRLF and none starts with a dot, whatever the text, dots and bare line
+    ends included."""
+    data = {} if unsubscribe is None else {LIST_UNSUBSCRIBE: unsubscribe}
+    message = msg(subject=subject, body=body, html=html, address=f"{local}@example.com", data=data)
+    _, raw = build_email(message, SmtpSettings())
+    assert _data(raw) == _framed(raw) == raw + b".\r\n"
 
 
 @pytest.mark.parametrize("subject", ["a\r\nBcc: x@y.z", "a\nb", "a\u2028b", "a\x1eb", "a\x00"])
