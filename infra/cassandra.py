@@ -128,5 +128,6 @@ def _release(future: ResponseFuture) -> None:
     it (gc callbacks over `python -m herald.bench`). The driver cancels the timer before
     it sets the event, and never touches it after a final result; a request still
     pending (the awaiting task was cancelled) keeps it, to time out as it should."""
-    if future._event.is_set():
+    event = getattr(future, "_event", None)  # the driver's internals: absent, do nothing
+    if event is not None and event.is_set() and hasattr(future, "_timer"):
         future._timer = None
