@@ -81,7 +81,7 @@ def build_email(message: Message, settings: SmtpSettings) -> tuple[str, bytes]:
     checked: a line break in one raises ValueError before anything goes on the wire. So
     every line ends in CRLF and none starts with "." (headers start with their name or,
     folded, a blank; base64 lines and boundaries never with a dot): the client sends it
-    without scanning it again (`framed`, tests/unit/senders/test_smtp_provider.py)."""
+    without scanning it again (`framed`, tests/unit/senders/test_providers_email.py)."""
     message_id = f"<{message.delivery_id}@{settings.message_id_domain}>"
     headers = [
         ("From", _from_header(settings.from_address)),

@@ -322,8 +322,8 @@ def _envelope_accepted(replies: list[Reply]) -> None:
 
 def _data(message: bytes) -> bytes:
     """The message as DATA carries it: CRLF line ends, leading dots doubled (RFC 5321
-    §4.5.2), ended by a line with one dot. The provider's messages need neither fix (only
-    CRLF, base64 bodies): both are checked for, not assumed."""
+    §4.5.2), ended by a line with one dot. Any message is checked for both; the
+    provider's own, which need neither by construction, skip this (`framed`)."""
     if message.count(b"\n") != message.count(b"\r\n") or message.count(b"\r") != message.count(
         b"\r\n"
     ):
