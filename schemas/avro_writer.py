@@ -5,9 +5,9 @@ made encoding the largest single cost of deciding a request (~40 µs per Deliver
 schemas herald ships use a handful of types, so each is compiled once into the source of
 one function that writes every value inline, as `schemas.avro_reader` reads them (a call
 per value costs ~0.3 µs on the dev VM). The bytes are the Avro spec's, identical to
-fastavro's (property-tested in tests/unit/schemas/test_avro_writer.py). A recursive record
-is written by a chain of small functions instead, and a schema using anything else is not
-compiled: the codec keeps using fastavro for it.
+fastavro's (property-tested in tests/unit/schemas/test_avro_writer.py). A schema using
+anything else (a recursive record included, as for the reader) is not compiled: the codec
+keeps using fastavro for it.
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ from schemas.avro_codegen import SourceGen, Unsupported, build
 from schemas.avro_codegen import null_index as null_branch
 
 __all__ = ["Unsupported", "compile_writer"]
-
-Write = Callable[[bytearray, Any], None]
 
 
 def _varint(out: bytearray, n: int) -> None:
@@ -61,98 +59,6 @@ def _string(out: bytearray, v: Any) -> None:
 def _null(_out: bytearray, v: Any) -> None:
     if v is not None:
         raise TypeError(f"expected None, got {type(v).__name__}")
-
-
-def _boolean(out: bytearray, v: Any) -> None:
-    out.append(1 if v else 0)
-
-
-def _compile(schema: Any, names: dict[str, Write]) -> Write:
-    if isinstance(schema, str):
-        if schema in names:
-            return names[schema]
-        return _primitive(schema, None)
-    if isinstance(schema, list):
-        return _union(schema, names)
-    kind = schema["type"]
-    if kind == "record":
-        return _record(schema, names)
-    if kind == "map":
-        values = _compile(schema["values"], names)
-
-        def write_map(out: bytearray, v: Any) -> None:
-            if v:
-                _varint(out, len(v))
-                for key, item in v.items():
-                    _string(out, key)
-                    values(out, item)
-            out.append(0)
-
-        return write_map
-    if kind == "array":
-        items = _compile(schema["items"], names)
-
-        def write_array(out: bytearray, v: Any) -> None:
-            if v:
-                _varint(out, len(v))
-                for item in v:
-                    items(out, item)
-            out.append(0)
-
-        return write_array
-    if isinstance(kind, str):
-        return _primitive(kind, schema.get("logicalType"))
-    return _compile(kind, names)
-
-
-def _primitive(kind: str, logical: str | None) -> Write:
-    if kind == "long" and logical == "timestamp-millis":
-        return _timestamp_millis
-    if logical is not None:
-        raise Unsupported(f"logical type {logical}")
-    try:
-        return {
-            "null": _null,
-            "boolean": _boolean,
-            "int": _long,
-            "long": _long,
-            "string": _string,
-        }[kind]
-    except KeyError:
-        raise Unsupported(kind) from None
-
-
-def _union(branches: list[Any], names: dict[str, Write]) -> Write:
-    null_index = null_branch(branches)
-    other = _compile(branches[1 - null_index], names)
-    null_tag, other_tag = bytes([null_index * 2]), bytes([(1 - null_index) * 2])
-
-    def write_optional(out: bytearray, v: Any) -> None:
-        if v is None:
-            out += null_tag
-        else:
-            out += other_tag
-            other(out, v)
-
-    return write_optional
-
-
-def _record(schema: Mapping[str, Any], names: dict[str, Write]) -> Write:
-    fields: list[tuple[str, Write, Any]] = []
-
-    def write_record(out: bytearray, v: Any) -> None:
-        get = v.get
-        for name, write, default in fields:
-            # As fastavro does: a missing field takes its default, else None.
-            write(out, get(name, default))
-
-    fullname = schema["name"]
-    if "." not in fullname and schema.get("namespace"):
-        fullname = f"{schema['namespace']}.{fullname}"
-    names[fullname] = names[schema["name"]] = write_record
-    for f in schema["fields"]:
-        fields.append((f["name"], _compile(f["type"], names), f.get("default")))
-    return write_record
 
 
 class _Gen(SourceGen):
@@ -234,9 +140,14 @@ class _Gen(SourceGen):
             self.value(f["type"], depth, fv)
 
 
-def _generated(schema: Any) -> Callable[[Mapping[str, Any]], bytes]:
+def compile_writer(schema: Any) -> Callable[[Mapping[str, Any]], bytes] | None:
+    """A function that writes a record's Avro binary body, or None when `schema` uses a
+    type this module does not compile (the caller then falls back to fastavro)."""
     gen = _Gen()
-    gen.value(schema, 1, "record")
+    try:
+        gen.value(schema, 1, "record")
+    except Unsupported:
+        return None
     source = ["def encode(record):", "    out = bytearray()", *gen.lines, "    return bytes(out)"]
     scope: dict[str, Any] = {
         "_varint": _varint,
@@ -247,24 +158,4 @@ def _generated(schema: Any) -> Callable[[Mapping[str, Any]], bytes]:
         **gen.constants,
     }
     encode: Callable[[Mapping[str, Any]], bytes] = build(schema, "encode", source, scope)
-    return encode
-
-
-def compile_writer(schema: Any) -> Callable[[Mapping[str, Any]], bytes] | None:
-    """A function that writes a record's Avro binary body, or None when `schema` uses a
-    type this module does not compile (the caller then falls back to fastavro)."""
-    try:
-        return _generated(schema)
-    except Unsupported:
-        pass
-    try:
-        write = _compile(schema, {})  # a recursive record: one function per value
-    except Unsupported:
-        return None
-
-    def encode(record: Mapping[str, Any]) -> bytes:
-        out = bytearray()
-        write(out, record)
-        return bytes(out)
-
     return encode

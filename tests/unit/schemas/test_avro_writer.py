@@ -156,7 +156,8 @@ def test_a_bool_is_not_a_long_and_a_number_is_not_a_string() -> None:
         write({"s": "s", "n": 1, "o": 5})
 
 
-def test_a_recursive_record_is_still_compiled() -> None:
+def test_a_recursive_record_is_left_to_fastavro() -> None:
+    """As the reader does: not compiled, so the codec writes it with fastavro."""
     node = {
         "type": "record",
         "name": "Node",
@@ -165,7 +166,4 @@ def test_a_recursive_record_is_still_compiled() -> None:
             {"name": "next", "type": ["null", "Node"], "default": None},
         ],
     }
-    write = compile_writer(node)
-    assert write is not None
-    chain = {"label": "a", "next": {"label": "b", "next": {"label": "c", "next": None}}}
-    assert write(chain) == _fastavro_json(node, chain)
+    assert compile_writer(node) is None
