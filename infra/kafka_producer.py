@@ -89,14 +89,18 @@ class Batch:
     """The records one input batch produces: queued without an await each, then one `wait`.
 
     Delivery reports arrive on the poll thread; only the last one of a sealed batch wakes the
-    event loop, so a batch of any size costs one thread hop, not one per record.
+    event loop, so a batch of any size costs one thread hop, not one per record. No lock per
+    record: the caller's thread alone counts what it sent, the poll thread alone what was
+    answered; the lock only hands over the waiter (a lock per record contended with the poll
+    thread on every delivery report).
     """
 
     def __init__(self, producer: Producer, loop: asyncio.AbstractEventLoop) -> None:
         self._producer = producer
         self._loop = loop
         self._lock = threading.Lock()
-        self._pending = 0
+        self._sent = 0  # written by the caller's thread only
+        self._answered = 0  # written by the poll thread only
         self._waiter: asyncio.Future[None] | None = None
         # (tag given to `send`, error) of every record the broker refused.
         self.failed: list[tuple[Hashable, KafkaError]] = []
@@ -113,14 +117,14 @@ class Batch:
     ) -> None:
         """Queue one record (to `partition`, else the partitioner's); raises KafkaException
         when librdkafka refuses it outright."""
-        report = functools.partial(self._report, tag)
+        report = self._report if tag is None else functools.partial(self._report_tagged, tag)
         hdrs = _header_list(headers)
-        with self._lock:
-            self._pending += 1
+        part = _ANY_PARTITION if partition is None else partition
+        # Counted before it is queued: its report may arrive before `produce` returns.
+        self._sent += 1
         try:
             while True:
                 try:
-                    part = _ANY_PARTITION if partition is None else partition
                     self._producer.produce(
                         topic, value, key, part, headers=hdrs, on_delivery=report
                     )
@@ -128,27 +132,34 @@ class Batch:
                 except BufferError:  # local queue full: let the poll thread drain acks
                     time.sleep(0.01)
         except BaseException:
-            with self._lock:
-                self._pending -= 1
+            self._sent -= 1
             raise
 
-    def _report(self, tag: Hashable, err: KafkaError | None, _msg: Message | None) -> None:
-        with self._lock:
-            self._pending -= 1
-            if err is not None:
-                self.failed.append((tag, err))
-            waiter = self._waiter if self._pending == 0 else None
-        if waiter is not None:
-            self._loop.call_soon_threadsafe(_settle, waiter, None)
+    def _report_tagged(self, tag: Hashable, err: KafkaError | None, msg: Message | None) -> None:
+        if err is not None:
+            self.failed.append((tag, err))
+        self._answer()
+
+    def _report(self, err: KafkaError | None, _msg: Message | None) -> None:
+        if err is not None:
+            self.failed.append((None, err))
+        self._answer()
+
+    def _answer(self) -> None:
+        self._answered += 1
+        if self._answered == self._sent:
+            with self._lock:
+                waiter, self._waiter = self._waiter, None
+            if waiter is not None:
+                self._loop.call_soon_threadsafe(_settle, waiter, None)
 
     async def wait(self) -> None:
         """Return once every record sent so far is acked or refused (see `failed`)."""
         with self._lock:
-            if self._pending == 0:
+            if self._answered == self._sent:
                 return
-            self._waiter = self._loop.create_future()
-        await self._waiter
-        self._waiter = None
+            waiter = self._waiter = self._loop.create_future()
+        await waiter
 
 
 class AsyncProducer:

@@ -305,7 +305,7 @@ class Processor:
                 d = _Decision(dead_letter=f"processing_error:{type(exc).__name__}")
             if d.mark is not None:
                 # A later copy of the event id in this very batch is its duplicate.
-                seen[req["event_id"]] = (d.mark, inc.src.position)
+                seen[req["event_id"]] = (d.mark, req["_source"])
             plans.append((inc, req, d))
 
         await self._hold_all(plans)
@@ -314,8 +314,8 @@ class Processor:
         if tables_send is not None:
             tables_send()
         marks = [
-            (req["event_id"], req["notification_id"], d.mark, inc.src.position)
-            for inc, req, d in plans
+            (req["event_id"], req["notification_id"], d.mark, req["_source"])
+            for _inc, req, d in plans
             if d.mark is not None
         ]
         for eid, _nid, mark, position in marks:

@@ -140,9 +140,20 @@ def registry() -> Registry:
 
 def encode(fullname: str, record: Mapping[str, Any], *, version: int | None = None) -> bytes:
     """Encode with the newest (or the given) version of a schema."""
-    reg = registry()
-    sv = reg.latest(fullname) if version is None else reg.version(fullname, version)
+    if version is None:
+        return _newest_writer(fullname)(record)
+    sv = registry().version(fullname, version)
     return sv.header + sv.body(record)
+
+
+@cache
+def _newest_writer(fullname: str) -> Callable[[Mapping[str, Any]], bytes]:
+    """Header and body in one call: every record herald produces is encoded here, several
+    per request, and finding the schema and its header each time cost as much as a small
+    record's body."""
+    sv = registry().latest(fullname)
+    header, body = sv.header, sv.compiled or sv.body
+    return lambda record: header + body(record)
 
 
 def peek_schema(data: bytes) -> SchemaVersion:
@@ -202,6 +213,8 @@ class SingleObjectCodec:
     def encode(
         self, fullname: str, record: Mapping[str, Any], *, topic: str, version: int | None = None
     ) -> bytes:
+        if version is None:
+            return _newest_writer(fullname)(record)
         return encode(fullname, record, version=version)
 
     def decode(self, data: bytes, expect: str | None = None) -> dict[str, Any]:
