@@ -18,7 +18,7 @@ from cassandra.cluster import (
     Session,
 )
 from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
-from cassandra.query import dict_factory
+from cassandra.query import PreparedStatement, dict_factory
 
 from infra.settings import CassandraSettings
 
@@ -81,6 +81,20 @@ def apply_migrations(hosts: Sequence[str], port: int) -> list[str]:
         return applied
     finally:
         session.cluster.shutdown()
+
+
+def prepare_lookup(session: Session, cql: str) -> PreparedStatement:
+    """A read by a bounded list of keys (`IN ?` over at most one chunk of them), unpaged.
+
+    Paged (the driver's default), Cassandra answers an `IN` over partition keys through its
+    multi-partition pager, one partition after the other; unpaged, it reads them as one
+    group. Cassandra's CPU per key against `processed_requests`, five interleaved pairs on
+    the dev VM: 31-34 µs paged, 21-26 unpaged with 100 keys a query (the processor's chunk,
+    half of them present); 19-39 against 13-17 with 500. The answer is a few rows per key
+    at most, so one page is all there is anyway."""
+    stmt = session.prepare(cql)
+    stmt.fetch_size = None
+    return stmt
 
 
 def aresult(future: ResponseFuture) -> asyncio.Future[list[dict[str, Any]]]:

@@ -21,7 +21,7 @@ from cassandra.cluster import Session
 
 from infra import retry
 from infra.cache import TTLCache
-from infra.cassandra import aexecute
+from infra.cassandra import aexecute, prepare_lookup
 from processors import metrics
 from processors.decisions import Device
 from schemas.validation import (
@@ -136,21 +136,24 @@ class Enricher:
         self._backoff = max_backoff_s
         self._users: TTLCache[UserView | str] = TTLCache(max_entries, ttl_s)
         self._templates: TTLCache[tuple[TemplateRow, ...]] = TTLCache(max_entries // 10, ttl_s)
-        self._user = session.prepare(
+        self._user = prepare_lookup(
+            session,
             "SELECT user_id, email, phone, locale, timezone, quiet_start, quiet_end,"
-            " unsubscribed_all FROM users WHERE user_id IN ?"
+            " unsubscribed_all FROM users WHERE user_id IN ?",
         )
-        self._devices = session.prepare(
+        self._devices = prepare_lookup(
+            session,
             "SELECT user_id, device_id, platform, device_token FROM devices_by_user"
-            " WHERE user_id IN ?"
+            " WHERE user_id IN ?",
         )
-        self._prefs = session.prepare(
-            "SELECT user_id, channel, category, opt_in FROM preferences WHERE user_id IN ?"
+        self._prefs = prepare_lookup(
+            session, "SELECT user_id, channel, category, opt_in FROM preferences WHERE user_id IN ?"
         )
-        self._template = session.prepare(
+        self._template = prepare_lookup(
+            session,
             "SELECT template_id, locale, channel, title, subject, body, html, digest_key,"
             " digest_window_s, digest_template FROM templates"
-            " WHERE template_id IN ?"
+            " WHERE template_id IN ?",
         )
 
     async def _q(self, stmt: Any, keys: list[str]) -> list[dict[str, Any]]:

@@ -28,6 +28,7 @@ from cassandra.query import BatchStatement, BatchType
 from confluent_kafka import KafkaException
 
 from infra import cql_bind
+from infra.cassandra import prepare_lookup
 from infra.kafka_producer import AsyncProducer, Batch, is_permanent
 from infra.links import LIST_UNSUBSCRIBE, add_footer
 from infra.scheduling import ScheduleStore
@@ -152,8 +153,8 @@ class DedupStore:
     def __init__(self, session: Session, max_backoff_s: float) -> None:
         self._s = session
         self._backoff = max_backoff_s
-        self._get = session.prepare(
-            "SELECT event_id, state, source FROM processed_requests WHERE event_id IN ?"
+        self._get = prepare_lookup(
+            session, "SELECT event_id, state, source FROM processed_requests WHERE event_id IN ?"
         )
         self._put = session.prepare(
             "INSERT INTO processed_requests (event_id, notification_id, processed_at, state,"
