@@ -153,7 +153,32 @@ class LedgerContract:
         assert await ledger.correct_uncertain(ref, "slow", sent)
         row = await ledger.read(ref)
         assert row is not None and (row.state, row.provider_message_id) == ("sent", "SM9")
+        assert row.reason is None  # the verdict's reason went with it
         assert not await ledger.correct_uncertain(ref, "slow", sent)  # only from uncertain
+
+    async def test_a_later_attempt_leaves_nothing_of_an_earlier_one(self, ledger: Ledger) -> None:
+        ref = new_ref()
+        await ledger.claim(ref, "n", 1, "a", "smtp")
+        retrying = LedgerOutcome(
+            State.RETRYING,
+            reason="smtp:421",
+            provider_message_id="m1",
+            first_error="smtp:421",
+            last_error="smtp:421",
+            pinned_provider="smtp",
+        )
+        assert await ledger.finish(ref, "a", retrying)
+        row = await ledger.read(ref)
+        assert row is not None
+        await ledger.published(ref, delivery_of(ref), row)
+        assert await ledger.reclaim(ref, "n", 2, "b", "sendgrid", row)
+        assert await ledger.finish(ref, "b", LedgerOutcome(State.SENT, provider="sendgrid"))
+        row = await ledger.read(ref)
+        assert row is not None
+        assert (row.state, row.attempt, row.provider) == ("sent", 2, "sendgrid")
+        left = (row.reason, row.provider_message_id, row.first_error, row.last_error)
+        assert left == (None, None, None, None)
+        assert row.pinned_provider is None
 
     async def test_a_dead_letter_for_another_reason_is_not_corrected(self, ledger: Ledger) -> None:
         ref = new_ref()
