@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cassandra import cqltypes
-from cassandra.query import UNSET_VALUE, BatchStatement, PreparedStatement
+from cassandra.query import BatchStatement, PreparedStatement
 
 Serializer = Callable[[Any], bytes]
 
@@ -81,22 +81,18 @@ def _for(stmt: PreparedStatement) -> tuple[Serializer, ...]:
     return found
 
 
-def values(stmt: PreparedStatement, params: Sequence[Any]) -> list[Any]:
-    """The serialized values of `params`, one per bind marker: the driver's bytes (None a
-    null, `UNSET_VALUE` left as it is: the column is not written)."""
+def values(stmt: PreparedStatement, params: Sequence[Any]) -> list[bytes | None]:
+    """The serialized values of `params`, one per bind marker: the driver's bytes."""
     sers = _for(stmt)
     if len(params) != len(sers):
         raise ValueError(f"{len(params)} values for {len(sers)} bind markers: {stmt.query_string}")
     try:
-        return [
-            v if v is None or v is UNSET_VALUE else ser(v)
-            for ser, v in zip(sers, params, strict=True)
-        ]
+        return [None if v is None else ser(v) for ser, v in zip(sers, params, strict=True)]
     except (TypeError, AttributeError, struct.error):
         pass
     # Some value does not fit its column: find it again, one by one, to name it.
     for ser, v, col in zip(sers, params, stmt.column_metadata, strict=True):
-        if v is None or v is UNSET_VALUE:
+        if v is None:
             continue
         try:
             ser(v)

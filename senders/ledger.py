@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 from cassandra import ConsistencyLevel
 from cassandra.cluster import Session
-from cassandra.query import UNSET_VALUE, BatchStatement, BatchType, PreparedStatement
+from cassandra.query import BatchStatement, BatchType, PreparedStatement
 
 from infra import cql_bind
 from infra.cassandra import aexecute
@@ -200,14 +200,6 @@ class Ledger(Protocol):
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _or(value: Any, empty: Any) -> Any:
-    return empty if value is None else value
-
-
-# Deliveries `CassandraLedger` remembers as created by its own claim, at most.
-_MAX_CREATED = 100_000
 
 
 @dataclass
@@ -412,13 +404,6 @@ class CassandraLedger:
         claim, which delays its provider call, `claim_linger_s`; a write after the call
         (a finish), `linger_s`."""
         self._session = session
-        # Deliveries whose ledger row this process created (`claim`) and still holds, until
-        # their log row is written: nothing else was ever written to either row, so a field
-        # the outcome leaves empty is left unset instead of written as a null. A null is a
-        # tombstone cell, which Cassandra builds, merges and serializes at every step of a
-        # Paxos round like any other cell (`BTreeRow.minDeletionTime` alone was 13% of its
-        # CPU in Flight Recorder over `python -m herald.bench`).
-        self._created: set[str] = set()
         ks = session.keyspace or "herald"
         prep = session.prepare
         where = "WHERE slot = ? AND minute = ? AND delivery_id = ?"
@@ -499,9 +484,6 @@ class CassandraLedger:
             ref, self._claim, params, absent(), linger=self._claim_linger
         )
         if result is True:
-            if len(self._created) >= _MAX_CREATED:  # sends abandoned at shutdown, say
-                self._created.clear()  # only the saving is lost
-            self._created.add(ref.delivery_id)
             return None
         assert isinstance(result, LedgerRow)  # `absent` fails only on a row
         return await self._with_published(ref, notification_id, result)
@@ -533,31 +515,23 @@ class CassandraLedger:
         params = (provider, _now(), *self._key(ref), owner)
         return await self._write(ref, self._set_provider, params, held_by(owner))
 
-    def _finish_params(
-        self, ref: Ref, owner: str, o: LedgerOutcome, *, created: bool = False
-    ) -> tuple[Any, ...]:
-        # On a row `claim` created, the columns it does not write are empty already.
-        empty = UNSET_VALUE if created else None
+    def _finish_params(self, ref: Ref, owner: str, o: LedgerOutcome) -> tuple[Any, ...]:
         return (
             o.state.value,
-            _or(o.reason, empty),
+            o.reason,
             o.provider,
-            _or(o.provider_message_id, empty),
-            _or(o.first_error, empty),
-            _or(o.last_error, empty),
-            _or(o.pinned_provider, empty),
+            o.provider_message_id,
+            o.first_error,
+            o.last_error,
+            o.pinned_provider,
             owner,
             _now(),
             *self._key(ref),
         )
 
     async def finish(self, ref: Ref, owner: str, outcome: LedgerOutcome) -> bool:
-        created = ref.delivery_id in self._created
-        params = (*self._finish_params(ref, owner, outcome, created=created), owner)
-        done = await self._write(ref, self._finish, params, held_by(owner), linger=self._linger)
-        if not done:  # another sender took the row over: it writes the log row too
-            self._created.discard(ref.delivery_id)
-        return done
+        params = (*self._finish_params(ref, owner, outcome), owner)
+        return await self._write(ref, self._finish, params, held_by(owner), linger=self._linger)
 
     async def resolve_stale(
         self, ref: Ref, owner: str, expect: LedgerRow, outcome: LedgerOutcome
@@ -591,9 +565,6 @@ class CassandraLedger:
     async def published(self, ref: Ref, delivery: dict[str, Any], row: LedgerRow) -> None:
         # A plain write, not conditional: the log follows our own transition from the same
         # client; at worst a lost write means one more idempotent re-publish.
-        # The first log row of a delivery this process claimed: no earlier one to overwrite.
-        empty = UNSET_VALUE if ref.delivery_id in self._created else None
-        self._created.discard(ref.delivery_id)
         params = (
             delivery["notification_id"],
             ref.delivery_id,
@@ -602,13 +573,13 @@ class CassandraLedger:
             delivery["category"],
             row.attempt,
             row.state,
-            _or(row.reason, empty),
-            _or(row.provider, empty),
-            _or(row.provider_message_id, empty),
-            _or(row.first_error, empty),
-            _or(row.last_error, empty),
-            _or(row.pinned_provider, empty),
-            _or(row.owner, empty),
+            row.reason,
+            row.provider,
+            row.provider_message_id,
+            row.first_error,
+            row.last_error,
+            row.pinned_provider,
+            row.owner,
             True,  # published
             _now(),
         )

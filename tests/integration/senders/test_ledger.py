@@ -8,20 +8,13 @@ from collections.abc import Iterator
 
 import pytest
 from cassandra.cluster import Session
-from cassandra.query import UNSET_VALUE, BatchStatement
+from cassandra.query import BatchStatement
 
 from infra.cassandra import connect
 from infra.settings import CassandraSettings
 from senders.ledger import CassandraLedger, Ledger, LedgerOutcome, Ref, State
 from tests.conftest import CASSANDRA_PORT
-from tests.contract.ledger_contract import (
-    MINUTE,
-    UNCERTAIN,
-    AddDevice,
-    LedgerContract,
-    delivery_of,
-    new_ref,
-)
+from tests.contract.ledger_contract import MINUTE, AddDevice, LedgerContract, new_ref
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
@@ -120,87 +113,6 @@ async def test_without_linger_each_finish_goes_in_its_own_round(
     assert await ledger.finish(second, "me", sent) is True
     assert await finishing is True
     assert len(trips) == 2
-
-
-def log_row(session: Session, ref: Ref) -> dict[str, object]:
-    rows = session.execute(
-        "SELECT state, reason, provider, provider_message_id, first_error, last_error,"
-        " pinned_provider, owner FROM notification_log"
-        " WHERE notification_id = 'n' AND delivery_id = %s",
-        (ref.delivery_id,),
-    ).all()
-    assert len(rows) == 1
-    return dict(rows[0])
-
-
-def sent_values(session: Session, monkeypatch: pytest.MonkeyPatch) -> list[list[object]]:
-    """The bound values of every statement the session sends from now on."""
-    sent: list[list[object]] = []
-    real = session.execute_async
-
-    def recorded(query: object, *args: object, **kw: object) -> object:
-        if isinstance(query, BatchStatement):
-            sent.extend(list(v) for _, _, v in query._statements_and_parameters)
-        elif hasattr(query, "values"):
-            sent.append(list(query.values))
-        return real(query, *args, **kw)
-
-    monkeypatch.setattr(session, "execute_async", recorded)
-    return sent
-
-
-async def test_a_claimed_rows_empty_fields_are_left_unset_not_written_as_nulls(
-    session: Session, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A null is a tombstone cell that Cassandra builds, merges and serializes at every
-    step of a Paxos round: on a row its own claim created, the finish and the first log
-    row leave an empty field unwritten."""
-    ledger = CassandraLedger(session)
-    ref = new_ref(slot=3)
-    assert await ledger.claim(ref, "n", 1, "me", "twilio") is None
-    sent = sent_values(session, monkeypatch)
-    assert await ledger.finish(ref, "me", LedgerOutcome(State.SENT, provider="twilio"))
-    row = await ledger.read(ref)
-    assert row is not None
-    await ledger.published(ref, delivery_of(ref), row)
-    finish, log = sent[0], sent[-1]
-    assert finish.count(UNSET_VALUE) == 5 and None not in finish
-    assert log.count(UNSET_VALUE) == 5 and None not in log
-    assert log_row(session, ref) == {
-        "state": "sent",
-        "reason": None,
-        "provider": "twilio",
-        "provider_message_id": None,
-        "first_error": None,
-        "last_error": None,
-        "pinned_provider": None,
-        "owner": "me",
-    }
-
-
-async def test_a_claim_taken_over_writes_its_corrected_log_row_whole(
-    session: Session,
-) -> None:
-    """The owner that lost its claim to a stale-claim verdict (whose log row shows
-    `uncertain_after_crash`) corrects the verdict: its log row must clear that reason."""
-    slow, other = CassandraLedger(session), CassandraLedger(session)
-    ref = new_ref(slot=3)
-    assert await slow.claim(ref, "n", 1, "slow", "twilio") is None
-    stale = await other.read(ref)
-    assert stale is not None
-    assert await other.resolve_stale(ref, "other", stale, UNCERTAIN)
-    verdict = await other.read(ref)
-    assert verdict is not None
-    await other.published(ref, delivery_of(ref), verdict)
-    assert log_row(session, ref)["reason"] == "uncertain_after_crash"
-    sent = LedgerOutcome(State.SENT, provider="twilio", provider_message_id="SM9")
-    assert not await slow.finish(ref, "slow", sent)
-    assert await slow.correct_uncertain(ref, "slow", sent)
-    corrected = await slow.read(ref)
-    assert corrected is not None
-    await slow.published(ref, delivery_of(ref), corrected)
-    shown = log_row(session, ref)
-    assert (shown["state"], shown["reason"], shown["provider_message_id"]) == ("sent", None, "SM9")
 
 
 def count_round_trips(session: Session, monkeypatch: pytest.MonkeyPatch) -> list[str]:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from cassandra import cqltypes
 from cassandra.protocol import ColumnMetadata
-from cassandra.query import UNSET_VALUE, BatchStatement, BatchType, PreparedStatement
+from cassandra.query import BatchStatement, BatchType, PreparedStatement
 
 from infra import cql_bind
 
@@ -56,16 +56,6 @@ ROWS: list[tuple[Any, ...]] = [
 def test_values_are_the_drivers_bytes(row: tuple[Any, ...]) -> None:
     stmt = prepared()
     assert cql_bind.values(stmt, row) == stmt.bind(row).values
-
-
-def test_an_unset_value_stays_unset_as_the_driver_binds_it() -> None:
-    # Not written at all (the protocol's "unset"), where None writes a null: a tombstone.
-    stmt = prepared()
-    row = list(ROWS[0])
-    row[2], row[3] = UNSET_VALUE, None
-    ours = cql_bind.values(stmt, row)
-    assert ours == stmt.bind(row).values
-    assert ours[2] is UNSET_VALUE and ours[3] is None
 
 
 def test_a_batch_is_laid_out_as_the_driver_lays_it_out() -> None:
