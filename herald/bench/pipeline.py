@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from confluent_kafka import Producer
 
+from herald.bench.kafkautil import ready_producer
 from herald.bench.load import publish
 from herald.bench.observe import Observer
 from infra.settings import KafkaSettings
@@ -117,7 +117,7 @@ def run_phase(
     observer = Observer(kafka, nids, user_prefix, topic_prefix)
     observer.start()
     created: dict[str, int] = {}
-    producer = Producer(kafka.producer_config("bench-load"))
+    producer = ready_producer(kafka, "bench-load")
 
     def published(record: dict[str, Any]) -> None:
         created[record["notification_id"]] = record["created_at"]
