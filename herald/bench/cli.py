@@ -190,6 +190,7 @@ def _pipeline_runs(
                 label = "max" if not offered else f"{offered:g}/s"
                 task = progress.add_task(f"x{n} {phase} ({label})", total=count)
                 rounds_before = _ledger_totals(stack)
+                began = datetime.now(UTC)
                 # The bench's own process too (it decodes every record it watches): it
                 # shares the machine, but is no part of herald's cost per delivery.
                 with Sampler({**pids, BENCH: os.getpid()}, alone=frozenset({BENCH})) as sampler:
@@ -220,6 +221,7 @@ def _pipeline_runs(
                         "ledger_rounds": costs.ledger_rounds(
                             rounds_before, _ledger_totals(stack), res.deliveries_ended
                         ),
+                        "cassandra_compacted_mb": _compacted_mb(settings, began),
                     }
                 )
                 if res.interrupted:
@@ -230,6 +232,23 @@ def _pipeline_runs(
         finally:
             stack.stop()
     return results
+
+
+def _compacted_mb(settings: BenchSettings, since: datetime) -> float | None:
+    """What Cassandra compacted of herald's tables during a phase (None: unreadable)."""
+    until = datetime.now(UTC)
+    session = None
+    try:
+        session = connect(settings.cassandra, keyspace=False)
+        history = session.execute(
+            "SELECT keyspace_name, compacted_at, bytes_in FROM system.compaction_history"
+        )
+        return costs.compacted_mb(history, settings.cassandra.keyspace, since, until)
+    except Exception:  # a figure beside the others, never a reason to lose the run
+        return None
+    finally:
+        if session is not None:
+            session.cluster.shutdown()
 
 
 def _render(doc: dict[str, Any]) -> None:
@@ -365,6 +384,8 @@ def cost_table(runs: list[dict[str, Any]]) -> Table:
     # Cassandra's cost per delivery follows the ledger's Paxos rounds per delivery.
     table.add_column("ledger rounds/dlv", justify="right")
     table.add_column("rows/round", justify="right")
+    # Compactions are Cassandra's background work: one landing in a phase costs it.
+    table.add_column("compacted MB", justify="right")
     for r in runs:
         if not r["name"].startswith("saturate"):
             continue
@@ -377,11 +398,13 @@ def cost_table(runs: list[dict[str, Any]]) -> Table:
             *(_fmt(us.get(c)) for c in costs.COMPONENTS),
             _fmt(rounds.get("rounds_per_delivery"), 2),
             _fmt(rounds.get("rows_per_round"), 1),
+            _fmt(r.get("cassandra_compacted_mb")),
         )
     table.add_row(
         "budget",
         "",
         *(f"≤ {costs.BUDGET_US[c]:,.0f}" if c in costs.BUDGET_US else "" for c in costs.COMPONENTS),
+        "",
         "",
         "",
     )

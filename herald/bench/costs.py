@@ -7,7 +7,9 @@ is printed beside the figures, never asserted.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -71,3 +73,23 @@ def ledger_rounds(
         "rows_per_round": round((after["rows"] - before["rows"]) / rounds, 1),
         "ms_per_round": round(1000 * (after["seconds"] - before["seconds"]) / rounds, 1),
     }
+
+
+def compacted_mb(
+    history: Iterable[Mapping[str, Any]], keyspace: str, since: datetime, until: datetime
+) -> float:
+    """MB Cassandra's compactions of `keyspace` read (`bytes_in`) that ended within
+    [since, until], from rows of `system.compaction_history` (naive UTC `compacted_at`, as
+    the driver returns it). A compaction takes most of a core for seconds on the dev VM:
+    a phase it lands in shows Cassandra dearer per delivery than its neighbours."""
+    start, end = _naive_utc(since), _naive_utc(until)
+    total = sum(
+        int(r["bytes_in"] or 0)
+        for r in history
+        if r["keyspace_name"] == keyspace and start <= _naive_utc(r["compacted_at"]) <= end
+    )
+    return round(total / 1e6, 1)
+
+
+def _naive_utc(at: datetime) -> datetime:
+    return at if at.tzinfo is None else at.astimezone(UTC).replace(tzinfo=None)

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from rich.console import Console
@@ -179,3 +180,23 @@ def test_bench_lifts_every_providers_send_rate(monkeypatch: pytest.MonkeyPatch) 
         monkeypatch.setenv(key, value)
     limits = SenderSettings().rate_limits
     assert {p: limits.rate(p) for p in PROVIDERS} == dict.fromkeys(PROVIDERS, UNLIMITED_PER_SECOND)
+
+
+def test_compacted_mb_counts_herald_compactions_that_ended_in_the_phase() -> None:
+    start = datetime(2026, 11, 30, 4, 0, tzinfo=UTC)
+    end = start + timedelta(seconds=30)
+
+    def row(keyspace: str, seconds: float, mb: float) -> dict[str, object]:
+        at = (start + timedelta(seconds=seconds)).replace(tzinfo=None)  # the driver's naive UTC
+        return {"keyspace_name": keyspace, "compacted_at": at, "bytes_in": int(mb * 1e6)}
+
+    history = [
+        row("herald", -1, 500),  # ended before the phase
+        row("herald", 0, 10),
+        row("herald", 12.5, 200),
+        row("system", 12.5, 999),  # not herald's
+        row("herald", 30, 1.5),
+        row("herald", 31, 700),  # after it
+    ]
+    assert costs.compacted_mb(history, "herald", start, end) == 211.5
+    assert costs.compacted_mb([], "herald", start, end) == 0.0
