@@ -36,6 +36,14 @@ UNDECODABLE = Reason.UNDECODABLE
 TRUNCATED_BYTES = 64 * 1024
 
 
+def _order_key(user: bytes | None, delivery: dict[str, Any]) -> bytes | None:
+    """What a record keeps its order within: the user and the device (or address)."""
+    if not user:
+        return None
+    target = delivery.get("device_id") or delivery.get("address") or ""
+    return user + b"\x00" + str(target).encode()
+
+
 class LaneDispatch(LaneConsumer):
     """The records of one lane, from fetched to finished."""
 
@@ -53,7 +61,7 @@ class LaneDispatch(LaneConsumer):
         self.codec = codec.codec_for(settings.kafka.schema_registry_url)
         self.handler = handler
         self.publisher = publisher
-        self._last_of_user: dict[bytes, asyncio.Task[None]] = {}
+        self._last_in_order: dict[bytes, asyncio.Task[None]] = {}
 
     async def _dispatch(self, msg: KafkaMessage) -> None:
         err = msg.error()
@@ -92,17 +100,21 @@ class LaneDispatch(LaneConsumer):
         self._offsets.start(topic, partition, offset)
         if delivery is not None:
             redriven = any(h[0] == Header.REDRIVEN_FROM for h in msg.headers() or ())
-            # Records of one user (the key) go out in order: each waits for the previous.
-            user = msg.key()
-            before = self._last_of_user.get(user) if user else None
+            # Records of one user (the key) to one device or address go out in order: each
+            # waits for the previous. Copies to a user's other devices do not wait for each
+            # other: waiting, a user's third phone got its copy two whole deliveries late
+            # (paced at 600 requests/s, the push channels' p99 from fan-out to receipt was
+            # 329-332 ms against 137-156 for SMS and email; per device, 159-178).
+            user = _order_key(msg.key(), delivery)
+            before = self._last_in_order.get(user) if user else None
             self.slots.take()
             work = self._process(delivery, msg, redriven, before)
         else:
             user, work = None, self._poison(msg, reason)
         task = asyncio.create_task(self._track(key, offset, work))
         if user:
-            self._last_of_user[user] = task
-            task.add_done_callback(functools.partial(self._forget_user, user))
+            self._last_in_order[user] = task
+            task.add_done_callback(functools.partial(self._forget_order, user))
         self._tasks.setdefault(key, set()).add(task)
         task.add_done_callback(self._tasks[key].discard)
 
@@ -110,9 +122,9 @@ class LaneDispatch(LaneConsumer):
         if await work:
             self._offsets.finish(*key, offset)
 
-    def _forget_user(self, user: bytes, task: asyncio.Task[None]) -> None:
-        if self._last_of_user.get(user) is task:
-            del self._last_of_user[user]
+    def _forget_order(self, user: bytes, task: asyncio.Task[None]) -> None:
+        if self._last_in_order.get(user) is task:
+            del self._last_in_order[user]
 
     async def _process(
         self,

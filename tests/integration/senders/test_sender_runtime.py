@@ -331,6 +331,26 @@ async def test_one_users_deliveries_go_out_in_order(harness: Harness, produce: A
     assert [i for i in harness.p["twilio"].order if i in ids] == ids
 
 
+async def test_a_users_other_devices_do_not_wait_for_each_other(
+    harness: Harness, produce: Any
+) -> None:
+    """Order holds per device: the copy of a notification to a user's second phone goes
+    while the first phone's is still in the provider call, and the next notification to
+    the first phone still waits for it."""
+    user = f"user-{uuid.uuid4()}"
+    first = make_delivery("push.ios", user_id=user, device_id="phone-1")
+    second = make_delivery("push.ios", user_id=user, device_id="phone-2")
+    later = make_delivery("push.ios", user_id=user, device_id="phone-1")
+    harness.p["apns"].slow[first["delivery_id"]] = 1.0
+    for d in (first, second, later):
+        produce("notifications.push.ios", d)
+    ids = [d["delivery_id"] for d in (first, second, later)]
+    await until(lambda: all(harness.results[i] for i in ids), "all handled")
+    order = [i for i in harness.p["apns"].order if i in ids]
+    assert order.index(second["delivery_id"]) < order.index(first["delivery_id"])
+    assert order.index(first["delivery_id"]) < order.index(later["delivery_id"])
+
+
 async def test_a_redriven_dead_letter_is_sent_and_a_plain_copy_is_not(
     harness: Harness, tap: TopicTap, kafka_producer: Any, cassandra: Session
 ) -> None:
