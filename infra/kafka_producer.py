@@ -135,7 +135,7 @@ class Batch:
             self._sent -= 1
             raise
 
-    def _report_tagged(self, tag: Hashable, err: KafkaError | None, msg: Message | None) -> None:
+    def _report_tagged(self, tag: Hashable, err: KafkaError | None, _msg: Message | None) -> None:
         if err is not None:
             self.failed.append((tag, err))
         self._answer()

@@ -148,9 +148,8 @@ def encode(fullname: str, record: Mapping[str, Any], *, version: int | None = No
 
 @cache
 def _newest_writer(fullname: str) -> Callable[[Mapping[str, Any]], bytes]:
-    """Header and body in one call: every record herald produces is encoded here, several
-    per request, and finding the schema and its header each time cost as much as a small
-    record's body."""
+    """The newest version's header and body writer, looked up once per schema instead of
+    once per record (every record herald produces is encoded here)."""
     sv = registry().latest(fullname)
     header, body = sv.header, sv.compiled or sv.body
     return lambda record: header + body(record)

@@ -105,16 +105,16 @@ class LaneDispatch(LaneConsumer):
             # other: waiting, a user's third phone got its copy two whole deliveries late
             # (paced at 600 requests/s, the push channels' p99 from fan-out to receipt was
             # 329-332 ms against 137-156 for SMS and email; per device, 159-178).
-            user = _order_key(msg.key(), delivery)
-            before = self._last_in_order.get(user) if user else None
+            order = _order_key(msg.key(), delivery)
+            before = self._last_in_order.get(order) if order else None
             self.slots.take()
             work = self._process(delivery, msg, redriven, before)
         else:
-            user, work = None, self._poison(msg, reason)
+            order, work = None, self._poison(msg, reason)
         task = asyncio.create_task(self._track(key, offset, work))
-        if user:
-            self._last_in_order[user] = task
-            task.add_done_callback(functools.partial(self._forget_order, user))
+        if order:
+            self._last_in_order[order] = task
+            task.add_done_callback(functools.partial(self._forget_order, order))
         self._tasks.setdefault(key, set()).add(task)
         task.add_done_callback(self._tasks[key].discard)
 
@@ -122,9 +122,9 @@ class LaneDispatch(LaneConsumer):
         if await work:
             self._offsets.finish(*key, offset)
 
-    def _forget_order(self, user: bytes, task: asyncio.Task[None]) -> None:
-        if self._last_in_order.get(user) is task:
-            del self._last_in_order[user]
+    def _forget_order(self, order: bytes, task: asyncio.Task[None]) -> None:
+        if self._last_in_order.get(order) is task:
+            del self._last_in_order[order]
 
     async def _process(
         self,
