@@ -104,6 +104,7 @@ class Batch:
         self._waiter: asyncio.Future[None] | None = None
         # (tag given to `send`, error) of every record the broker refused.
         self.failed: list[tuple[Hashable, KafkaError]] = []
+        self._untagged = functools.partial(self._report, None)  # one for every such record
 
     def send(
         self,
@@ -117,7 +118,7 @@ class Batch:
     ) -> None:
         """Queue one record (to `partition`, else the partitioner's); raises KafkaException
         when librdkafka refuses it outright."""
-        report = self._report if tag is None else functools.partial(self._report_tagged, tag)
+        report = self._untagged if tag is None else functools.partial(self._report, tag)
         hdrs = _header_list(headers)
         part = _ANY_PARTITION if partition is None else partition
         # Counted before it is queued: its report may arrive before `produce` returns.
@@ -135,17 +136,9 @@ class Batch:
             self._sent -= 1
             raise
 
-    def _report_tagged(self, tag: Hashable, err: KafkaError | None, _msg: Message | None) -> None:
+    def _report(self, tag: Hashable, err: KafkaError | None, _msg: Message | None) -> None:
         if err is not None:
             self.failed.append((tag, err))
-        self._answer()
-
-    def _report(self, err: KafkaError | None, _msg: Message | None) -> None:
-        if err is not None:
-            self.failed.append((None, err))
-        self._answer()
-
-    def _answer(self) -> None:
         self._answered += 1
         if self._answered == self._sent:
             with self._lock:

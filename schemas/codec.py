@@ -212,8 +212,6 @@ class SingleObjectCodec:
     def encode(
         self, fullname: str, record: Mapping[str, Any], *, topic: str, version: int | None = None
     ) -> bytes:
-        if version is None:
-            return _newest_writer(fullname)(record)
         return encode(fullname, record, version=version)
 
     def decode(self, data: bytes, expect: str | None = None) -> dict[str, Any]:

@@ -10,6 +10,7 @@ JSON file. Figures are reported, never asserted.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -25,6 +26,7 @@ from typing import Any
 import httpx
 import psutil
 import typer
+from cassandra.cluster import Session
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -131,6 +133,7 @@ def _pipeline_runs(
     max_wait: float,
     progress: Progress,
     null_provider: bool,
+    cassandra: Session,
 ) -> list[dict[str, Any]]:
     """One run per entry of `scales` against the lean emulators, then (`null_provider`)
     one saturating run with one process per stage and the null provider."""
@@ -221,7 +224,9 @@ def _pipeline_runs(
                         "ledger_rounds": costs.ledger_rounds(
                             rounds_before, _ledger_totals(stack), res.deliveries_ended
                         ),
-                        "cassandra_compacted_mb": _compacted_mb(settings, began),
+                        "cassandra_compacted_mb": _compacted_mb(
+                            cassandra, settings.cassandra.keyspace, began
+                        ),
                     }
                 )
                 if res.interrupted:
@@ -234,21 +239,16 @@ def _pipeline_runs(
     return results
 
 
-def _compacted_mb(settings: BenchSettings, since: datetime) -> float | None:
+def _compacted_mb(session: Session, keyspace: str, since: datetime) -> float | None:
     """What Cassandra compacted of herald's tables during a phase (None: unreadable)."""
     until = datetime.now(UTC)
-    session = None
     try:
-        session = connect(settings.cassandra, keyspace=False)
         history = session.execute(
             "SELECT keyspace_name, compacted_at, bytes_in FROM system.compaction_history"
         )
-        return costs.compacted_mb(history, settings.cassandra.keyspace, since, until)
+        return costs.compacted_mb(history, keyspace, since, until)
     except Exception:  # a figure beside the others, never a reason to lose the run
         return None
-    finally:
-        if session is not None:
-            session.cluster.shutdown()
 
 
 def _render(doc: dict[str, Any]) -> None:
@@ -455,17 +455,14 @@ def run(
         "cpu_budget_us_per_delivery": costs.BUDGET_US,
     }
     population = load.make_users(users, prefix=prefix)
-    with _progress() as progress:
+    with _progress() as progress, contextlib.ExitStack() as cleanup:
         task = progress.add_task("seed Cassandra", total=1)
+        # Seeds, then reads what Cassandra compacted during each phase.
         session = connect(settings.cassandra, keyspace=False)
-        try:
-            t0 = time.perf_counter()
-            doc["seed"] = load.seed_cassandra(
-                session, population, keyspace=settings.cassandra.keyspace
-            )
-            doc["seed"]["seconds"] = round(time.perf_counter() - t0, 2)
-        finally:
-            session.cluster.shutdown()
+        cleanup.callback(session.cluster.shutdown)
+        t0 = time.perf_counter()
+        doc["seed"] = load.seed_cassandra(session, population, keyspace=settings.cassandra.keyspace)
+        doc["seed"]["seconds"] = round(time.perf_counter() - t0, 2)
         progress.update(task, completed=1)
 
         payloads = []
@@ -499,6 +496,7 @@ def run(
                     max_wait=max_wait,
                     progress=progress,
                     null_provider=null_provider,
+                    cassandra=session,
                 )
             except (ServiceError, TimeoutError) as exc:
                 doc["pipeline_error"] = str(exc).splitlines()[0]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
@@ -63,6 +64,26 @@ def end_offsets(consumer: Consumer, topic: str, timeout: float = 30.0) -> list[T
             time.sleep(0.5)
 
 
+# Bench data is worthless after the run.
+BENCH_RETENTION_MS = 3_600_000
+
+
+def ensure_topics(kafka: KafkaSettings, topics: Sequence[str], partitions: int) -> None:
+    """Create the bench's own `topics` that do not exist yet (short retention)."""
+    admin = AdminClient(dict(kafka.base_config("bench-admin")))
+    existing = set(admin.list_topics(timeout=15).topics)
+    config = {"retention.ms": str(BENCH_RETENTION_MS)}
+    new = [NewTopic(t, partitions, 1, config=config) for t in topics if t not in existing]
+    if not new:
+        return
+    for fut in admin.create_topics(new, operation_timeout=15).values():
+        try:
+            fut.result()
+        except KafkaException as exc:
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise
+
+
 # Where `ready_producer` sends its one record: a topic of the bench's own, nobody reads it.
 WARMUP_TOPIC = "bench.warmup"
 
@@ -73,15 +94,7 @@ def ready_producer(kafka: KafkaSettings, client: str, timeout_s: float = 30.0) -
     A new idempotent librdkafka producer holds its first records ~500 ms (its producer id,
     then its connections): measured from their publish, a phase's first second of requests
     looked half a second slower than the rest, which was a fifth of a paced phase's p99."""
-    admin = AdminClient(dict(kafka.base_config("bench-admin")))
-    if WARMUP_TOPIC not in admin.list_topics(timeout=15).topics:
-        retention = {"retention.ms": str(3_600_000)}
-        for fut in admin.create_topics([NewTopic(WARMUP_TOPIC, 1, 1, config=retention)]).values():
-            try:
-                fut.result()
-            except KafkaException as exc:
-                if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                    raise
+    ensure_topics(kafka, [WARMUP_TOPIC], partitions=1)
     producer = Producer(kafka.producer_config(client))
     acked: list[KafkaException | None] = []
     deadline = time.monotonic() + timeout_s

@@ -12,15 +12,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaException, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
 
-from herald.bench.kafkautil import end_offsets
+from herald.bench.kafkautil import end_offsets, ensure_topics
 from infra.settings import KafkaSettings
 
 IN_TOPIC = "bench.passthrough.in"
 OUT_TOPIC = "bench.passthrough.out"
 PARTITIONS = 6  # as notifications.requested
-RETENTION_MS = 3_600_000  # bench data is worthless after the run
 
 
 @dataclass
@@ -38,24 +36,6 @@ class PassthroughResult:
         return self.records / self.produce_seconds if self.produce_seconds else 0.0
 
 
-def ensure_bench_topics(kafka: KafkaSettings) -> None:
-    admin = AdminClient(dict(kafka.base_config("bench-admin")))
-    existing = set(admin.list_topics(timeout=15).topics)
-    new = [
-        NewTopic(t, PARTITIONS, 1, config={"retention.ms": str(RETENTION_MS)})
-        for t in (IN_TOPIC, OUT_TOPIC)
-        if t not in existing
-    ]
-    if not new:
-        return
-    for fut in admin.create_topics(new, operation_timeout=15).values():
-        try:
-            fut.result()
-        except KafkaException as exc:
-            if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                raise
-
-
 def run(
     kafka: KafkaSettings,
     payloads: Sequence[tuple[bytes, bytes]],
@@ -67,7 +47,7 @@ def run(
     The topics are reused across runs: the consumer starts at the input's end offsets taken
     before loading, so only this run's records are copied.
     """
-    ensure_bench_topics(kafka)
+    ensure_topics(kafka, [IN_TOPIC, OUT_TOPIC], PARTITIONS)
     group = f"herald-bench-passthrough-{time.time_ns()}"
     consumer = Consumer(kafka.consumer_config("bench-passthrough", group))
     start_at = end_offsets(consumer, IN_TOPIC)
