@@ -68,20 +68,25 @@ def end_offsets(consumer: Consumer, topic: str, timeout: float = 30.0) -> list[T
 BENCH_RETENTION_MS = 3_600_000
 
 
-def ensure_topics(kafka: KafkaSettings, topics: Sequence[str], partitions: int) -> None:
-    """Create the bench's own `topics` that do not exist yet (short retention)."""
+def create_topics(kafka: KafkaSettings, topics: Sequence[NewTopic]) -> None:
+    """Create those of `topics` that do not exist yet (another client may race us)."""
     admin = AdminClient(dict(kafka.base_config("bench-admin")))
     existing = set(admin.list_topics(timeout=15).topics)
-    config = {"retention.ms": str(BENCH_RETENTION_MS)}
-    new = [NewTopic(t, partitions, 1, config=config) for t in topics if t not in existing]
+    new = [t for t in topics if t.topic not in existing]
     if not new:
         return
-    for fut in admin.create_topics(new, operation_timeout=15).values():
+    for fut in admin.create_topics(new, operation_timeout=30).values():
         try:
             fut.result()
         except KafkaException as exc:
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise
+
+
+def ensure_topics(kafka: KafkaSettings, topics: Sequence[str], partitions: int) -> None:
+    """Create the bench's own `topics` that do not exist yet (short retention)."""
+    config = {"retention.ms": str(BENCH_RETENTION_MS)}
+    create_topics(kafka, [NewTopic(t, partitions, 1, config=config) for t in topics])
 
 
 # Where `ready_producer` sends its one record: a topic of the bench's own, nobody reads it.

@@ -17,7 +17,7 @@ import httpx
 from confluent_kafka import Consumer, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from herald.bench.kafkautil import delete_topics, end_offsets
+from herald.bench.kafkautil import create_topics, delete_topics, end_offsets
 from herald.services import Service, ServiceError, ServiceSpec, free_port, python_module, start
 from infra import topics
 from infra.emulators.server import Ports
@@ -147,21 +147,14 @@ def sender_topics(channel: Channel, prefix: str = "") -> list[str]:
 
 def ensure_prefixed_topics(kafka: KafkaSettings, prefix: str) -> None:
     """herald's whole topic family under `prefix` (same partitions), created if missing."""
-    admin = AdminClient(dict(kafka.base_config("bench-admin")))
-    existing = set(admin.list_topics(timeout=15).topics)
-    missing = [
-        NewTopic(Topics(prefix).of(t.name), t.partitions, t.replication, config=t.config())
-        for t in topics.all_topics()
-        if Topics(prefix).of(t.name) not in existing
-    ]
-    if not missing:
-        return
-    for fut in admin.create_topics(missing, operation_timeout=30).values():
-        try:
-            fut.result()
-        except KafkaException as exc:
-            if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                raise
+    named = Topics(prefix)
+    create_topics(
+        kafka,
+        [
+            NewTopic(named.of(t.name), t.partitions, t.replication, config=t.config())
+            for t in topics.all_topics()
+        ],
+    )
 
 
 def start_groups_at_end(kafka: KafkaSettings, groups: dict[str, list[str]]) -> None:
