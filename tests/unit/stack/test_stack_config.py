@@ -44,6 +44,9 @@ def test_cassandra_yaml_is_valid_and_uses_the_run_dir(tmp_path: Path) -> None:
     assert conf["memtable_allocation_type"] == "offheap_objects"
     assert conf["memtable_heap_space"] == "768MiB"
     assert conf["memtable_offheap_space"] == "1536MiB"
+    # One compaction at a time, throttled: never both cores of a 2-core box at once.
+    assert conf["concurrent_compactors"] == 1
+    assert conf["compaction_throughput"] == "16MiB/s"
 
 
 def test_cassandra_jvm_gets_java17_flags_and_a_fixed_heap(tmp_path: Path) -> None:
