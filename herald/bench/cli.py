@@ -251,6 +251,24 @@ def _compacted_mb(session: Session, keyspace: str, since: datetime) -> float | N
         return None
 
 
+def _keeping_up(r: dict[str, Any]) -> str | None:
+    """For a paced phase: whether it kept up with the offered rate, from how its p50 latency
+    moved between the first and the last fifth of its requests."""
+    drift = r.get("latency_drift_ms") or {}
+    behind = pipeline.fell_behind(drift)
+    if not r["offered_rate"] or behind is None:
+        return None
+    first, last = _fmt(drift["first"]), _fmt(drift["last"])
+    phase = f"{r['name']} ({r['processes']} procs, {r['offered_rate']:g}/s offered)"
+    moved = f"p50 latency {first} ms for the first fifth of its requests, {last} ms for the last"
+    if behind:
+        return (
+            f"{phase}: {moved}. It fell behind the offered rate: "
+            "its percentiles measure a backlog that grew."
+        )
+    return f"{phase}: {moved}: kept up."
+
+
 def _render(doc: dict[str, Any]) -> None:
     pt = doc.get("passthrough")
     table = Table(title="herald benchmark", show_lines=False)
@@ -301,6 +319,10 @@ def _render(doc: dict[str, Any]) -> None:
             "yes" if r["complete"] else "no",
         )
     console.print(table)
+    for r in doc.get("pipeline", []):
+        line = _keeping_up(r)
+        if line:
+            console.print(line)
     runs = doc.get("pipeline", [])
     legs = [r for r in runs if r.get("stage_latency_ms")]
     if legs:

@@ -60,6 +60,37 @@ class PhaseResult:
     channels: dict[str, int] = field(default_factory=dict)
     # Deliveries/s each channel's senders achieved against its emulator (first to last receipt).
     senders_per_channel: dict[str, float] = field(default_factory=dict)
+    # p50 latency of the requests published in the phase's first fifth and in its last
+    # (`latency_drift`): a paced phase that kept up has the two close.
+    latency_drift_ms: dict[str, float | None] = field(default_factory=dict)
+
+
+# A paced phase whose p50 latency grew more than this from its first fifth to its last did
+# not keep up with the offered rate: its percentiles measure a backlog that grew.
+FELL_BEHIND_MS = 250.0
+
+
+def latency_drift(published_and_latency: list[tuple[int, int]]) -> dict[str, float | None]:
+    """p50 latency (ms) of the deliveries of the requests published first (the first fifth,
+    by publish time) and last (the last fifth). At a steady offered rate a pipeline that
+    keeps up shows both alike; one that falls behind shows the last ones later by the
+    backlog it built up."""
+    if len(published_and_latency) < 10:
+        return {"first": None, "last": None}
+    ordered = sorted(published_and_latency)
+    k = len(ordered) // 5
+    return {
+        "first": percentile([lat for _p, lat in ordered[:k]], 50),
+        "last": percentile([lat for _p, lat in ordered[-k:]], 50),
+    }
+
+
+def fell_behind(drift: dict[str, float | None]) -> bool | None:
+    """Whether a paced phase's backlog grew (None: too few deliveries to say)."""
+    first, last = drift.get("first"), drift.get("last")
+    if first is None or last is None:
+        return None
+    return last - first > FELL_BEHIND_MS
 
 
 def stage_latency(
@@ -183,9 +214,12 @@ def run_phase(
     by_channel: dict[str, list[int]] = {}
     for entry in ledger:
         by_channel.setdefault(entry.get("channel") or "?", []).append(int(entry["received_at_ms"]))
-    latencies = [
-        receipts[did] - created[s.fanned[did][0]] for did in receipts if s.fanned[did][0] in created
+    timed = [
+        (created[nid], receipts[did] - created[nid])
+        for did in receipts
+        if (nid := s.fanned[did][0]) in created
     ]
+    latencies = [lat for _p, lat in timed]
     decided_ts = [ts for _o, _r, ts in s.decided.values()]
     decided_ts += [ts for _nid, ts in s.fanned.values()]
     sent_ts = [e.occurred_at for e in s.ended.values() if e.outcome == Outcome.SENT]
@@ -222,4 +256,5 @@ def run_phase(
         senders_per_channel={
             ch: _rate(len(ts), min(ts), max(ts)) for ch, ts in sorted(by_channel.items())
         },
+        latency_drift_ms=latency_drift(timed),
     )
