@@ -254,9 +254,11 @@ def _compacted_mb(session: Session, keyspace: str, since: datetime) -> float | N
 def _keeping_up(r: dict[str, Any]) -> str | None:
     """For a paced phase: whether it kept up with the offered rate, from how its p50 latency
     moved between the first and the last fifth of its requests."""
+    if not r["offered_rate"]:
+        return None  # a saturating phase: nothing offered to keep up with
     drift = r.get("latency_drift_ms") or {}
     behind = pipeline.fell_behind(drift)
-    if not r["offered_rate"] or behind is None:
+    if behind is None:
         return None
     first, last = _fmt(drift["first"]), _fmt(drift["last"])
     phase = f"{r['name']} ({r['processes']} procs, {r['offered_rate']:g}/s offered)"
@@ -319,11 +321,11 @@ def _render(doc: dict[str, Any]) -> None:
             "yes" if r["complete"] else "no",
         )
     console.print(table)
-    for r in doc.get("pipeline", []):
+    runs = doc.get("pipeline", [])
+    for r in runs:
         line = _keeping_up(r)
         if line:
             console.print(line)
-    runs = doc.get("pipeline", [])
     legs = [r for r in runs if r.get("stage_latency_ms")]
     if legs:
         stages = Table(

@@ -88,7 +88,7 @@ paxos_variant: v2
 # One compaction at a time, at most 16 MiB/s: with the defaults (2 and 64 MiB/s) a compaction
 # of herald's tables could take both cores of a 2-core box for seconds, and a saturating
 # phase that met one showed Cassandra at 566-598 µs of CPU per delivery against 340-410
-# otherwise. Nine interleaved runs each (docs/benchmarks.md, 2026-11-30 05:30-06:30):
+# otherwise. Nine interleaved runs each (docs/benchmarks.md, runs of 2026-11-30 05:30-06:40):
 # median 1,567 against 1,520 deliveries/s, paced p99 at 1,000 requests/s 957 against
 # 2,353 ms. herald compacted ~0.7 MB/s over half an hour of benchmarks: 16 MiB/s keeps up.
 concurrent_compactors: 1
